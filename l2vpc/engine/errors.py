@@ -1,0 +1,60 @@
+"""Errors of the engine, by what the caller should do next.
+
+    L2vpcError
+    ├── UserError                 bad input: fix it and try again (one line, names the field)
+    │   ├── ValidationError       a value or a cross-object rule is violated
+    │   ├── NotFoundError         no such object (also: another tenant's object)
+    │   └── ConflictError         someone else changed the object first (stale generation,
+    │                             duplicate name, value already allocated): re-read and retry
+    ├── TemporaryError            retry after a delay (agent unreachable, database busy)
+    ├── HostError                 a host could not be converged; names the host and the step
+    └── StoreError                the store is unusable (corrupt, too new a schema version)
+"""
+
+from __future__ import annotations
+
+
+class L2vpcError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class UserError(L2vpcError):
+    """The request is wrong; retrying it unchanged will fail again."""
+
+
+class ValidationError(UserError):
+    """One or more rules are violated. `problems` holds (path, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]] | str, path: str = "") -> None:
+        if isinstance(problems, str):
+            problems = [(path, problems)]
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
+
+    @property
+    def first(self) -> tuple[str, str]:
+        return self.problems[0]
+
+
+class NotFoundError(UserError):
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind, self.ident = kind, ident
+        super().__init__(f"{kind} {ident!r} not found")
+
+
+class ConflictError(UserError):
+    """A concurrent change or an allocation clash; nothing was written."""
+
+
+class TemporaryError(L2vpcError):
+    """Try again later (with backoff)."""
+
+
+class HostError(L2vpcError):
+    def __init__(self, host: str, step: str, reason: str) -> None:
+        self.host, self.step, self.reason = host, step, reason
+        super().__init__(f"host {host}: {step}: {reason}")
+
+
+class StoreError(L2vpcError):
+    """The store cannot be used (damaged file, schema from a newer version, ...)."""

@@ -1,0 +1,126 @@
+"""The store interface: durable desired state, allocations and what hosts reported.
+
+SQLite (embedded) and PostgreSQL (controllers) implement it. Objects are stored as JSON
+documents keyed by (kind, id) with a per-object generation: every write names the generation it
+read, and a mismatch raises ConflictError instead of overwriting a concurrent change.
+
+Allocations (VNIs, MACs, interface names, addresses) are rows in named pools with a unique
+(pool, value) key, so two writers can never hand out the same value: the loser gets
+ConflictError and nothing of its transaction is kept.
+
+All reads and writes happen inside `store.transaction()`; leaving the `with` block commits,
+an exception rolls everything back.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+# Object kinds the store holds.
+KINDS = ("host", "vpc", "attachment", "direct_connect", "vpn")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    kind: str
+    id: str
+    generation: int  # 1 on create, +1 on every update
+    data: dict[str, Any]
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport:
+    """What an agent last reported for its host (its actual HostConfig, as a dict)."""
+
+    host: str
+    generation: int  # the config generation the host has converged to
+    config: dict[str, Any]
+    updated_at: float
+
+
+class Transaction(abc.ABC):
+    @abc.abstractmethod
+    def get(self, kind: str, ident: str, tenant: str | None = None) -> StoredObject | None:
+        """The object, or None. With `tenant` set, another tenant's object is None."""
+
+    @abc.abstractmethod
+    def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
+        """All objects of a kind (of one tenant when given), ordered by id."""
+
+    @abc.abstractmethod
+    def create(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
+        """Insert with generation 1; ConflictError if (kind, id) exists."""
+
+    @abc.abstractmethod
+    def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
+        """Replace data if the stored generation equals `expected_generation`, bump it.
+
+        NotFoundError if absent; ConflictError if the generation differs.
+        """
+
+    @abc.abstractmethod
+    def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
+        """Remove the object (and nothing else). NotFoundError if absent; ConflictError on a
+        generation mismatch when one is given."""
+
+    # --- allocations -------------------------------------------------------------------
+    @abc.abstractmethod
+    def reserve(self, pool: str, value: str, owner: str) -> None:
+        """Claim `value` in `pool` for `owner`; ConflictError if another owner holds it.
+        Claiming a value the same owner already holds is a no-op."""
+
+    @abc.abstractmethod
+    def release_owner(self, owner: str, pool: str | None = None) -> None:
+        """Free every value `owner` holds (in one pool, or in all)."""
+
+    @abc.abstractmethod
+    def allocations(self, pool: str) -> dict[str, str]:
+        """value -> owner for one pool."""
+
+    # --- host reports ------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:
+        """Record what a host runs now (replaces the previous report)."""
+
+    @abc.abstractmethod
+    def host_reports(self) -> dict[str, HostReport]:
+        """The latest report of every host."""
+
+    @abc.abstractmethod
+    def delete_host_report(self, host: str) -> None: ...
+
+    # --- counters ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def next_sequence(self, name: str) -> int:
+        """A durable counter: 1, 2, 3, ... per name (used for config generations)."""
+
+
+class Store(abc.ABC):
+    """A durable store; safe to use from several threads and processes at once."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A read-write transaction; commits on normal exit, rolls back on exception.
+        Waits for a concurrent writer (busy timeout) rather than failing at once; if the wait
+        runs out, raises TemporaryError."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def iter_objects(self, kind: str) -> Iterator[StoredObject]:
+        with self.transaction() as tx:
+            yield from tx.list(kind)
