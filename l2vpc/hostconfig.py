@@ -308,8 +308,8 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
             errors.append(f"{where}.ip_address: static mode needs an address in CIDR form, got {p.ip_address!r}")
         if p.ip_mode != "static" and p.ip_address:
             errors.append(f"{where}.ip_address: only static ports carry an address")
-        for j, r in enumerate(p.routes):
-            errors.extend(_route_errors(f"{where}.routes[{j}]", r))
+        for j, route in enumerate(p.routes):
+            errors.extend(_route_errors(f"{where}.routes[{j}]", route))
     dhcp_vnis: set[int] = set()
     for i, d in enumerate(cfg.dhcp_servers):
         where = f"dhcp_servers[{i}]"
@@ -333,11 +333,11 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
         for j, dns in enumerate(d.dns_servers):
             if not _is_ipv4(dns):
                 errors.append(f"{where}.dns_servers[{j}]: {dns!r} is not an IPv4 address")
-        for j, r in enumerate(d.reservations):
-            if not _MAC_RE.fullmatch(r.mac):
-                errors.append(f"{where}.reservations[{j}].mac: {r.mac!r} is not a MAC address")
-            if not _is_ipv4(r.ip) or ipaddress.IPv4Address(r.ip) not in net:
-                errors.append(f"{where}.reservations[{j}].ip: {r.ip!r} must be an address inside {net}")
+        for j, res in enumerate(d.reservations):
+            if not _MAC_RE.fullmatch(res.mac):
+                errors.append(f"{where}.reservations[{j}].mac: {res.mac!r} is not a MAC address")
+            if not _is_ipv4(res.ip) or ipaddress.IPv4Address(res.ip) not in net:
+                errors.append(f"{where}.reservations[{j}].ip: {res.ip!r} must be an address inside {net}")
         for j, rt in enumerate(d.routes):
             errors.extend(_route_errors(f"{where}.routes[{j}]", rt))
     return errors

@@ -1,0 +1,74 @@
+"""The `l2vpc` command: a thin layer over the library.
+
+Each part contributes its own subcommands through `add_commands(subparsers)` in its `cli`
+module (engine: plan/apply/show; provider: provider/tf; agent: agent; lab: lab; controller).
+User errors print one line and exit 1; anything unexpected prints a traceback and asks for a
+report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from l2vpc import __version__
+
+# Modules that contribute subcommands; missing ones are skipped so parts can land separately.
+_COMMAND_MODULES = (
+    "l2vpc.engine.cli",
+    "l2vpc.provider.cli",
+    "l2vpc.agent.cli",
+    "l2vpc.lab.cli",
+    "l2vpc.controller.cli",
+    "l2vpc.demo",
+)
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="l2vpc", description="Layer 2 VPCs: engine, provider, agents, lab")
+    parser.add_argument("--version", action="version", version=f"l2vpc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from l2vpc.engine.errors import L2vpcError, UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except (CliError, UserError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except L2vpcError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("error: unexpected internal error; please report it with the traceback above", file=sys.stderr)
+        return 70
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

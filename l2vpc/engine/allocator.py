@@ -1,0 +1,130 @@
+"""Allocations inside a store transaction: VNIs, MACs, interface names, addresses, peering nets.
+
+Every allocated value is a row in a store pool with a unique (pool, value) key, so concurrent
+writers can never hand out the same value. VNIs and generated MACs come from durable counters
+and are never reused while in use; a freed VNI is not handed out again until the counter wraps,
+so stale forwarding entries on a slow host cannot leak traffic into a new VPC.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from l2vpc.engine.errors import ConflictError, ValidationError
+from l2vpc.engine.store.base import Transaction
+from l2vpc.hostconfig import INTERFACE_NAMES, MAX_VNI
+
+VNI_BASE = 4096  # leave the low VNIs to operators
+# Locally administered unicast prefix for generated MACs: 02:4c:32 ("L2").
+MAC_PREFIX = (0x02, 0x4C, 0x32)
+PEERING_SPACE = ipaddress.IPv4Network("169.254.0.0/16")
+
+
+def pool_vni() -> str:
+    return "vni"
+
+
+def pool_mac(vpc_id: str) -> str:
+    return f"mac:{vpc_id}"
+
+
+def pool_ip(vpc_id: str) -> str:
+    return f"ip:{vpc_id}"
+
+
+def pool_ifname(workload: str) -> str:
+    return f"ifname:{workload}"
+
+
+def pool_members(vpc_id: str) -> str:
+    """Index of a VPC's attachments (value = owner = attachment id)."""
+    return f"member:{vpc_id}"
+
+
+def pool_refs(vpc_id: str) -> str:
+    """Index of direct connects and VPNs using a VPC."""
+    return f"ref:{vpc_id}"
+
+
+def allocate_vni(tx: Transaction, owner: str) -> int:
+    span = MAX_VNI - VNI_BASE + 1
+    for _ in range(1000):
+        vni = VNI_BASE + (tx.next_sequence("vni") - 1) % span
+        try:
+            tx.reserve(pool_vni(), str(vni), owner)
+            return vni
+        except ConflictError:
+            continue
+    raise ConflictError("no free VNI found after 1000 attempts; the VNI space is exhausted")
+
+
+def allocate_mac(tx: Transaction, vpc_id: str, owner: str) -> str:
+    for _ in range(1000):
+        n = tx.next_sequence("mac") % (1 << 24)
+        mac = ":".join(f"{b:02x}" for b in (*MAC_PREFIX, n >> 16, (n >> 8) & 0xFF, n & 0xFF))
+        try:
+            tx.reserve(pool_mac(vpc_id), mac, owner)
+            return mac
+        except ConflictError:
+            continue
+    raise ConflictError("no free MAC address found after 1000 attempts")
+
+
+def reserve_mac(tx: Transaction, vpc_id: str, mac: str, owner: str, field: str = "mac_address") -> None:
+    holders = tx.allocations(pool_mac(vpc_id))
+    holder = holders.get(mac)
+    if holder is not None and holder != owner:
+        raise ValidationError(f"{mac} is already used by {holder} in this VPC", path=field)
+    tx.reserve(pool_mac(vpc_id), mac, owner)
+
+
+def reserve_ip(tx: Transaction, vpc_id: str, ip: str, owner: str, field: str = "ip_address") -> None:
+    holder = tx.allocations(pool_ip(vpc_id)).get(ip)
+    if holder is not None and holder != owner:
+        raise ValidationError(f"{ip} is already used by {holder} in this VPC", path=field)
+    tx.reserve(pool_ip(vpc_id), ip, owner)
+
+
+def allocate_interface_name(tx: Transaction, workload: str, owner: str) -> str:
+    used = tx.allocations(pool_ifname(workload))
+    for name, holder in used.items():
+        if holder == owner:
+            return name
+    for name in INTERFACE_NAMES:
+        if name not in used:
+            tx.reserve(pool_ifname(workload), name, owner)
+            return name
+    raise ValidationError(
+        f"workload {workload!r} already attaches {len(INTERFACE_NAMES)} VPCs; "
+        f"at most {len(INTERFACE_NAMES)} are allowed",
+        path="workload",
+    )
+
+
+def allocate_address(tx: Transaction, vpc_id: str, cidr: str, owner: str, avoid: set[str]) -> str:
+    """A free usable address of `cidr`, from the top down (the bottom is for workloads)."""
+    used = tx.allocations(pool_ip(vpc_id))
+    net = ipaddress.IPv4Network(cidr)
+    ip = net.broadcast_address - 1
+    while ip > net.network_address:
+        s = str(ip)
+        if s not in used and s not in avoid:
+            tx.reserve(pool_ip(vpc_id), s, owner)
+            return s
+        ip -= 1
+    raise ValidationError(f"no free address left in {cidr}", path="gateway_ip")
+
+
+def allocate_peering(tx: Transaction, owner: str, prefixlen: int = 31) -> str:
+    used = tx.allocations("peering")
+    for net in PEERING_SPACE.subnets(new_prefix=30):
+        if str(net) not in used:
+            tx.reserve("peering", str(net), owner)
+            if prefixlen == 31:
+                return str(next(net.subnets(new_prefix=31)))
+            return str(net)
+    raise ConflictError("no free peering subnet left in 169.254.0.0/16")
+
+
+def release_all(tx: Transaction, owner: str) -> None:
+    tx.release_owner(owner)

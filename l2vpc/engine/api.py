@@ -1,0 +1,471 @@
+"""The one facade callers use: the provider, the CLI, the lab and the controller.
+
+Every change is one store transaction: validate the object, check the rules against the
+objects it touches (its VPC, the workload's other attachments, hosts), allocate, place, write.
+Anything wrong raises ValidationError (paths relative to the object, e.g. `dhcp.range_start`)
+and nothing is written. `converge()` then plans against what hosts report and drives agents.
+"""
+
+from __future__ import annotations
+
+import builtins
+import ipaddress
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from l2vpc.engine import allocator as alloc
+from l2vpc.engine.errors import ConflictError, NotFoundError, ValidationError
+from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, MemoryAgentPool, Progress
+from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
+from l2vpc.engine.placement import pick_compute_host, pick_edge_host, pick_service_host
+from l2vpc.engine.planner import Plan, plan
+from l2vpc.engine.store.base import Store, StoredObject, Transaction
+from l2vpc.engine.topology import Topology, host_configs
+from l2vpc.engine.validation import validate_topology
+from l2vpc.hostconfig import HostConfig
+
+M = TypeVar("M", bound=BaseModel)
+
+MODELS: dict[str, type[BaseModel]] = {
+    "host": Host,
+    "vpc": VPC,
+    "attachment": Attachment,
+    "direct_connect": DirectConnect,
+    "vpn": VPN,
+}
+ID_PREFIX = {"vpc": "vpc", "attachment": "att", "direct_connect": "dx", "vpn": "vpn"}
+# Fields the engine computes; callers' values for them are ignored on create and update.
+COMPUTED = {
+    "vpc": {"id", "vni", "status", "scope_epoch", "dhcp_host"},
+    "attachment": {"id", "status", "interface_name"},
+    "direct_connect": {"id", "status", "edge_host"},
+    "vpn": {"id", "status", "public_ip", "vpn_host"},
+}
+DEFAULT_PROVIDER_ASN = 64600
+
+
+def new_id(kind: str) -> str:
+    return f"{ID_PREFIX[kind]}-{secrets.token_hex(6)}"
+
+
+def _dump(obj: BaseModel) -> dict[str, Any]:
+    return obj.model_dump(mode="json")
+
+
+def _load(kind: str, so: StoredObject) -> Any:
+    return MODELS[kind].model_validate(so.data)
+
+
+def _check(topo: Topology, focus: str) -> None:
+    """Cross-object rules on a small topology; problems of `focus` get bare field paths."""
+    problems = validate_topology(topo, labels={focus: ""})
+    if problems:
+        raise ValidationError(problems)
+
+
+class Engine:
+    def __init__(self, store: Store, agents: AgentPool | None = None, *, tenant: str = "",
+                 default_region: str | None = None) -> None:
+        self.store = store
+        self.agents: AgentPool = agents if agents is not None else MemoryAgentPool(self.actual_configs())
+        self.tenant = tenant
+        self.default_region = default_region
+        self.stop = threading.Event()
+
+    # ------------------------------------------------------------------ hosts
+    def register_host(self, host: Host | Mapping[str, Any]) -> Host:
+        h = host if isinstance(host, Host) else parse(Host, dict(host))
+        with self.store.transaction() as tx:
+            cur = tx.get("host", h.name)
+            if cur is None:
+                tx.create("host", h.name, _dump(h))
+            elif cur.data != _dump(h):
+                tx.update("host", h.name, _dump(h), cur.generation)
+        return h
+
+    def deregister_host(self, name: str) -> None:
+        with self.store.transaction() as tx:
+            users = [a.id for a in self._attachments(tx) if a.host == name]
+            if users:
+                raise ConflictError(f"host {name} still carries attachments {', '.join(users[:5])}; delete them first")
+            tx.delete("host", name)
+            tx.delete_host_report(name)
+
+    def hosts(self, region: str | None = None, role: str | None = None) -> builtins.list[Host]:
+        with self.store.transaction() as tx:
+            hosts = [Host.model_validate(o.data) for o in tx.list("host")]
+        return sorted(
+            (h for h in hosts if (region is None or h.region == region) and (role is None or h.role == role)),
+            key=lambda h: h.name,
+        )
+
+    # ------------------------------------------------------------------ reads
+    def get(self, kind: str, ident: str) -> Any:
+        with self.store.transaction() as tx:
+            so = tx.get(kind, ident, tenant=self.tenant or None)
+            if so is None:
+                raise NotFoundError(kind, ident)
+            return self._with_status(kind, _load(kind, so), tx)
+
+    def find(self, kind: str, ident: str) -> Any | None:
+        try:
+            return self.get(kind, ident)
+        except NotFoundError:
+            return None
+
+    def list(self, kind: str) -> builtins.list[Any]:
+        with self.store.transaction() as tx:
+            return [_load(kind, o) for o in tx.list(kind, tenant=self.tenant or None)]
+
+    def vpc_by_name(self, name: str) -> VPC | None:
+        return next((v for v in self.list("vpc") if v.name == name), None)
+
+    def _with_status(self, kind: str, obj: Any, tx: Transaction) -> Any:
+        """Status as the hosts report it, so drift shows on read."""
+        if kind != "attachment" or not obj.host:
+            return obj
+        report = tx.host_reports().get(obj.host)
+        ports = {p["id"] for p in report.config.get("ports", ())} if report else set()
+        return obj.model_copy(update={"status": "active" if obj.id in ports else "pending"})
+
+    # ------------------------------------------------------------------ writes
+    def create(self, kind: str, data: Mapping[str, Any]) -> Any:
+        data = {k: v for k, v in data.items() if k not in COMPUTED[kind]}
+        with self.store.transaction() as tx:
+            return getattr(self, f"_create_{kind}")(tx, data)
+
+    def update(self, kind: str, ident: str, data: Mapping[str, Any]) -> Any:
+        with self.store.transaction() as tx:
+            so = tx.get(kind, ident, tenant=self.tenant or None)
+            if so is None:
+                raise NotFoundError(kind, ident)
+            current = _load(kind, so)
+            merged = {**{k: v for k, v in so.data.items() if k in COMPUTED[kind]},
+                      **{k: v for k, v in data.items() if k not in COMPUTED[kind]}}
+            return getattr(self, f"_update_{kind}")(tx, so, current, merged)
+
+    def delete(self, kind: str, ident: str) -> None:
+        with self.store.transaction() as tx:
+            so = tx.get(kind, ident, tenant=self.tenant or None)
+            if so is None:
+                raise NotFoundError(kind, ident)
+            getattr(self, f"_delete_{kind}")(tx, so, _load(kind, so))
+
+    # --- VPC
+    def _create_vpc(self, tx: Transaction, data: dict[str, Any]) -> VPC:
+        ident = new_id("vpc")
+        vpc = parse(VPC, {**data, "id": ident})
+        self._claim_name(tx, "vpc", vpc.name, ident)
+        vpc = vpc.model_copy(update={"vni": alloc.allocate_vni(tx, ident)})
+        _check(Topology(hosts=self._hosts(tx), vpcs={ident: vpc}), ident)
+        tx.create("vpc", ident, _dump(vpc), tenant=self.tenant)
+        return vpc
+
+    def _update_vpc(self, tx: Transaction, so: StoredObject, cur: VPC, data: dict[str, Any]) -> VPC:
+        new = parse(VPC, data)
+        if cur.scope == new.scope == "single_region" and cur.region != new.region:
+            raise ValidationError(
+                f"changing the region of a single_region VPC ({cur.region} → {new.region}) needs a new VPC",
+                path="region",
+            )
+        if new.name != cur.name:
+            tx.release_owner(cur.id, pool="name:vpc")
+            self._claim_name(tx, "vpc", new.name, cur.id)
+        if new.scope != cur.scope:
+            new = new.model_copy(update={"scope_epoch": cur.scope_epoch + 1})
+        members = self._members(tx, cur.id)
+        hosts = self._hosts(tx)
+        topo = Topology(hosts=hosts, vpcs={cur.id: new}, attachments={a.id: a for a in members})
+        if new.scope == "single_region" and cur.scope == "multi_region":
+            away = sorted(f"{a.workload} on {a.host} ({hosts[a.host].region})" for a in members
+                          if a.host in hosts and hosts[a.host].region != new.region)
+            if away:
+                raise ValidationError(
+                    f"cannot become single_region in {new.region!r}: attachments on hosts of other regions: "
+                    + ", ".join(away), path="scope")
+        if new.cidr != cur.cidr:
+            # Reserved addresses belong to the old cidr: re-claim them inside the new one.
+            for a in members:
+                if a.ip_address:
+                    tx.release_owner(a.id, pool=alloc.pool_ip(cur.id))
+        _check(topo, cur.id)
+        if new.cidr != cur.cidr:
+            for a in members:
+                if a.ip_address:
+                    alloc.reserve_ip(tx, cur.id, a.ip_address.split("/")[0], a.id)
+        new = self._place_dhcp(tx, new, members, hosts)
+        tx.update("vpc", cur.id, _dump(new), so.generation)
+        return new
+
+    def _delete_vpc(self, tx: Transaction, so: StoredObject, vpc: VPC) -> None:
+        users = sorted(tx.allocations(alloc.pool_members(vpc.id))) + sorted(tx.allocations(alloc.pool_refs(vpc.id)))
+        if users:
+            raise ConflictError(f"VPC {vpc.name!r} is still used by {', '.join(users[:10])}; delete those first")
+        tx.delete("vpc", vpc.id, so.generation)
+        tx.release_owner(vpc.id)
+
+    # --- attachments
+    def _create_attachment(self, tx: Transaction, data: dict[str, Any]) -> Attachment:
+        ident = new_id("attachment")
+        att = parse(Attachment, {**data, "id": ident})
+        vpc = self._vpc(tx, att.vpc_id)
+        hosts = self._hosts(tx)
+        siblings = self._workload_attachments(tx, att.workload)
+        if any(s.vpc_id == vpc.id for s in siblings):
+            raise ValidationError(f"workload {att.workload!r} is already attached to VPC {vpc.name!r}", path="vpc_id")
+        host = att.host or next((s.host for s in siblings if s.host), None)
+        if host is None:
+            load = Counter(a.host for a in self._attachments(tx) if a.host)
+            host = pick_compute_host(hosts.values(), vpc, load, self.default_region).name
+        att = att.model_copy(update={"host": host})
+        topo = Topology(hosts=hosts, vpcs={vpc.id: vpc, **{s.vpc_id: self._vpc(tx, s.vpc_id) for s in siblings}},
+                        attachments={ident: att, **{s.id: s for s in siblings}})
+        _check(topo, ident)
+        ifname = alloc.allocate_interface_name(tx, att.workload, ident)
+        if att.mac_address:
+            alloc.reserve_mac(tx, vpc.id, att.mac_address, ident)
+            mac = att.mac_address
+        else:
+            mac = alloc.allocate_mac(tx, vpc.id, ident)
+        if att.ip_address:
+            alloc.reserve_ip(tx, vpc.id, att.ip_address.split("/")[0], ident)
+        tx.reserve(alloc.pool_members(vpc.id), ident, ident)
+        att = att.model_copy(update={"interface_name": ifname, "mac_address": mac})
+        tx.create("attachment", ident, _dump(att), tenant=self.tenant)
+        self._replace_dhcp(tx, vpc, hosts)
+        return att
+
+    def _update_attachment(self, tx: Transaction, so: StoredObject, cur: Attachment, data: dict[str, Any]) -> Attachment:
+        new = parse(Attachment, data)
+        for f in ("vpc_id", "workload", "workload_kind"):
+            if getattr(new, f) != getattr(cur, f):
+                raise ValidationError(f"changing {f} needs a new attachment", path=f)
+        if new.mac_address is None:
+            new = new.model_copy(update={"mac_address": cur.mac_address})
+        if new.host is None:
+            new = new.model_copy(update={"host": cur.host})
+        vpc = self._vpc(tx, cur.vpc_id)
+        hosts = self._hosts(tx)
+        siblings = [s for s in self._workload_attachments(tx, cur.workload) if s.id != cur.id]
+        if new.host != cur.host and siblings:
+            raise ValidationError(
+                f"workload {cur.workload!r} has other attachments on {cur.host}; a workload lives on one host",
+                path="host")
+        topo = Topology(hosts=hosts, vpcs={vpc.id: vpc, **{s.vpc_id: self._vpc(tx, s.vpc_id) for s in siblings}},
+                        attachments={cur.id: new, **{s.id: s for s in siblings}})
+        _check(topo, cur.id)
+        if new.mac_address != cur.mac_address:
+            assert new.mac_address
+            tx.release_owner(cur.id, pool=alloc.pool_mac(vpc.id))
+            alloc.reserve_mac(tx, vpc.id, new.mac_address, cur.id)
+        if new.ip_address != cur.ip_address:
+            tx.release_owner(cur.id, pool=alloc.pool_ip(vpc.id))
+            if new.ip_address:
+                alloc.reserve_ip(tx, vpc.id, new.ip_address.split("/")[0], cur.id)
+        tx.update("attachment", cur.id, _dump(new), so.generation)
+        self._replace_dhcp(tx, vpc, hosts)
+        return new
+
+    def _delete_attachment(self, tx: Transaction, so: StoredObject, att: Attachment) -> None:
+        tx.delete("attachment", att.id, so.generation)
+        tx.release_owner(att.id)
+        vpc = self._find_vpc(tx, att.vpc_id)
+        if vpc is not None:
+            self._replace_dhcp(tx, vpc, self._hosts(tx))
+
+    # --- direct connects
+    def _create_direct_connect(self, tx: Transaction, data: dict[str, Any]) -> DirectConnect:
+        ident = new_id("direct_connect")
+        dx = parse(DirectConnect, {**data, "id": ident})
+        dx = self._complete_dx(tx, dx, None)
+        tx.create("direct_connect", ident, _dump(dx), tenant=self.tenant)
+        return dx
+
+    def _update_direct_connect(self, tx: Transaction, so: StoredObject, cur: DirectConnect,
+                               data: dict[str, Any]) -> DirectConnect:
+        new = parse(DirectConnect, data)
+        for f in ("vpc_id", "location", "partner", "service_key", "mode"):
+            if getattr(new, f) != getattr(cur, f):
+                raise ValidationError(f"changing {f} needs a new direct connect", path=f)
+        tx.release_owner(cur.id)
+        new = self._complete_dx(tx, new, cur)
+        tx.update("direct_connect", cur.id, _dump(new), so.generation)
+        return new
+
+    def _complete_dx(self, tx: Transaction, dx: DirectConnect, cur: DirectConnect | None) -> DirectConnect:
+        vpc = self._vpc(tx, dx.vpc_id)
+        hosts = self._hosts(tx)
+        _check(Topology(hosts=hosts, vpcs={vpc.id: vpc}, direct_connects={dx.id: dx}), dx.id)
+        load = Counter(d.edge_host for d in self._list(tx, "direct_connect", DirectConnect) if d.edge_host)
+        edge = pick_edge_host(hosts.values(), dx.location, load, cur.edge_host if cur else None)
+        update: dict[str, Any] = {"edge_host": edge.name}
+        tx.reserve(alloc.pool_refs(vpc.id), dx.id, dx.id)
+        if dx.mode == "layer3":
+            assert dx.bgp is not None and vpc.cidr
+            gw = dx.gateway_ip or alloc.allocate_address(tx, vpc.id, vpc.cidr, dx.id, self._vpc_reserved(vpc))
+            if dx.gateway_ip:
+                alloc.reserve_ip(tx, vpc.id, gw, dx.id, field="gateway_ip")
+            bgp = dx.bgp
+            peering = bgp.peering_cidr
+            if peering is None:
+                peering = alloc.allocate_peering(tx, dx.id)
+            else:
+                holder = tx.allocations("peering").get(peering)
+                if holder not in (None, dx.id):
+                    raise ValidationError(f"{peering} is already used by {holder}", path="bgp.peering_cidr")
+                tx.reserve("peering", peering, dx.id)
+            net = ipaddress.IPv4Network(peering)
+            usable = [str(a) for a in (net if net.prefixlen == 31 else net.hosts())]
+            provider_ip = bgp.provider_ip or next(a for a in usable if a != bgp.customer_ip)
+            customer_ip = bgp.customer_ip or next(a for a in usable if a != provider_ip)
+            update["gateway_ip"] = gw
+            update["bgp"] = bgp.model_copy(update={
+                "peering_cidr": peering, "provider_ip": provider_ip, "customer_ip": customer_ip,
+                "provider_asn": bgp.provider_asn or DEFAULT_PROVIDER_ASN,
+                "advertised_prefixes": bgp.advertised_prefixes or (vpc.cidr,),
+            })
+        return dx.model_copy(update=update)
+
+    def _delete_direct_connect(self, tx: Transaction, so: StoredObject, dx: DirectConnect) -> None:
+        tx.delete("direct_connect", dx.id, so.generation)
+        tx.release_owner(dx.id)
+
+    # --- VPNs
+    def _create_vpn(self, tx: Transaction, data: dict[str, Any]) -> VPN:
+        ident = new_id("vpn")
+        vpn = parse(VPN, {**data, "id": ident})
+        vpn = self._complete_vpn(tx, vpn, None)
+        tx.create("vpn", ident, _dump(vpn), tenant=self.tenant)
+        return vpn
+
+    def _update_vpn(self, tx: Transaction, so: StoredObject, cur: VPN, data: dict[str, Any]) -> VPN:
+        new = parse(VPN, data)
+        if new.vpc_id != cur.vpc_id:
+            raise ValidationError("changing vpc_id needs a new VPN", path="vpc_id")
+        tx.release_owner(cur.id)
+        new = self._complete_vpn(tx, new, cur)
+        tx.update("vpn", cur.id, _dump(new), so.generation)
+        return new
+
+    def _complete_vpn(self, tx: Transaction, vpn: VPN, cur: VPN | None) -> VPN:
+        vpc = self._vpc(tx, vpn.vpc_id)
+        hosts = self._hosts(tx)
+        _check(Topology(hosts=hosts, vpcs={vpc.id: vpc}, vpns={vpn.id: vpn}), vpn.id)
+        assert vpc.cidr
+        load = Counter(v.vpn_host for v in self._list(tx, "vpn", VPN) if v.vpn_host)
+        edge = pick_edge_host(hosts.values(), None, load, cur.vpn_host if cur else None)
+        tx.reserve(alloc.pool_refs(vpc.id), vpn.id, vpn.id)
+        if vpn.gateway_ip:
+            alloc.reserve_ip(tx, vpc.id, vpn.gateway_ip, vpn.id, field="gateway_ip")
+            gw = vpn.gateway_ip
+        else:
+            gw = alloc.allocate_address(tx, vpc.id, vpc.cidr, vpn.id, self._vpc_reserved(vpc))
+        return vpn.model_copy(update={
+            "gateway_ip": gw, "vpn_host": edge.name,
+            "local_cidrs": vpn.local_cidrs or (vpc.cidr,),
+        })
+
+    def _delete_vpn(self, tx: Transaction, so: StoredObject, vpn: VPN) -> None:
+        tx.delete("vpn", vpn.id, so.generation)
+        tx.release_owner(vpn.id)
+
+    # ------------------------------------------------------------------ helpers
+    def _claim_name(self, tx: Transaction, kind: str, name: str, owner: str) -> None:
+        holder = tx.allocations(f"name:{kind}").get(name)
+        if holder is not None and holder != owner:
+            raise ValidationError(f"a {kind} named {name!r} already exists ({holder})", path="name")
+        tx.reserve(f"name:{kind}", name, owner)
+
+    def _hosts(self, tx: Transaction) -> dict[str, Host]:
+        return {o.id: Host.model_validate(o.data) for o in tx.list("host")}
+
+    def _list(self, tx: Transaction, kind: str, model: type[M]) -> builtins.list[M]:
+        return [model.model_validate(o.data) for o in tx.list(kind)]
+
+    def _attachments(self, tx: Transaction) -> builtins.list[Attachment]:
+        return self._list(tx, "attachment", Attachment)
+
+    def _find_vpc(self, tx: Transaction, ident: str) -> VPC | None:
+        so = tx.get("vpc", ident, tenant=self.tenant or None)
+        return VPC.model_validate(so.data) if so else None
+
+    def _vpc(self, tx: Transaction, ident: str) -> VPC:
+        vpc = self._find_vpc(tx, ident)
+        if vpc is None:
+            raise ValidationError(f"no VPC with id {ident!r}", path="vpc_id")
+        return vpc
+
+    def _objects(self, tx: Transaction, ids: Iterable[str]) -> builtins.list[Attachment]:
+        out = []
+        for i in sorted(ids):
+            so = tx.get("attachment", i)
+            if so is not None:
+                out.append(Attachment.model_validate(so.data))
+        return out
+
+    def _members(self, tx: Transaction, vpc_id: str) -> builtins.list[Attachment]:
+        return self._objects(tx, tx.allocations(alloc.pool_members(vpc_id)))
+
+    def _workload_attachments(self, tx: Transaction, workload: str) -> builtins.list[Attachment]:
+        return self._objects(tx, tx.allocations(alloc.pool_ifname(workload)).values())
+
+    @staticmethod
+    def _vpc_reserved(vpc: VPC) -> set[str]:
+        out = {vpc.dhcp_server_ip} if vpc.dhcp_server_ip else set()
+        if vpc.dhcp and vpc.dhcp.gateway:
+            out.add(vpc.dhcp.gateway)
+        if vpc.dhcp:
+            lo = ipaddress.IPv4Address(vpc.dhcp.range_start)
+            hi = ipaddress.IPv4Address(vpc.dhcp.range_end)
+            out.update(str(ipaddress.IPv4Address(i)) for i in range(int(lo), int(hi) + 1))
+        return {x for x in out if x}
+
+    def _place_dhcp(self, tx: Transaction, vpc: VPC, members: builtins.list[Attachment], hosts: Mapping[str, Host]) -> VPC:
+        if vpc.dhcp is None:
+            return vpc.model_copy(update={"dhcp_host": None}) if vpc.dhcp_host else vpc
+        up = {h.name for h in hosts.values() if h.status == "up"}
+        chosen = pick_service_host(vpc.dhcp_host, (a.host for a in members if a.host), up)
+        return vpc.model_copy(update={"dhcp_host": chosen}) if chosen != vpc.dhcp_host else vpc
+
+    def _replace_dhcp(self, tx: Transaction, vpc: VPC, hosts: Mapping[str, Host]) -> None:
+        so = tx.get("vpc", vpc.id)
+        assert so is not None
+        current = VPC.model_validate(so.data)
+        placed = self._place_dhcp(tx, current, self._members(tx, vpc.id), hosts)
+        if placed.dhcp_host != current.dhcp_host:
+            tx.update("vpc", vpc.id, _dump(placed), so.generation)
+
+    # ------------------------------------------------------------------ topology and convergence
+    def topology(self) -> Topology:
+        with self.store.transaction() as tx:
+            return Topology(
+                hosts=self._hosts(tx),
+                vpcs={v.id: v for v in self._list(tx, "vpc", VPC)},
+                attachments={a.id: a for a in self._attachments(tx)},
+                direct_connects={d.id: d for d in self._list(tx, "direct_connect", DirectConnect)},
+                vpns={v.id: v for v in self._list(tx, "vpn", VPN)},
+            )
+
+    def actual_configs(self) -> dict[str, HostConfig]:
+        with self.store.transaction() as tx:
+            reports = tx.host_reports()
+        return {h: HostConfig.from_dict(r.config) for h, r in reports.items()}
+
+    def plan(self) -> Plan:
+        return plan(host_configs(self.topology()), self.actual_configs())
+
+    def converge(self, *, progress: Progress | None = None, retries: int = 3,
+                 timeout: float = 60.0) -> tuple[Plan, ExecutionResult]:
+        """Plan against what hosts report and drive every changed host; returns both."""
+        topo = self.topology()
+        p = plan(host_configs(topo), self.actual_configs())
+        ex = Executor(self.agents, self.store, retries=retries, timeout=timeout, stop=self.stop, progress=progress)
+        return p, ex.execute(p, topo.hosts)
+
+
+ProgressFn = Callable[[str, str], None]

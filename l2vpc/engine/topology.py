@@ -1,0 +1,178 @@
+"""The desired topology and its projection onto hosts: Topology → {host: HostConfig}.
+
+Pure functions. The projection needs placements already decided (attachment.host,
+vpc.dhcp_host) and allocations already made (vni, mac_address, interface_name); objects still
+missing them are skipped, since they cannot be realized yet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from l2vpc.engine.gcpause import paused_gc
+from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host
+from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Segment
+
+
+@dataclass
+class Topology:
+    hosts: dict[str, Host] = field(default_factory=dict)  # by name
+    vpcs: dict[str, VPC] = field(default_factory=dict)  # by id
+    attachments: dict[str, Attachment] = field(default_factory=dict)  # by id
+    direct_connects: dict[str, DirectConnect] = field(default_factory=dict)
+    vpns: dict[str, VPN] = field(default_factory=dict)
+
+    @property
+    def regions(self) -> set[str]:
+        return {h.region for h in self.hosts.values()}
+
+    def vpc_by_name(self, name: str) -> VPC | None:
+        return next((v for v in self.vpcs.values() if v.name == name), None)
+
+
+def realizable(a: Attachment, vpc: VPC | None) -> bool:
+    return bool(vpc and vpc.vni and a.host and a.mac_address and a.interface_name)
+
+
+def make_port(a: Attachment, vpc: VPC) -> Port:
+    assert vpc.vni and a.mac_address and a.interface_name
+    return Port(
+        id=a.id,
+        vni=vpc.vni,
+        workload=a.workload,
+        interface_name=a.interface_name,
+        mac=a.mac_address,
+        mtu=vpc.mtu,
+        workload_kind=a.workload_kind,
+        ip_mode=a.ip_mode,
+        ip_address=a.ip_address if a.ip_mode == "static" else None,
+        restart_epoch=vpc.scope_epoch,
+    )
+
+
+def make_segment(vpc: VPC, own_ip: str, carrier_ips: tuple[str, ...]) -> Segment:
+    """`carrier_ips`: sorted underlay addresses of every host carrying the VPC."""
+    assert vpc.vni
+    return Segment(vni=vpc.vni, vpc_id=vpc.id, mtu=vpc.mtu, remotes=tuple(ip for ip in carrier_ips if ip != own_ip))
+
+
+def make_dhcp(vpc: VPC, reservations: Iterable[Reservation]) -> DhcpServer:
+    assert vpc.dhcp and vpc.cidr and vpc.vni
+    net = ipaddress.IPv4Network(vpc.cidr)
+    return DhcpServer(
+        vni=vpc.vni,
+        server_ip=f"{vpc.dhcp_server_ip}/{net.prefixlen}",
+        range_start=vpc.dhcp.range_start,
+        range_end=vpc.dhcp.range_end,
+        lease_time=vpc.dhcp.lease_time,
+        gateway=vpc.dhcp.gateway,
+        dns_servers=tuple(vpc.dhcp.dns_servers),
+        reservations=tuple(sorted(reservations, key=lambda r: (r.mac, r.ip))),
+    )
+
+
+class TopologyIndex:
+    """Who carries what, kept up to date as attachments change, to build one host's config fast.
+
+    `host_configs` uses it for the full projection; the incremental planner keeps one alive and
+    asks it which hosts a change touches.
+    """
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.underlay = {h.name: h.underlay_ip for h in topo.hosts.values()}
+        self.vpc_hosts: dict[str, Counter[str]] = defaultdict(Counter)  # vpc → host → ports
+        self.host_ports: dict[str, set[str]] = defaultdict(set)  # host → attachment ids
+        self.dhcp_hosts: dict[str, set[str]] = defaultdict(set)  # host → vpc ids served
+        self.reservations: dict[str, dict[str, Reservation]] = defaultdict(dict)  # vpc → att → r
+        self._carrier_ips: dict[str, tuple[str, ...]] = {}  # cache: vpc → sorted underlay IPs
+        for a in topo.attachments.values():
+            self._add(a)
+        for v in topo.vpcs.values():
+            if v.dhcp is not None and v.dhcp_host and v.vni:
+                self.dhcp_hosts[v.dhcp_host].add(v.id)
+
+    def _add(self, a: Attachment) -> None:
+        vpc = self.topo.vpcs.get(a.vpc_id)
+        if vpc is not None and realizable(a, vpc):
+            assert a.host
+            self.vpc_hosts[a.vpc_id][a.host] += 1
+            self.host_ports[a.host].add(a.id)
+        if a.ip_mode == "dhcp" and a.ip_address and a.mac_address:
+            self.reservations[a.vpc_id][a.id] = Reservation(a.mac_address, a.ip_address.split("/")[0])
+
+    def _remove(self, a: Attachment) -> None:
+        if a.host and a.id in self.host_ports.get(a.host, ()):
+            self.host_ports[a.host].discard(a.id)
+            c = self.vpc_hosts[a.vpc_id]
+            c[a.host] -= 1
+            if c[a.host] <= 0:
+                del c[a.host]
+        self.reservations.get(a.vpc_id, {}).pop(a.id, None)
+
+    def carriers(self, vpc: VPC) -> set[str]:
+        hosts = set(self.vpc_hosts.get(vpc.id, ()))
+        if vpc.dhcp is not None and vpc.dhcp_host and vpc.vni:
+            hosts.add(vpc.dhcp_host)
+        return hosts
+
+    def carrier_ips(self, vpc_id: str) -> tuple[str, ...]:
+        ips = self._carrier_ips.get(vpc_id)
+        if ips is None:
+            hosts = self.carriers(self.topo.vpcs[vpc_id])
+            ips = self._carrier_ips[vpc_id] = tuple(sorted(self.underlay[h] for h in hosts if h in self.underlay))
+        return ips
+
+    def replace_attachment(self, old: Attachment | None, new: Attachment | None) -> set[str]:
+        """Swap one attachment; returns the hosts whose desired config may have changed."""
+        affected: set[str] = set()
+        for a in (old, new):
+            if a is not None and a.host:
+                affected.add(a.host)
+        for a in (old, new):
+            if a is not None:
+                self._carrier_ips.pop(a.vpc_id, None)
+        before = {v: self.carriers(self.topo.vpcs[v]) for v in {a.vpc_id for a in (old, new) if a} if v in self.topo.vpcs}
+        if old is not None:
+            self._remove(old)
+            self.topo.attachments.pop(old.id, None)
+        if new is not None:
+            self.topo.attachments[new.id] = new
+            self._add(new)
+        for vpc_id, hosts in before.items():
+            vpc = self.topo.vpcs[vpc_id]
+            after = self.carriers(vpc)
+            if after != hosts:  # membership changed: every carrier's remotes change
+                affected |= hosts | after
+            if vpc.dhcp_host and ((old and old.ip_mode == "dhcp") or (new and new.ip_mode == "dhcp")):
+                affected.add(vpc.dhcp_host)
+        return affected
+
+    def host_config(self, host: str) -> HostConfig:
+        topo = self.topo
+        ports = []
+        vpcs: set[str] = set(self.dhcp_hosts.get(host, ()))
+        for aid in self.host_ports.get(host, ()):
+            a = topo.attachments[aid]
+            ports.append(make_port(a, topo.vpcs[a.vpc_id]))
+            vpcs.add(a.vpc_id)
+        own = self.underlay[host]
+        segments = [make_segment(topo.vpcs[v], own, self.carrier_ips(v)) for v in vpcs]
+        dhcp = [make_dhcp(topo.vpcs[v], self.reservations.get(v, {}).values()) for v in self.dhcp_hosts.get(host, ())]
+        return HostConfig(
+            host=host,
+            underlay_ip=self.underlay[host],
+            segments=tuple(sorted(segments, key=lambda s: s.vni)),
+            ports=tuple(sorted(ports, key=lambda p: p.id)),
+            dhcp_servers=tuple(sorted(dhcp, key=lambda d: d.vni)),
+        )
+
+
+def host_configs(topo: Topology) -> dict[str, HostConfig]:
+    """Every known host's desired config (hosts with nothing on them get an empty config)."""
+    with paused_gc():
+        index = TopologyIndex(topo)
+        return {name: index.host_config(name) for name in sorted(index.underlay)}

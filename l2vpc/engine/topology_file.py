@@ -1,0 +1,239 @@
+"""Topology files (YAML or JSON) for the engine CLI: load, check whole, sync into an engine.
+
+A file is the complete desired state: hosts, vpcs, attachments, direct_connects, vpns. Objects
+refer to VPCs by name; attachments are identified by (workload, vpc). Everything is checked
+before anything is written, and errors name the file path of the field
+(`attachments[3].ip_address: ...`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from l2vpc.engine.api import Engine
+from l2vpc.engine.errors import ValidationError
+from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
+from l2vpc.engine.topology import Topology
+from l2vpc.engine.validation import validate_topology
+
+MAX_FILE_BYTES = 32 * 1024 * 1024
+LIMITS = {"hosts": 10_000, "vpcs": 100_000, "attachments": 1_000_000, "direct_connects": 10_000, "vpns": 10_000}
+SECTIONS = tuple(LIMITS)
+
+
+@dataclass
+class TopologyFile:
+    hosts: list[Host] = field(default_factory=list)
+    vpcs: list[VPC] = field(default_factory=list)
+    # (attachment, vpc name)
+    attachments: list[tuple[Attachment, str]] = field(default_factory=list)
+    direct_connects: list[tuple[DirectConnect, str]] = field(default_factory=list)
+    vpns: list[tuple[VPN, str]] = field(default_factory=list)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Aliases let a few bytes expand into gigabytes (billion laughs); topology files need none."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ValidationError(
+                f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed in topology files"
+            )
+        return super().compose_node(parent, index)
+
+
+def read_document(path: str) -> dict[str, Any]:
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise ValidationError(f"{path}: cannot read: {e.strerror}") from None
+    if size > MAX_FILE_BYTES:
+        raise ValidationError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES} bytes allowed")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValidationError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        doc = yaml.load(text, Loader=_NoAliasLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ValidationError(f"{path}: {where}not valid YAML: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise ValidationError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ValidationError(f"{path}: nested too deeply") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ValidationError(f"{path}: the top level must be a mapping with {', '.join(SECTIONS)}")
+    return doc
+
+
+def parse_document(doc: dict[str, Any]) -> TopologyFile:
+    unknown = sorted(str(k) for k in doc if k not in SECTIONS)
+    if unknown:
+        raise ValidationError([(k, f"unknown section; allowed: {', '.join(SECTIONS)}") for k in unknown])
+    for section in SECTIONS:
+        items = doc.get(section) or []
+        if not isinstance(items, list):
+            raise ValidationError(f"must be a list, got {type(items).__name__}", path=section)
+        if len(items) > LIMITS[section]:
+            raise ValidationError(f"{len(items)} entries; at most {LIMITS[section]} are allowed", path=section)
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValidationError(f"must be a mapping, got {type(item).__name__}", path=f"{section}[{i}]")
+    out = TopologyFile()
+    problems: list[tuple[str, str]] = []
+
+    def attempt(fn: Any) -> Any:
+        try:
+            return fn()
+        except ValidationError as e:
+            problems.extend(e.problems)
+            return None
+
+    for i, d in enumerate(doc.get("hosts") or []):
+        h = attempt(lambda d=d, i=i: parse(Host, d, prefix=f"hosts[{i}]."))
+        if h:
+            out.hosts.append(h)
+    for i, d in enumerate(doc.get("vpcs") or []):
+        v = attempt(lambda d=d, i=i: parse(VPC, _no_computed(d, f"vpcs[{i}]", {"id", "vni", "status", "scope_epoch", "dhcp_host"}), prefix=f"vpcs[{i}]."))
+        if v:
+            out.vpcs.append(v)
+    for section, model, target in (
+        ("attachments", Attachment, out.attachments),
+        ("direct_connects", DirectConnect, out.direct_connects),
+        ("vpns", VPN, out.vpns),
+    ):
+        for i, d in enumerate(doc.get(section) or []):
+            d = dict(d)
+            vpc_name = d.pop("vpc", None)
+            if not isinstance(vpc_name, str):
+                problems.append((f"{section}[{i}].vpc", "required: the name of a VPC in this file"))
+                continue
+            obj = attempt(lambda d=d, i=i, section=section, model=model, vpc_name=vpc_name: parse(
+                model, {**d, "vpc_id": vpc_name}, prefix=f"{section}[{i}]."))
+            if obj is not None:
+                target.append((obj, vpc_name))
+    if problems:
+        raise ValidationError(problems)
+    _check_whole(out)
+    return out
+
+
+def _no_computed(d: dict[str, Any], where: str, computed: set[str]) -> dict[str, Any]:
+    bad = sorted(set(d) & computed)
+    if bad:
+        raise ValidationError("computed by the engine; remove it from the file", path=f"{where}.{bad[0]}")
+    return d
+
+
+def _check_whole(tf: TopologyFile) -> None:
+    """The cross-object rules on the file alone, with file paths, before anything is written."""
+    topo = Topology(hosts={h.name: h for h in tf.hosts})
+    labels: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    seen_hosts: set[str] = set()
+    for i, h in enumerate(tf.hosts):
+        if h.name in seen_hosts:
+            problems.append((f"hosts[{i}].name", f"duplicate host {h.name!r}"))
+        seen_hosts.add(h.name)
+        labels[h.name] = f"hosts[{i}]"
+    by_name: dict[str, str] = {}
+    for i, v in enumerate(tf.vpcs):
+        ident = f"vpc-{i:08x}"
+        if v.name in by_name:
+            problems.append((f"vpcs[{i}].name", f"duplicate VPC name {v.name!r}"))
+        by_name[v.name] = ident
+        topo.vpcs[ident] = v.model_copy(update={"id": ident})
+        labels[ident] = f"vpcs[{i}]"
+    sections: list[tuple[str, list[tuple[Any, str]], dict[str, Any]]] = [
+        ("attachments", list(tf.attachments), topo.attachments),
+        ("direct_connects", list(tf.direct_connects), topo.direct_connects),
+        ("vpns", list(tf.vpns), topo.vpns),
+    ]
+    for section, items, store in sections:
+        for i, (obj, vpc_name) in enumerate(items):
+            ident = f"obj-{len(labels):08x}"
+            if vpc_name not in by_name:
+                problems.append((f"{section}[{i}].vpc", f"no VPC named {vpc_name!r} in this file"))
+                continue
+            store[ident] = obj.model_copy(update={"id": ident, "vpc_id": by_name[vpc_name]})
+            labels[ident] = f"{section}[{i}]"
+    problems.extend(validate_topology(topo, labels))
+    if problems:
+        raise ValidationError(problems)
+
+
+def load(path: str) -> TopologyFile:
+    return parse_document(read_document(path))
+
+
+def _ident(kind: str, obj: Any) -> str:
+    """How a file names an object within its VPC: attachments by workload, others by name."""
+    return str(obj.workload if kind == "attachment" else obj.name)
+
+
+_DEPENDANTS = ("attachment", "direct_connect", "vpn")
+_VPC_COMPUTED = {"id", "vni", "status", "scope_epoch", "dhcp_host"}
+
+
+def sync(engine: Engine, tf: TopologyFile) -> dict[str, int]:
+    """Make the engine's desired state equal the file. Deletes first, then creates/updates."""
+    counts = {"created": 0, "updated": 0, "deleted": 0}
+    for h in tf.hosts:
+        engine.register_host(h)
+    items: dict[str, list[tuple[Any, str]]] = {
+        "attachment": list(tf.attachments), "direct_connect": list(tf.direct_connects), "vpn": list(tf.vpns),
+    }
+    existing_vpcs = {v.name: v for v in engine.list("vpc")}
+    vpc_ids = {n: v.id for n, v in existing_vpcs.items()}
+
+    def current(kind: str) -> dict[tuple[str, str], Any]:
+        names = {i: n for n, i in vpc_ids.items()}
+        return {(_ident(kind, o), names.get(o.vpc_id, "")): o for o in engine.list(kind)}
+
+    # Remove what the file no longer has: dependants before their VPCs.
+    for kind in _DEPENDANTS:
+        wanted = {(_ident(kind, o), n) for o, n in items[kind]}
+        for key, obj in current(kind).items():
+            if key not in wanted:
+                engine.delete(kind, obj.id)
+                counts["deleted"] += 1
+    want_vpcs = {v.name for v in tf.vpcs}
+    for name, v in existing_vpcs.items():
+        if name not in want_vpcs:
+            engine.delete("vpc", v.id)
+            counts["deleted"] += 1
+    for v in tf.vpcs:
+        data = v.model_dump(mode="json", exclude=_VPC_COMPUTED)
+        cur = existing_vpcs.get(v.name)
+        if cur is None:
+            vpc_ids[v.name] = engine.create("vpc", data).id
+            counts["created"] += 1
+        elif cur.model_dump(mode="json", exclude=_VPC_COMPUTED) != data:
+            engine.update("vpc", cur.id, data)
+            counts["updated"] += 1
+    for kind in _DEPENDANTS:
+        have = current(kind)
+        for obj, vpc_name in items[kind]:
+            data = obj.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
+            data["vpc_id"] = vpc_ids[vpc_name]
+            cur = have.get((_ident(kind, obj), vpc_name))
+            if cur is None:
+                engine.create(kind, data)
+                counts["created"] += 1
+                continue
+            cur_data = cur.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
+            if any(cur_data.get(f) != val for f, val in data.items()):
+                engine.update(kind, cur.id, {**cur_data, **data})
+                counts["updated"] += 1
+    return counts

@@ -1,0 +1,180 @@
+"""Rules across objects: names, addresses, workloads, regions, placement targets.
+
+`validate_topology` returns every problem as (path, message); the path starts with the
+object's label (the file path `attachments[3]` from the CLI, or `vpc "prod"` by default) and
+ends with the field. Runs in O(objects) so it can check 50,000 attachments per plan.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Mapping
+
+from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment
+from l2vpc.engine.topology import Topology
+
+Problem = tuple[str, str]
+
+
+def _label(labels: Mapping[str, str], kind: str, ident: str, fallback: str) -> str:
+    """The object's name in paths; an empty label means "the object being changed" (bare fields)."""
+    return labels[ident] if ident in labels else f'{kind} "{fallback}"'
+
+
+def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -> list[Problem]:
+    labels = labels or {}
+    problems: list[Problem] = []
+
+    def add(problem: Problem) -> None:
+        problems.append((problem[0].lstrip("."), problem[1]))
+
+    # --- hosts -------------------------------------------------------------------------
+    seen_underlay: dict[str, str] = {}
+    for h in topo.hosts.values():
+        where = _label(labels, "host", h.name, h.name)
+        other = seen_underlay.setdefault(h.underlay_ip, h.name)
+        if other != h.name:
+            add((f"{where}.underlay_ip", f"{h.underlay_ip} is already used by host {other}"))
+
+    # --- VPCs --------------------------------------------------------------------------
+    names: dict[str, str] = {}
+    vnis: dict[int, str] = {}
+    for v in topo.vpcs.values():
+        where = _label(labels, "vpc", v.id, v.name)
+        other = names.setdefault(v.name, v.id)
+        if other != v.id:
+            add((f"{where}.name", f"a VPC named {v.name!r} already exists ({other})"))
+        if v.vni is not None:
+            prev = vnis.setdefault(v.vni, v.name)
+            if prev != v.name:
+                add((f"{where}.vni", f"VNI {v.vni} is already used by VPC {prev!r}"))
+        if v.scope == "single_region" and v.region and topo.hosts and v.region not in topo.regions:
+            add((f"{where}.region", f"no host is in region {v.region!r}; known regions: {', '.join(sorted(topo.regions))}"))
+
+    # --- attachments -------------------------------------------------------------------
+    ips: dict[tuple[str, str], str] = {}
+    macs: dict[tuple[str, str], str] = {}
+    per_workload: dict[str, list[Attachment]] = defaultdict(list)
+    for a in topo.attachments.values():
+        vpc = topo.vpcs.get(a.vpc_id)
+        where = _label(labels, "attachment", a.id, f"{a.workload}/{vpc.name if vpc else a.vpc_id}")
+        per_workload[a.workload].append(a)
+        if vpc is None:
+            add((f"{where}.vpc_id", f"no VPC with id {a.vpc_id!r}"))
+            continue
+        if a.host is not None:
+            host = topo.hosts.get(a.host)
+            if host is None:
+                add((f"{where}.host", f"no host named {a.host!r}"))
+            elif host.role != "compute":
+                add((f"{where}.host", f"{a.host} is an edge host; workloads run on compute hosts"))
+            elif vpc.scope == "single_region" and host.region != vpc.region:
+                add((
+                    f"{where}.host",
+                    f"{a.host} is in region {host.region!r} but VPC {vpc.name!r} is single_region in "
+                    f"{vpc.region!r}; use a host there or make the VPC multi_region",
+                ))
+        if a.mac_address:
+            prev = macs.setdefault((vpc.id, a.mac_address), a.workload)
+            if prev != a.workload:
+                add((f"{where}.mac_address", f"{a.mac_address} is already used by {prev!r} in VPC {vpc.name!r}"))
+        if a.ip_mode == "dhcp" and vpc.dhcp is None:
+            add((f"{where}.ip_mode", f"dhcp needs VPC {vpc.name!r} to have a dhcp block"))
+        if a.ip_address:
+            for p in _address_problems(where, a, vpc):
+                add(p)
+            ip = a.ip_address.split("/")[0]
+            prev = ips.setdefault((vpc.id, ip), a.workload)
+            if prev != a.workload:
+                add((f"{where}.ip_address", f"{ip} is already used by {prev!r} in VPC {vpc.name!r}"))
+
+    for workload, atts in per_workload.items():
+        if len(atts) > MAX_VPCS_PER_WORKLOAD:
+            last = max(atts, key=lambda a: (a.interface_name is None, a.id))
+            where = _label(labels, "attachment", last.id, f"{workload}/{last.vpc_id}")
+            add((
+                f"{where}.workload",
+                f"workload {workload!r} would attach {len(atts)} VPCs; at most {MAX_VPCS_PER_WORKLOAD} are allowed",
+            ))
+        vpc_ids = [a.vpc_id for a in atts]
+        if len(set(vpc_ids)) != len(vpc_ids):
+            dup = next(v for v in vpc_ids if vpc_ids.count(v) > 1)
+            a = [x for x in atts if x.vpc_id == dup][-1]
+            where = _label(labels, "attachment", a.id, f"{workload}/{dup}")
+            add((f"{where}.vpc_id", f"workload {workload!r} is already attached to this VPC"))
+        placed = {a.host for a in atts if a.host}
+        if len(placed) > 1:
+            a = sorted(atts, key=lambda x: x.id)[-1]
+            where = _label(labels, "attachment", a.id, f"{workload}/{a.vpc_id}")
+            add((f"{where}.host", f"workload {workload!r} is on several hosts ({', '.join(sorted(placed))}); a workload lives on one host"))
+        nets = [(a, topo.vpcs[a.vpc_id].network) for a in atts if a.vpc_id in topo.vpcs]
+        cidrs = [(a, n) for a, n in nets if n is not None]
+        for i, (a, n) in enumerate(cidrs):
+            for b, m in cidrs[i + 1 :]:
+                if a.vpc_id != b.vpc_id and n.overlaps(m):
+                    where = _label(labels, "attachment", b.id, f"{workload}/{b.vpc_id}")
+                    add((f"{where}.vpc_id", f"workload {workload!r} would have overlapping subnets {n} and {m} on two interfaces"))
+
+    # --- direct connects and VPNs ------------------------------------------------------
+    locations = {h.location for h in topo.hosts.values() if h.role == "edge" and h.location}
+    for d in topo.direct_connects.values():
+        vpc = topo.vpcs.get(d.vpc_id)
+        where = _label(labels, "direct_connect", d.id, d.name)
+        if vpc is None:
+            add((f"{where}.vpc_id", f"no VPC with id {d.vpc_id!r}"))
+            continue
+        if topo.hosts and d.location not in locations:
+            add((f"{where}.location", f"no edge host serves location {d.location!r}; known: {', '.join(sorted(locations)) or 'none'}"))
+        if d.mode == "layer3":
+            if vpc.cidr is None:
+                add((f"{where}.mode", f"layer3 needs VPC {vpc.name!r} to have a cidr"))
+                continue
+            net = ipaddress.IPv4Network(vpc.cidr)
+            if d.gateway_ip and not _usable(net, d.gateway_ip):
+                add((f"{where}.gateway_ip", f"{d.gateway_ip} is not a usable address of VPC cidr {vpc.cidr}"))
+            if d.bgp and d.bgp.peering_cidr and ipaddress.IPv4Network(d.bgp.peering_cidr).overlaps(net):
+                add((f"{where}.bgp.peering_cidr", f"{d.bgp.peering_cidr} overlaps VPC cidr {vpc.cidr}"))
+    for vpn in topo.vpns.values():
+        vpc = topo.vpcs.get(vpn.vpc_id)
+        where = _label(labels, "vpn", vpn.id, vpn.name)
+        if vpc is None:
+            add((f"{where}.vpc_id", f"no VPC with id {vpn.vpc_id!r}"))
+            continue
+        if vpc.cidr is None:
+            add((f"{where}.vpc_id", f"a VPN needs VPC {vpc.name!r} to have a cidr"))
+            continue
+        net = ipaddress.IPv4Network(vpc.cidr)
+        for i, r in enumerate(vpn.remote_cidrs):
+            if ipaddress.IPv4Network(r).overlaps(net):
+                add((f"{where}.remote_cidrs[{i}]", f"{r} overlaps VPC cidr {vpc.cidr}"))
+        if vpn.gateway_ip and not _usable(net, vpn.gateway_ip):
+            add((f"{where}.gateway_ip", f"{vpn.gateway_ip} is not a usable address of VPC cidr {vpc.cidr}"))
+    return problems
+
+
+def _usable(net: ipaddress.IPv4Network, addr: str) -> bool:
+    ip = ipaddress.IPv4Address(addr)
+    return net.network_address < ip < net.broadcast_address
+
+
+def _address_problems(where: str, a: Attachment, vpc: VPC) -> list[Problem]:
+    assert a.ip_address is not None
+    if vpc.cidr is None:
+        return [(f"{where}.ip_address", f"VPC {vpc.name!r} has no cidr; set one or use ip_mode none")]
+    iface = ipaddress.IPv4Interface(a.ip_address)
+    net = ipaddress.IPv4Network(vpc.cidr)
+    if iface.network != net:
+        if iface.ip in net:
+            return [(f"{where}.ip_address", f"{a.ip_address} must use the VPC prefix length /{net.prefixlen}")]
+        return [(f"{where}.ip_address", f"{a.ip_address} is outside VPC cidr {vpc.cidr}")]
+    if iface.ip in (net.network_address, net.broadcast_address):
+        return [(f"{where}.ip_address", f"{iface.ip} is the network or broadcast address of {net}")]
+    out = []
+    if vpc.dhcp is not None:
+        ip = str(iface.ip)
+        if ip == vpc.dhcp_server_ip:
+            out.append((f"{where}.ip_address", f"{ip} is the VPC's DHCP server address"))
+        if ip == vpc.dhcp.gateway:
+            out.append((f"{where}.ip_address", f"{ip} is the VPC's gateway address"))
+    return out

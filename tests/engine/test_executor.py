@@ -1,0 +1,162 @@
+"""The executor against memory agents and a real SQLite store: concurrency, retries, failures, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from l2vpc.engine.api import Engine
+from l2vpc.engine.errors import HostError, TemporaryError
+from l2vpc.engine.executor import Executor, MemoryAgentPool
+from l2vpc.engine.incremental import IncrementalPlanner
+from l2vpc.engine.planner import plan
+from l2vpc.engine.store import open_store
+from l2vpc.engine.topology import host_configs
+from l2vpc.hostconfig import HostConfig
+
+
+@pytest.fixture
+def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = open_store(str(tmp_path / "state.db"))
+    pool = MemoryAgentPool()
+    eng = Engine(store, pool)
+    for i in range(1, 5):
+        eng.register_host({"name": f"host{i}", "region": "r1", "underlay_ip": f"10.9.0.{i}"})
+    vpc = eng.create(
+        "vpc",
+        {
+            "name": "v1",
+            "region": "r1",
+            "cidr": "10.1.0.0/24",
+            "dhcp": {"range_start": "10.1.0.100", "range_end": "10.1.0.150"},
+        },
+    )
+    for i in range(1, 5):
+        eng.create(
+            "attachment",
+            {
+                "vpc_id": vpc.id,
+                "workload": f"w{i}",
+                "host": f"host{i}",
+                "ip_mode": "static",
+                "ip_address": f"10.1.0.{i + 10}/24",
+            },
+        )
+    yield eng
+    store.close()
+
+
+def test_converge_reaches_desired_and_is_idempotent(engine: Engine) -> None:
+    _p, result = engine.converge()
+    assert result.ok and set(result.results) == {"host1", "host2", "host3", "host4"}
+    desired = host_configs(engine.topology())
+    actual = engine.actual_configs()
+    for name, cfg in desired.items():
+        assert actual[name].same_dataplane(cfg)
+        assert actual[name].generation >= 1
+    # Exactly one DHCP server for the VPC, on one of the carrying hosts.
+    assert sum(len(c.dhcp_servers) for c in actual.values()) == 1
+    p2, r2 = engine.converge()
+    assert p2.is_empty and r2.results == {}
+
+
+def test_transient_failures_are_retried_then_succeed(engine: Engine) -> None:
+    pool = engine.agents
+    assert isinstance(pool, MemoryAgentPool)
+    host = engine.hosts()[0]
+    pool.client(host).faults = [TemporaryError("connection refused"), TemporaryError("connection refused")]
+    _, result = engine.converge(retries=3)
+    r = result.results["host1"]
+    assert r.ok and r.attempts == 3
+
+
+def test_persistent_failure_names_host_and_step_and_keeps_others(engine: Engine) -> None:
+    pool = engine.agents
+    assert isinstance(pool, MemoryAgentPool)
+    host2 = next(h for h in engine.hosts() if h.name == "host2")
+    pool.client(host2).faults = [TemporaryError("unreachable")] * 10
+    _, result = engine.converge(retries=2)
+    assert not result.ok
+    (failure,) = result.failures
+    assert failure.host == "host2" and failure.step == "push" and "unreachable" in failure.error
+    with pytest.raises(HostError, match="host host2: push: unreachable"):
+        result.raise_for_failures()
+    reports = engine.actual_configs()
+    assert "host2" not in reports and {"host1", "host3", "host4"} <= set(reports)
+    # Level-triggered: once the host is back, the next run repairs only host2.
+    pool.client(host2).faults.clear()
+    _p, r = engine.converge()
+    assert set(r.results) == {"host2"} and r.ok
+
+
+def test_rejection_is_not_retried(engine: Engine) -> None:
+    pool = engine.agents
+    assert isinstance(pool, MemoryAgentPool)
+    host3 = next(h for h in engine.hosts() if h.name == "host3")
+    pool.client(host3).faults = [HostError("host3", "validate", "ports[0].mtu: 20000 is outside 576..9000")]
+    _, result = engine.converge(retries=3)
+    r = result.results["host3"]
+    assert not r.ok and r.attempts == 1 and r.step == "validate" and "ports[0].mtu" in r.error
+
+
+class SlowPool(MemoryAgentPool):
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def client(self, host):  # type: ignore[no-untyped-def]
+        agent = super().client(host)
+        outer = self
+        push = agent.push
+
+        def slow_push(config: HostConfig, timeout: float) -> HostConfig:
+            with outer.lock:
+                outer.active += 1
+                outer.peak = max(outer.peak, outer.active)
+            time.sleep(outer.delay)
+            with outer.lock:
+                outer.active -= 1
+            return push(config, timeout)
+
+        agent.push = slow_push  # type: ignore[method-assign]
+        return agent
+
+
+def test_hosts_converge_concurrently_and_stop_is_clean(engine: Engine) -> None:
+    pool = SlowPool(0.3)
+    topo = engine.topology()
+    p = plan(host_configs(topo), {})
+    ex = Executor(pool, engine.store)
+    t = time.monotonic()
+    result = ex.execute(p, topo.hosts)
+    assert result.ok and pool.peak == 4 and time.monotonic() - t < 1.0
+    # A stop before the run: no host is touched, every result says so.
+    stop = threading.Event()
+    stop.set()
+    pool2 = MemoryAgentPool()
+    result = Executor(pool2, engine.store, stop=stop).execute(p, topo.hosts)
+    assert not result.ok and all(r.step == "stopped" for r in result.results.values())
+    assert all(a.config is None for a in pool2.agents().values())
+
+
+def test_incremental_plan_touches_only_affected_hosts(engine: Engine) -> None:
+    engine.converge()
+    topo = engine.topology()
+    inc = IncrementalPlanner(topo, engine.actual_configs())
+    att = next(a for a in topo.attachments.values() if a.host == "host3")
+    # Same VPC membership: only host3's port changes.
+    plans = inc.update_attachment(att.model_copy(update={"ip_address": "10.1.0.99/24"}))
+    changed = {h for h, hp in plans.items() if hp.operations}
+    assert changed == {"host3"}
+    # Removing host3's only port drops it from the VPC: every carrier's remotes change.
+    plans = inc.remove_attachment(att.id)
+    changed = {h for h, hp in plans.items() if hp.operations}
+    assert changed == {"host1", "host2", "host3", "host4"}
+    full = plan(host_configs(inc.index.topo), engine.actual_configs())
+    assert {h for h, hp in full.hosts.items() if hp.operations} == changed
