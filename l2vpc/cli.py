@@ -48,17 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from l2vpc.engine.errors import L2vpcError, UserError
+    from l2vpc.engine.errors import L2vpcError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
-    except (CliError, UserError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except L2vpcError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (CliError, L2vpcError) as e:
+        # One line, always: scripts and people read the first line of stderr.
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -24,6 +24,7 @@ from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, MemoryAg
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.placement import pick_compute_host, pick_edge_host, pick_service_host
 from l2vpc.engine.planner import Plan, plan
+from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import Store, StoredObject, Transaction
 from l2vpc.engine.topology import Topology, host_configs
 from l2vpc.engine.validation import validate_topology
@@ -49,16 +50,16 @@ COMPUTED = {
 DEFAULT_PROVIDER_ASN = 64600
 
 
+class _Rollback(Exception):
+    """Ends a dry-run transaction without writing."""
+
+
 def new_id(kind: str) -> str:
     return f"{ID_PREFIX[kind]}-{secrets.token_hex(6)}"
 
 
 def _dump(obj: BaseModel) -> dict[str, Any]:
     return obj.model_dump(mode="json")
-
-
-def _load(kind: str, so: StoredObject) -> Any:
-    return MODELS[kind].model_validate(so.data)
 
 
 def _check(topo: Topology, focus: str) -> None:
@@ -70,12 +71,20 @@ def _check(topo: Topology, focus: str) -> None:
 
 class Engine:
     def __init__(self, store: Store, agents: AgentPool | None = None, *, tenant: str = "",
-                 default_region: str | None = None) -> None:
+                 default_region: str | None = None, secrets: SecretBox | None = None) -> None:
         self.store = store
         self.agents: AgentPool = agents if agents is not None else MemoryAgentPool(self.actual_configs())
         self.tenant = tenant
         self.default_region = default_region
         self.stop = threading.Event()
+        self.secrets = secrets or SecretBox.for_state(getattr(store, "path", None))
+
+    def _load(self, kind: str, so: StoredObject) -> Any:
+        return MODELS[kind].model_validate(self.secrets.open_fields(kind, so.data))
+
+    def _data(self, kind: str, obj: BaseModel) -> dict[str, Any]:
+        """What goes into the store: the object with its secrets sealed."""
+        return self.secrets.seal_fields(kind, _dump(obj))
 
     # ------------------------------------------------------------------ hosts
     def register_host(self, host: Host | Mapping[str, Any]) -> Host:
@@ -110,7 +119,7 @@ class Engine:
             so = tx.get(kind, ident, tenant=self.tenant or None)
             if so is None:
                 raise NotFoundError(kind, ident)
-            return self._with_status(kind, _load(kind, so), tx)
+            return self._with_status(kind, self._load(kind, so), tx)
 
     def find(self, kind: str, ident: str) -> Any | None:
         try:
@@ -120,7 +129,7 @@ class Engine:
 
     def list(self, kind: str) -> builtins.list[Any]:
         with self.store.transaction() as tx:
-            return [_load(kind, o) for o in tx.list(kind, tenant=self.tenant or None)]
+            return [self._load(kind, o) for o in tx.list(kind, tenant=self.tenant or None)]
 
     def vpc_by_name(self, name: str) -> VPC | None:
         return next((v for v in self.list("vpc") if v.name == name), None)
@@ -144,7 +153,7 @@ class Engine:
             so = tx.get(kind, ident, tenant=self.tenant or None)
             if so is None:
                 raise NotFoundError(kind, ident)
-            current = _load(kind, so)
+            current = self._load(kind, so)
             merged = {**{k: v for k, v in so.data.items() if k in COMPUTED[kind]},
                       **{k: v for k, v in data.items() if k not in COMPUTED[kind]}}
             return getattr(self, f"_update_{kind}")(tx, so, current, merged)
@@ -154,7 +163,36 @@ class Engine:
             so = tx.get(kind, ident, tenant=self.tenant or None)
             if so is None:
                 raise NotFoundError(kind, ident)
-            getattr(self, f"_delete_{kind}")(tx, so, _load(kind, so))
+            getattr(self, f"_delete_{kind}")(tx, so, self._load(kind, so))
+
+    def check(self, kind: str, data: Mapping[str, Any], ident: str | None = None) -> Any:
+        """Validate a create (or, with `ident`, an update) exactly as it would run, write nothing.
+
+        Used at plan time so that every rule, including cross-object ones (an address already
+        taken, the 11th VPC of a workload), fails before apply. Returns the would-be object.
+        """
+        result: list[Any] = []
+        try:
+            with self.store.transaction() as tx:
+                if ident is None:
+                    clean = {k: v for k, v in data.items() if k not in COMPUTED[kind]}
+                    result.append(getattr(self, f"_create_{kind}")(tx, clean))
+                else:
+                    so = tx.get(kind, ident, tenant=self.tenant or None)
+                    if so is None:
+                        raise NotFoundError(kind, ident)
+                    merged = {**{k: v for k, v in so.data.items() if k in COMPUTED[kind]},
+                              **{k: v for k, v in data.items() if k not in COMPUTED[kind]}}
+                    result.append(getattr(self, f"_update_{kind}")(tx, so, self._load(kind, so), merged))
+                raise _Rollback
+        except _Rollback:
+            pass
+        return result[0]
+
+    def attached_workloads(self, vpc_id: str) -> builtins.list[str]:
+        """Workloads with an interface on the VPC (they restart when its scope changes)."""
+        with self.store.transaction() as tx:
+            return sorted({a.workload for a in self._members(tx, vpc_id)})
 
     # --- VPC
     def _create_vpc(self, tx: Transaction, data: dict[str, Any]) -> VPC:
@@ -163,7 +201,7 @@ class Engine:
         self._claim_name(tx, "vpc", vpc.name, ident)
         vpc = vpc.model_copy(update={"vni": alloc.allocate_vni(tx, ident)})
         _check(Topology(hosts=self._hosts(tx), vpcs={ident: vpc}), ident)
-        tx.create("vpc", ident, _dump(vpc), tenant=self.tenant)
+        tx.create("vpc", ident, self._data("vpc", vpc), tenant=self.tenant)
         return vpc
 
     def _update_vpc(self, tx: Transaction, so: StoredObject, cur: VPC, data: dict[str, Any]) -> VPC:
@@ -180,7 +218,10 @@ class Engine:
             new = new.model_copy(update={"scope_epoch": cur.scope_epoch + 1})
         members = self._members(tx, cur.id)
         hosts = self._hosts(tx)
-        topo = Topology(hosts=hosts, vpcs={cur.id: new}, attachments={a.id: a for a in members})
+        refs = tx.allocations(alloc.pool_refs(cur.id))
+        topo = Topology(hosts=hosts, vpcs={cur.id: new}, attachments={a.id: a for a in members},
+                        direct_connects={d.id: d for d in self._list(tx, "direct_connect", DirectConnect) if d.id in refs},
+                        vpns={v.id: v for v in self._list(tx, "vpn", VPN) if v.id in refs})
         if new.scope == "single_region" and cur.scope == "multi_region":
             away = sorted(f"{a.workload} on {a.host} ({hosts[a.host].region})" for a in members
                           if a.host in hosts and hosts[a.host].region != new.region)
@@ -199,7 +240,7 @@ class Engine:
                 if a.ip_address:
                     alloc.reserve_ip(tx, cur.id, a.ip_address.split("/")[0], a.id)
         new = self._place_dhcp(tx, new, members, hosts)
-        tx.update("vpc", cur.id, _dump(new), so.generation)
+        tx.update("vpc", cur.id, self._data("vpc", new), so.generation)
         return new
 
     def _delete_vpc(self, tx: Transaction, so: StoredObject, vpc: VPC) -> None:
@@ -236,7 +277,7 @@ class Engine:
             alloc.reserve_ip(tx, vpc.id, att.ip_address.split("/")[0], ident)
         tx.reserve(alloc.pool_members(vpc.id), ident, ident)
         att = att.model_copy(update={"interface_name": ifname, "mac_address": mac})
-        tx.create("attachment", ident, _dump(att), tenant=self.tenant)
+        tx.create("attachment", ident, self._data("attachment", att), tenant=self.tenant)
         self._replace_dhcp(tx, vpc, hosts)
         return att
 
@@ -267,7 +308,7 @@ class Engine:
             tx.release_owner(cur.id, pool=alloc.pool_ip(vpc.id))
             if new.ip_address:
                 alloc.reserve_ip(tx, vpc.id, new.ip_address.split("/")[0], cur.id)
-        tx.update("attachment", cur.id, _dump(new), so.generation)
+        tx.update("attachment", cur.id, self._data("attachment", new), so.generation)
         self._replace_dhcp(tx, vpc, hosts)
         return new
 
@@ -283,7 +324,7 @@ class Engine:
         ident = new_id("direct_connect")
         dx = parse(DirectConnect, {**data, "id": ident})
         dx = self._complete_dx(tx, dx, None)
-        tx.create("direct_connect", ident, _dump(dx), tenant=self.tenant)
+        tx.create("direct_connect", ident, self._data("direct_connect", dx), tenant=self.tenant)
         return dx
 
     def _update_direct_connect(self, tx: Transaction, so: StoredObject, cur: DirectConnect,
@@ -294,7 +335,7 @@ class Engine:
                 raise ValidationError(f"changing {f} needs a new direct connect", path=f)
         tx.release_owner(cur.id)
         new = self._complete_dx(tx, new, cur)
-        tx.update("direct_connect", cur.id, _dump(new), so.generation)
+        tx.update("direct_connect", cur.id, self._data("direct_connect", new), so.generation)
         return new
 
     def _complete_dx(self, tx: Transaction, dx: DirectConnect, cur: DirectConnect | None) -> DirectConnect:
@@ -340,16 +381,18 @@ class Engine:
         ident = new_id("vpn")
         vpn = parse(VPN, {**data, "id": ident})
         vpn = self._complete_vpn(tx, vpn, None)
-        tx.create("vpn", ident, _dump(vpn), tenant=self.tenant)
+        tx.create("vpn", ident, self._data("vpn", vpn), tenant=self.tenant)
         return vpn
 
     def _update_vpn(self, tx: Transaction, so: StoredObject, cur: VPN, data: dict[str, Any]) -> VPN:
+        if not data.get("pre_shared_key"):  # a write-only key is only sent when it changes
+            data = {**data, "pre_shared_key": cur.pre_shared_key}
         new = parse(VPN, data)
         if new.vpc_id != cur.vpc_id:
             raise ValidationError("changing vpc_id needs a new VPN", path="vpc_id")
         tx.release_owner(cur.id)
         new = self._complete_vpn(tx, new, cur)
-        tx.update("vpn", cur.id, _dump(new), so.generation)
+        tx.update("vpn", cur.id, self._data("vpn", new), so.generation)
         return new
 
     def _complete_vpn(self, tx: Transaction, vpn: VPN, cur: VPN | None) -> VPN:
@@ -385,7 +428,7 @@ class Engine:
         return {o.id: Host.model_validate(o.data) for o in tx.list("host")}
 
     def _list(self, tx: Transaction, kind: str, model: type[M]) -> builtins.list[M]:
-        return [model.model_validate(o.data) for o in tx.list(kind)]
+        return [model.model_validate(self.secrets.open_fields(kind, o.data)) for o in tx.list(kind)]
 
     def _attachments(self, tx: Transaction) -> builtins.list[Attachment]:
         return self._list(tx, "attachment", Attachment)

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     field_validator,
     model_validator,
@@ -67,6 +68,8 @@ def _mac(value: str) -> str:
         raise ValueError(f"{value!r} is not a MAC address like 02:00:00:00:00:01")
     if int(v[:2], 16) & 1:
         raise ValueError(f"{value!r} is a multicast MAC address; use a unicast one")
+    if v == "00:00:00:00:00:00":
+        raise ValueError("00:00:00:00:00:00 is not a usable MAC address")
     return v
 
 
@@ -76,6 +79,8 @@ IPv4Net = Annotated[str, AfterValidator(_ipv4_network)]
 IPv4Iface = Annotated[str, AfterValidator(_ipv4_interface)]
 Mac = Annotated[str, AfterValidator(_mac)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
+# Whole numbers only: booleans and numeric strings are type errors, not 1/0 or a parsed value.
+Int = Annotated[int, Strict()]
 Ident = Annotated[str, StringConstraints(pattern=r"^[a-z]+-[0-9a-f]{4,32}$")]
 
 
@@ -106,7 +111,7 @@ class Dhcp(_Base):
     range_end: IPv4
     gateway: IPv4 | None = None
     dns_servers: tuple[IPv4, ...] = Field(default=(), max_length=8)
-    lease_time: int = Field(default=3600, ge=120, le=604800)
+    lease_time: Int = Field(default=3600, ge=120, le=604800)
     server_ip: IPv4 | None = None
 
     @model_validator(mode="after")
@@ -122,14 +127,14 @@ class VPC(_Base):
     description: Text = ""
     scope: Literal["single_region", "multi_region"] = "single_region"
     region: Name | None = None
-    mtu: int = Field(default=1500, ge=576, le=9000)
+    mtu: Int = Field(default=1500, ge=576, le=9000)
     cidr: IPv4Net | None = None
     dhcp: Dhcp | None = None
     # Computed by the engine.
-    vni: int | None = Field(default=None, ge=1, le=16_777_215)
+    vni: Int | None = Field(default=None, ge=1, le=16_777_215)
     status: str = "available"
     # Bumped on every scope conversion: every attached workload restarts its interface.
-    scope_epoch: int = Field(default=0, ge=0)
+    scope_epoch: Int = Field(default=0, ge=0)
     dhcp_host: str | None = None  # where the DHCP server runs (placement)
 
     @model_validator(mode="after")
@@ -197,8 +202,8 @@ class Attachment(_Base):
 
 
 class Bgp(_Base):
-    customer_asn: int = Field(ge=1, le=4294967294)
-    provider_asn: int | None = Field(default=None, ge=1, le=4294967294)
+    customer_asn: Int = Field(ge=1, le=4294967294)
+    provider_asn: Int | None = Field(default=None, ge=1, le=4294967294)
     peering_cidr: IPv4Net | None = None
     customer_ip: IPv4 | None = None
     provider_ip: IPv4 | None = None
@@ -236,12 +241,12 @@ class DirectConnect(_Base):
     name: Name
     vpc_id: str = Field(min_length=1, max_length=64)
     location: Name
-    bandwidth_mbps: int = Field(ge=1000, le=100000)
+    bandwidth_mbps: Int = Field(ge=1000, le=100000)
     partner: Literal["cross_connect", "megaport"] = "cross_connect"
     service_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(default=None, repr=False)
     gateway_ip: IPv4 | None = None
     mode: Literal["layer3", "layer2"] = "layer3"
-    vlan: int | None = Field(default=None, ge=2, le=4093)
+    vlan: Int | None = Field(default=None, ge=2, le=4093)
     bgp: Bgp | None = None
     status: str = "provisioning"
     edge_host: str | None = None
@@ -276,19 +281,19 @@ class IkeProposal(_Base):
     encryption: Literal["aes128", "aes256", "aes128gcm16", "aes256gcm16"] = "aes256"
     integrity: Literal["sha256", "sha384", "sha512"] = "sha256"
     dh_group: Literal["modp2048", "modp3072", "modp4096", "ecp256", "ecp384", "curve25519"] = "modp2048"
-    lifetime: int = Field(default=28800, ge=900, le=28800)
+    lifetime: Int = Field(default=28800, ge=900, le=28800)
 
 
 class EspProposal(_Base):
     encryption: Literal["aes128", "aes256", "aes128gcm16", "aes256gcm16"] = "aes256"
     integrity: Literal["sha256", "sha384", "sha512"] = "sha256"
     dh_group: Literal["modp2048", "modp3072", "modp4096", "ecp256", "ecp384", "curve25519"] = "modp2048"
-    lifetime: int = Field(default=3600, ge=900, le=3600)
+    lifetime: Int = Field(default=3600, ge=900, le=3600)
 
 
 class Dpd(_Base):
-    interval: int = Field(default=30, ge=10, le=3600)
-    timeout: int = Field(default=120, ge=20, le=86400)
+    interval: Int = Field(default=30, ge=10, le=3600)
+    timeout: Int = Field(default=120, ge=11, le=86400)
 
     @model_validator(mode="after")
     def _order(self) -> Dpd:
@@ -307,7 +312,7 @@ class VPN(_Base):
     # Never kept in clear by the engine's store: see engine/secrets handling in api.py.
     pre_shared_key: str | None = Field(default=None, repr=False)
     local_cidrs: tuple[IPv4Net, ...] | None = None
-    remote_cidrs: tuple[IPv4Net, ...] = Field(min_length=1, max_length=32)
+    remote_cidrs: tuple[IPv4Net, ...] = Field(max_length=32)
     ike: IkeProposal = IkeProposal()
     esp: EspProposal = EspProposal()
     dpd: Dpd = Dpd()
@@ -325,6 +330,10 @@ class VPN(_Base):
 
     @model_validator(mode="after")
     def _cidrs(self) -> VPN:
+        if not self.pre_shared_key:
+            raise ValueError("pre_shared_key: required (set pre_shared_key or pre_shared_key_wo)")
+        if not self.remote_cidrs:
+            raise ValueError("remote_cidrs: at least 1 remote network is required")
         remote = [ipaddress.IPv4Network(c) for c in self.remote_cidrs]
         for i, a in enumerate(remote):
             for b in remote[i + 1 :]:
@@ -349,7 +358,7 @@ def format_errors(err: PydanticValidationError, prefix: str = "") -> list[tuple[
         for p in loc:
             if p.isdigit() and path_parts:
                 path_parts[-1] += f"[{p}]"
-            elif p in ("function-after[_name()]",) or p.startswith(("function-", "literal[", "str", "int")):
+            elif _is_pydantic_tag(p):
                 continue
             else:
                 path_parts.append(p)
@@ -375,6 +384,14 @@ def format_errors(err: PydanticValidationError, prefix: str = "") -> list[tuple[
         path = ".".join(path_parts)
         out.append((f"{prefix}{path}" if prefix and path else prefix.rstrip(".") or path, msg))
     return out
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "tuple", "dict", "json-or-python"})
+
+
+def _is_pydantic_tag(part: str) -> bool:
+    """Union members and validator wrappers pydantic puts in error locations (not field names)."""
+    return part in _TYPE_TAGS or "[" in part or "(" in part
 
 
 def _is_secret_path(parts: list[str]) -> bool:

@@ -35,16 +35,33 @@ class TopologyFile:
     vpns: list[tuple[VPN, str]] = field(default_factory=list)
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """Aliases let a few bytes expand into gigabytes (billion laughs); topology files need none."""
+class _FileError(Exception):
+    """A problem found while reading the file; `read_document` adds the file name."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML without aliases (a few bytes could expand into gigabytes: billion laughs) and
+    without duplicate keys (YAML would silently keep the last one)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise ValidationError(
-                f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed in topology files"
-            )
+            raise _FileError(f"line {event.start_mark.line + 1}: YAML aliases (*name) are not allowed")
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise _FileError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            if isinstance(key, str | int | float | bool):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def read_document(path: str) -> dict[str, Any]:
@@ -61,13 +78,15 @@ def read_document(path: str) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ValidationError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        doc = yaml.load(text, Loader=_NoAliasLoader)
+        doc = yaml.load(text, Loader=_StrictLoader)
+    except _FileError as e:
+        raise ValidationError(f"{path}: {e}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ValidationError(f"{path}: {where}not valid YAML: {e.problem}") from None
+        raise ValidationError(f"{path}: {where}not valid YAML: {_one_line(e.problem or '')}") from None
     except yaml.YAMLError as e:
-        raise ValidationError(f"{path}: not valid YAML: {e}") from None
+        raise ValidationError(f"{path}: not valid YAML: {_one_line(str(e))}") from None
     except RecursionError:
         raise ValidationError(f"{path}: nested too deeply") from None
     if doc is None:
@@ -150,9 +169,7 @@ def _check_whole(tf: TopologyFile) -> None:
     by_name: dict[str, str] = {}
     for i, v in enumerate(tf.vpcs):
         ident = f"vpc-{i:08x}"
-        if v.name in by_name:
-            problems.append((f"vpcs[{i}].name", f"duplicate VPC name {v.name!r}"))
-        by_name[v.name] = ident
+        by_name.setdefault(v.name, ident)  # duplicates are reported by validate_topology
         topo.vpcs[ident] = v.model_copy(update={"id": ident})
         labels[ident] = f"vpcs[{i}]"
     sections: list[tuple[str, list[tuple[Any, str]], dict[str, Any]]] = [
@@ -186,11 +203,19 @@ _DEPENDANTS = ("attachment", "direct_connect", "vpn")
 _VPC_COMPUTED = {"id", "vni", "status", "scope_epoch", "dhcp_host"}
 
 
+def _at(label: str, fn: Any, *args: Any) -> Any:
+    """Run an engine call for the object at `label` in the file; its errors get that path."""
+    try:
+        return fn(*args)
+    except ValidationError as e:
+        raise ValidationError([(f"{label}.{p}" if p else label, m) for p, m in e.problems]) from None
+
+
 def sync(engine: Engine, tf: TopologyFile) -> dict[str, int]:
     """Make the engine's desired state equal the file. Deletes first, then creates/updates."""
     counts = {"created": 0, "updated": 0, "deleted": 0}
-    for h in tf.hosts:
-        engine.register_host(h)
+    for i, h in enumerate(tf.hosts):
+        _at(f"hosts[{i}]", engine.register_host, h)
     items: dict[str, list[tuple[Any, str]]] = {
         "attachment": list(tf.attachments), "direct_connect": list(tf.direct_connects), "vpn": list(tf.vpns),
     }
@@ -213,27 +238,28 @@ def sync(engine: Engine, tf: TopologyFile) -> dict[str, int]:
         if name not in want_vpcs:
             engine.delete("vpc", v.id)
             counts["deleted"] += 1
-    for v in tf.vpcs:
+    for i, v in enumerate(tf.vpcs):
         data = v.model_dump(mode="json", exclude=_VPC_COMPUTED)
         cur = existing_vpcs.get(v.name)
         if cur is None:
-            vpc_ids[v.name] = engine.create("vpc", data).id
+            vpc_ids[v.name] = _at(f"vpcs[{i}]", engine.create, "vpc", data).id
             counts["created"] += 1
         elif cur.model_dump(mode="json", exclude=_VPC_COMPUTED) != data:
-            engine.update("vpc", cur.id, data)
+            _at(f"vpcs[{i}]", engine.update, "vpc", cur.id, data)
             counts["updated"] += 1
-    for kind in _DEPENDANTS:
+    for kind, section in zip(_DEPENDANTS, ("attachments", "direct_connects", "vpns"), strict=True):
         have = current(kind)
-        for obj, vpc_name in items[kind]:
+        for i, (obj, vpc_name) in enumerate(items[kind]):
+            label = f"{section}[{i}]"
             data = obj.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
             data["vpc_id"] = vpc_ids[vpc_name]
             cur = have.get((_ident(kind, obj), vpc_name))
             if cur is None:
-                engine.create(kind, data)
+                _at(label, engine.create, kind, data)
                 counts["created"] += 1
                 continue
             cur_data = cur.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
             if any(cur_data.get(f) != val for f, val in data.items()):
-                engine.update(kind, cur.id, {**cur_data, **data})
+                _at(label, engine.update, kind, cur.id, {**cur_data, **data})
                 counts["updated"] += 1
     return counts

@@ -44,7 +44,7 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
         where = _label(labels, "vpc", v.id, v.name)
         other = names.setdefault(v.name, v.id)
         if other != v.id:
-            add((f"{where}.name", f"a VPC named {v.name!r} already exists ({other})"))
+            add((f"{where}.name", f"duplicate name: a VPC named {v.name!r} already exists ({labels.get(other) or other})"))
         if v.vni is not None:
             prev = vnis.setdefault(v.vni, v.name)
             if prev != v.name:
@@ -90,8 +90,10 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
                 add((f"{where}.ip_address", f"{ip} is already used by {prev!r} in VPC {vpc.name!r}"))
 
     for workload, atts in per_workload.items():
+        # Blame the attachment being changed (empty label) when there is one, else the newest.
+        atts.sort(key=lambda a: (labels.get(a.id) == "", a.interface_name is None, a.id))
         if len(atts) > MAX_VPCS_PER_WORKLOAD:
-            last = max(atts, key=lambda a: (a.interface_name is None, a.id))
+            last = atts[-1]
             where = _label(labels, "attachment", last.id, f"{workload}/{last.vpc_id}")
             add((
                 f"{where}.workload",
@@ -105,13 +107,13 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
             add((f"{where}.vpc_id", f"workload {workload!r} is already attached to this VPC"))
         placed = {a.host for a in atts if a.host}
         if len(placed) > 1:
-            a = sorted(atts, key=lambda x: x.id)[-1]
+            a = atts[-1]
             where = _label(labels, "attachment", a.id, f"{workload}/{a.vpc_id}")
             add((f"{where}.host", f"workload {workload!r} is on several hosts ({', '.join(sorted(placed))}); a workload lives on one host"))
         nets = [(a, topo.vpcs[a.vpc_id].network) for a in atts if a.vpc_id in topo.vpcs]
         cidrs = [(a, n) for a, n in nets if n is not None]
         for i, (a, n) in enumerate(cidrs):
-            for b, m in cidrs[i + 1 :]:
+            for b, m in cidrs[i + 1 :]:  # b comes later in the blame order
                 if a.vpc_id != b.vpc_id and n.overlaps(m):
                     where = _label(labels, "attachment", b.id, f"{workload}/{b.vpc_id}")
                     add((f"{where}.vpc_id", f"workload {workload!r} would have overlapping subnets {n} and {m} on two interfaces"))
@@ -173,6 +175,10 @@ def _address_problems(where: str, a: Attachment, vpc: VPC) -> list[Problem]:
     out = []
     if vpc.dhcp is not None:
         ip = str(iface.ip)
+        lo, hi = ipaddress.IPv4Address(vpc.dhcp.range_start), ipaddress.IPv4Address(vpc.dhcp.range_end)
+        if a.ip_mode == "static" and lo <= iface.ip <= hi:
+            out.append((f"{where}.ip_address", f"{ip} lies in the DHCP range {lo}-{hi}, where the server may lease "
+                        "it to another workload; use an address outside the range or ip_mode dhcp (a reservation)"))
         if ip == vpc.dhcp_server_ip:
             out.append((f"{where}.ip_address", f"{ip} is the VPC's DHCP server address"))
         if ip == vpc.dhcp.gateway:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import pickle
+import queue
 import sqlite3
 import stat
 import threading
@@ -89,19 +91,24 @@ def test_crud_generations_and_order(store: SqliteStore) -> None:
             tx.delete("vpc", "vpc-a", expected_generation=1)
 
 
-def test_listed_objects_behave_like_stored_objects(store: SqliteStore) -> None:
+def test_returned_objects_behave_like_stored_objects(store: SqliteStore) -> None:
+    # Documents are decoded lazily; that must not show.
     with store.transaction() as tx:
-        tx.create("vpc", "v1", {"n": 1, "nested": {"a": [1]}})
+        created = tx.create("vpc", "v1", {"n": 1, "nested": {"a": [1]}})
     with store.transaction() as tx:
-        listed = tx.list("vpc")[0]
+        listed, got = tx.list("vpc")[0], tx.get("vpc", "v1")
     plain = StoredObject("vpc", "v1", 1, {"n": 1, "nested": {"a": [1]}}, "")
-    assert listed == plain and plain == listed and not listed != plain
-    assert listed.data is listed.data  # decoded once
-    assert repr(listed) == repr(plain)
-    assert dataclasses.replace(listed, data={"n": 2}).data == {"n": 2}
-    assert dataclasses.asdict(listed) == dataclasses.asdict(plain)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        listed.data = {}  # type: ignore[misc]
+    for obj in (created, listed, got):
+        assert obj == plain and plain == obj and not obj != plain
+        assert obj.data is obj.data  # decoded once
+        assert repr(obj) == repr(plain)
+        assert dataclasses.replace(obj, data={"n": 2}).data == {"n": 2}
+        assert dataclasses.asdict(obj) == dataclasses.asdict(plain)
+        assert pickle.loads(pickle.dumps(obj)) == plain
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obj.data = {}  # type: ignore[misc]
+    assert listed != dataclasses.replace(plain, generation=2)
+    assert listed != dataclasses.replace(plain, data={"n": 1})
 
 
 def test_stale_generation_conflicts_and_keeps_newer_data(store: SqliteStore) -> None:
@@ -399,7 +406,7 @@ def test_newer_schema_is_refused(db_path: Path) -> None:
         SqliteStore(db_path)
 
 
-def test_shipped_migrations_and_statement_splitting() -> None:
+def test_shipped_migrations_and_statement_splitting(tmp_path: Path) -> None:
     migrations = load_migrations("sqlite")
     assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
     assert split_statements(
@@ -411,7 +418,8 @@ def test_shipped_migrations_and_statement_splitting() -> None:
     with pytest.raises(ValueError, match="incomplete statement"):
         split_statements("SELECT 1; SELECT")
     with pytest.raises(RuntimeError, match=r"not numbered 1\.\.N"):
-        SqliteStore("/nonexistent/never-created.db", migrations=[V2])
+        SqliteStore(tmp_path / "never-created.db", migrations=[V2])
+    assert not (tmp_path / "never-created.db").exists()
 
 
 def test_not_a_database_is_a_store_error_naming_the_path(tmp_path: Path) -> None:
@@ -481,6 +489,7 @@ def _writer(path: str, name: str, barrier: Any, results: Any) -> None:
                 with store.transaction() as tx:
                     cur = tx.get("vpc", "counter")
                     assert cur is not None
+                    time.sleep(0.001)  # the other process must wait, not slip in or fail
                     tx.update("vpc", "counter", {"n": cur.data["n"] + 1}, cur.generation)
                 continue
             while True:
@@ -518,7 +527,17 @@ def _run_two(target: Any, path: Path) -> dict[str, Any]:
     for p in procs:
         p.start()
     try:
-        out = dict(results.get(timeout=120) for _ in procs)
+        out: dict[str, Any] = {}
+        deadline = time.monotonic() + 120
+        while len(out) < len(procs):
+            try:
+                name, value = results.get(timeout=0.2)
+                out[name] = value
+            except queue.Empty:
+                # A crashed child never reports: fail now with its exit code instead of waiting.
+                crashed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                assert not crashed, f"a writer process failed (exit codes {crashed}); see its stderr"
+                assert time.monotonic() < deadline, "writer processes did not finish in 120 s"
         for p in procs:
             p.join(30)
             assert p.exitcode == 0
@@ -548,11 +567,12 @@ def test_two_processes_write_without_lost_updates(db_path: Path) -> None:
 
 
 def test_two_processes_race_for_the_same_values(db_path: Path) -> None:
-    with SqliteStore(db_path):
-        pass
+    # No file yet: both processes also race to create it and apply the migrations.
     won = _run_two(_reserver, db_path)
     assert not set(won["p1"]) & set(won["p2"])
     assert set(won["p1"]) | set(won["p2"]) == {str(v) for v in range(100)}
     with SqliteStore(db_path) as s, s.transaction() as tx:
         held = tx.allocations("vni")
+        assert s.schema_version() == LATEST
     assert held == {v: name for name, values in won.items() for v in values}
+    assert raw(db_path, "SELECT version FROM schema_version") == [(v,) for v in range(1, LATEST + 1)]

@@ -46,11 +46,12 @@ DEFAULT_BUSY_TIMEOUT = 10.0
 # RETURNING (3.35) and built-in JSON functions (3.38) are used below.
 MIN_SQLITE = (3, 38, 0)
 
-# Primary result codes (sqlite3 only exposes them as constants from 3.11 on, spelled per build).
+# SQLite result codes, spelled out (the sqlite3 module's named constants vary by version).
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+_SQLITE_BUSY_SNAPSHOT = _SQLITE_BUSY | (2 << 8)  # only if a transaction were not IMMEDIATE
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 _loads = json.JSONDecoder().decode
@@ -59,19 +60,22 @@ _loads = json.JSONDecoder().decode
 _DATA_SLOT = StoredObject.__dict__["data"]  # the slot behind StoredObject.data
 
 
-class _ListedObject(StoredObject):
-    """A StoredObject from list(): its JSON document is decoded on first access of `.data`.
+class _LazyObject(StoredObject):
+    """The StoredObject this store returns: its JSON document is decoded on first access of
+    `.data`.
 
-    Decoding is most of the cost of listing (50k documents: ~0.7 s here, the query ~0.1 s), and
-    callers that filter by id, tenant or generation never need most documents. The text is read
-    inside the transaction, so the snapshot is the same as with eager decoding. Equal to a plain
-    StoredObject with the same fields.
+    For list(), decoding costs several times the query itself (bench/bench_store.py prints both)
+    and callers that filter by id, tenant or generation never need most documents; create() and
+    update() hand back a copy of what was stored that most callers never read. The text is read
+    inside the transaction, so the snapshot is the same as with eager decoding. Compares equal to
+    a plain StoredObject with the same fields. Two threads reading `.data` of the same object at
+    once may both decode it; each gets an equal dict.
     """
 
     __slots__ = ("_raw",)
 
     @classmethod
-    def from_row(cls, kind: str, ident: str, generation: int, raw: str, tenant: str) -> _ListedObject:
+    def from_row(cls, kind: str, ident: str, generation: int, raw: str, tenant: str) -> _LazyObject:
         # Slot setters directly: StoredObject.__init__ (kept for dataclasses.replace) would
         # go through the property and needs a decoded dict.
         obj = object.__new__(cls)
@@ -87,7 +91,7 @@ class _ListedObject(StoredObject):
         try:
             return _DATA_SLOT.__get__(self, StoredObject)
         except AttributeError:
-            value: dict[str, Any] = _loads(_RAW_SLOT.__get__(self, _ListedObject))
+            value: dict[str, Any] = _loads(_RAW_SLOT.__get__(self, _LazyObject))
             _DATA_SLOT.__set__(self, value)
             return value
 
@@ -121,7 +125,7 @@ _KIND_SLOT = StoredObject.__dict__["kind"]
 _ID_SLOT = StoredObject.__dict__["id"]
 _GENERATION_SLOT = StoredObject.__dict__["generation"]
 _TENANT_SLOT = StoredObject.__dict__["tenant"]
-_RAW_SLOT = _ListedObject.__dict__["_raw"]
+_RAW_SLOT = _LazyObject.__dict__["_raw"]
 
 
 class SqliteTransaction(Transaction):
@@ -166,8 +170,8 @@ class SqliteTransaction(Transaction):
         )
         if not rows or (tenant is not None and rows[0][0] != tenant):
             return None
-        row = rows[0]
-        return StoredObject(kind, ident, row[1], _loads(row[2]), row[0])
+        tenant_, generation, text = rows[0]
+        return _LazyObject.from_row(kind, ident, generation, text, tenant_)
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
         _check_kind(kind)
@@ -180,7 +184,7 @@ class SqliteTransaction(Transaction):
                 "SELECT id, tenant, generation, data FROM objects WHERE kind = ? AND tenant = ? ORDER BY id",
                 (kind, tenant),
             )
-        new = _ListedObject.from_row
+        new = _LazyObject.from_row
         return [new(kind, i, g, d, t) for i, t, g, d in rows]
 
     def create(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
@@ -197,7 +201,7 @@ class SqliteTransaction(Transaction):
         if inserted != 1:
             raise ConflictError(f"{kind} {ident!r} already exists")
         # Hand back what a later get() returns, not the caller's (mutable) dict.
-        return StoredObject(kind, ident, 1, _loads(text), tenant)
+        return _LazyObject.from_row(kind, ident, 1, text, tenant)
 
     def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
         _check_kind(kind)
@@ -210,7 +214,7 @@ class SqliteTransaction(Transaction):
         if not rows:
             self._raise_missing_or_stale(kind, ident, expected_generation)
         generation, tenant = rows[0]
-        return StoredObject(kind, ident, generation, _loads(text), tenant)
+        return _LazyObject.from_row(kind, ident, generation, text, tenant)
 
     def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
         _check_kind(kind)
@@ -236,9 +240,9 @@ class SqliteTransaction(Transaction):
 
     # --- allocations -------------------------------------------------------------------
     def reserve(self, pool: str, value: str, owner: str) -> None:
-        _check_text("pool", pool)
-        _check_text("value", value)
-        _check_text("owner", owner)
+        if not (type(pool) is str and type(value) is str and type(owner) is str and pool and value and owner):
+            for field, text in (("pool", pool), ("value", value), ("owner", owner)):
+                _check_text(field, text)
         inserted = self._change(
             "INSERT INTO allocations (pool, value, owner) VALUES (?, ?, ?) ON CONFLICT (pool, value) DO NOTHING",
             (pool, value, owner),
@@ -262,7 +266,7 @@ class SqliteTransaction(Transaction):
     # --- host reports ------------------------------------------------------------------
     def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:
         _check_text("host", host)
-        text = _encode("host report", host, config)
+        text = _encode("host report", host, config, field="config")
         self._change(
             "INSERT INTO host_reports (host, generation, config, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (host) DO UPDATE SET generation = excluded.generation, config = excluded.config, "
@@ -299,7 +303,7 @@ class _TransactionContext(AbstractContextManager[Transaction]):
         store = self._store
         conn = store._acquire()
         try:
-            conn.execute("BEGIN")
+            conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             store._release()
             raise store._translate(exc, "begin a transaction") from exc
@@ -349,7 +353,7 @@ class SqliteStore(Store):
         self._lock = threading.Lock()
         self._owner: int | None = None  # ident of the thread inside a transaction
         self._pid = os.getpid()
-        self._busy_ms = int(busy_timeout * 1000)
+        self._full_busy_ms = self._busy_ms = int(busy_timeout * 1000)
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StoreError(
                 f"SQLite {sqlite3.sqlite_version} is too old for the state file; "
@@ -426,7 +430,7 @@ class SqliteStore(Store):
         conn = self._acquire()
         try:
             try:
-                conn.execute("BEGIN")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._translate(exc, "open") from exc
             step = "read the schema version"
@@ -473,19 +477,22 @@ class SqliteStore(Store):
             )
         if os.getpid() != self._pid:
             raise StoreError(f"state file {self.path} was opened before fork(); open it again in the child")
-        started = time.monotonic()
-        if not self._lock.acquire(timeout=self.busy_timeout):
-            raise TemporaryError(
-                f"state file {self.path} is busy: another thread's transaction held it for more than "
-                f"{self.busy_timeout:g} s; retry later"
-            )
+        if self._lock.acquire(blocking=False):
+            want = self._full_busy_ms
+        else:
+            started = time.monotonic()
+            if not self._lock.acquire(timeout=self.busy_timeout):
+                raise TemporaryError(
+                    f"state file {self.path} is busy: another thread's transaction held it for more "
+                    f"than {self.busy_timeout:g} s; retry later"
+                )
+            # Time spent queueing here counts against the same timeout as SQLite's busy wait.
+            want = max(1, int((self.busy_timeout - (time.monotonic() - started)) * 1000))
         self._owner = me
         conn = self._conn
         if conn is None:
             self._release()
             raise StoreError(f"state file {self.path}: the store is closed")
-        # Time spent queueing here counts against the same timeout as SQLite's busy wait.
-        want = max(1, int((self.busy_timeout - (time.monotonic() - started)) * 1000))
         if abs(want - self._busy_ms) > 10:
             conn.execute(f"PRAGMA busy_timeout = {want}")
             self._busy_ms = want
@@ -496,7 +503,13 @@ class SqliteStore(Store):
         self._lock.release()
 
     def _translate(self, exc: sqlite3.Error, action: str) -> L2vpcError:
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        extended = getattr(exc, "sqlite_errorcode", 0)
+        code = extended & 0xFF
+        if extended == _SQLITE_BUSY_SNAPSHOT:
+            return TemporaryError(
+                f"state file {self.path} was changed by another process during this transaction "
+                f"({action}); retry"
+            )
         if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
             return TemporaryError(
                 f"state file {self.path} is busy: another process held its write lock for more than "
@@ -517,15 +530,17 @@ class SqliteStore(Store):
         return _TransactionContext(self)
 
     def schema_version(self) -> int:
-        if self._owner == threading.get_ident() and self._conn is not None:
-            return self._read_version(self._conn)
-        conn = self._acquire()
+        inside = self._owner == threading.get_ident()  # reads on the open transaction's connection
+        conn = self._conn if inside else self._acquire()
         try:
+            if conn is None:
+                raise StoreError(f"state file {self.path}: the store is closed")
             return self._read_version(conn)
         except sqlite3.Error as exc:
             raise self._translate(exc, "read the schema version") from exc
         finally:
-            self._release()
+            if not inside:
+                self._release()
 
     def check(self) -> None:
         """Run SQLite's integrity check; StoreError listing the first problems if it fails."""
@@ -567,16 +582,16 @@ def _check_text(field: str, value: object) -> None:
         raise ValidationError(f"must be a non-empty string, got {value!r}", path=field)
 
 
-def _encode(kind: str, ident: str, data: object) -> str:
+def _encode(kind: str, ident: str, data: object, field: str = "data") -> str:
     if not isinstance(data, dict):
         raise ValidationError(
-            f"{kind} {ident!r}: must be a JSON object, got {type(data).__name__}", path="data"
+            f"{kind} {ident!r}: must be a JSON object, got {type(data).__name__}", path=field
         )
     try:
         return _dumps(data)
     except (TypeError, ValueError) as exc:
         # Strict JSON (no NaN/Infinity) so PostgreSQL's jsonb accepts the same documents.
-        raise ValidationError(f"{kind} {ident!r}: not storable as JSON: {exc}", path="data") from exc
+        raise ValidationError(f"{kind} {ident!r}: not storable as JSON: {exc}", path=field) from exc
 
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteStore", "SqliteTransaction"]

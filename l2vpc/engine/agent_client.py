@@ -1,0 +1,171 @@
+"""The engine's side of the agent API: `GrpcAgentPool`, an AgentPool that drives real agents.
+
+    pool = GrpcAgentPool.from_state(".l2vpc/state.db")   # TLS material from .l2vpc/pki/
+    engine = Engine(open_store(...), pool)
+    engine.converge()
+
+Each host's agent is reached at `Host.agent_address` over mutual TLS: we present the engine's
+client certificate and accept only an agent whose certificate, signed by the same CA, names the
+host we meant. Errors are sorted by what the executor should do next: unreachable, timed out or
+busy → TemporaryError (retried); rejected, stale, failed to converge → HostError naming the host
+and the step (not retried; the host's report is re-read).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import grpc
+
+from l2vpc._proto import agent_pb2 as pb
+from l2vpc.agent import wire
+from l2vpc.agent.channel import open_channel, stub
+from l2vpc.engine.errors import HostError, TemporaryError
+from l2vpc.engine.model import Host
+from l2vpc.hostconfig import HostConfig
+from l2vpc.pki import PkiError, TlsFiles
+
+PKI_DIR = "pki"
+CLIENT_NAME = "engine"
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+}
+_MAX_LISTED = 5
+
+
+def engine_tls(pki_dir: Path) -> TlsFiles:
+    """Where the engine's client certificate lives in a CA directory (the lab writes it there)."""
+    return TlsFiles(pki_dir / "ca.pem", pki_dir / f"{CLIENT_NAME}.pem", pki_dir / f"{CLIENT_NAME}.key")
+
+
+def _summary(failures: list[pb.Failure]) -> str:
+    text = "; ".join(f"{f.path}: {f.reason}" if f.path else f.reason for f in failures[:_MAX_LISTED])
+    more = len(failures) - _MAX_LISTED
+    return text + (f" (and {more} more)" if more > 0 else "")
+
+
+class GrpcAgentClient:
+    """One host's agent. Thread-safe (gRPC channels are)."""
+
+    def __init__(self, host: Host, channel: grpc.Channel) -> None:
+        self.host = host
+        self.address = host.agent_address or ""
+        self._stub = stub(channel)
+
+    def _rpc_error(self, e: grpc.RpcError, step: str) -> Exception:
+        code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
+        details = (e.details() if isinstance(e, grpc.Call) else "") or code.name
+        where = f"agent of {self.host.name} at {self.address}"
+        if code in _RETRYABLE:
+            return TemporaryError(f"{where}: {code.name.lower()}: {details}")
+        return HostError(self.host.name, step, f"{where}: {code.name.lower()}: {details}")
+
+    def push(self, config: HostConfig, timeout: float) -> HostConfig:
+        request = pb.PushRequest(config=wire.config_to_pb(config))
+        try:
+            reply: pb.PushResponse = self._stub.Push(request, timeout=timeout)
+        except grpc.RpcError as e:
+            raise self._rpc_error(e, "push") from None
+        failures = list(reply.failures)
+        if reply.status == pb.PushResponse.CONVERGED:
+            return wire.config_from_pb(reply.actual)
+        if reply.status == pb.PushResponse.REJECTED:
+            raise HostError(self.host.name, "validate", "agent rejected the config: " + _summary(failures))
+        if reply.status == pb.PushResponse.STALE:
+            raise HostError(self.host.name, "stale", _summary(failures))
+        if reply.status == pb.PushResponse.FAILED:
+            raise HostError(self.host.name, "converge", _summary(failures))
+        raise HostError(self.host.name, "push", f"agent answered with unknown status {reply.status}")
+
+    def report(self, timeout: float) -> HostConfig:
+        try:
+            reply: pb.GetStateResponse = self._stub.GetState(pb.GetStateRequest(), timeout=timeout)
+        except grpc.RpcError as e:
+            raise self._rpc_error(e, "report") from None
+        return wire.config_from_pb(reply.actual)
+
+    def health(self, timeout: float) -> pb.HealthResponse:
+        try:
+            reply: pb.HealthResponse = self._stub.Health(pb.HealthRequest(), timeout=timeout)
+        except grpc.RpcError as e:
+            raise self._rpc_error(e, "health") from None
+        return reply
+
+
+class _Unreachable:
+    """Stands in for a host we cannot even dial (no address, no TLS material): says why."""
+
+    def __init__(self, host: str, step: str, reason: str) -> None:
+        self.host, self.step, self.reason = host, step, reason
+
+    def push(self, config: HostConfig, timeout: float) -> HostConfig:
+        raise HostError(self.host, self.step, self.reason)
+
+    def report(self, timeout: float) -> HostConfig:
+        raise HostError(self.host, self.step, self.reason)
+
+
+class GrpcAgentPool:
+    """Clients for every registered host's agent, one cached channel per (host, address)."""
+
+    def __init__(self, tls: TlsFiles, *, state_path: str | None = None) -> None:
+        self.tls = tls
+        self.state_path = state_path
+        self._channels: dict[tuple[str, str], grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_state(cls, state_path: str) -> GrpcAgentPool:
+        """The pool for a state file whose TLS material sits beside it in `pki/` (as the lab writes)."""
+        path = state_path[len("sqlite://"):] if state_path.startswith("sqlite://") else state_path
+        pki = Path(os.path.dirname(os.path.abspath(path))) / PKI_DIR
+        return cls(engine_tls(pki), state_path=path)
+
+    def has_agents(self) -> bool:
+        """True when some registered host has an agent address (so hosts are real, not simulated)."""
+        if not self.state_path or not os.path.exists(self.state_path):
+            return False
+        from l2vpc.engine.store import open_store
+
+        store = open_store(self.state_path)
+        try:
+            with store.transaction() as tx:
+                return any(o.data.get("agent_address") for o in tx.list("host"))
+        finally:
+            store.close()
+
+    def client(self, host: Host) -> GrpcAgentClient | _Unreachable:
+        if not host.agent_address:
+            return _Unreachable(host.name, "connect", "no agent address is registered for this host")
+        key = (host.name, host.agent_address)
+        with self._lock:
+            channel = self._channels.get(key)
+            if channel is None:
+                try:
+                    channel = open_channel(host.agent_address, host.name, self.tls)
+                except PkiError as e:
+                    return _Unreachable(
+                        host.name, "tls",
+                        f"{e}; create the engine's certificate with `l2vpc agent ca {self.tls.ca.parent} "
+                        f"--client {CLIENT_NAME}`",
+                    )
+                self._channels[key] = channel
+        return GrpcAgentClient(host, channel)
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+    def __enter__(self) -> GrpcAgentPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
