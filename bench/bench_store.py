@@ -8,7 +8,7 @@ Prints, for one process:
 - list() time for 50,000 objects (documents are decoded on first access of `.data`; the time
   with every document decoded is printed too).
 
-    .venv/bin/python bench/bench_store.py [--writes 5000] [--list 50000] [--dir DIR]
+    .venv/bin/python bench/bench_store.py [--writes 3000] [--list 50000] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 from l2vpc.engine.store.sqlite import SqliteStore
 
 BATCH = 500
+ROUNDS = 3
 
 
 def attachment(i: int) -> dict[str, Any]:
@@ -74,8 +75,8 @@ def store_batched(store: SqliteStore, start: int, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bare_per_write(path: Path, n: int) -> float:
-    """The floor: the same rows through bare sqlite3, no checks, same pragmas and schema shape."""
+def bare_connection(path: Path) -> sqlite3.Connection:
+    """The floor: the same tables through bare sqlite3, no checks, the same pragmas."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -89,17 +90,19 @@ def bare_per_write(path: Path, n: int) -> float:
         "PRIMARY KEY (pool, value)) WITHOUT ROWID"
     )
     conn.execute("CREATE INDEX allocations_by_owner ON allocations (owner, pool)")
+    return conn
+
+
+def bare_per_write(conn: sqlite3.Connection, start: int, n: int) -> float:
     t0 = time.perf_counter()
-    for i in range(n):
+    for i in range(start, start + n):
         doc = attachment(i)
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO objects VALUES ('attachment', ?, 't1', 1, ?)", (doc["id"], json.dumps(doc)))
         for pool, value in reserves(i, doc):
             conn.execute("INSERT INTO allocations VALUES (?, ?, ?)", (pool, value, doc["id"]))
         conn.execute("COMMIT")
-    rate = n / (time.perf_counter() - t0)
-    conn.close()
-    return rate
+    return n / (time.perf_counter() - t0)
 
 
 def fill(store: SqliteStore, kind: str, n: int) -> None:
@@ -131,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--writes", type=int, default=5000)
+    parser.add_argument("--writes", type=int, default=3000, help="writes per round")
     parser.add_argument("--list", type=int, default=50_000, dest="list_n")
     parser.add_argument("--dir", help="directory for the database files (default: a temporary one)")
     args = parser.parse_args()
@@ -139,16 +142,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
         n = args.writes
+        # Alternate store and bare rounds so a noisy neighbour hits both alike; report medians.
+        per_write, bare, batched = [], [], []
+        bare_conn = bare_connection(base / "bare.db")
         with SqliteStore(base / "store.db") as store:
-            per_write = store_per_write(store, 0, n)
-            batched = store_batched(store, n, n)
-        bare = bare_per_write(base / "bare.db", n)
+            for r in range(ROUNDS):
+                per_write.append(store_per_write(store, 2 * r * n, n))
+                bare.append(bare_per_write(bare_conn, r * n, n))
+                batched.append(store_batched(store, (2 * r + 1) * n, n))
+        bare_conn.close()
+        med = statistics.median
         print(
-            f"attachment writes, 1 transaction each : {per_write:9,.0f} /s  ({n} writes, 1 create + 3 reserve)"
+            f"attachment writes, 1 transaction each : {med(per_write):9,.0f} /s median of {ROUNDS} x {n} "
+            f"(1 create + 3 reserve; min {min(per_write):,.0f})"
         )
-        print(f"attachment writes, {BATCH} per transaction: {batched:9,.0f} /s")
+        print(f"attachment writes, {BATCH} per transaction: {med(batched):9,.0f} /s median")
         print(
-            f"bare sqlite3 INSERTs, 1 transaction each: {bare:9,.0f} /s  (store/bare = {per_write / bare:.2f})"
+            f"bare sqlite3 INSERTs, 1 transaction each: {med(bare):9,.0f} /s median "
+            f"(store/bare = {med(per_write) / med(bare):.2f})"
         )
 
         with SqliteStore(base / "list.db") as store:
@@ -159,7 +170,7 @@ def main() -> None:
         # A fresh store: SQLite's page cache empty (the OS cache is still warm).
         with SqliteStore(base / "list.db") as store:
             first = time_list(store, "vpc", rounds=1)[0]
-        ms = statistics.median
+        ms = med
         print(
             f"list() of {args.list_n:,} objects           : {ms(warm) * 1000:7.1f} ms median "
             f"(min {min(warm) * 1000:.1f}, first after open {first * 1000:.1f})"
