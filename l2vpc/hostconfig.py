@@ -270,6 +270,7 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
             elif r == cfg.underlay_ip:
                 errors.append(f"{where}.remotes[{j}]: {r} is this host's own underlay address")
     ids: set[str] = set()
+    devices: dict[str, str] = {}
     ifnames: set[tuple[str, str]] = set()
     macs: set[str] = set()
     for i, p in enumerate(cfg.ports):
@@ -278,6 +279,11 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
             errors.append(f"{where}.id: {p.id!r} must be 1-64 letters, digits, '-' or '_'")
         if p.id in ids:
             errors.append(f"{where}.id: duplicate port id {p.id!r}")
+        elif devices.setdefault(port_device_name(p.id), p.id) != p.id:
+            errors.append(
+                f"{where}.id: {p.id!r} and {devices[port_device_name(p.id)]!r} map to the same host device "
+                f"{port_device_name(p.id)}; ids must differ in their last 10 characters"
+            )
         ids.add(p.id)
         if p.vni not in vnis:
             errors.append(f"{where}.vni: unknown VNI {p.vni} (no segment on this host carries it)")

@@ -18,14 +18,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from l2vpc.engine.api import Engine
-from l2vpc.engine.executor import AgentPool
+from l2vpc.engine.embedded import default_state_path, open_engine
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology_file import load, sync
-
-
-def default_state_path() -> str:
-    return os.environ.get("L2VPC_STATE_PATH") or os.path.join(".l2vpc", "state.db")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -61,20 +57,6 @@ def scratch_copy(path: str) -> Iterator[str]:
         yield target
 
 
-def agent_pool(engine_store_path: str, mode: str) -> AgentPool | None:
-    """None lets the engine use memory agents; grpc comes with the agent (l2vpc.agent.client)."""
-    if mode == "memory":
-        return None
-    try:
-        from l2vpc.agent.client import GrpcAgentPool  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        if mode == "grpc":
-            raise
-        return None
-    pool: AgentPool = GrpcAgentPool.from_state(engine_store_path)
-    return pool if mode == "grpc" or pool.has_agents() else None  # type: ignore[attr-defined]
-
-
 def _run_plan(file: str, state: str) -> tuple[Plan, dict[str, int], dict[str, str]]:
     tf = load(file)
     with scratch_copy(state) as scratch:
@@ -108,9 +90,9 @@ def _apply(args: argparse.Namespace) -> int:
     if not args.json:
         _print_plan(p, counts, False, names)
     tf = load(args.file)
-    store = open_store(state)
+    engine = open_engine(state, agents=args.agents)
+    store = engine.store
     try:
-        engine = Engine(store, agent_pool(state, args.agents))
         sync(engine, tf)
 
         def progress(host: str, msg: str) -> None:

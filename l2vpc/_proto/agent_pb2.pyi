@@ -1,0 +1,207 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Route(_message.Message):
+    __slots__ = ("prefix", "via")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    via: str
+    def __init__(self, prefix: _Optional[str] = ..., via: _Optional[str] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("vni", "vpc_id", "mtu", "remotes")
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    VPC_ID_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    REMOTES_FIELD_NUMBER: _ClassVar[int]
+    vni: int
+    vpc_id: str
+    mtu: int
+    remotes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, vni: _Optional[int] = ..., vpc_id: _Optional[str] = ..., mtu: _Optional[int] = ..., remotes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Port(_message.Message):
+    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_NAME_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_KIND_FIELD_NUMBER: _ClassVar[int]
+    IP_MODE_FIELD_NUMBER: _ClassVar[int]
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    RESTART_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    vni: int
+    workload: str
+    interface_name: str
+    mac: str
+    mtu: int
+    workload_kind: str
+    ip_mode: str
+    ip_address: str
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    restart_epoch: int
+    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ...) -> None: ...
+
+class Reservation(_message.Message):
+    __slots__ = ("mac", "ip")
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    mac: str
+    ip: str
+    def __init__(self, mac: _Optional[str] = ..., ip: _Optional[str] = ...) -> None: ...
+
+class DhcpServer(_message.Message):
+    __slots__ = ("vni", "server_ip", "range_start", "range_end", "lease_time", "gateway", "dns_servers", "reservations", "routes")
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    SERVER_IP_FIELD_NUMBER: _ClassVar[int]
+    RANGE_START_FIELD_NUMBER: _ClassVar[int]
+    RANGE_END_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TIME_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    DNS_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    vni: int
+    server_ip: str
+    range_start: str
+    range_end: str
+    lease_time: int
+    gateway: str
+    dns_servers: _containers.RepeatedScalarFieldContainer[str]
+    reservations: _containers.RepeatedCompositeFieldContainer[Reservation]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    def __init__(self, vni: _Optional[int] = ..., server_ip: _Optional[str] = ..., range_start: _Optional[str] = ..., range_end: _Optional[str] = ..., lease_time: _Optional[int] = ..., gateway: _Optional[str] = ..., dns_servers: _Optional[_Iterable[str]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
+
+class HostConfig(_message.Message):
+    __slots__ = ("host", "underlay_ip", "generation", "segments", "ports", "dhcp_servers", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    UNDERLAY_IP_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    DHCP_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    underlay_ip: str
+    generation: int
+    segments: _containers.RepeatedCompositeFieldContainer[Segment]
+    ports: _containers.RepeatedCompositeFieldContainer[Port]
+    dhcp_servers: _containers.RepeatedCompositeFieldContainer[DhcpServer]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, host: _Optional[str] = ..., underlay_ip: _Optional[str] = ..., generation: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., dhcp_servers: _Optional[_Iterable[_Union[DhcpServer, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Action(_message.Message):
+    __slots__ = ("verb", "path", "detail")
+    VERB_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    verb: str
+    path: str
+    detail: str
+    def __init__(self, verb: _Optional[str] = ..., path: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class Failure(_message.Message):
+    __slots__ = ("path", "reason")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    reason: str
+    def __init__(self, path: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PushRequest(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: HostConfig
+    def __init__(self, config: _Optional[_Union[HostConfig, _Mapping]] = ...) -> None: ...
+
+class PushResponse(_message.Message):
+    __slots__ = ("status", "actions", "failures", "actual", "accepted_generation", "seconds")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[PushResponse.Status]
+        CONVERGED: _ClassVar[PushResponse.Status]
+        FAILED: _ClassVar[PushResponse.Status]
+        REJECTED: _ClassVar[PushResponse.Status]
+        STALE: _ClassVar[PushResponse.Status]
+    STATUS_UNSPECIFIED: PushResponse.Status
+    CONVERGED: PushResponse.Status
+    FAILED: PushResponse.Status
+    REJECTED: PushResponse.Status
+    STALE: PushResponse.Status
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    status: PushResponse.Status
+    actions: _containers.RepeatedCompositeFieldContainer[Action]
+    failures: _containers.RepeatedCompositeFieldContainer[Failure]
+    actual: HostConfig
+    accepted_generation: int
+    seconds: float
+    def __init__(self, status: _Optional[_Union[PushResponse.Status, str]] = ..., actions: _Optional[_Iterable[_Union[Action, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., actual: _Optional[_Union[HostConfig, _Mapping]] = ..., accepted_generation: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class GetStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStateResponse(_message.Message):
+    __slots__ = ("desired", "actual", "accepted_generation")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    desired: HostConfig
+    actual: HostConfig
+    accepted_generation: int
+    def __init__(self, desired: _Optional[_Union[HostConfig, _Mapping]] = ..., actual: _Optional[_Union[HostConfig, _Mapping]] = ..., accepted_generation: _Optional[int] = ...) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthResponse(_message.Message):
+    __slots__ = ("host", "api_version", "driver", "accepted_generation", "converged_generation", "converging", "last_converge_ok", "last_failures", "last_converge_unix", "last_converge_seconds", "uptime_seconds", "pid")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CONVERGING_FIELD_NUMBER: _ClassVar[int]
+    LAST_CONVERGE_OK_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_CONVERGE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LAST_CONVERGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    api_version: str
+    driver: str
+    accepted_generation: int
+    converged_generation: int
+    converging: bool
+    last_converge_ok: bool
+    last_failures: _containers.RepeatedCompositeFieldContainer[Failure]
+    last_converge_unix: float
+    last_converge_seconds: float
+    uptime_seconds: float
+    pid: int
+    def __init__(self, host: _Optional[str] = ..., api_version: _Optional[str] = ..., driver: _Optional[str] = ..., accepted_generation: _Optional[int] = ..., converged_generation: _Optional[int] = ..., converging: _Optional[bool] = ..., last_converge_ok: _Optional[bool] = ..., last_failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ..., last_converge_unix: _Optional[float] = ..., last_converge_seconds: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., pid: _Optional[int] = ...) -> None: ...

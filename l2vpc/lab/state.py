@@ -1,0 +1,90 @@
+"""The lab's record of everything it created: `lab.json` in the lab dir.
+
+Written after every step of `lab up` (atomically, 0600), so an interrupted `up` still leaves
+a record that `lab down` cleans by: namespaces, agents (pid + pidfile + marker), files and
+directories, host registrations. `down` removes exactly what is listed, never by pattern.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from l2vpc.pki import write_private
+
+FORMAT = 1
+STATE_FILE = "lab.json"
+
+
+class LabStateError(Exception):
+    """lab.json is unreadable or from an unknown format."""
+
+
+@dataclass
+class HostRecord:
+    name: str
+    region: str
+    role: str
+    underlay_ip: str
+    location: str | None
+    netns: str | None  # the host's namespace (linux driver); None with the memory driver
+    prefix: str  # prefix of the namespaces its agent's driver creates
+    agent_dir: str  # the agent's state dir; also the marker in its command line
+    address: str  # where the agent listens
+    pidfile: str
+    log: str
+    pid: int | None = None
+
+
+@dataclass
+class LabState:
+    id: str
+    driver: str  # linux | memory
+    state_path: str  # the engine's state the hosts are registered in
+    dir: str
+    prefix: str
+    underlay_cidr: str = ""
+    underlay_mtu: int = 0
+    switch: str | None = None  # namespace holding the underlay bridge
+    namespaces: list[str] = field(default_factory=list)  # in creation order
+    hosts: list[HostRecord] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # files we created outside our own dirs (PKI)
+    dirs: list[str] = field(default_factory=list)  # directories we created, removed if empty at the end
+    registered: list[str] = field(default_factory=list)  # host names registered in the engine
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir) / STATE_FILE
+
+    def host(self, name: str) -> HostRecord | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+    def save(self) -> None:
+        data = json.dumps({"format": FORMAT, **asdict(self)}, indent=2, sort_keys=True).encode()
+        write_private(self.path, data)
+
+    @classmethod
+    def load(cls, lab_dir: Path) -> LabState | None:
+        path = lab_dir / STATE_FILE
+        try:
+            doc: dict[str, Any] = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise LabStateError(f"{path}: unreadable ({e})") from None
+        if doc.pop("format", None) != FORMAT:
+            raise LabStateError(f"{path}: unknown format; was it written by another l2vpc version?")
+        try:
+            hosts = [HostRecord(**h) for h in doc.pop("hosts", [])]
+            return cls(hosts=hosts, **doc)
+        except TypeError as e:
+            raise LabStateError(f"{path}: unexpected content ({e})") from None
+
+    def remove_file(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

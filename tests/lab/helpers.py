@@ -1,0 +1,49 @@
+"""Shared pieces of the lab tests: topology files for a lab, the `l2vpc` CLI in-process, leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from l2vpc.agent.drivers.linux import netns as nsmod
+from l2vpc.cli import main as cli
+from l2vpc.lab.state import LabState
+
+
+def topology_file(path: Path, st: LabState, doc: dict[str, Any]) -> Path:
+    """A topology file for `doc`'s VPCs and attachments on the lab's hosts (with their agents)."""
+    hosts = [{"name": h.name, "region": h.region, "role": h.role, "underlay_ip": h.underlay_ip,
+              "agent_address": h.address, **({"location": h.location} if h.location else {})} for h in st.hosts]
+    path.write_text(yaml.safe_dump({"hosts": hosts, **doc}))
+    return path
+
+
+def run(*argv: str) -> int:
+    return cli(list(argv))
+
+
+def leftovers(st: LabState, root: Path) -> list[str]:
+    """Namespaces with the lab's prefix and live processes started for files under `root`."""
+    out = [f"netns {n}" for n in nsmod.list_names() if n.startswith(st.prefix)]
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        if str(root).encode() in cmd and stat.rsplit(b")", 1)[-1].split()[0] != b"Z":
+            text = cmd.replace(b"\0", b" ").decode(errors="replace")
+            out.append(f"process {pid} {text}")
+    return out
+
+
+def status_json(capsys: Any, state: str) -> dict[str, Any]:
+    capsys.readouterr()
+    assert run("lab", "status", "--state", state, "--json") == 0
+    return json.loads(capsys.readouterr().out)
