@@ -58,11 +58,11 @@ def scratch_copy(path: str) -> Iterator[str]:
 
 
 def _run_plan(file: str, state: str) -> tuple[Plan, dict[str, int], dict[str, str]]:
-    tf = load(file)
     with scratch_copy(state) as scratch:
         store = open_store(scratch)
         try:
             engine = Engine(store)
+            tf = load(file, engine.hosts())
             counts = sync(engine, tf)
             return engine.plan(), counts, {v.id: v.name for v in engine.list("vpc")}
         finally:
@@ -89,11 +89,10 @@ def _apply(args: argparse.Namespace) -> int:
     p, counts, names = _run_plan(args.file, state)  # fails here, before any write, on a bad file
     if not args.json:
         _print_plan(p, counts, False, names)
-    tf = load(args.file)
     engine = open_engine(state, agents=args.agents)
     store = engine.store
     try:
-        sync(engine, tf)
+        sync(engine, load(args.file, engine.hosts()))
 
         def progress(host: str, msg: str) -> None:
             if not args.json:

@@ -96,7 +96,9 @@ def read_document(path: str) -> dict[str, Any]:
     return doc
 
 
-def parse_document(doc: dict[str, Any]) -> TopologyFile:
+def parse_document(doc: dict[str, Any], registered: list[Host] | None = None) -> TopologyFile:
+    """Check a whole document; `registered` are hosts the state already knows (e.g. a lab's),
+    which attachments may use without the file listing them."""
     unknown = sorted(str(k) for k in doc if k not in SECTIONS)
     if unknown:
         raise ValidationError([(k, f"unknown section; allowed: {', '.join(SECTIONS)}") for k in unknown])
@@ -144,7 +146,7 @@ def parse_document(doc: dict[str, Any]) -> TopologyFile:
                 target.append((obj, vpc_name))
     if problems:
         raise ValidationError(problems)
-    _check_whole(out)
+    _check_whole(out, registered or [])
     return out
 
 
@@ -155,9 +157,11 @@ def _no_computed(d: dict[str, Any], where: str, computed: set[str]) -> dict[str,
     return d
 
 
-def _check_whole(tf: TopologyFile) -> None:
-    """The cross-object rules on the file alone, with file paths, before anything is written."""
-    topo = Topology(hosts={h.name: h for h in tf.hosts})
+def _check_whole(tf: TopologyFile, registered: list[Host]) -> None:
+    """The cross-object rules on the file (plus registered hosts), with file paths, before
+    anything is written."""
+    topo = Topology(hosts={h.name: h for h in registered})
+    topo.hosts.update({h.name: h for h in tf.hosts})
     labels: dict[str, str] = {}
     problems: list[tuple[str, str]] = []
     seen_hosts: set[str] = set()
@@ -190,8 +194,8 @@ def _check_whole(tf: TopologyFile) -> None:
         raise ValidationError(problems)
 
 
-def load(path: str) -> TopologyFile:
-    return parse_document(read_document(path))
+def load(path: str, registered: list[Host] | None = None) -> TopologyFile:
+    return parse_document(read_document(path), registered)
 
 
 def _ident(kind: str, obj: Any) -> str:
@@ -214,7 +218,12 @@ def _at(label: str, fn: Any, *args: Any) -> Any:
 def sync(engine: Engine, tf: TopologyFile) -> dict[str, int]:
     """Make the engine's desired state equal the file. Deletes first, then creates/updates."""
     counts = {"created": 0, "updated": 0, "deleted": 0}
+    registered = {h.name: h for h in engine.hosts()}
     for i, h in enumerate(tf.hosts):
+        cur = registered.get(h.name)
+        if cur is not None and cur.agent_address and not h.agent_address:
+            # The file describes the host; the lab (or an operator) said where its agent listens.
+            h = h.model_copy(update={"agent_address": cur.agent_address})
         _at(f"hosts[{i}]", engine.register_host, h)
     items: dict[str, list[tuple[Any, str]]] = {
         "attachment": list(tf.attachments), "direct_connect": list(tf.direct_connects), "vpn": list(tf.vpns),
