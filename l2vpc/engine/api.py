@@ -50,6 +50,20 @@ COMPUTED = {
 DEFAULT_PROVIDER_ASN = 64600
 
 
+UNCONFIRMED = "unconfirmed"  # pool of objects created with adopt=True and not yet confirmed
+
+
+def _same_where_given(given: Mapping[str, Any], wanted: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
+    """Equal on every field the caller gave (fields left to the engine may differ)."""
+    for key, value in given.items():
+        if isinstance(value, Mapping) and isinstance(wanted.get(key), Mapping) and isinstance(existing.get(key), Mapping):
+            if not _same_where_given(value, wanted[key], existing[key]):
+                return False
+        elif wanted.get(key) != existing.get(key):
+            return False
+    return True
+
+
 class _Rollback(Exception):
     """Ends a dry-run transaction without writing."""
 
@@ -114,16 +128,19 @@ class Engine:
         )
 
     # ------------------------------------------------------------------ reads
-    def get(self, kind: str, ident: str) -> Any:
+    def get(self, kind: str, ident: str, *, confirm: bool = False) -> Any:
+        """The object (with status as hosts report it); `confirm`: see `confirm()`."""
         with self.store.transaction() as tx:
             so = tx.get(kind, ident, tenant=self.tenant or None)
             if so is None:
                 raise NotFoundError(kind, ident)
+            if confirm and ident in tx.allocations(UNCONFIRMED):
+                tx.release_owner(ident, pool=UNCONFIRMED)
             return self._with_status(kind, self._load(kind, so), tx)
 
-    def find(self, kind: str, ident: str) -> Any | None:
+    def find(self, kind: str, ident: str, *, confirm: bool = False) -> Any | None:
         try:
-            return self.get(kind, ident)
+            return self.get(kind, ident, confirm=confirm)
         except NotFoundError:
             return None
 
@@ -143,10 +160,48 @@ class Engine:
         return obj.model_copy(update={"status": "active" if obj.id in ports else "pending"})
 
     # ------------------------------------------------------------------ writes
-    def create(self, kind: str, data: Mapping[str, Any]) -> Any:
+    def create(self, kind: str, data: Mapping[str, Any], *, adopt: bool = False) -> Any:
+        """Create an object. With `adopt`, a caller that may have crashed after an earlier
+        create (a Terraform provider killed mid-apply) gets that object back instead of a
+        conflict, when it is identical and nobody has confirmed it since (see `confirm`)."""
         data = {k: v for k, v in data.items() if k not in COMPUTED[kind]}
         with self.store.transaction() as tx:
-            return getattr(self, f"_create_{kind}")(tx, data)
+            if adopt:
+                orphan = self._orphan(tx, kind, data)
+                if orphan is not None:
+                    return orphan
+            obj = getattr(self, f"_create_{kind}")(tx, data)
+            if adopt:
+                tx.reserve(UNCONFIRMED, obj.id, obj.id)
+            return obj
+
+    def confirm(self, ident: str) -> None:
+        """The creator has recorded the object (Terraform refreshed it): never adopt it again."""
+        with self.store.transaction() as tx:
+            if ident in tx.allocations(UNCONFIRMED):
+                tx.release_owner(ident, pool=UNCONFIRMED)
+
+    def _orphan(self, tx: Transaction, kind: str, data: dict[str, Any]) -> Any | None:
+        unconfirmed = tx.allocations(UNCONFIRMED)
+        if not unconfirmed:
+            return None
+        if kind == "attachment":
+            candidates = [a.id for a in self._workload_attachments(tx, str(data.get("workload")))
+                          if a.vpc_id == data.get("vpc_id")]
+        else:
+            holder = tx.allocations(f"name:{kind}").get(str(data.get("name")))
+            candidates = [holder] if holder else []
+        for ident in candidates:
+            if ident not in unconfirmed:
+                continue
+            so = tx.get(kind, ident, tenant=self.tenant or None)
+            if so is None:
+                continue
+            existing = self._load(kind, so)
+            wanted = parse(MODELS[kind], {**data, "id": ident}).model_dump(mode="json")
+            if _same_where_given(data, wanted, existing.model_dump(mode="json")):
+                return existing
+        return None
 
     def update(self, kind: str, ident: str, data: Mapping[str, Any]) -> Any:
         with self.store.transaction() as tx:
@@ -258,7 +313,10 @@ class Engine:
         hosts = self._hosts(tx)
         siblings = self._workload_attachments(tx, att.workload)
         if any(s.vpc_id == vpc.id for s in siblings):
-            raise ValidationError(f"workload {att.workload!r} is already attached to VPC {vpc.name!r}", path="vpc_id")
+            other = next(s.id for s in siblings if s.vpc_id == vpc.id)
+            raise ValidationError(
+                f"workload {att.workload!r} is already attached to VPC {vpc.name!r} by attachment {other}",
+                path="vpc_id")
         host = att.host or next((s.host for s in siblings if s.host), None)
         if host is None:
             load = Counter(a.host for a in self._attachments(tx) if a.host)
@@ -323,6 +381,7 @@ class Engine:
     def _create_direct_connect(self, tx: Transaction, data: dict[str, Any]) -> DirectConnect:
         ident = new_id("direct_connect")
         dx = parse(DirectConnect, {**data, "id": ident})
+        self._claim_name(tx, "direct_connect", dx.name, ident)
         dx = self._complete_dx(tx, dx, None)
         tx.create("direct_connect", ident, self._data("direct_connect", dx), tenant=self.tenant)
         return dx
@@ -334,6 +393,7 @@ class Engine:
             if getattr(new, f) != getattr(cur, f):
                 raise ValidationError(f"changing {f} needs a new direct connect", path=f)
         tx.release_owner(cur.id)
+        self._claim_name(tx, "direct_connect", new.name, cur.id)
         new = self._complete_dx(tx, new, cur)
         tx.update("direct_connect", cur.id, self._data("direct_connect", new), so.generation)
         return new
@@ -380,6 +440,7 @@ class Engine:
     def _create_vpn(self, tx: Transaction, data: dict[str, Any]) -> VPN:
         ident = new_id("vpn")
         vpn = parse(VPN, {**data, "id": ident})
+        self._claim_name(tx, "vpn", vpn.name, ident)
         vpn = self._complete_vpn(tx, vpn, None)
         tx.create("vpn", ident, self._data("vpn", vpn), tenant=self.tenant)
         return vpn
@@ -391,6 +452,7 @@ class Engine:
         if new.vpc_id != cur.vpc_id:
             raise ValidationError("changing vpc_id needs a new VPN", path="vpc_id")
         tx.release_owner(cur.id)
+        self._claim_name(tx, "vpn", new.name, cur.id)
         new = self._complete_vpn(tx, new, cur)
         tx.update("vpn", cur.id, self._data("vpn", new), so.generation)
         return new

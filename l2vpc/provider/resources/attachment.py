@@ -1,0 +1,98 @@
+"""`l2vpc_attachment`: one workload NIC on one VPC (`net1`…`net10` inside the workload)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from l2vpc.provider.codec import Unknown
+from l2vpc.provider.diagnostics import Diagnostics
+from l2vpc.provider.framework import ResourcePlan
+from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
+from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset
+from l2vpc.provider.resources.vpc import NAME_PATTERN
+from l2vpc.provider.schema import Schema, integer, string
+from l2vpc.provider.validators import is_ipv4_interface, matches, one_of
+
+STABLE = [use_state_for_unknown()]
+MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+
+SCHEMA = Schema(
+    description="Attaches a workload (virtual server or pod) to a VPC with one interface. A workload "
+    "attaches at most 10 VPCs; its interfaces are named net1…net10 in order of attachment.",
+    attributes={
+        "id": string(computed=True, plan_modifiers=STABLE, description="The attachment's id."),
+        "vpc_id": string(required=True, plan_modifiers=[requires_replace()], description="The VPC to attach to."),
+        "workload": string(required=True, plan_modifiers=[requires_replace()],
+                           validators=[matches(NAME_PATTERN, "1–63 lowercase letters, digits and '-'")],
+                           description="Name of the virtual server or pod."),
+        "workload_kind": string(default="virtual_server", plan_modifiers=[requires_replace()],
+                                validators=[one_of("virtual_server", "pod")],
+                                description="`virtual_server` (default) or `pod`."),
+        "host": string(optional=True, computed=True, plan_modifiers=STABLE,
+                       description="Host the workload runs on. Default: the workload's host if it already has "
+                       "attachments, else the least-loaded compute host of the VPC's region."),
+        "ip_mode": string(default="none", validators=[one_of("none", "static", "dhcp")],
+                          description="`none` (customer-managed, default), `static` or `dhcp`."),
+        "ip_address": string(optional=True, validators=[is_ipv4_interface()],
+                             description="Address in CIDR form inside the VPC `cidr`: required for static; for dhcp a "
+                             "fixed reservation."),
+        "mac_address": string(optional=True, computed=True, plan_modifiers=[*STABLE, requires_replace()],
+                              validators=[matches(MAC_PATTERN, "a MAC address like 02:00:00:00:00:01")],
+                              description="MAC address of the interface (allocated when unset)."),
+        "interface_name": string(computed=True, plan_modifiers=STABLE,
+                                 description="Interface name inside the workload (`net1`…`net10`), fixed for the life "
+                                 "of the attachment."),
+        "mtu": integer(computed=True, description="MTU of the interface (the VPC's)."),
+        "status": string(computed=True, description="`active` when the host runs the interface, `pending` otherwise."),
+    },
+)
+
+_ENGINE_FIELDS = ("vpc_id", "workload", "workload_kind", "host", "ip_mode", "ip_address", "mac_address")
+
+
+def to_state(att: Any, mtu: int | None) -> dict[str, Any]:
+    return {
+        "id": att.id,
+        "vpc_id": att.vpc_id,
+        "workload": att.workload,
+        "workload_kind": att.workload_kind,
+        "host": att.host,
+        "ip_mode": att.ip_mode,
+        "ip_address": att.ip_address,
+        "mac_address": att.mac_address,
+        "interface_name": att.interface_name,
+        "mtu": mtu,
+        "status": att.status,
+    }
+
+
+class AttachmentResource(EngineResource):
+    type_name = "l2vpc_attachment"
+    schema = SCHEMA
+    kind = "attachment"
+    model_name = "Attachment"
+
+    def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:
+        data = drop_unset({k: values.get(k) for k in _ENGINE_FIELDS})
+        if isinstance(data.get("mac_address"), str):
+            data["mac_address"] = data["mac_address"].lower()
+        return data
+
+    def to_state(self, obj: Any, values: dict[str, Any] | None) -> dict[str, Any]:
+        vpc = client_of(self).engine.find("vpc", obj.vpc_id)
+        state = to_state(obj, vpc.mtu if vpc is not None else None)
+        # Keep the user's spelling of the MAC (the engine stores it lower-case).
+        if values and isinstance(values.get("mac_address"), str) and values["mac_address"].lower() == obj.mac_address:
+            state["mac_address"] = values["mac_address"]
+        return state
+
+    def modify_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
+        planned, prior = plan.planned, plan.prior
+        if planned is None:
+            return
+        if prior is not None and not plan.requires_replace and prior.get("status") != "active":
+            # Drift: the host does not run this interface (deleted by hand, host was down...).
+            # Plan an update; applying it converges the host again.
+            planned["status"] = Unknown()
+            planned["mtu"] = Unknown()  # the VPC's MTU may change in the same apply
+        self.check_plan(planned, diags)

@@ -1,0 +1,112 @@
+"""`l2vpc_direct_connect`: a physical connection from an on-ramp location into a VPC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from l2vpc.provider.codec import STRING
+from l2vpc.provider.diagnostics import Diagnostics
+from l2vpc.provider.framework import ResourcePlan
+from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
+from l2vpc.provider.resources.common import EngineResource, drop_unset
+from l2vpc.provider.resources.vpc import NAME_PATTERN
+from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
+from l2vpc.provider.validators import (
+    between,
+    each,
+    is_ipv4_address,
+    is_ipv4_cidr,
+    matches,
+    multiple_of,
+    one_of,
+)
+
+STABLE = [use_state_for_unknown()]
+REPLACE = [requires_replace()]
+NAME = matches(NAME_PATTERN, "1–63 lowercase letters, digits and '-'")
+
+BGP = single_nested(
+    {
+        "customer_asn": integer(required=True, validators=[between(1, 4294967294)],
+                                description="The customer's ASN (1–4294967294, not 23456)."),
+        "provider_asn": integer(optional=True, computed=True, plan_modifiers=STABLE, validators=[between(1, 4294967294)],
+                                description="Our side's ASN (default 64600)."),
+        "peering_cidr": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_cidr()],
+                               description="The /30 or /31 between the routers (default: allocated from 169.254.0.0/16)."),
+        "customer_ip": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_address()],
+                              description="The customer router's address in `peering_cidr`."),
+        "provider_ip": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_address()],
+                              description="Our router's address in `peering_cidr`."),
+        "md5_key": string(optional=True, sensitive=True, description="TCP MD5 password of the BGP session."),
+        "advertised_prefixes": list_of(STRING, optional=True, computed=True, plan_modifiers=STABLE,
+                                       validators=[each(is_ipv4_cidr())],
+                                       description="Prefixes announced to the customer (default: the VPC `cidr`)."),
+    },
+    optional=True,
+    description="BGP session of a layer3 direct connect (required there).",
+)
+
+SCHEMA = Schema(
+    description="A direct connect: a cross-connect or a Megaport circuit from an on-ramp location into a VPC, "
+    "routed with BGP (layer3, default) or extending the VPC flat to the premises (layer2).",
+    attributes={
+        "id": string(computed=True, plan_modifiers=STABLE, description="The direct connect's id."),
+        "name": string(required=True, validators=[NAME], description="Name (1–63 lowercase letters, digits, `-`)."),
+        "vpc_id": string(required=True, plan_modifiers=REPLACE, description="The VPC it connects to."),
+        "location": string(required=True, plan_modifiers=REPLACE, validators=[NAME],
+                           description="On-ramp location code (e.g. `nyc1`)."),
+        "bandwidth_mbps": integer(required=True, validators=[between(1000, 100000), multiple_of(1000)],
+                                  description="Bandwidth in Mbps: 1000–100000 in steps of 1000; changed in place."),
+        "partner": string(default="cross_connect", plan_modifiers=REPLACE, validators=[one_of("cross_connect", "megaport")],
+                          description="`cross_connect` (default) or `megaport`."),
+        "service_key": string(optional=True, sensitive=True, plan_modifiers=REPLACE,
+                              description="Megaport service key (required for partner megaport)."),
+        "gateway_ip": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_address()],
+                             description="layer3: the edge router's address in the VPC (next hop to the premises)."),
+        "mode": string(default="layer3", plan_modifiers=REPLACE, validators=[one_of("layer3", "layer2")],
+                       description="`layer3` (routed with BGP, default) or `layer2` (the VPC extended flat)."),
+        "vlan": integer(optional=True, validators=[between(2, 4093)],
+                        description="layer2 only: 802.1Q tag on the hand-off (unset: untagged)."),
+        "bgp": BGP,
+        "status": string(computed=True, description="`provisioning`, then `active`; `down` when the session is down."),
+    },
+)
+
+_FIELDS = ("name", "vpc_id", "location", "bandwidth_mbps", "partner", "service_key", "gateway_ip", "mode", "vlan", "bgp")
+
+
+class DirectConnectResource(EngineResource):
+    type_name = "l2vpc_direct_connect"
+    schema = SCHEMA
+    kind = "direct_connect"
+    model_name = "DirectConnect"
+
+    def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:
+        return drop_unset({k: values.get(k) for k in _FIELDS})
+
+    def to_state(self, obj: Any, values: dict[str, Any] | None) -> dict[str, Any]:
+        bgp = None
+        if obj.bgp is not None:
+            bgp = {
+                "customer_asn": obj.bgp.customer_asn,
+                "provider_asn": obj.bgp.provider_asn,
+                "peering_cidr": obj.bgp.peering_cidr,
+                "customer_ip": obj.bgp.customer_ip,
+                "provider_ip": obj.bgp.provider_ip,
+                "md5_key": obj.bgp.md5_key,
+                "advertised_prefixes": list(obj.bgp.advertised_prefixes or ()),
+            }
+        return {
+            "id": obj.id, "name": obj.name, "vpc_id": obj.vpc_id, "location": obj.location,
+            "bandwidth_mbps": obj.bandwidth_mbps, "partner": obj.partner, "service_key": obj.service_key,
+            "gateway_ip": obj.gateway_ip, "mode": obj.mode, "vlan": obj.vlan, "bgp": bgp, "status": obj.status,
+        }
+
+    def validate(self, config: dict[str, Any], diags: Diagnostics) -> None:
+        bgp = config.get("bgp")
+        if isinstance(bgp, dict) and bgp.get("customer_asn") == 23456:
+            diags.error("Invalid value", "23456 is AS_TRANS (reserved); use a real ASN", "bgp.customer_asn")
+
+    def modify_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
+        if plan.planned is not None:
+            self.check_plan(plan.planned, diags)
