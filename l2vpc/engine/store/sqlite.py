@@ -389,6 +389,24 @@ class SqliteStore(Store):
         except OSError as exc:
             raise StoreError(f"state file {self.path}: cannot create or open it: {exc.strerror}") from exc
 
+    def _set_wal(self, conn: sqlite3.Connection) -> Any:
+        """Switch to WAL, waiting out another process doing the same on a new file.
+
+        Changing the journal mode needs an exclusive lock, and when two connections race for it
+        SQLite may answer "locked" at once instead of calling the busy handler; so retry here
+        until the busy timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.01
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
@@ -401,7 +419,7 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise self._translate(exc, "open") from exc
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._set_wal(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(
                     f"state file {self.path}: cannot switch to WAL journal mode (got {mode!r}); "
