@@ -20,6 +20,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Secrets (a VPN's psk, a BGP md5_key, a Megaport circuit_key) travel engine → agent only. They
+# never take part in comparisons (compare=False); instead each item carries `secret_digest`, a
+# keyed digest the engine computes, so a changed secret still changes the item. Reports and
+# anything stored by the engine go through `to_dict()`, which blanks them; agents persist their
+# desired config with `to_dict(secrets=True)` in a 0600 file because they must re-apply it.
+SECRET_FIELDS = ("psk", "md5_key", "circuit_key")
+
 # Everything an agent creates on a host starts with this prefix; anything else is foreign.
 DEVICE_PREFIX = "l2"
 MIN_MTU = 576
@@ -107,6 +114,81 @@ class DhcpServer:
 
 
 @dataclass(frozen=True, slots=True)
+class BgpPeer:
+    """The BGP session of a layer-3 direct connect, from our (the provider's) side."""
+
+    local_asn: int
+    peer_asn: int
+    local_ip: str  # CIDR form on the hand-off, e.g. 169.254.0.0/31
+    peer_ip: str  # plain address of the customer router
+    advertised: tuple[str, ...] = ()  # prefixes we announce (the VPC cidr by default)
+    md5_key: str | None = field(default=None, repr=False, compare=False)  # secret: see SECRETS
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRouter:
+    """A direct connect realized on an edge host.
+
+    layer3: a router namespace attached to the VPC segment at `gateway_ip` and to the hand-off
+    (the cross-connect device of this edge host) with the peering address, running BGP.
+    layer2: the hand-off bridged into the VPC segment, tagged with `vlan` when set (frames with
+    other tags dropped). In both modes `bandwidth_mbps` is enforced on the hand-off, both ways.
+    """
+
+    id: str  # direct connect id
+    vni: int
+    mode: str  # layer3 | layer2
+    handoff: str  # device on the edge host facing the premises
+    bandwidth_mbps: int
+    mtu: int = 1500
+    vlan: int | None = None
+    gateway_ip: str | None = None  # layer3: CIDR form, inside the VPC cidr
+    bgp: BgpPeer | None = None
+    # Megaport service key: the circuit's identity; secret (see SECRETS).
+    circuit_key: str | None = field(default=None, repr=False, compare=False)
+    secret_digest: str = ""  # changes when md5_key or circuit_key change
+
+
+@dataclass(frozen=True, slots=True)
+class VpnGateway:
+    """A site-to-site IKEv2 VPN instance on an edge host (strongSwan in its own namespace)."""
+
+    id: str  # vpn id
+    vni: int
+    gateway_ip: str  # CIDR form, inside the VPC cidr: next hop of workloads to remote_cidrs
+    outside_ip: str  # CIDR form, on the edge host's outside network (our public address)
+    outside: str  # device on the edge host facing the outside network
+    peer_address: str
+    local_cidrs: tuple[str, ...]
+    remote_cidrs: tuple[str, ...]
+    ike_proposal: str  # strongSwan syntax, e.g. aes256-sha256-modp2048
+    esp_proposal: str
+    ike_lifetime: int = 28800
+    esp_lifetime: int = 3600
+    dpd_interval: int = 30
+    dpd_timeout: int = 120
+    mtu: int = 1500
+    peer_id: str | None = None
+    outside_gateway: str | None = None  # next hop on the outside network (default route)
+    psk: str = field(default="", repr=False, compare=False)  # secret (see SECRETS)
+    secret_digest: str = ""  # changes when psk changes
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What an agent sees of a stateful item (a BGP session, a tunnel); reported, never pushed.
+
+    state: edge routers `established` | `down` (layer2: `up` | `down`); VPNs `up` | `connecting`
+    | `down`. `learned` lists prefixes learned from the peer (BGP).
+    """
+
+    id: str
+    state: str
+    detail: str = ""
+    learned: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class HostConfig:
     host: str
     underlay_ip: str
@@ -114,6 +196,10 @@ class HostConfig:
     segments: tuple[Segment, ...] = ()
     ports: tuple[Port, ...] = ()
     dhcp_servers: tuple[DhcpServer, ...] = ()
+    edge_routers: tuple[EdgeRouter, ...] = ()
+    vpn_gateways: tuple[VpnGateway, ...] = ()
+    # Reported by agents only (not part of the desired dataplane): sessions and tunnels.
+    observations: tuple[Observation, ...] = field(default=(), compare=False, hash=False)
     # Free-form annotations that do not affect the dataplane (e.g. the engine's plan id).
     labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
@@ -130,21 +216,29 @@ class HostConfig:
             dhcp_servers=tuple(
                 sorted((_norm_dhcp(d) for d in self.dhcp_servers), key=lambda d: d.vni)
             ),
+            edge_routers=tuple(sorted(self.edge_routers, key=lambda e: e.id)),
+            vpn_gateways=tuple(sorted(self.vpn_gateways, key=lambda v: v.id)),
+            observations=tuple(sorted(self.observations, key=lambda o: o.id)),
             labels=dict(self.labels),
         )
 
     def same_dataplane(self, other: HostConfig) -> bool:
         """True when both configs describe the same dataplane (generation and labels ignored)."""
         a, b = self.normalized(), other.normalized()
-        return (a.segments, a.ports, a.dhcp_servers, a.underlay_ip) == (
-            b.segments,
-            b.ports,
-            b.dhcp_servers,
-            b.underlay_ip,
-        )
+        return a.dataplane() == b.dataplane()
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def dataplane(self) -> tuple[Any, ...]:
+        return (self.underlay_ip, self.segments, self.ports, self.dhcp_servers, self.edge_routers, self.vpn_gateways)
+
+    def observation(self, ident: str) -> Observation | None:
+        return next((o for o in self.observations if o.id == ident), None)
+
+    def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
+        """Plain data; secrets blanked unless asked for (see SECRET_FIELDS)."""
+        data = asdict(self)
+        if not secrets:
+            _blank_secrets(data)
+        return data
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> HostConfig:
@@ -198,12 +292,70 @@ class HostConfig:
                     )
                     for d in data.get("dhcp_servers", ())
                 ),
+                edge_routers=tuple(_edge_router(e) for e in data.get("edge_routers", ())),
+                vpn_gateways=tuple(_vpn_gateway(v) for v in data.get("vpn_gateways", ())),
+                observations=tuple(
+                    Observation(str(o["id"]), str(o["state"]), str(o.get("detail", "")),
+                                tuple(str(x) for x in o.get("learned", ())))
+                    for o in data.get("observations", ())
+                ),
                 labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},
             )
         except KeyError as e:
             raise ValueError(f"host config: missing field {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
             raise ValueError(f"host config: {e}") from None
+
+
+def _blank_secrets(value: Any) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in SECRET_FIELDS and v:
+                value[k] = ""
+            else:
+                _blank_secrets(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _blank_secrets(v)
+
+
+def _opt_str(d: dict[str, Any], key: str) -> str | None:
+    v = d.get(key)
+    return str(v) if v not in (None, "") else None
+
+
+def _opt_int(d: dict[str, Any], key: str) -> int | None:
+    v = d.get(key)
+    return int(v) if v not in (None, "") else None
+
+
+def _edge_router(e: dict[str, Any]) -> EdgeRouter:
+    bgp = e.get("bgp")
+    return EdgeRouter(
+        id=str(e["id"]), vni=int(e["vni"]), mode=str(e["mode"]), handoff=str(e["handoff"]),
+        bandwidth_mbps=int(e["bandwidth_mbps"]), mtu=int(e.get("mtu", 1500)), vlan=_opt_int(e, "vlan"),
+        gateway_ip=_opt_str(e, "gateway_ip"),
+        bgp=None if not bgp else BgpPeer(
+            local_asn=int(bgp["local_asn"]), peer_asn=int(bgp["peer_asn"]), local_ip=str(bgp["local_ip"]),
+            peer_ip=str(bgp["peer_ip"]), advertised=tuple(str(x) for x in bgp.get("advertised", ())),
+            md5_key=_opt_str(bgp, "md5_key"),
+        ),
+        circuit_key=_opt_str(e, "circuit_key"), secret_digest=str(e.get("secret_digest", "")),
+    )
+
+
+def _vpn_gateway(v: dict[str, Any]) -> VpnGateway:
+    return VpnGateway(
+        id=str(v["id"]), vni=int(v["vni"]), gateway_ip=str(v["gateway_ip"]), outside_ip=str(v["outside_ip"]),
+        outside=str(v["outside"]), peer_address=str(v["peer_address"]),
+        local_cidrs=tuple(str(x) for x in v.get("local_cidrs", ())),
+        remote_cidrs=tuple(str(x) for x in v.get("remote_cidrs", ())),
+        ike_proposal=str(v["ike_proposal"]), esp_proposal=str(v["esp_proposal"]),
+        ike_lifetime=int(v.get("ike_lifetime", 28800)), esp_lifetime=int(v.get("esp_lifetime", 3600)),
+        dpd_interval=int(v.get("dpd_interval", 30)), dpd_timeout=int(v.get("dpd_timeout", 120)),
+        mtu=int(v.get("mtu", 1500)), peer_id=_opt_str(v, "peer_id"), outside_gateway=_opt_str(v, "outside_gateway"),
+        psk=str(v.get("psk", "")), secret_digest=str(v.get("secret_digest", "")),
+    )
 
 
 def _norm_segment(s: Segment) -> Segment:
@@ -346,7 +498,93 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
                 errors.append(f"{where}.reservations[{j}].ip: {res.ip!r} must be an address inside {net}")
         for j, rt in enumerate(d.routes):
             errors.extend(_route_errors(f"{where}.routes[{j}]", rt))
+    for i, e in enumerate(cfg.edge_routers):
+        errors.extend(_edge_errors(f"edge_routers[{i}]", e, vnis))
+    for i, v in enumerate(cfg.vpn_gateways):
+        errors.extend(_vpn_errors(f"vpn_gateways[{i}]", v, vnis))
+    item_ids = [x.id for x in cfg.edge_routers] + [x.id for x in cfg.vpn_gateways]
+    for dup in sorted({x for x in item_ids if item_ids.count(x) > 1}):
+        errors.append(f"edge_routers: duplicate id {dup!r}")
     return errors
+
+
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def _edge_errors(where: str, e: EdgeRouter, vnis: set[int]) -> list[str]:
+    out = []
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", e.id):
+        out.append(f"{where}.id: {e.id!r} must be 1-64 letters, digits, '-' or '_'")
+    if e.vni not in vnis:
+        out.append(f"{where}.vni: unknown VNI {e.vni} (no segment on this host carries it)")
+    if e.mode not in ("layer3", "layer2"):
+        out.append(f"{where}.mode: {e.mode!r} must be layer3 or layer2")
+    if not _DEVICE_RE.fullmatch(e.handoff):
+        out.append(f"{where}.handoff: {e.handoff!r} is not a device name")
+    if not 1 <= e.bandwidth_mbps <= 100_000:
+        out.append(f"{where}.bandwidth_mbps: {e.bandwidth_mbps} is outside 1..100000")
+    if not MIN_MTU <= e.mtu <= MAX_MTU:
+        out.append(f"{where}.mtu: {e.mtu} is outside {MIN_MTU}..{MAX_MTU}")
+    if e.vlan is not None and (e.mode != "layer2" or not 2 <= e.vlan <= 4093):
+        out.append(f"{where}.vlan: {e.vlan} needs mode layer2 and a tag in 2..4093")
+    if e.mode == "layer3":
+        if not (e.gateway_ip and _is_ipv4_interface(e.gateway_ip)):
+            out.append(f"{where}.gateway_ip: layer3 needs an address in CIDR form, got {e.gateway_ip!r}")
+        if e.bgp is None:
+            out.append(f"{where}.bgp: layer3 needs a BGP peer")
+        else:
+            if not _is_ipv4_interface(e.bgp.local_ip):
+                out.append(f"{where}.bgp.local_ip: {e.bgp.local_ip!r} must be an address in CIDR form")
+            elif not _is_ipv4(e.bgp.peer_ip) or ipaddress.IPv4Address(e.bgp.peer_ip) not in ipaddress.IPv4Interface(
+                e.bgp.local_ip
+            ).network:
+                out.append(f"{where}.bgp.peer_ip: {e.bgp.peer_ip!r} must be inside {e.bgp.local_ip}")
+            for n, asn in (("local_asn", e.bgp.local_asn), ("peer_asn", e.bgp.peer_asn)):
+                if not 1 <= asn <= 4294967294:
+                    out.append(f"{where}.bgp.{n}: {asn} is outside 1..4294967294")
+            for j, pfx in enumerate(e.bgp.advertised):
+                try:
+                    ipaddress.IPv4Network(pfx)
+                except ValueError:
+                    out.append(f"{where}.bgp.advertised[{j}]: {pfx!r} is not an IPv4 network")
+    return out
+
+
+def _vpn_errors(where: str, v: VpnGateway, vnis: set[int]) -> list[str]:
+    out = []
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v.id):
+        out.append(f"{where}.id: {v.id!r} must be 1-64 letters, digits, '-' or '_'")
+    if v.vni not in vnis:
+        out.append(f"{where}.vni: unknown VNI {v.vni} (no segment on this host carries it)")
+    for name in ("gateway_ip", "outside_ip"):
+        if not _is_ipv4_interface(getattr(v, name)):
+            out.append(f"{where}.{name}: {getattr(v, name)!r} must be an address in CIDR form")
+    if not _DEVICE_RE.fullmatch(v.outside):
+        out.append(f"{where}.outside: {v.outside!r} is not a device name")
+    if not _is_ipv4(v.peer_address):
+        out.append(f"{where}.peer_address: {v.peer_address!r} is not an IPv4 address")
+    if v.outside_gateway is not None and not _is_ipv4(v.outside_gateway):
+        out.append(f"{where}.outside_gateway: {v.outside_gateway!r} is not an IPv4 address")
+    for name in ("local_cidrs", "remote_cidrs"):
+        values = getattr(v, name)
+        if not values:
+            out.append(f"{where}.{name}: at least one network is required")
+        for j, c in enumerate(values):
+            try:
+                ipaddress.IPv4Network(c)
+            except ValueError:
+                out.append(f"{where}.{name}[{j}]: {c!r} is not an IPv4 network")
+    if not v.psk:
+        out.append(f"{where}.psk: a pre-shared key is required")
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", v.ike_proposal):
+        out.append(f"{where}.ike_proposal: {v.ike_proposal!r} is not a proposal like aes256-sha256-modp2048")
+    if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)+", v.esp_proposal):
+        out.append(f"{where}.esp_proposal: {v.esp_proposal!r} is not a proposal like aes256-sha256-modp2048")
+    if not 10 <= v.dpd_interval < v.dpd_timeout:
+        out.append(f"{where}.dpd_timeout: needs dpd_interval >= 10 and dpd_timeout > dpd_interval")
+    if not MIN_MTU <= v.mtu <= MAX_MTU:
+        out.append(f"{where}.mtu: {v.mtu} is outside {MIN_MTU}..{MAX_MTU}")
+    return out
 
 
 def _route_errors(where: str, r: Route) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from l2vpc.engine import allocator as alloc
-from l2vpc.engine.errors import ConflictError, NotFoundError, ValidationError
+from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError, ValidationError
 from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, MemoryAgentPool, Progress
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.placement import pick_compute_host, pick_edge_host, pick_service_host
@@ -153,11 +153,45 @@ class Engine:
 
     def _with_status(self, kind: str, obj: Any, tx: Transaction) -> Any:
         """Status as the hosts report it, so drift shows on read."""
-        if kind != "attachment" or not obj.host:
+        if kind == "attachment" and obj.host:
+            report = tx.host_reports().get(obj.host)
+            ports = {p["id"] for p in report.config.get("ports", ())} if report else set()
+            return obj.model_copy(update={"status": "active" if obj.id in ports else "pending"})
+        host = obj.edge_host if kind == "direct_connect" else obj.vpn_host if kind == "vpn" else None
+        if not host:
             return obj
-        report = tx.host_reports().get(obj.host)
-        ports = {p["id"] for p in report.config.get("ports", ())} if report else set()
-        return obj.model_copy(update={"status": "active" if obj.id in ports else "pending"})
+        report = tx.host_reports().get(host)
+        seen = next((o for o in (report.config.get("observations", ()) if report else ()) if o.get("id") == obj.id),
+                    None)
+        if kind == "direct_connect":
+            state = seen.get("state") if seen else None
+            status = "active" if state in ("established", "up") else "down" if state else "provisioning"
+        else:
+            status = str(seen.get("state")) if seen else "connecting"
+        return obj.model_copy(update={"status": status})
+
+    def status_detail(self, kind: str, ident: str) -> str:
+        """Why a direct connect or VPN has its status (the agent's words), '' when unknown."""
+        obj = self.get(kind, ident)
+        host = obj.edge_host if kind == "direct_connect" else obj.vpn_host
+        report = self.actual_configs().get(host or "")
+        seen = report.observation(ident) if report else None
+        return seen.detail if seen else ""
+
+    def refresh(self, hosts: Iterable[str] | None = None, timeout: float = 10.0) -> None:
+        """Ask agents what they run now (sessions, tunnels) and record it; unreachable hosts
+        keep their last report."""
+        known = {h.name: h for h in self.hosts()}
+        for name in sorted(hosts if hosts is not None else known):
+            host = known.get(name)
+            if host is None:
+                continue
+            try:
+                actual = self.agents.client(host).report(timeout)
+            except L2vpcError:
+                continue
+            with self.store.transaction() as tx:
+                tx.put_host_report(name, actual.generation, actual.to_dict())
 
     # ------------------------------------------------------------------ writes
     def create(self, kind: str, data: Mapping[str, Any], *, adopt: bool = False) -> Any:
@@ -463,15 +497,18 @@ class Engine:
         _check(Topology(hosts=hosts, vpcs={vpc.id: vpc}, vpns={vpn.id: vpn}), vpn.id)
         assert vpc.cidr
         load = Counter(v.vpn_host for v in self._list(tx, "vpn", VPN) if v.vpn_host)
-        edge = pick_edge_host(hosts.values(), None, load, cur.vpn_host if cur else None)
+        edge = pick_edge_host(hosts.values(), None, load, cur.vpn_host if cur else None, public=True)
         tx.reserve(alloc.pool_refs(vpc.id), vpn.id, vpn.id)
         if vpn.gateway_ip:
             alloc.reserve_ip(tx, vpc.id, vpn.gateway_ip, vpn.id, field="gateway_ip")
             gw = vpn.gateway_ip
         else:
             gw = alloc.allocate_address(tx, vpc.id, vpc.cidr, vpn.id, self._vpc_reserved(vpc))
+        assert edge.public_cidr  # pick_edge_host(public=True)
+        avoid = {edge.public_gateway} if edge.public_gateway else set()
+        public = alloc.allocate_address(tx, f"public:{edge.name}", edge.public_cidr, vpn.id, avoid)
         return vpn.model_copy(update={
-            "gateway_ip": gw, "vpn_host": edge.name,
+            "gateway_ip": gw, "vpn_host": edge.name, "public_ip": public,
             "local_cidrs": vpn.local_cidrs or (vpc.cidr,),
         })
 
@@ -561,16 +598,41 @@ class Engine:
             reports = tx.host_reports()
         return {h: HostConfig.from_dict(r.config) for h, r in reports.items()}
 
+    @staticmethod
+    def learned_prefixes(actual: Mapping[str, HostConfig]) -> dict[str, tuple[str, ...]]:
+        """Prefixes each direct connect learned over BGP, as its edge host reports them."""
+        return {o.id: tuple(sorted(o.learned)) for cfg in actual.values() for o in cfg.observations if o.learned}
+
+    def desired_configs(self, topo: Topology | None = None,
+                        actual: Mapping[str, HostConfig] | None = None) -> dict[str, HostConfig]:
+        actual = self.actual_configs() if actual is None else actual
+        return host_configs(topo or self.topology(), self.learned_prefixes(actual), self.secrets.digest)
+
     def plan(self) -> Plan:
-        return plan(host_configs(self.topology()), self.actual_configs())
+        actual = self.actual_configs()
+        return plan(self.desired_configs(actual=actual), actual)
 
     def converge(self, *, progress: Progress | None = None, retries: int = 3,
                  timeout: float = 60.0) -> tuple[Plan, ExecutionResult]:
-        """Plan against what hosts report and drive every changed host; returns both."""
+        """Plan against what hosts report and drive every changed host; returns both.
+
+        Routes to prefixes a direct connect learns over BGP are pushed to the VPC's workloads,
+        so when a converge changes what is learned, a second round pushes the new routes."""
         topo = self.topology()
-        p = plan(host_configs(topo), self.actual_configs())
         ex = Executor(self.agents, self.store, retries=retries, timeout=timeout, stop=self.stop, progress=progress)
-        return p, ex.execute(p, topo.hosts)
+        actual = self.actual_configs()
+        first = p = plan(self.desired_configs(topo, actual), actual)
+        result = ex.execute(p, topo.hosts)
+        for _ in range(2):
+            after = self.actual_configs()
+            if not result.ok or self.learned_prefixes(after) == self.learned_prefixes(actual):
+                break
+            actual = after
+            p = plan(self.desired_configs(topo, actual), actual)
+            more = ex.execute(p, topo.hosts)
+            result.results.update(more.results)
+            result.stopped = result.stopped or more.stopped
+        return first, result
 
 
 ProgressFn = Callable[[str, str], None]

@@ -22,7 +22,7 @@ from l2vpc.engine.errors import HostError, TemporaryError
 from l2vpc.engine.model import Host
 from l2vpc.engine.planner import HostPlan, Operation, Plan, apply_operations, diff_host
 from l2vpc.engine.store.base import Store
-from l2vpc.hostconfig import HostConfig
+from l2vpc.hostconfig import HostConfig, Observation
 
 
 class AgentClient(Protocol):
@@ -63,7 +63,13 @@ class MemoryAgent:
             ops = diff_host(self.host.name, config, self.config)
             self.log.extend(ops)
             applied = apply_operations(self.config, ops, self.host.name, config.underlay_ip)
-            self.config = replace(applied, generation=config.generation, underlay_ip=config.underlay_ip)
+            # A simulated host has no peers to wait for: sessions and tunnels come up at once.
+            seen = tuple(
+                [Observation(e.id, "established" if e.mode == "layer3" else "up") for e in applied.edge_routers]
+                + [Observation(v.id, "up") for v in applied.vpn_gateways]
+            )
+            self.config = replace(applied, generation=config.generation, underlay_ip=config.underlay_ip,
+                                  observations=seen)
             return self.config
 
     def report(self, timeout: float) -> HostConfig:

@@ -79,6 +79,7 @@ IPv4Net = Annotated[str, AfterValidator(_ipv4_network)]
 IPv4Iface = Annotated[str, AfterValidator(_ipv4_interface)]
 Mac = Annotated[str, AfterValidator(_mac)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
+Device = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
 # Whole numbers only: booleans and numeric strings are type errors, not 1/0 or a parsed value.
 Int = Annotated[int, Strict()]
 Ident = Annotated[str, StringConstraints(pattern=r"^[a-z]+-[0-9a-f]{4,32}$")]
@@ -96,6 +97,12 @@ class Host(_Base):
     agent_address: Annotated[str, StringConstraints(max_length=255)] | None = None
     location: Name | None = None
     status: Literal["up", "down"] = "up"
+    # Edge hosts: the device facing the premises (cross-connect hand-off), the device on the
+    # outside network, the block of public addresses VPN instances get, and its next hop.
+    handoff: Device = "xc0"
+    outside: Device = "out0"
+    public_cidr: IPv4Net | None = None
+    public_gateway: IPv4 | None = None
 
     @model_validator(mode="after")
     def _edge_location(self) -> Host:
@@ -103,6 +110,8 @@ class Host(_Base):
             raise ValueError("location: an edge host needs the on-ramp location it serves, e.g. nyc1")
         if self.role == "compute" and self.location:
             raise ValueError("location: only edge hosts have a location")
+        if self.role == "compute" and self.public_cidr:
+            raise ValueError("public_cidr: only edge hosts give out public addresses")
         return self
 
 

@@ -40,12 +40,16 @@ def pick_service_host(current: str | None, carrying: Iterable[str], up: set[str]
     return eligible[0] if eligible else None
 
 
-def pick_edge_host(hosts: Iterable[Host], location: str | None, load: Counter[str], current: str | None) -> Host:
-    edges = [h for h in hosts if h.role == "edge" and h.status == "up" and (location is None or h.location == location)]
+def pick_edge_host(hosts: Iterable[Host], location: str | None, load: Counter[str], current: str | None,
+                   *, public: bool = False) -> Host:
+    """An edge host at `location` (any when None); `public`: one with public addresses (VPNs)."""
+    edges = [h for h in hosts if h.role == "edge" and h.status == "up" and (location is None or h.location == location)
+             and (h.public_cidr or not public)]
     for h in edges:
         if h.name == current:
             return h
     if not edges:
         where = f"location {location!r}" if location else "any location"
-        raise ValidationError(f"no edge host is up at {where}", path="location" if location else "vpc_id")
+        what = "edge host with public addresses (public_cidr)" if public else "edge host"
+        raise ValidationError(f"no {what} is up at {where}", path="location" if location else "vpc_id")
     return min(edges, key=lambda h: (load[h.name], h.name))

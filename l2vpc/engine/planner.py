@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from l2vpc.engine.gcpause import paused_gc
-from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Segment
+from l2vpc.hostconfig import DhcpServer, EdgeRouter, HostConfig, Port, Segment, VpnGateway
 
 Action = Literal["create", "update", "delete", "replace"]
-Kind = Literal["segment", "port", "dhcp"]
-Item = Segment | Port | DhcpServer
+Kind = Literal["segment", "port", "dhcp", "edge_router", "vpn_gateway"]
+Item = Segment | Port | DhcpServer | EdgeRouter | VpnGateway
 
 # Port fields whose change needs the interface recreated (the workload sees a link flap).
 _PORT_REPLACE_FIELDS = ("vni", "workload", "interface_name", "mac", "workload_kind", "restart_epoch")
@@ -123,6 +123,10 @@ def describe(op: Operation, vpc_names: Mapping[str, str]) -> str:
     if isinstance(item, Port):
         addr = item.ip_address or item.ip_mode
         return f"port {item.workload}/{item.interface_name} on vni {item.vni} ({item.mac}, {addr}) [{item.id}]"
+    if isinstance(item, EdgeRouter):
+        return f"direct connect {item.id} ({item.mode}, {item.bandwidth_mbps} Mbps) on vni {item.vni} via {item.handoff}"
+    if isinstance(item, VpnGateway):
+        return f"vpn gateway {item.id} on vni {item.vni} at {item.gateway_ip}, peer {item.peer_address}"
     assert isinstance(item, DhcpServer)
     return f"dhcp server vni {item.vni} at {item.server_ip} ({len(item.reservations)} reservations)"
 
@@ -134,7 +138,7 @@ def _key(kind: Kind, item: Item) -> str:
     if kind == "dhcp":
         assert isinstance(item, DhcpServer)
         return f"vni-{item.vni}"
-    assert isinstance(item, Port)
+    assert isinstance(item, Port | EdgeRouter | VpnGateway)
     return item.id
 
 
@@ -179,11 +183,7 @@ def _vni(item: Item | None) -> int:
 
 def diff_host(host: str, desired: HostConfig | None, actual: HostConfig | None) -> tuple[Operation, ...]:
     """Operations that take `actual` to `desired` on one host, in dependency order."""
-    if desired is not None and actual is not None and (
-        desired.segments == actual.segments
-        and desired.ports == actual.ports
-        and desired.dhcp_servers == actual.dhcp_servers
-    ):
+    if desired is not None and actual is not None and desired.dataplane()[1:] == actual.dataplane()[1:]:
         return ()
     seg_ops = _diff_items(host, "segment", actual.segments if actual else (), desired.segments if desired else ())
     # Ports and DHCP servers that are (re)created or updated depend on their segment's creation
@@ -196,10 +196,15 @@ def diff_host(host: str, desired: HostConfig | None, actual: HostConfig | None) 
     port_ops = _diff_items(host, "port", actual.ports if actual else (), desired.ports if desired else (), deps_for)
     dhcp_ops = _diff_items(host, "dhcp", actual.dhcp_servers if actual else (),
                            desired.dhcp_servers if desired else (), deps_for)
-    if not (seg_ops or port_ops or dhcp_ops):
+    edge_ops = _diff_items(host, "edge_router", actual.edge_routers if actual else (),
+                           desired.edge_routers if desired else (), deps_for)
+    vpn_ops = _diff_items(host, "vpn_gateway", actual.vpn_gateways if actual else (),
+                          desired.vpn_gateways if desired else (), deps_for)
+    members = port_ops + dhcp_ops + edge_ops + vpn_ops
+    if not (seg_ops or members):
         return ()
-    removals = [op for op in port_ops + dhcp_ops if op.action == "delete"]
-    additions = [op for op in port_ops + dhcp_ops if op.action != "delete"]
+    removals = [op for op in members if op.action == "delete"]
+    additions = [op for op in members if op.action != "delete"]
     if any(op.action == "delete" for op in seg_ops):
         # A segment goes after everything leaving its VNI: deleted items and ports replaced away.
         leaving: dict[int, list[str]] = {}
@@ -247,6 +252,8 @@ def apply_operations(actual: HostConfig | None, ops: Iterable[Operation], host: 
         "segment": {f"vni-{s.vni}": s for s in (actual.segments if actual else ())},
         "port": {p.id: p for p in (actual.ports if actual else ())},
         "dhcp": {f"vni-{d.vni}": d for d in (actual.dhcp_servers if actual else ())},
+        "edge_router": {e.id: e for e in (actual.edge_routers if actual else ())},
+        "vpn_gateway": {v.id: v for v in (actual.vpn_gateways if actual else ())},
     }
     done: set[str] = set()
     for op in ops:
@@ -265,4 +272,6 @@ def apply_operations(actual: HostConfig | None, ops: Iterable[Operation], host: 
         segments=tuple(sorted(items["segment"].values(), key=lambda s: s.vni)),
         ports=tuple(sorted(items["port"].values(), key=lambda p: p.id)),
         dhcp_servers=tuple(sorted(items["dhcp"].values(), key=lambda d: d.vni)),
+        edge_routers=tuple(sorted(items["edge_router"].values(), key=lambda e: e.id)),
+        vpn_gateways=tuple(sorted(items["vpn_gateway"].values(), key=lambda v: v.id)),
     )

@@ -8,6 +8,8 @@ runs the daemon needing the secret gets it in clear, over mutual TLS.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from typing import Any
 
@@ -26,6 +28,12 @@ SECRET_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
 class SecretBox:
     def __init__(self, key: bytes) -> None:
         self._fernet = Fernet(key)
+        self._mac_key = hashlib.sha256(b"l2vpc digest\0" + key).digest()
+
+    def digest(self, text: str) -> str:
+        """A keyed digest: shows that a secret changed without revealing it (nor allowing an
+        offline guess from the digest alone, unlike a plain hash of a short key)."""
+        return hmac.new(self._mac_key, text.encode(), hashlib.sha256).hexdigest()[:24]
 
     @classmethod
     def for_state(cls, state_path: str | None) -> SecretBox:

@@ -7,14 +7,32 @@ missing them are skipped, since they cannot be realized yet.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host
-from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Segment
+from l2vpc.hostconfig import (
+    BgpPeer,
+    DhcpServer,
+    EdgeRouter,
+    HostConfig,
+    Port,
+    Reservation,
+    Route,
+    Segment,
+    VpnGateway,
+)
+
+Digest = Callable[[str], str]
+
+
+def plain_digest(text: str) -> str:
+    """Default digest of secrets (tests); the engine passes a keyed one (SecretBox.digest)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -37,7 +55,7 @@ def realizable(a: Attachment, vpc: VPC | None) -> bool:
     return bool(vpc and vpc.vni and a.host and a.mac_address and a.interface_name)
 
 
-def make_port(a: Attachment, vpc: VPC) -> Port:
+def make_port(a: Attachment, vpc: VPC, routes: tuple[Route, ...] = ()) -> Port:
     assert vpc.vni and a.mac_address and a.interface_name
     return Port(
         id=a.id,
@@ -49,6 +67,8 @@ def make_port(a: Attachment, vpc: VPC) -> Port:
         workload_kind=a.workload_kind,
         ip_mode=a.ip_mode,
         ip_address=a.ip_address if a.ip_mode == "static" else None,
+        # Static workloads get the routes pushed; DHCP clients get them as option 121.
+        routes=routes if a.ip_mode == "static" else (),
         restart_epoch=vpc.scope_epoch,
     )
 
@@ -59,7 +79,7 @@ def make_segment(vpc: VPC, own_ip: str, carrier_ips: tuple[str, ...]) -> Segment
     return Segment(vni=vpc.vni, vpc_id=vpc.id, mtu=vpc.mtu, remotes=tuple(ip for ip in carrier_ips if ip != own_ip))
 
 
-def make_dhcp(vpc: VPC, reservations: Iterable[Reservation]) -> DhcpServer:
+def make_dhcp(vpc: VPC, reservations: Iterable[Reservation], routes: tuple[Route, ...] = ()) -> DhcpServer:
     assert vpc.dhcp and vpc.cidr and vpc.vni
     net = ipaddress.IPv4Network(vpc.cidr)
     return DhcpServer(
@@ -71,6 +91,63 @@ def make_dhcp(vpc: VPC, reservations: Iterable[Reservation]) -> DhcpServer:
         gateway=vpc.dhcp.gateway,
         dns_servers=tuple(vpc.dhcp.dns_servers),
         reservations=tuple(sorted(reservations, key=lambda r: (r.mac, r.ip))),
+        routes=routes,
+    )
+
+
+def ike_proposal(encryption: str, integrity: str, dh_group: str) -> str:
+    """strongSwan syntax; AEAD ciphers (GCM) take a PRF instead of an integrity algorithm."""
+    if "gcm" in encryption:
+        return f"{encryption}-prf{integrity}-{dh_group}"
+    return f"{encryption}-{integrity}-{dh_group}"
+
+
+def esp_proposal(encryption: str, integrity: str, dh_group: str) -> str:
+    if "gcm" in encryption:
+        return f"{encryption}-{dh_group}"
+    return f"{encryption}-{integrity}-{dh_group}"
+
+
+def make_edge_router(dx: DirectConnect, vpc: VPC, host: Host, digest: Digest) -> EdgeRouter | None:
+    if not vpc.vni:
+        return None
+    gateway = bgp = None
+    if dx.mode == "layer3":
+        if not (dx.gateway_ip and vpc.cidr and dx.bgp and dx.bgp.peering_cidr and dx.bgp.provider_ip
+                and dx.bgp.customer_ip and dx.bgp.provider_asn):
+            return None  # not allocated yet
+        gateway = f"{dx.gateway_ip}/{ipaddress.IPv4Network(vpc.cidr).prefixlen}"
+        bgp = BgpPeer(
+            local_asn=dx.bgp.provider_asn,
+            peer_asn=dx.bgp.customer_asn,
+            local_ip=f"{dx.bgp.provider_ip}/{ipaddress.IPv4Network(dx.bgp.peering_cidr).prefixlen}",
+            peer_ip=dx.bgp.customer_ip,
+            advertised=tuple(dx.bgp.advertised_prefixes or (vpc.cidr,)),
+            md5_key=dx.bgp.md5_key,
+        )
+    secrets = "\0".join(x or "" for x in (dx.bgp.md5_key if dx.bgp else None, dx.service_key))
+    return EdgeRouter(
+        id=dx.id, vni=vpc.vni, mode=dx.mode, handoff=host.handoff, bandwidth_mbps=dx.bandwidth_mbps,
+        mtu=vpc.mtu, vlan=dx.vlan, gateway_ip=gateway, bgp=bgp, circuit_key=dx.service_key,
+        secret_digest=digest(secrets) if secrets.strip("\0") else "",
+    )
+
+
+def make_vpn_gateway(vpn: VPN, vpc: VPC, host: Host, digest: Digest) -> VpnGateway | None:
+    if not (vpc.vni and vpc.cidr and vpn.gateway_ip and vpn.public_ip and host.public_cidr and vpn.pre_shared_key):
+        return None
+    return VpnGateway(
+        id=vpn.id, vni=vpc.vni,
+        gateway_ip=f"{vpn.gateway_ip}/{ipaddress.IPv4Network(vpc.cidr).prefixlen}",
+        outside_ip=f"{vpn.public_ip}/{ipaddress.IPv4Network(host.public_cidr).prefixlen}",
+        outside=host.outside, peer_address=vpn.peer_address,
+        local_cidrs=tuple(vpn.local_cidrs or (vpc.cidr,)), remote_cidrs=tuple(vpn.remote_cidrs),
+        ike_proposal=ike_proposal(vpn.ike.encryption, vpn.ike.integrity, vpn.ike.dh_group),
+        esp_proposal=esp_proposal(vpn.esp.encryption, vpn.esp.integrity, vpn.esp.dh_group),
+        ike_lifetime=vpn.ike.lifetime, esp_lifetime=vpn.esp.lifetime,
+        dpd_interval=vpn.dpd.interval, dpd_timeout=vpn.dpd.timeout, mtu=vpc.mtu,
+        peer_id=vpn.peer_id, outside_gateway=host.public_gateway,
+        psk=vpn.pre_shared_key, secret_digest=digest(vpn.pre_shared_key),
     )
 
 
@@ -81,8 +158,12 @@ class TopologyIndex:
     asks it which hosts a change touches.
     """
 
-    def __init__(self, topo: Topology) -> None:
+    def __init__(self, topo: Topology, learned: Mapping[str, tuple[str, ...]] | None = None,
+                 digest: Digest = plain_digest) -> None:
+        """`learned`: prefixes each layer-3 direct connect learned over BGP (from edge reports)."""
         self.topo = topo
+        self.learned = dict(learned or {})
+        self.digest = digest
         self.underlay = {h.name: h.underlay_ip for h in topo.hosts.values()}
         self.vpc_hosts: dict[str, Counter[str]] = defaultdict(Counter)  # vpc → host → ports
         self.host_ports: dict[str, set[str]] = defaultdict(set)  # host → attachment ids
@@ -94,6 +175,24 @@ class TopologyIndex:
         for v in topo.vpcs.values():
             if v.dhcp is not None and v.dhcp_host and v.vni:
                 self.dhcp_hosts[v.dhcp_host].add(v.id)
+        # Edge services: host → ids, and vpc → edge hosts carrying its segment for them.
+        self.edge_services: dict[str, list[DirectConnect | VPN]] = defaultdict(list)
+        self.vpc_edges: dict[str, set[str]] = defaultdict(set)
+        self.vpc_routes: dict[str, list[Route]] = defaultdict(list)
+        for dx in topo.direct_connects.values():
+            if dx.edge_host and dx.vpc_id in topo.vpcs:
+                self.edge_services[dx.edge_host].append(dx)
+                self.vpc_edges[dx.vpc_id].add(dx.edge_host)
+                if dx.mode == "layer3" and dx.gateway_ip:
+                    for prefix in self.learned.get(dx.id, ()):
+                        self.vpc_routes[dx.vpc_id].append(Route(prefix, dx.gateway_ip))
+        for vpn in topo.vpns.values():
+            if vpn.vpn_host and vpn.vpc_id in topo.vpcs:
+                self.edge_services[vpn.vpn_host].append(vpn)
+                self.vpc_edges[vpn.vpc_id].add(vpn.vpn_host)
+                if vpn.gateway_ip:
+                    for prefix in vpn.remote_cidrs:
+                        self.vpc_routes[vpn.vpc_id].append(Route(prefix, vpn.gateway_ip))
 
     def _add(self, a: Attachment) -> None:
         vpc = self.topo.vpcs.get(a.vpc_id)
@@ -113,8 +212,11 @@ class TopologyIndex:
                 del c[a.host]
         self.reservations.get(a.vpc_id, {}).pop(a.id, None)
 
+    def routes(self, vpc_id: str) -> tuple[Route, ...]:
+        return tuple(sorted(set(self.vpc_routes.get(vpc_id, ())), key=lambda r: (r.prefix, r.via)))
+
     def carriers(self, vpc: VPC) -> set[str]:
-        hosts = set(self.vpc_hosts.get(vpc.id, ()))
+        hosts = set(self.vpc_hosts.get(vpc.id, ())) | self.vpc_edges.get(vpc.id, set())
         if vpc.dhcp is not None and vpc.dhcp_host and vpc.vni:
             hosts.add(vpc.dhcp_host)
         return hosts
@@ -157,22 +259,43 @@ class TopologyIndex:
         vpcs: set[str] = set(self.dhcp_hosts.get(host, ()))
         for aid in self.host_ports.get(host, ()):
             a = topo.attachments[aid]
-            ports.append(make_port(a, topo.vpcs[a.vpc_id]))
+            ports.append(make_port(a, topo.vpcs[a.vpc_id], self.routes(a.vpc_id)))
             vpcs.add(a.vpc_id)
+        dhcp = [make_dhcp(topo.vpcs[v], self.reservations.get(v, {}).values(), self.routes(v))
+                for v in self.dhcp_hosts.get(host, ())]
+        edges: list[EdgeRouter] = []
+        vpns: list[VpnGateway] = []
+        host_obj = topo.hosts.get(host)
+        for svc in self.edge_services.get(host, ()):
+            vpc = topo.vpcs[svc.vpc_id]
+            if host_obj is None:
+                continue
+            if isinstance(svc, DirectConnect):
+                item: EdgeRouter | VpnGateway | None = make_edge_router(svc, vpc, host_obj, self.digest)
+            else:
+                item = make_vpn_gateway(svc, vpc, host_obj, self.digest)
+            if isinstance(item, EdgeRouter):
+                edges.append(item)
+            elif isinstance(item, VpnGateway):
+                vpns.append(item)
+            if item is not None:
+                vpcs.add(vpc.id)
         own = self.underlay[host]
         segments = [make_segment(topo.vpcs[v], own, self.carrier_ips(v)) for v in vpcs]
-        dhcp = [make_dhcp(topo.vpcs[v], self.reservations.get(v, {}).values()) for v in self.dhcp_hosts.get(host, ())]
         return HostConfig(
             host=host,
             underlay_ip=self.underlay[host],
             segments=tuple(sorted(segments, key=lambda s: s.vni)),
             ports=tuple(sorted(ports, key=lambda p: p.id)),
             dhcp_servers=tuple(sorted(dhcp, key=lambda d: d.vni)),
+            edge_routers=tuple(sorted(edges, key=lambda e: e.id)),
+            vpn_gateways=tuple(sorted(vpns, key=lambda v: v.id)),
         )
 
 
-def host_configs(topo: Topology) -> dict[str, HostConfig]:
+def host_configs(topo: Topology, learned: Mapping[str, tuple[str, ...]] | None = None,
+                 digest: Digest = plain_digest) -> dict[str, HostConfig]:
     """Every known host's desired config (hosts with nothing on them get an empty config)."""
     with paused_gc():
-        index = TopologyIndex(topo)
+        index = TopologyIndex(topo, learned, digest)
         return {name: index.host_config(name) for name in sorted(index.underlay)}

@@ -21,7 +21,8 @@ from l2vpc.engine.store import open_store
 
 # Names are chosen so that a placement ignoring region or role would win the name tie-break.
 HOSTS: list[dict[str, Any]] = [
-    {"name": "a-edge", "region": "us-east", "role": "edge", "location": "nyc1", "underlay_ip": "10.200.0.9"},
+    {"name": "a-edge", "region": "us-east", "role": "edge", "location": "nyc1", "underlay_ip": "10.200.0.9",
+     "public_cidr": "203.0.113.32/28"},
     {"name": "c0-west", "region": "us-west", "underlay_ip": "10.200.0.10"},
     {"name": "c1", "region": "us-east", "underlay_ip": "10.200.0.1"},
     {"name": "c2", "region": "us-east", "underlay_ip": "10.200.0.2"},

@@ -27,8 +27,10 @@ HOSTS: list[dict[str, str]] = [
     {"name": "host1", "region": "us-east", "underlay_ip": "10.200.0.1"},
     {"name": "host2", "region": "us-east", "underlay_ip": "10.200.0.2"},
     {"name": "host3", "region": "eu-west", "underlay_ip": "10.200.0.3"},
-    {"name": "edge1", "region": "us-east", "role": "edge", "location": "nyc1", "underlay_ip": "10.200.0.9"},
-    {"name": "edge2", "region": "eu-west", "role": "edge", "location": "ams1", "underlay_ip": "10.200.0.10"},
+    {"name": "edge1", "region": "us-east", "role": "edge", "location": "nyc1", "underlay_ip": "10.200.0.9",
+     "public_cidr": "203.0.113.32/28"},
+    {"name": "edge2", "region": "eu-west", "role": "edge", "location": "ams1", "underlay_ip": "10.200.0.10",
+     "public_cidr": "203.0.113.48/28"},
 ]
 
 

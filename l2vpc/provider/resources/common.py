@@ -147,6 +147,9 @@ class EngineResource(Resource):
         """Whether a change of this object can change what a host runs (else no converge)."""
         return True
 
+    def settle(self, obj_id: str, diags: Diagnostics) -> None:
+        """After a converge: wait until the object works (sessions, tunnels); default: no wait."""
+
     def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:
         """Terraform values → engine input."""
         raise NotImplementedError
@@ -170,6 +173,7 @@ class EngineResource(Resource):
             raise
         if self.touches_hosts(obj.id):
             converge_after_change(self, diags)
+            self.settle(obj.id, diags)
         return self.to_state(engine.get(self.kind, obj.id), plan)
 
     def read(self, state: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
@@ -187,6 +191,7 @@ class EngineResource(Resource):
             raise
         if self.touches_hosts(obj.id):
             converge_after_change(self, diags)
+            self.settle(obj.id, diags)
         return self.to_state(engine.get(self.kind, obj.id), plan)
 
     def delete(self, state: dict[str, Any], diags: Diagnostics) -> None:
@@ -203,3 +208,47 @@ class EngineResource(Resource):
             raise
         if touches:
             converge_after_change(self, diags)
+
+
+class EdgeServiceResource(EngineResource):
+    """Direct connects and VPNs: stateful services on edge hosts whose status the agents see.
+
+    Reads ask the edge host's agent first, so `status` is live. Creating or changing one waits
+    (up to `settle_seconds`) for the session or tunnel to come up, and warns with the agent's
+    reason when it does not.
+    """
+
+    host_field = ""
+    up_states: tuple[str, ...] = ()
+    settle_seconds = 20.0
+
+    def _refresh(self, obj_id: str) -> Any:
+        engine = client_of(self).engine
+        obj = engine.find(self.kind, obj_id)
+        if obj is not None and getattr(obj, self.host_field):
+            engine.refresh([getattr(obj, self.host_field)])
+        return obj
+
+    def read(self, state: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
+        self._refresh(state["id"])
+        return super().read(state, diags)
+
+    def settle(self, obj_id: str, diags: Diagnostics) -> None:
+        import time
+
+        engine = client_of(self).engine
+        deadline = time.monotonic() + self.settle_seconds
+        status = ""
+        while True:
+            self._refresh(obj_id)
+            status = engine.get(self.kind, obj_id).status
+            if status in self.up_states or time.monotonic() > deadline or self.provider.stopping:
+                break
+            time.sleep(0.2)
+        if status not in self.up_states:
+            detail = engine.status_detail(self.kind, obj_id)
+            diags.warning(
+                f"{self.type_name} is {status}",
+                (detail + ". " if detail else "") + "The configuration is in place; the status updates on the next "
+                "refresh once the peer answers.",
+            )

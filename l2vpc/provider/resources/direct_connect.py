@@ -8,7 +8,7 @@ from l2vpc.provider.codec import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
-from l2vpc.provider.resources.common import EngineResource, drop_unset
+from l2vpc.provider.resources.common import EdgeServiceResource, drop_unset
 from l2vpc.provider.resources.vpc import NAME_PATTERN
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import (
@@ -75,11 +75,13 @@ SCHEMA = Schema(
 _FIELDS = ("name", "vpc_id", "location", "bandwidth_mbps", "partner", "service_key", "gateway_ip", "mode", "vlan", "bgp")
 
 
-class DirectConnectResource(EngineResource):
+class DirectConnectResource(EdgeServiceResource):
     type_name = "l2vpc_direct_connect"
     schema = SCHEMA
     kind = "direct_connect"
     model_name = "DirectConnect"
+    host_field = "edge_host"
+    up_states = ("active",)
 
     def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:
         return drop_unset({k: values.get(k) for k in _FIELDS})

@@ -9,7 +9,7 @@ from l2vpc.provider.codec import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
-from l2vpc.provider.resources.common import EngineResource, drop_unset, known
+from l2vpc.provider.resources.common import EdgeServiceResource, drop_unset, known
 from l2vpc.provider.resources.vpc import NAME_PATTERN
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import (
@@ -92,11 +92,13 @@ SCHEMA = Schema(
 _FIELDS = ("name", "vpc_id", "gateway_ip", "peer_address", "peer_id", "local_cidrs", "remote_cidrs", "ike", "esp", "dpd")
 
 
-class VpnResource(EngineResource):
+class VpnResource(EdgeServiceResource):
     type_name = "l2vpc_vpn"
     schema = SCHEMA
     kind = "vpn"
     model_name = "VPN"
+    host_field = "vpn_host"
+    up_states = ("up",)
     config_validators = (exactly_one_of("pre_shared_key", "pre_shared_key_wo"),)
 
     def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:
