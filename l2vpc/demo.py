@@ -1,67 +1,167 @@
 """`l2vpc demo`: the main job a newcomer runs first.
 
-Plans and applies the example topology with the engine into a fresh state file, shows what
-each host would run, then changes one VPC's scope to show a disruptive plan, and applies it.
+Brings up a lab (3 compute hosts and an edge, as network namespaces with real agents; the
+memory driver without root), runs the embedded Terraform on examples/terraform/quickstart,
+shows the plan, applies it, and prints a connectivity report: which workloads reach which, and
+that the VPC's MTU passes unfragmented. The lab stays up to explore; `l2vpc demo down` (or
+`--down`) removes everything.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-from importlib import resources
+import shutil
+import subprocess
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-EXAMPLE = "two-vpcs.yaml"
+if TYPE_CHECKING:
+    from l2vpc.engine.model import Attachment
+    from l2vpc.lab.lab import Lab
+
+DEMO_DIR = Path(".l2vpc") / "demo"
+EXAMPLE = "quickstart"
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the demo: plan and apply an example topology")
-    p.add_argument("--state", default=None, help="state file (default: a fresh temporary one)")
-    p.add_argument("-f", "--file", default=None, help=f"topology file (default: examples/topology/{EXAMPLE})")
+    p = sub.add_parser("demo", help="run the demo: a lab, Terraform on the quickstart example, a connectivity report")
+    p.add_argument("action", nargs="?", choices=("up", "down"), default="up",
+                   help="up (default): run the demo and leave the lab running; down: remove it")
+    p.add_argument("--dir", default=str(DEMO_DIR), help=f"where the demo keeps its state (default {DEMO_DIR})")
+    p.add_argument("--down", action="store_true", help="remove the lab again at the end")
     p.set_defaults(func=run)
 
 
-def _example_path() -> str:
-    here = Path(__file__).resolve().parent.parent / "examples" / "topology" / EXAMPLE
-    if here.exists():
-        return str(here)
-    return str(resources.files("l2vpc").joinpath(EXAMPLE))
+def _example_dir() -> Path:
+    here = Path(__file__).resolve().parent.parent / "examples" / "terraform" / EXAMPLE
+    if not here.exists():
+        raise FileNotFoundError(f"example {here} is missing; run the demo from a checkout of the project")
+    return here
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _tf(workdir: Path, *args: str) -> int:
+    from l2vpc.cli import main as cli
+
+    return cli(["tf", "-C", str(workdir), *args])
 
 
 def run(args: argparse.Namespace) -> int:
-    from l2vpc.cli import main as cli
+    from l2vpc.lab.lab import Lab
+    from l2vpc.lab.topology import LabTopology
 
-    topology = args.file or _example_path()
-    with tempfile.TemporaryDirectory(prefix="l2vpc-demo-") as tmp:
-        state = args.state or os.path.join(tmp, "state.db")
-        print(f"== l2vpc demo: topology {topology}, state {state}")
-        print("   (hosts are memory agents here: the engine records what each host would run)\n")
-        print("== 1. plan (writes nothing)")
-        rc = cli(["plan", "-f", topology, "--state", state])
-        if rc:
-            return rc
-        print("\n== 2. apply")
-        rc = cli(["apply", "-f", topology, "--state", state, "--agents", "memory"])
-        if rc:
-            return rc
-        print("\n== 3. apply again: nothing to do")
-        rc = cli(["apply", "-f", topology, "--state", state, "--agents", "memory"])
-        if rc:
-            return rc
-        print("\n== 4. what the state holds")
-        rc = cli(["show", "--state", state])
-        if rc:
-            return rc
-        print("\n== 5. convert VPC 'apps' to multi_region: every workload on it restarts its interface")
-        text = Path(topology).read_text()
-        changed = text.replace("  - name: apps\n    region: us-east\n", "  - name: apps\n    scope: multi_region\n")
-        if changed == text:
-            print("   (topology has no VPC 'apps' in region us-east; skipping)")
-            return 0
-        alt = os.path.join(tmp, "multi-region.yaml")
-        Path(alt).write_text(changed)
-        rc = cli(["plan", "-f", alt, "--state", state])
-        if rc:
-            return rc
-        return cli(["apply", "-f", alt, "--state", state, "--agents", "memory"])
+    base = Path(args.dir).resolve()
+    state = base / "state" / "state.db"
+    workdir = base / EXAMPLE
+    os.environ["L2VPC_STATE_PATH"] = str(state)
+    lab = Lab(str(state))
+    if args.action == "down":
+        return _down(lab, workdir, base)
+
+    started = time.monotonic()
+    root = os.geteuid() == 0
+    _say("== l2vpc demo")
+    if not root:
+        _say("   not root: hosts run the memory driver (agents record what they would program; no packets flow).\n"
+             "   Run as root for real namespaces, VXLAN, bridges and DHCP.")
+    if lab.load() is not None:
+        _say("   a previous demo lab is up: removing it first")
+        _down(lab, workdir, base, quiet=True)
+    base.mkdir(parents=True, exist_ok=True)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    shutil.copytree(_example_dir(), workdir, ignore=shutil.ignore_patterns(".terraform*", "terraform.tfstate*"))
+
+    _say("\n== 1. lab: 3 compute hosts and 1 edge host, each a namespace with its own agent")
+    lab.up(LabTopology.build(3, ["us-east"], 1, ["nyc1"]), driver="auto", progress=lambda m: _say(f"   {m}"))
+
+    _say(f"\n== 2. terraform plan ({workdir})")
+    if _tf(workdir, "plan", "-input=false", "-out=demo.tfplan"):
+        return 1
+    _say("\n== 3. terraform apply")
+    if _tf(workdir, "apply", "-input=false", "demo.tfplan"):
+        return 1
+
+    _say("\n== 4. connectivity report")
+    rc = _report(lab)
+
+    _say(f"\n== demo finished in {time.monotonic() - started:.0f}s")
+    if args.down:
+        _down(lab, workdir, base)
+    else:
+        _say("The lab is still up. Try:\n"
+             "   .venv/bin/l2vpc lab status\n"
+             "   .venv/bin/l2vpc lab exec web1 -- ip addr show net1\n"
+             f"   .venv/bin/l2vpc tf -C {workdir} plan      # empty: everything converged\n"
+             "Remove it with: .venv/bin/l2vpc demo down")
+    return rc
+
+
+def _report(lab: Lab) -> int:
+    result = lab.check(timeout=10.0)
+    for line in result.lines:
+        _say(f"   {line}")
+    st = lab.require()
+    if st.driver != "linux":
+        return 0 if result.ok else 1
+    # MTU: a full-size frame with "don't fragment" crosses the overlay between two hosts.
+    attachments, vpc_names = lab._attachments(st)
+    from l2vpc.engine.embedded import open_engine
+
+    engine = open_engine(lab.state_path, agents="memory")
+    try:
+        mtus = {v.id: v.mtu for v in engine.list("vpc")}
+    finally:
+        engine.store.close()
+    ok = result.ok
+    by_vpc: dict[str, list[Attachment]] = {}
+    for a in attachments:
+        by_vpc.setdefault(a.vpc_id, []).append(a)
+    for vpc_id, members in sorted(by_vpc.items()):
+        pair = _cross_host_pair(members)
+        if pair is None:
+            continue
+        src, dst = pair
+        target = _address(lab, dst)
+        if target is None:
+            continue
+        size = mtus.get(vpc_id, 1500) - 28
+        argv = lab.exec_argv(src.workload, ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", str(size), target])
+        passed = subprocess.run(argv, capture_output=True).returncode == 0
+        ok &= passed
+        _say(f"   mtu {mtus.get(vpc_id)}: {size}-byte ping with don't-fragment from {src.workload} ({src.host}) to "
+             f"{dst.workload} ({dst.host}) {'passes' if passed else 'FAILS'} in vpc {vpc_names.get(vpc_id, vpc_id)}")
+    return 0 if ok else 1
+
+
+def _cross_host_pair(members: list[Attachment]) -> tuple[Attachment, Attachment] | None:
+    for a in members:
+        for b in members:
+            if a.host != b.host:
+                return a, b
+    return None
+
+
+def _address(lab: Lab, att: Attachment) -> str | None:
+    argv = lab.exec_argv(att.workload, ["ip", "-4", "-o", "addr", "show", "dev", str(att.interface_name)])
+    out = subprocess.run(argv, capture_output=True, text=True).stdout.split()
+    return out[out.index("inet") + 1].split("/")[0] if "inet" in out else None
+
+
+def _down(lab: Lab, workdir: Path, base: Path, quiet: bool = False) -> int:
+    if workdir.exists() and (workdir / "terraform.tfstate").exists():
+        if not quiet:
+            _say("== terraform destroy")
+        _tf(workdir, "destroy", "-auto-approve", "-input=false")
+    if lab.load() is not None:
+        for line in lab.down(progress=(lambda m: None) if quiet else (lambda m: _say(f"   {m}"))):
+            if not quiet:
+                _say(f"   {line}")
+    if not quiet:
+        _say("demo removed")
+    return 0
