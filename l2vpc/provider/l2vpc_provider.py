@@ -29,11 +29,11 @@ class L2vpcProvider(Provider):
         attributes={
             "endpoint": string(
                 optional=True,
-                description="Address of an l2vpc controller. Leave it unset to run the engine inside the "
-                "provider, keeping its state in `state_path`.",
+                description="Address of an l2vpc controller. Not supported yet by this version: leave it "
+                "unset to run the engine inside the provider, keeping its state in `state_path`.",
             ),
             "token": string(
-                optional=True, sensitive=True, description="Token for the controller at `endpoint`."
+                optional=True, sensitive=True, description="Token for the controller at `endpoint` (with `endpoint`; not supported yet)."
             ),
             "state_path": string(
                 optional=True,

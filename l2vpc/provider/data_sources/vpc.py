@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,12 @@ from l2vpc.provider.schema import Attribute, NestedObject, Schema, string
 from l2vpc.provider.validators import exactly_one_of
 
 
+def _read_only(description: str) -> str:
+    """The resource's wording minus what only applies when setting a value (defaults, changes)."""
+    first = re.split(r"(?<=[.])\s", description, maxsplit=1)[0]
+    return re.sub(r"\s*\((default|\d[^)]*)\)|Default: [^.]*\.?", "", first).strip()
+
+
 def all_computed(attributes: Mapping[str, Attribute]) -> dict[str, Attribute]:
     """The resource's attributes as read-only values of a data source."""
     out = {}
@@ -21,7 +28,7 @@ def all_computed(attributes: Mapping[str, Attribute]) -> dict[str, Attribute]:
         if a.nested is not None:
             nested = NestedObject(a.nested.nesting, all_computed(a.nested.attributes))
         out[name] = Attribute(type=a.type, nested=nested, computed=True, sensitive=a.sensitive,
-                              description=a.description)
+                              description=_read_only(a.description))
     return out
 
 

@@ -49,8 +49,8 @@ SCHEMA = Schema(
                         description="`single_region` (default) or `multi_region`. Changing it is done in place "
                         "but restarts every attached workload."),
         "region": string(optional=True, computed=True,
-                         description="Region of a single_region VPC (default: the provider's `region`); must be "
-                         "unset for multi_region. Changing it replaces the VPC."),
+                         description="Region of a single_region VPC. Default: the provider's `region`; must be "
+                         "unset for multi_region. Changing it replaces the VPC (a scope conversion does not)."),
         "mtu": integer(default=1500, validators=[between(576, 9000)], description="MTU of the segment (576–9000)."),
         "cidr": string(optional=True, validators=[is_ipv4_cidr()], description="IPv4 subnet of the segment."),
         "dhcp": DHCP,
