@@ -1,4 +1,5 @@
-"""Durable state of the engine behind one interface (base.py): SQLite embedded, PostgreSQL later."""
+"""Durable state of the engine behind one interface (base.py): SQLite embedded, PostgreSQL for
+controllers."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ from l2vpc.engine.store.sqlite import SqliteStore
 
 def open_store(path: str) -> Store:
     """Open the state store at `path`: a file path or `sqlite://` URL (SQLite, created with its
-    directory if missing), or a `postgresql://` URL once that store exists."""
+    directory if missing), or a `postgresql://` URL (PostgreSQL; never echoed, it may carry a
+    password)."""
     if path.startswith(("postgresql://", "postgres://")):
-        # The URL may carry a password: never echo it.
-        raise StoreError("PostgreSQL state stores are not available yet; use a file path (SQLite)")
+        # Imported here: psycopg is needed only by controllers using PostgreSQL.
+        try:
+            from l2vpc.engine.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(f"PostgreSQL state stores need psycopg 3 ({exc}); "
+                             "install it: pip install 'psycopg[binary]'") from None
+
+        return PostgresStore(path)
     if path.startswith("sqlite://"):
         path = path[len("sqlite://") :]
     elif "://" in path:
