@@ -83,8 +83,104 @@ class DhcpServer(_message.Message):
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     def __init__(self, vni: _Optional[int] = ..., server_ip: _Optional[str] = ..., range_start: _Optional[str] = ..., range_end: _Optional[str] = ..., lease_time: _Optional[int] = ..., gateway: _Optional[str] = ..., dns_servers: _Optional[_Iterable[str]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ...) -> None: ...
 
+class BgpPeer(_message.Message):
+    __slots__ = ("local_asn", "peer_asn", "local_ip", "peer_ip", "advertised", "md5_key")
+    LOCAL_ASN_FIELD_NUMBER: _ClassVar[int]
+    PEER_ASN_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_IP_FIELD_NUMBER: _ClassVar[int]
+    PEER_IP_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISED_FIELD_NUMBER: _ClassVar[int]
+    MD5_KEY_FIELD_NUMBER: _ClassVar[int]
+    local_asn: int
+    peer_asn: int
+    local_ip: str
+    peer_ip: str
+    advertised: _containers.RepeatedScalarFieldContainer[str]
+    md5_key: str
+    def __init__(self, local_asn: _Optional[int] = ..., peer_asn: _Optional[int] = ..., local_ip: _Optional[str] = ..., peer_ip: _Optional[str] = ..., advertised: _Optional[_Iterable[str]] = ..., md5_key: _Optional[str] = ...) -> None: ...
+
+class EdgeRouter(_message.Message):
+    __slots__ = ("id", "vni", "mode", "handoff", "bandwidth_mbps", "mtu", "vlan", "gateway_ip", "bgp", "circuit_key", "secret_digest")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    VLAN_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_IP_FIELD_NUMBER: _ClassVar[int]
+    BGP_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    vni: int
+    mode: str
+    handoff: str
+    bandwidth_mbps: int
+    mtu: int
+    vlan: int
+    gateway_ip: str
+    bgp: BgpPeer
+    circuit_key: str
+    secret_digest: str
+    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., mode: _Optional[str] = ..., handoff: _Optional[str] = ..., bandwidth_mbps: _Optional[int] = ..., mtu: _Optional[int] = ..., vlan: _Optional[int] = ..., gateway_ip: _Optional[str] = ..., bgp: _Optional[_Union[BgpPeer, _Mapping]] = ..., circuit_key: _Optional[str] = ..., secret_digest: _Optional[str] = ...) -> None: ...
+
+class VpnGateway(_message.Message):
+    __slots__ = ("id", "vni", "gateway_ip", "outside_ip", "outside", "peer_address", "local_cidrs", "remote_cidrs", "ike_proposal", "esp_proposal", "ike_lifetime", "esp_lifetime", "dpd_interval", "dpd_timeout", "mtu", "peer_id", "outside_gateway", "psk", "secret_digest")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VNI_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_IP_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_IP_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_CIDRS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_CIDRS_FIELD_NUMBER: _ClassVar[int]
+    IKE_PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    ESP_PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    IKE_LIFETIME_FIELD_NUMBER: _ClassVar[int]
+    ESP_LIFETIME_FIELD_NUMBER: _ClassVar[int]
+    DPD_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    DPD_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    PSK_FIELD_NUMBER: _ClassVar[int]
+    SECRET_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    vni: int
+    gateway_ip: str
+    outside_ip: str
+    outside: str
+    peer_address: str
+    local_cidrs: _containers.RepeatedScalarFieldContainer[str]
+    remote_cidrs: _containers.RepeatedScalarFieldContainer[str]
+    ike_proposal: str
+    esp_proposal: str
+    ike_lifetime: int
+    esp_lifetime: int
+    dpd_interval: int
+    dpd_timeout: int
+    mtu: int
+    peer_id: str
+    outside_gateway: str
+    psk: str
+    secret_digest: str
+    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., gateway_ip: _Optional[str] = ..., outside_ip: _Optional[str] = ..., outside: _Optional[str] = ..., peer_address: _Optional[str] = ..., local_cidrs: _Optional[_Iterable[str]] = ..., remote_cidrs: _Optional[_Iterable[str]] = ..., ike_proposal: _Optional[str] = ..., esp_proposal: _Optional[str] = ..., ike_lifetime: _Optional[int] = ..., esp_lifetime: _Optional[int] = ..., dpd_interval: _Optional[int] = ..., dpd_timeout: _Optional[int] = ..., mtu: _Optional[int] = ..., peer_id: _Optional[str] = ..., outside_gateway: _Optional[str] = ..., psk: _Optional[str] = ..., secret_digest: _Optional[str] = ...) -> None: ...
+
+class Observation(_message.Message):
+    __slots__ = ("id", "state", "detail", "learned")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: str
+    detail: str
+    learned: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., learned: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class HostConfig(_message.Message):
-    __slots__ = ("host", "underlay_ip", "generation", "segments", "ports", "dhcp_servers", "labels")
+    __slots__ = ("host", "underlay_ip", "generation", "segments", "ports", "dhcp_servers", "labels", "edge_routers", "vpn_gateways", "observations")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +195,9 @@ class HostConfig(_message.Message):
     PORTS_FIELD_NUMBER: _ClassVar[int]
     DHCP_SERVERS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ROUTERS_FIELD_NUMBER: _ClassVar[int]
+    VPN_GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     host: str
     underlay_ip: str
     generation: int
@@ -106,7 +205,10 @@ class HostConfig(_message.Message):
     ports: _containers.RepeatedCompositeFieldContainer[Port]
     dhcp_servers: _containers.RepeatedCompositeFieldContainer[DhcpServer]
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, host: _Optional[str] = ..., underlay_ip: _Optional[str] = ..., generation: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., dhcp_servers: _Optional[_Iterable[_Union[DhcpServer, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    edge_routers: _containers.RepeatedCompositeFieldContainer[EdgeRouter]
+    vpn_gateways: _containers.RepeatedCompositeFieldContainer[VpnGateway]
+    observations: _containers.RepeatedCompositeFieldContainer[Observation]
+    def __init__(self, host: _Optional[str] = ..., underlay_ip: _Optional[str] = ..., generation: _Optional[int] = ..., segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ..., ports: _Optional[_Iterable[_Union[Port, _Mapping]]] = ..., dhcp_servers: _Optional[_Iterable[_Union[DhcpServer, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., edge_routers: _Optional[_Iterable[_Union[EdgeRouter, _Mapping]]] = ..., vpn_gateways: _Optional[_Iterable[_Union[VpnGateway, _Mapping]]] = ..., observations: _Optional[_Iterable[_Union[Observation, _Mapping]]] = ...) -> None: ...
 
 class Action(_message.Message):
     __slots__ = ("verb", "path", "detail")

@@ -13,12 +13,19 @@ the middle of a converge finishes the job when it comes back. At start it re-con
 persisted config; since converging is idempotent, segments that did not change see no change
 at all (no traffic loss). Without a persisted config it touches nothing and waits for a push.
 
-Logs name generations, counts and failure paths, never config contents (later configs carry
-keys, and the state file is the only place they are written).
+Logs name generations, counts and failure paths, never config contents (configs carry keys,
+and the state file is the only place they are written).
+
+Secrets: a push carries them (a VPN's psk, a BGP md5_key, a circuit key); the persisted config
+keeps them (`to_dict(secrets=True)`, 0600), because a restarted agent must re-apply them.
+Nothing the agent sends back carries them: `desired` and `actual` in replies go through
+`wire.config_to_pb`, which blanks secrets. Observations in a push are ignored (they are the
+agent's to report).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import logging
@@ -196,7 +203,7 @@ class Agent:
             return None
 
     def _persist(self, cfg: HostConfig) -> None:
-        data = json.dumps({"format": STATE_FORMAT, "config": cfg.to_dict()}, sort_keys=True).encode()
+        data = json.dumps({"format": STATE_FORMAT, "config": cfg.to_dict(secrets=True)}, sort_keys=True).encode()
         write_private(self.state_file, data)
         dir_fd = os.open(self.state_dir, os.O_RDONLY)
         try:
@@ -217,6 +224,8 @@ class Agent:
         return reasons
 
     def push(self, cfg: HostConfig) -> PushOutcome:
+        if cfg.observations:
+            cfg = dataclasses.replace(cfg, observations=())
         reasons = self._reasons(cfg)
         if reasons:
             log.warning("rejected generation %d: %d problems, first: %s", cfg.generation, len(reasons), reasons[0])

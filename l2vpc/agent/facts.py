@@ -2,7 +2,8 @@
 
 Drivers report facts as a HostConfig (`Driver.facts()`); this module names the differences so
 that the agent can report drift readably ("segments[vni=100].remotes: want [...], have [...]")
-and tests can assert on them. It ignores generation and labels, like `same_dataplane`.
+and tests can assert on them. It ignores generation, labels and observations, like
+`same_dataplane`, and never shows a secret: secret fields are compared through `secret_digest`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from l2vpc.agent.converge import dhcp_path, port_path, segment_path
-from l2vpc.hostconfig import HostConfig
+from l2vpc.agent.converge import dhcp_path, edge_path, port_path, segment_path, vpn_path
+from l2vpc.hostconfig import SECRET_FIELDS, HostConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ def drift(desired: HostConfig, actual: HostConfig) -> list[Drift]:
     out += _compare({s.vni: s for s in d.segments}, {s.vni: s for s in a.segments}, segment_path)
     out += _compare({p.id: p for p in d.ports}, {p.id: p for p in a.ports}, port_path)
     out += _compare({x.vni: x for x in d.dhcp_servers}, {x.vni: x for x in a.dhcp_servers}, dhcp_path)
+    out += _compare({x.id: x for x in d.edge_routers}, {x.id: x for x in a.edge_routers}, edge_path)
+    out += _compare({x.id: x for x in d.vpn_gateways}, {x.id: x for x in a.vpn_gateways}, vpn_path)
     return out
 
 
@@ -53,6 +56,6 @@ def _compare(want: dict[Any, Any], have: dict[Any, Any], path: Any) -> list[Drif
             out += [
                 Drift(f"{path(key)}.{f.name}", getattr(w, f.name), getattr(h, f.name))
                 for f in fields(w)
-                if getattr(w, f.name) != getattr(h, f.name)
+                if f.name not in SECRET_FIELDS and getattr(w, f.name) != getattr(h, f.name)
             ]
     return out

@@ -2,7 +2,12 @@
 
 Shared by the agent daemon and the engine's gRPC client, so both sides agree on one mapping.
 Optional strings travel as "" (proto3 scalars have no null); an empty `ip_address` or
-`gateway` reads back as None, as `HostConfig.from_dict` does for missing values.
+`gateway` reads back as None, as `HostConfig.from_dict` does for missing values. An edge
+router's `vlan` travels as 0 when unset.
+
+Secrets (SECRET_FIELDS) go on the wire only when asked for: the engine builds its pushes with
+`push_request(cfg)` (or `config_to_pb(cfg, secrets=True)`); everything else, in particular every
+reply of an agent, carries them blank.
 """
 
 from __future__ import annotations
@@ -11,9 +16,20 @@ from collections.abc import Iterable
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc.agent.drivers.base import Action, Failure
-from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Route, Segment
+from l2vpc.hostconfig import (
+    BgpPeer,
+    DhcpServer,
+    EdgeRouter,
+    HostConfig,
+    Observation,
+    Port,
+    Reservation,
+    Route,
+    Segment,
+    VpnGateway,
+)
 
-API_VERSION = "v1.0"
+API_VERSION = "v1.1"
 
 
 def _routes_to_pb(routes: Iterable[Route]) -> list[pb.Route]:
@@ -24,7 +40,65 @@ def _routes_from_pb(routes: Iterable[pb.Route]) -> tuple[Route, ...]:
     return tuple(Route(r.prefix, r.via) for r in routes)
 
 
-def config_to_pb(cfg: HostConfig) -> pb.HostConfig:
+def push_request(cfg: HostConfig) -> pb.PushRequest:
+    """The engine's push: the one message that carries secrets."""
+    return pb.PushRequest(config=config_to_pb(cfg, secrets=True))
+
+
+def _secret(value: str | None, secrets: bool) -> str:
+    return (value or "") if secrets else ""
+
+
+def _edge_to_pb(e: EdgeRouter, secrets: bool) -> pb.EdgeRouter:
+    msg = pb.EdgeRouter(
+        id=e.id, vni=e.vni, mode=e.mode, handoff=e.handoff, bandwidth_mbps=e.bandwidth_mbps, mtu=e.mtu,
+        vlan=e.vlan or 0, gateway_ip=e.gateway_ip or "", circuit_key=_secret(e.circuit_key, secrets),
+        secret_digest=e.secret_digest,
+    )
+    if e.bgp is not None:
+        msg.bgp.CopyFrom(pb.BgpPeer(
+            local_asn=e.bgp.local_asn, peer_asn=e.bgp.peer_asn, local_ip=e.bgp.local_ip, peer_ip=e.bgp.peer_ip,
+            advertised=list(e.bgp.advertised), md5_key=_secret(e.bgp.md5_key, secrets),
+        ))
+    return msg
+
+
+def _edge_from_pb(m: pb.EdgeRouter) -> EdgeRouter:
+    bgp = None
+    if m.HasField("bgp"):
+        bgp = BgpPeer(local_asn=m.bgp.local_asn, peer_asn=m.bgp.peer_asn, local_ip=m.bgp.local_ip,
+                      peer_ip=m.bgp.peer_ip, advertised=tuple(m.bgp.advertised), md5_key=m.bgp.md5_key or None)
+    return EdgeRouter(
+        id=m.id, vni=m.vni, mode=m.mode, handoff=m.handoff, bandwidth_mbps=m.bandwidth_mbps, mtu=m.mtu or 1500,
+        vlan=m.vlan or None, gateway_ip=m.gateway_ip or None, bgp=bgp, circuit_key=m.circuit_key or None,
+        secret_digest=m.secret_digest,
+    )
+
+
+def _vpn_to_pb(v: VpnGateway, secrets: bool) -> pb.VpnGateway:
+    return pb.VpnGateway(
+        id=v.id, vni=v.vni, gateway_ip=v.gateway_ip, outside_ip=v.outside_ip, outside=v.outside,
+        peer_address=v.peer_address, local_cidrs=list(v.local_cidrs), remote_cidrs=list(v.remote_cidrs),
+        ike_proposal=v.ike_proposal, esp_proposal=v.esp_proposal, ike_lifetime=v.ike_lifetime,
+        esp_lifetime=v.esp_lifetime, dpd_interval=v.dpd_interval, dpd_timeout=v.dpd_timeout, mtu=v.mtu,
+        peer_id=v.peer_id or "", outside_gateway=v.outside_gateway or "", psk=_secret(v.psk, secrets),
+        secret_digest=v.secret_digest,
+    )
+
+
+def _vpn_from_pb(m: pb.VpnGateway) -> VpnGateway:
+    return VpnGateway(
+        id=m.id, vni=m.vni, gateway_ip=m.gateway_ip, outside_ip=m.outside_ip, outside=m.outside,
+        peer_address=m.peer_address, local_cidrs=tuple(m.local_cidrs), remote_cidrs=tuple(m.remote_cidrs),
+        ike_proposal=m.ike_proposal, esp_proposal=m.esp_proposal, ike_lifetime=m.ike_lifetime,
+        esp_lifetime=m.esp_lifetime, dpd_interval=m.dpd_interval, dpd_timeout=m.dpd_timeout, mtu=m.mtu or 1500,
+        peer_id=m.peer_id or None, outside_gateway=m.outside_gateway or None, psk=m.psk,
+        secret_digest=m.secret_digest,
+    )
+
+
+def config_to_pb(cfg: HostConfig, *, secrets: bool = False) -> pb.HostConfig:
+    """The config as protobuf; secrets blank unless `secrets` (only the engine's push sets it)."""
     return pb.HostConfig(
         host=cfg.host,
         underlay_ip=cfg.underlay_ip,
@@ -46,6 +120,12 @@ def config_to_pb(cfg: HostConfig) -> pb.HostConfig:
                 routes=_routes_to_pb(d.routes),
             )
             for d in cfg.dhcp_servers
+        ],
+        edge_routers=[_edge_to_pb(e, secrets) for e in cfg.edge_routers],
+        vpn_gateways=[_vpn_to_pb(v, secrets) for v in cfg.vpn_gateways],
+        observations=[
+            pb.Observation(id=o.id, state=o.state, detail=o.detail, learned=list(o.learned))
+            for o in cfg.observations
         ],
         labels=dict(cfg.labels),
     )
@@ -74,6 +154,9 @@ def config_from_pb(msg: pb.HostConfig) -> HostConfig:
             )
             for d in msg.dhcp_servers
         ),
+        edge_routers=tuple(_edge_from_pb(e) for e in msg.edge_routers),
+        vpn_gateways=tuple(_vpn_from_pb(v) for v in msg.vpn_gateways),
+        observations=tuple(Observation(o.id, o.state, o.detail, tuple(o.learned)) for o in msg.observations),
         labels=dict(msg.labels),
     )
 

@@ -5,6 +5,15 @@
     l2vpc lab exec web1 -- ping -c 1 10.20.0.12
     l2vpc lab check                        # exits 1 on any reachability or isolation failure
     l2vpc lab down
+
+With a customer site for direct connects and VPNs (root):
+
+    l2vpc lab up --hosts 2 --edges 1 --premises [--premises-psk KEY]
+    terraform apply                        # an l2vpc_direct_connect at the edge's location
+    l2vpc lab premises sync                # the premises router takes the customer peering address
+    l2vpc lab exec premises-host -- ping 10.20.0.11
+    l2vpc lab exec premises-l2 -- busybox udhcpc -i eth0     # behind a layer2 direct connect
+    l2vpc lab premises vlan 100            # premises-l2 tags its frames (layer2 with vlan = 100)
 """
 
 from __future__ import annotations
@@ -15,9 +24,11 @@ import os
 import sys
 from dataclasses import asdict
 
+from l2vpc.agent.drivers.linux.vlantag import VlanTagError
 from l2vpc.cli import CliError
-from l2vpc.lab.lab import Lab, LabError
+from l2vpc.lab.lab import DEFAULT_BANDWIDTH_SCALE, Lab, LabError
 from l2vpc.lab.netns import LabNetError
+from l2vpc.lab.premises import DEFAULT_ASN, DEFAULT_LAN, PremisesConfig
 from l2vpc.lab.state import LabStateError
 from l2vpc.lab.topology import DEFAULT_LOCATION, DEFAULT_REGION, LabTopology, TopologyError
 from l2vpc.pki import PkiError
@@ -40,6 +51,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help=f"on-ramp locations of the edges, round-robin (default {DEFAULT_LOCATION})")
     up.add_argument("--driver", choices=("auto", "linux", "memory"), default="auto",
                     help="auto: linux as root, else memory")
+    up.add_argument("--premises", action="store_true",
+                    help="add a customer site (premises-router, premises-host, premises-l2) on the edges' "
+                         "cross-connects and the lab internet (linux driver)")
+    up.add_argument("--premises-lan", default=DEFAULT_LAN, help=f"the premises LAN (default {DEFAULT_LAN})")
+    up.add_argument("--premises-asn", type=int, default=DEFAULT_ASN,
+                    help=f"the premises router's BGP AS number (default {DEFAULT_ASN})")
+    up.add_argument("--premises-psk", default=None,
+                    help="start the premises VPN gateway (203.0.113.10) with this pre-shared key (default: no VPN "
+                         "gateway)")
+    up.add_argument("--premises-md5", default=None, help="BGP MD5 password of the premises router (default none)")
+    up.add_argument("--bandwidth-scale", type=float, default=DEFAULT_BANDWIDTH_SCALE,
+                    help="agents shape direct connects at bandwidth_mbps times this (default "
+                         f"{DEFAULT_BANDWIDTH_SCALE}: 1000 Mbps is 100 Mbit/s, measurable with iperf3)")
     _state_arg(up)
     up.set_defaults(func=_up)
 
@@ -57,6 +81,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     _state_arg(ex)
     ex.set_defaults(func=_exec)
+
+    prem = lab.add_parser("premises", help="the customer site: peering addresses, VLAN tag, BGP password")
+    prem_sub = prem.add_subparsers(dest="premises_command", metavar="ACTION", required=True)
+    sync = prem_sub.add_parser("sync", help="give the premises router the customer address of every layer3 "
+                                            "direct connect the edges run")
+    _state_arg(sync)
+    sync.set_defaults(func=_premises_sync)
+    vlan = prem_sub.add_parser("vlan", help="tag premises-l2's frames: VID (2..4093) or 'none'")
+    vlan.add_argument("vid")
+    _state_arg(vlan)
+    vlan.set_defaults(func=_premises_vlan)
+    md5 = prem_sub.add_parser("md5", help="set the premises router's BGP password (read from stdin; empty: none)")
+    _state_arg(md5)
+    md5.set_defaults(func=_premises_md5)
 
     check = lab.add_parser("check", help="ping within every VPC, verify isolation between VPCs; exit 1 on failure")
     check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for replies and DHCP leases")
@@ -92,13 +130,22 @@ def _up(args: argparse.Namespace) -> int:
         topo = LabTopology.build(args.hosts, _split(args.regions), args.edges, _split(args.locations))
         if args.driver == "memory" or (args.driver == "auto" and os.geteuid() != 0):
             _say(MEMORY_NOTICE)
-        st = lab.up(topo, args.driver, progress=_say)
+        if not args.premises and (args.premises_lan != DEFAULT_LAN or args.premises_asn != DEFAULT_ASN
+                                  or args.premises_md5 is not None):
+            raise CliError("--premises-lan, --premises-asn and --premises-md5 need --premises")
+        site = PremisesConfig(args.premises_lan, args.premises_asn, args.premises_md5) if args.premises else None
+        st = lab.up(topo, args.driver, progress=_say, premises=site, premises_psk=args.premises_psk,
+                    bandwidth_scale=args.bandwidth_scale)
     except _ERRORS as e:
         raise CliError(str(e)) from None
     print(f"lab {st.id} up: {len(st.hosts)} hosts ({st.driver} driver), state {st.state_path}")
     for h in st.hosts:
         where = f", netns {h.netns}" if h.netns else ""
-        print(f"  {h.name}: {h.role} in {h.region}, underlay {h.underlay_ip}{where}, agent pid {h.pid}")
+        public = f", public {h.public_cidr}" if h.public_cidr else ""
+        print(f"  {h.name}: {h.role} in {h.region}, underlay {h.underlay_ip}{where}{public}, agent pid {h.pid}")
+    if st.premises is not None:
+        print(f"  premises: AS {st.premises['asn']}, LAN {st.premises['lan']}; `l2vpc lab exec premises-router|"
+              "premises-host|premises-l2 -- CMD`; after applying a direct connect: `l2vpc lab premises sync`")
     print(f"next: `l2vpc apply -f FILE --state {st.state_path}`, or Terraform with "
           f"L2VPC_STATE_PATH={st.state_path}; then `l2vpc lab check`")
     return 0
@@ -141,6 +188,12 @@ def _status(args: argparse.Namespace) -> int:
             state = "ok" if h.health["ok"] else ("pending" if not h.health["accepted_generation"] else "FAILED")
             agent = f"pid {h.pid} gen {h.health['accepted_generation']} {state}"
         print(f"{h.name:<8} {h.role:<8} {h.region:<12} {h.underlay_ip:<15} {agent:<28} {len(h.ports)}")
+    items = [(h.name, i) for h in hosts for i in h.items]
+    if items:
+        print(f"\n{'ID':<24} {'HOST':<8} {'KIND':<22} {'STATE':<12} DETAIL")
+        for host, i in items:
+            detail = i["detail"] or (f"learned {', '.join(i['learned'])}" if i["learned"] else "")
+            print(f"{i['id']:<24} {host:<8} {i['kind']:<22} {i['state']:<12} {detail}")
     if attachments:
         print(f"\n{'WORKLOAD':<16} {'IF':<6} {'HOST':<8} {'VPC':<16} {'ADDRESS':<20} STATUS")
         for a in attachments:
@@ -179,3 +232,38 @@ def _check(args: argparse.Namespace) -> int:
     for line in result.lines:
         print(line)
     return 0 if result.ok else 1
+
+
+def _premises_sync(args: argparse.Namespace) -> int:
+    try:
+        lines = _lab(args).sync_premises()
+    except _ERRORS as e:
+        raise CliError(str(e)) from None
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _premises_vlan(args: argparse.Namespace) -> int:
+    vid: int | None = None
+    if args.vid != "none":
+        try:
+            vid = int(args.vid)
+        except ValueError:
+            raise CliError(f"vlan: {args.vid!r} must be a VLAN id (2..4093) or 'none'") from None
+    try:
+        _lab(args).premises_vlan(vid)
+    except (*_ERRORS, VlanTagError) as e:
+        raise CliError(str(e)) from None
+    print(f"premises-l2 frames {'untagged' if vid is None else f'tagged with VLAN {vid}'}")
+    return 0
+
+
+def _premises_md5(args: argparse.Namespace) -> int:
+    key = sys.stdin.readline().strip() or None  # not an argument: it would show in `ps`
+    try:
+        _lab(args).premises_md5(key)
+    except _ERRORS as e:
+        raise CliError(str(e)) from None
+    print("premises router BGP password " + ("set" if key else "removed"))
+    return 0

@@ -1,8 +1,9 @@
 """Build, inspect and remove a lab: simulated hosts running real agents (mininet's `Mininet`).
 
     lab = Lab(".l2vpc/state.db")
-    lab.up(LabTopology.build(hosts=3))   # namespaces, underlay, CA, agents, registration
+    lab.up(LabTopology.build(hosts=3, edges=1), premises=PremisesConfig())  # + a customer site
     lab.check()                           # ping within VPCs, no frame across them
+    lab.sync_premises()                   # customer side of the direct connects the edges run
     lab.down()                            # removes exactly what up recorded
 
 Layout beside the engine's state file (so the engine finds the lab's agents and TLS material):
@@ -16,6 +17,12 @@ With root, hosts are network namespaces on an underlay bridge (MTU 9100, in a na
 its own), each agent runs the Linux driver on its host's namespace, and workloads are the
 namespaces the agents create. Without root, agents run the memory driver: the control path is
 the same (processes, TLS, gRPC, registration), the dataplane is simulated.
+
+Edge hosts get a hand-off `xc0` (a cross-connect switch per edge) and an outside device `out0`
+on the lab's internet (see premises.py); `premises=` adds the customer site: premises-router
+(BGP, the premises VPN gateway at 203.0.113.10), premises-host, premises-l2. Agents shape
+direct connects at `bandwidth_scale` times their bandwidth (default 0.1: 1000 Mbps is a
+100 Mbit/s shaper, which iperf3 between namespaces can measure).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import l2vpc
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc.agent import wire
 from l2vpc.agent.channel import open_channel, stub
+from l2vpc.agent.drivers.linux.driver import BANDWIDTH_SCALE_ENV
 from l2vpc.engine.agent_client import CLIENT_NAME, PKI_DIR, engine_tls
 from l2vpc.engine.api import Engine
 from l2vpc.engine.embedded import open_engine
@@ -45,14 +53,16 @@ from l2vpc.engine.errors import ConflictError
 from l2vpc.engine.model import Attachment
 from l2vpc.engine.store import open_store
 from l2vpc.hostconfig import HostConfig
-from l2vpc.lab import netns, probe, processes
+from l2vpc.lab import netns, premises, premises_vpn, probe, processes
+from l2vpc.lab.premises import Premises, PremisesConfig
 from l2vpc.lab.state import HostRecord, LabState
-from l2vpc.lab.topology import LabTopology
+from l2vpc.lab.topology import HANDOFF, LabTopology
 from l2vpc.pki import CertificateAuthority, files_in
 
 LAB_DIR = "lab"
 AGENT_READY_TIMEOUT = 30.0
 _MAX_SOCKET_PATH = 100
+DEFAULT_BANDWIDTH_SCALE = 0.1
 
 Progress = Callable[[str], None]
 
@@ -87,6 +97,8 @@ class HostStatus:
     health: dict[str, Any] | None = None
     error: str = ""
     ports: list[str] = field(default_factory=list)  # attachment ids the agent reports
+    # Direct connects and VPN gateways the agent reports: {"id", "kind", "state", "detail", "learned"}.
+    items: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -116,11 +128,24 @@ class Lab:
 
     # ------------------------------------------------------------------ up
 
-    def up(self, topo: LabTopology, driver: str = "auto", progress: Progress = _quiet) -> LabState:
+    def up(self, topo: LabTopology, driver: str = "auto", progress: Progress = _quiet, *,
+           premises: PremisesConfig | None = None, premises_psk: str | None = None,
+           bandwidth_scale: float = DEFAULT_BANDWIDTH_SCALE) -> LabState:
         if driver == "auto":
             driver = "linux" if os.geteuid() == 0 else "memory"
         if driver == "linux" and os.geteuid() != 0:
             raise LabError("--driver linux needs root (network namespaces); use --driver memory to simulate hosts")
+        if premises is not None:
+            if driver != "linux":
+                raise LabError("--premises needs the linux driver (root): the premises site is namespaces and daemons")
+            try:
+                premises.check()
+            except ValueError as e:
+                raise LabError(str(e)) from None
+        elif premises_psk is not None:
+            raise LabError("--premises-psk: only with --premises")
+        if not 0 < bandwidth_scale <= 1000:
+            raise LabError(f"--bandwidth-scale: {bandwidth_scale} must be above 0 and at most 1000")
         if self.load() is not None:
             raise LabError(f"a lab is already up here ({self.dir / 'lab.json'}); run `l2vpc lab down` first")
         lab_id = secrets.token_hex(3)
@@ -129,12 +154,13 @@ class Lab:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = LabState(id=lab_id, driver=driver, state_path=self.state_path, dir=str(self.dir),
                       prefix=f"l2lab{lab_id}-", underlay_cidr=topo.underlay_cidr, underlay_mtu=topo.underlay_mtu,
-                      dirs=created)
+                      dirs=created, bandwidth_scale=bandwidth_scale)
         st.save()
         try:
             self._pki(st, topo)
             if driver == "linux":
                 self._network(st, topo, progress)
+                self._edges_and_premises(st, topo, premises, premises_psk, progress)
             self._agents(st, topo, progress)
             self._register(st, topo, progress)
             self._converge(progress)
@@ -182,6 +208,46 @@ class Lab:
             netns.plug_host(switch, h.name, name, h.underlay_ip, topo.prefixlen, topo.underlay_mtu)
         progress(f"underlay {topo.underlay_cidr} (MTU {topo.underlay_mtu}) with {len(topo.hosts)} hosts")
 
+    def _record_netns(self, st: LabState) -> Callable[[str], None]:
+        def record(name: str) -> None:
+            st.namespaces.append(name)
+            st.save()  # recorded before it exists: down tolerates "already gone"
+        return record
+
+    def _site(self, st: LabState) -> Premises:
+        assert st.premises is not None
+        cfg = PremisesConfig(str(st.premises["lan"]), int(st.premises["asn"]))
+        return Premises(st.prefix, self.dir / "premises", cfg)
+
+    def _edges_and_premises(self, st: LabState, topo: LabTopology, config: PremisesConfig | None,
+                            psk: str | None, progress: Progress) -> None:
+        """Cross-connects and the internet for the edges; the premises site if asked for."""
+        edges = [h for h in topo.hosts if h.role == "edge"]
+        record = self._record_netns(st)
+        site: Premises | None = None
+        if config is not None:
+            st.premises = {"lan": config.lan, "asn": config.asn, "vpn": psk is not None}
+            st.save()
+            site = Premises(st.prefix, self.dir / "premises", config)
+            site.build(record)
+        for h in edges:
+            premises.cross_connect(f"{st.prefix}xc{h.edge_index}", h.edge_index, f"{st.prefix}{h.name}", site, record)
+        if edges or site is not None:
+            premises.internet(f"{st.prefix}inet", [(h.edge_index, f"{st.prefix}{h.name}") for h in edges], site,
+                              record)
+        if site is not None:
+            if psk is not None:
+                try:
+                    premises_vpn.setup(site.netns(premises.ROUTER), f"{premises.PREMISES_PUBLIC_IP}/24",
+                                       site.config.lan, psk=psk, state_dir=self.dir / "premises-vpn")
+                except ValueError as e:
+                    raise LabError(f"premises VPN gateway: {e}") from None
+            vpn = f", VPN gateway {premises.PREMISES_PUBLIC_IP}" if psk is not None else ""
+            progress(f"premises: {site.netns(premises.ROUTER)} (AS {site.config.asn}, LAN {site.config.lan}{vpn}), "
+                     f"{site.netns(premises.HOST)}, {site.netns(premises.L2)}")
+        if edges:
+            progress(f"{len(edges)} edges with hand-off {HANDOFF} (cross-connect) and out0 on 203.0.113.0/24")
+
     def _socket_dir(self, st: LabState) -> Path:
         run = self.dir / "run"
         if len(str(run / "host999.sock")) <= _MAX_SOCKET_PATH:
@@ -196,7 +262,8 @@ class Lab:
         (self.dir / "run").mkdir(mode=0o700, exist_ok=True)
         # The agents import this very l2vpc, installed or not.
         here = str(Path(l2vpc.__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p),
+               BANDWIDTH_SCALE_ENV: str(st.bandwidth_scale)}
         for h in topo.hosts:
             agent_dir = self.dir / "agents" / h.name
             tls = files_in(self.pki_dir, h.name)
@@ -206,6 +273,7 @@ class Lab:
                 prefix=f"{st.prefix}{h.name}-", agent_dir=str(agent_dir),
                 address=f"unix:{sockets / (h.name + '.sock')}",
                 pidfile=str(self.dir / "run" / f"{h.name}.pid"), log=str(self.dir / "logs" / f"{h.name}.log"),
+                public_cidr=h.public_cidr,
             )
             argv = [sys.executable, "-m", "l2vpc.agent", "run", "--host", h.name, "--underlay-ip", h.underlay_ip,
                     "--listen", rec.address, "--state-dir", rec.agent_dir, "--driver", st.driver,
@@ -288,6 +356,12 @@ class Lab:
             for rec in st.hosts:
                 if rec.netns and netns.exists(rec.netns):
                     warnings += self._teardown_host(rec)
+        if st.premises is not None:
+            try:
+                premises_vpn.teardown(self.dir / "premises-vpn")
+                self._site(st).teardown()
+            except Exception as e:  # the namespaces (and what runs in them) still go below
+                warnings.append(f"premises: {e}")
         for name in reversed(st.namespaces):
             try:
                 netns.remove(name)
@@ -321,8 +395,8 @@ class Lab:
 
         try:
             driver = LinuxDriver(rec.name, rec.underlay_ip, netns=rec.netns, prefix=rec.prefix,
-                                 state_dir=Path(rec.agent_dir) / "driver")
-        except OSError as e:
+                                 state_dir=Path(rec.agent_dir) / "driver", bandwidth_scale=1.0)
+        except (OSError, ValueError) as e:
             return [f"{rec.name}: cannot open its dataplane for teardown: {e}"]
         try:
             driver.teardown()
@@ -373,7 +447,12 @@ class Lab:
                 hs.health = {"accepted_generation": h.accepted_generation, "ok": h.last_converge_ok,
                              "failures": [f"{f.path}: {f.reason}" for f in h.last_failures],
                              "converging": h.converging}
-                hs.ports = [p.id for p in wire.config_from_pb(state.actual).ports]
+                actual = wire.config_from_pb(state.actual)
+                hs.ports = [p.id for p in actual.ports]
+                kinds = {e.id: f"direct connect ({e.mode})" for e in actual.edge_routers}
+                kinds |= {v.id: "vpn" for v in actual.vpn_gateways}
+                hs.items = [{"id": o.id, "kind": kinds.get(o.id, "not in place"), "state": o.state,
+                             "detail": o.detail, "learned": list(o.learned)} for o in actual.observations]
             except grpc.RpcError as e:
                 hs.error = f"{e.code().name.lower()}: {e.details()}" if isinstance(e, grpc.Call) else str(e)
             out.append(hs)
@@ -396,7 +475,11 @@ class Lab:
     # ------------------------------------------------------------------ exec
 
     def workload_netns(self, workload: str) -> str:
+        """The namespace to run commands in: a workload's, or a premises machine's
+        (`premises-router`, `premises-host`, `premises-l2`) when the lab has a premises site."""
         st = self.require()
+        if st.premises is not None and workload in premises.NAMES:
+            return self._site(st).netns(workload)
         if st.driver != "linux":
             raise LabError("this lab runs the memory driver: workloads have no namespaces to run commands in "
                            "(bring the lab up as root for a real dataplane)")
@@ -413,6 +496,54 @@ class Lab:
         if not command:
             raise LabError("exec: give a command after --, e.g. `l2vpc lab exec web1 -- ip addr`")
         return ["ip", "netns", "exec", self.workload_netns(workload), *command]
+
+    # ------------------------------------------------------------------ premises
+
+    def _require_site(self) -> tuple[LabState, Premises]:
+        st = self.require()
+        if st.premises is None:
+            raise LabError("this lab has no premises site; bring it up with `l2vpc lab up --edges 1 --premises`")
+        return st, self._site(st)
+
+    def sync_premises(self) -> list[str]:
+        """Configure the premises router for the layer-3 direct connects the edges run: the
+        customer address of each on that edge's cross-connect (BGP accepts any peer in
+        169.254.0.0/16 already). Reads what the edge agents were told to run; returns a line
+        per edge."""
+        st, site = self._require_site()
+        lines = []
+        for rec in st.hosts:
+            if rec.role != "edge":
+                continue
+            index = int(rec.name[4:])
+            try:
+                with open_channel(rec.address, rec.name, engine_tls(self.pki_dir)) as channel:
+                    state = stub(channel).GetState(pb.GetStateRequest(), timeout=10)
+            except grpc.RpcError as e:
+                lines.append(f"{rec.name}: agent unavailable ({e.code().name.lower() if isinstance(e, grpc.Call) else e})")
+                continue
+            desired = wire.config_from_pb(state.desired) if state.HasField("desired") else None
+            addresses = sorted({
+                f"{e.bgp.peer_ip}/{e.bgp.local_ip.split('/')[1]}"
+                for e in (desired.edge_routers if desired else ()) if e.bgp is not None and e.handoff == HANDOFF
+            })
+            changes = site.set_peering(index, addresses)
+            what = ", ".join(addresses) or "none"
+            lines.append(f"{rec.name}: xc{index} peering {what}" + (f" ({' '.join(changes)})" if changes else ""))
+        return lines
+
+    def premises_vlan(self, vid: int | None) -> None:
+        """premises-l2 tags its frames with `vid` (None: untagged), as a customer's switch port."""
+        _, site = self._require_site()
+        site.set_l2_vlan(vid)
+
+    def premises_md5(self, key: str | None) -> None:
+        """The premises router's BGP MD5 password (None: none); its bgpd restarts."""
+        _, site = self._require_site()
+        try:
+            site.set_md5(key)
+        except ValueError as e:
+            raise LabError(str(e)) from None
 
     # ------------------------------------------------------------------ check
 

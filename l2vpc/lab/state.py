@@ -37,6 +37,7 @@ class HostRecord:
     pidfile: str
     log: str
     pid: int | None = None
+    public_cidr: str | None = None  # edges: public address pool (registered with the engine)
 
 
 @dataclass
@@ -54,6 +55,9 @@ class LabState:
     files: list[str] = field(default_factory=list)  # files we created outside our own dirs (PKI)
     dirs: list[str] = field(default_factory=list)  # directories we created, removed if empty at the end
     registered: list[str] = field(default_factory=list)  # host names registered in the engine
+    # The premises site (`lab up --premises`): {"lan": ..., "asn": ...}; None without one.
+    premises: dict[str, Any] | None = None
+    bandwidth_scale: float = 1.0  # what the lab's agents multiply direct connects' bandwidth by
 
     @property
     def path(self) -> Path:

@@ -6,6 +6,10 @@
 Building it touches nothing; `l2vpc.lab.lab.Lab` turns it into namespaces and agents. Hosts
 take regions round-robin; edges (role `edge`) serve on-ramp locations round-robin and get
 their underlay addresses from a second block so adding compute hosts never renumbers them.
+Edges also have a hand-off device `xc0` (cross-connect to the premises) and an outside device
+`out0` on the lab's internet 203.0.113.0/24, with a block of public addresses each (edge1
+203.0.113.32/28, edge2 the next /28, ...; edges beyond the 14th get none) whose first address
+is their public gateway (the internet router holds it: a next hop must be on-link).
 """
 
 from __future__ import annotations
@@ -22,6 +26,25 @@ UNDERLAY_MTU = 9100
 DEFAULT_REGION = "us-east"
 DEFAULT_LOCATION = "nyc1"
 _NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
+# Edge hosts' devices and the lab's internet (see premises.py, which builds them).
+HANDOFF, OUTSIDE = "xc0", "out0"
+INTERNET_CIDR = "203.0.113.0/24"
+INTERNET_GATEWAY = "203.0.113.1"  # the internet router's address on the premises' side
+_POOL_BASE, _POOL_SIZE = 32, 16
+MAX_PUBLIC_POOLS = (256 - _POOL_BASE) // _POOL_SIZE
+
+
+def public_gateway(pool: str) -> str:
+    """The next hop of a public pool: its first address (the lab's internet router has it)."""
+    return str(next(ipaddress.IPv4Network(pool).hosts()))
+
+
+def public_pool(edge_index: int) -> str | None:
+    """Edge i's block of public addresses (edge1: 203.0.113.32/28, then the next /28s)."""
+    if not 1 <= edge_index <= MAX_PUBLIC_POOLS:
+        return None
+    base = int(ipaddress.IPv4Network(INTERNET_CIDR).network_address) + _POOL_BASE + _POOL_SIZE * (edge_index - 1)
+    return f"{ipaddress.IPv4Address(base)}/28"
 
 
 class TopologyError(ValueError):
@@ -35,11 +58,22 @@ class LabHost:
     role: str  # compute | edge
     underlay_ip: str
     location: str | None = None
+    public_cidr: str | None = None  # edges: their pool of public addresses on the lab's internet
+
+    @property
+    def edge_index(self) -> int:
+        """i of `edge<i>` (0 for compute hosts)."""
+        return int(self.name[4:]) if self.role == "edge" else 0
 
     def registration(self, agent_address: str) -> dict[str, str | None]:
         """What the engine's register_host takes for this host."""
-        return {"name": self.name, "region": self.region, "role": self.role, "underlay_ip": self.underlay_ip,
-                "agent_address": agent_address, "location": self.location}
+        reg: dict[str, str | None] = {
+            "name": self.name, "region": self.region, "role": self.role, "underlay_ip": self.underlay_ip,
+            "agent_address": agent_address, "location": self.location}
+        if self.role == "edge":
+            reg |= {"handoff": HANDOFF, "outside": OUTSIDE, "public_cidr": self.public_cidr,
+                    "public_gateway": public_gateway(self.public_cidr) if self.public_cidr else None}
+        return reg
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +112,7 @@ class LabTopology:
         out = [LabHost(f"host{i}", regions[(i - 1) % len(regions)], "compute", str(ipaddress.IPv4Address(base + i)))
                for i in range(1, hosts + 1)]
         out += [LabHost(f"edge{i}", regions[(i - 1) % len(regions)], "edge",
-                        str(ipaddress.IPv4Address(base + 256 + i)), locations[(i - 1) % len(locations)])
+                        str(ipaddress.IPv4Address(base + 256 + i)), locations[(i - 1) % len(locations)],
+                        public_pool(i))
                 for i in range(1, edges + 1)]
         return cls(tuple(out))

@@ -12,12 +12,15 @@ import yaml
 from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.cli import main as cli
 from l2vpc.lab.state import LabState
+from l2vpc.lab.topology import public_gateway
 
 
 def topology_file(path: Path, st: LabState, doc: dict[str, Any]) -> Path:
     """A topology file for `doc`'s VPCs and attachments on the lab's hosts (with their agents)."""
     hosts = [{"name": h.name, "region": h.region, "role": h.role, "underlay_ip": h.underlay_ip,
-              "agent_address": h.address, **({"location": h.location} if h.location else {})} for h in st.hosts]
+              "agent_address": h.address, **({"location": h.location} if h.location else {}),
+              **({"public_cidr": h.public_cidr, "public_gateway": public_gateway(h.public_cidr)}
+                 if h.public_cidr else {})} for h in st.hosts]
     path.write_text(yaml.safe_dump({"hosts": hosts, **doc}))
     return path
 

@@ -10,7 +10,15 @@ same host and state dir (an agent restart) adopts everything:
   renamed `net1`..`net10` in the workload's namespace `<prefix>l2w-<workload>`, MAC/MTU set,
   up, a static address and routes (protocol 76), or a udhcpc client tracked by pidfile;
 - per DHCP server: namespace `<prefix>l2d-<vni>` with veth `l2d<vni>` on the bridge, the peer
-  `dhcp0` holding server_ip, and dnsmasq (see dnsmasq.py).
+  `dhcp0` holding server_ip, and dnsmasq (see dnsmasq.py);
+- per edge router (direct connect): devices `l2e[bhv]<tag>`, for layer3 a router namespace
+  `<prefix>l2e-<tag>` running FRR, shapers and VLAN filters (see edge.py);
+- per VPN gateway: what vpn.py's VpnManager makes (a namespace with strongSwan, a host veth
+  `l2v<id tail>`), with its own state below `<state>/vpn`.
+
+Bandwidth: direct connects are shaped at `bandwidth_mbps` times `bandwidth_scale` (argument,
+else the environment variable L2VPC_BANDWIDTH_SCALE, else 1). The lab runs its agents at 0.1,
+so a 1000 Mbps direct connect is a 100 Mbit/s shaper that iperf3 between namespaces can fill.
 
 Namespaces carry the per-driver prefix so parallel test runs and several simulated hosts on
 one machine never collide; the driver removes only namespaces it created (recorded in the
@@ -29,10 +37,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from l2vpc.agent.converge import Op, dhcp_path, port_path, segment_path
+from l2vpc.agent.converge import Op, dhcp_path, port_path, segment_path, vpn_path
 from l2vpc.agent.drivers.base import Action, DataplaneError, Driver
 from l2vpc.agent.drivers.linux import dnsmasq, netns, procs, rtnl, udhcpc
 from l2vpc.agent.drivers.linux import netns as _netns  # LinuxDriver's `netns` argument shadows it
+from l2vpc.agent.drivers.linux.edge import EdgeManager
 from l2vpc.agent.drivers.linux.names import (
     BRIDGE_RE,
     OWN_GROUP,
@@ -47,16 +56,33 @@ from l2vpc.agent.drivers.linux.names import (
     workload_netns_name,
 )
 from l2vpc.agent.drivers.linux.namespaces import Namespaces, NsView
+from l2vpc.agent.drivers.linux.vpn import VpnManager
 from l2vpc.hostconfig import (
     DhcpServer,
+    EdgeRouter,
     HostConfig,
     Port,
     Route,
     Segment,
+    VpnGateway,
     bridge_name,
     port_device_name,
     vxlan_name,
 )
+
+BANDWIDTH_SCALE_ENV = "L2VPC_BANDWIDTH_SCALE"
+
+
+def _bandwidth_scale(value: float | None) -> float:
+    if value is None:
+        raw = os.environ.get(BANDWIDTH_SCALE_ENV, "1")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{BANDWIDTH_SCALE_ENV}: {raw!r} is not a number") from None
+    if not 0 < value <= 1000:
+        raise ValueError(f"bandwidth_scale: {value} must be above 0 and at most 1000")
+    return value
 
 
 @dataclass(slots=True)
@@ -109,7 +135,8 @@ class LinuxDriver(Driver):
     """Converge the host namespace `netns` (None: the namespace this process runs in).
 
     `prefix` goes in front of every namespace the driver creates; `state_dir` holds the
-    generation, the namespaces it created, DHCP server and client files. It is created 0700.
+    generation, the namespaces it created, DHCP server and client files, edge routers' records.
+    It is created 0700. `bandwidth_scale` multiplies direct connects' bandwidth (see above).
     """
 
     def __init__(
@@ -121,18 +148,20 @@ class LinuxDriver(Driver):
         prefix: str,
         state_dir: str | os.PathLike[str],
         vxlan_port: int = VXLAN_PORT,
+        bandwidth_scale: float | None = None,
     ) -> None:
         super().__init__(host, underlay_ip)
         if netns is not None and not _netns.exists(netns):
             raise ValueError(f"netns: host namespace {netns!r} does not exist")
         self.host_netns = netns
         self.prefix = prefix
+        self.bandwidth_scale = _bandwidth_scale(bandwidth_scale)
         self.vxlan_port = vxlan_port
         self.state = Path(state_dir)
         self.state.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o700)
         for sub in ("dhcp", "clients"):
-            (self.state / sub).mkdir(exist_ok=True)
+            (self.state / sub).mkdir(mode=0o700, exist_ok=True)
         self._spaces = Namespaces(self.state / "netns")
         self._nl = rtnl.Rtnl(_netns.netlink_socket(netns))
         # Host reads are cached while nothing changes (a no-op reconcile then costs almost no
@@ -140,6 +169,16 @@ class LinuxDriver(Driver):
         self._host_watch = rtnl.Watcher(_netns.netlink_socket(netns), rtnl.RTMGRP_LINK | rtnl.RTMGRP_NEIGH)
         self._host_fresh = False
         self._view = _HostView()
+        self._edges = EdgeManager(nl=self._nl, spaces=self._spaces, host_netns=netns, prefix=prefix,
+                                  state=self.state, bandwidth_scale=self.bandwidth_scale)
+        # The VPN manager keeps its own state (and namespace records) below ours; a state dir
+        # too deep for its sockets leaves the host without VPN support, not without an agent.
+        self._vpns: VpnManager | None = None
+        self._no_vpn = ""
+        try:
+            self._vpns = VpnManager(netns, prefix, self.state / "vpn")
+        except ValueError as e:
+            self._no_vpn = str(e)
 
     # -- names ---------------------------------------------------------------------------
 
@@ -155,11 +194,17 @@ class LinuxDriver(Driver):
     # -- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._vpns is not None:
+            self._vpns.close()
         self._spaces.close()
         self._nl.close()
         self._host_watch.close()
 
     def teardown(self) -> None:
+        # Daemons in namespaces first (FRR, charon), then the namespaces can go.
+        self._edges.teardown()
+        if self._vpns is not None:
+            self._vpns.teardown_all()
         for port_id in udhcpc.tracked_ports(self.state / "clients"):
             udhcpc.stop(self.state / "clients", port_id)
         for d in sorted((self.state / "dhcp").iterdir()):
@@ -251,6 +296,12 @@ class LinuxDriver(Driver):
                 continue
             servers.append(server)
 
+        edges, observations = self._edges.facts(links)
+        vpns: list[VpnGateway] = []
+        if self._vpns is not None:
+            vpns = self._vpns.running()
+            observations += self._vpns.observations()
+
         return HostConfig(
             host=self.host,
             underlay_ip=self.underlay_ip,
@@ -258,6 +309,9 @@ class LinuxDriver(Driver):
             segments=tuple(segments),
             ports=tuple(ports),
             dhcp_servers=tuple(servers),
+            edge_routers=tuple(edges),
+            vpn_gateways=tuple(vpns),
+            observations=tuple(observations),
         ).normalized()
 
     def _generation(self) -> int:
@@ -347,6 +401,10 @@ class LinuxDriver(Driver):
                 else:
                     assert isinstance(op.new, Segment)
                     self._ensure_segment(op.new)
+            elif op.kind == "edge_router":
+                self._apply_edge(op)
+            elif op.kind == "vpn_gateway":
+                self._apply_vpn(op)
             elif op.kind == "port":
                 if op.verb == "remove":
                     assert isinstance(op.old, Port)
@@ -372,6 +430,30 @@ class LinuxDriver(Driver):
             raise DataplaneError(op.path, f"netlink: {e.strerror}") from e
         except OSError as e:
             raise DataplaneError(op.path, f"{e.strerror or e}") from e
+
+    def _apply_edge(self, op: Op) -> None:
+        if op.verb == "remove":
+            assert isinstance(op.old, EdgeRouter)
+            self._edges.remove(op.old)
+        elif op.verb == "create":
+            assert isinstance(op.new, EdgeRouter)
+            self._edges.create(op.new)
+        elif op.verb == "update":
+            assert isinstance(op.old, EdgeRouter) and isinstance(op.new, EdgeRouter)
+            self._edges.update(op.old, op.new)
+        else:
+            assert isinstance(op.old, EdgeRouter) and isinstance(op.new, EdgeRouter)
+            self._edges.reconfigure(op.old, op.new)
+
+    def _apply_vpn(self, op: Op) -> None:
+        if self._vpns is None:
+            raise DataplaneError(op.path, f"this agent cannot run VPN gateways: {self._no_vpn}")
+        if op.verb == "remove":
+            assert isinstance(op.old, VpnGateway)
+            self._vpns.remove(op.old.id)
+        else:  # create, reconfigure: the manager re-keys in place or rebuilds, as needed
+            assert isinstance(op.new, VpnGateway)
+            self._vpns.ensure(op.new, bridge_name(op.new.vni))
 
     def _batch(self, nl: rtnl.Rtnl, path: str, requests: list[rtnl.Request], ignore: tuple[int, ...] = ()) -> None:
         for err in nl.batch(requests):
@@ -592,11 +674,19 @@ class LinuxDriver(Driver):
             self._delete_links("host", stray)
             actions += [Action("remove", f"device {lk.name}", "orphan") for lk in stray]
 
+        actions += self._edges.collect_garbage(desired, self._view.links)
+        if self._vpns is not None:
+            wanted = {v.id for v in desired.vpn_gateways}
+            for obs in self._vpns.observations():
+                if obs.id not in wanted:
+                    self._vpns.remove(obs.id)
+                    actions.append(Action("remove", vpn_path(obs.id), "orphan"))
+
         namespaces = {self.workload_netns(p.workload) for p in desired.ports}
         namespaces |= {self.dhcp_netns(d.vni) for d in desired.dhcp_servers}
+        namespaces |= self._edges.namespaces(desired)
         for name in self._spaces.created():
             if name not in namespaces:
                 self._spaces.drop(name)
                 actions.append(Action("remove", f"netns {name}", "no ports left"))
         return actions
-
