@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""How fast the provider starts: process start -> handshake line, and -> first schema answer.
+"""How fast the provider starts, cold and warm, as Terraform sees it.
 
-    python bench/bench_provider_start.py [--runs 30] [--no-tls] [--launcher PATH]
+    python bench/bench_provider_start.py [--runs 30] [--mode both|cold|warm] [--no-tls] [--launcher PATH]
 
 Starts the provider the way Terraform does (launcher script, magic cookie, a client
-certificate in PLUGIN_CLIENT_CERT so the TLS path is measured), times the handshake line on
-stdout, then connects like Terraform (TLS, trusting the printed certificate) and times the
-first GetProviderSchema answer, which includes loading the provider after the handshake.
-Prints median and p90 in milliseconds. Target: handshake median <= 120 ms.
+certificate in PLUGIN_CLIENT_CERT so the TLS path is measured) and times, from process start:
+the handshake line on stdout; the first GetProviderSchema answer over TLS (trusting the printed
+certificate), which includes loading the provider after the handshake; and then, from
+GRPCController.Shutdown, how long until the process has exited (Terraform waits for that).
+
+Two modes, each in its own private runtime directory (L2VPC_PROVIDER_RUNTIME_DIR):
+- cold: L2VPC_PROVIDER_ZYGOTE=0, every start imports everything itself;
+- warm: a zygote forks each provider (warm.py). The first start, which starts the zygote, and
+  one more are not counted; a start that went cold anyway (someone edited the code, so the
+  zygote's key changed) is reported. The zygote is stopped at the end.
+Prints median and p90 in milliseconds. Target: handshake median <= 120 ms (what Terraform
+gets once a zygote runs, i.e. from the second provider start of a session on).
 """
 
 from __future__ import annotations
@@ -16,18 +24,20 @@ import argparse
 import base64
 import os
 import select
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from l2vpc.provider import launcher  # noqa: E402
+from l2vpc.provider import launcher, warm  # noqa: E402
 from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE  # noqa: E402
 
 
@@ -61,7 +71,10 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def one_run(launcher_path: Path, env: dict[str, str]) -> tuple[float, float]:
+def one_run(
+    launcher_path: Path, env: dict[str, str], on_handshake: Callable[[], None] | None = None
+) -> tuple[float, float, float]:
+    """(start -> handshake, start -> first schema, Shutdown -> process gone), in seconds."""
     import grpc
 
     from l2vpc._proto import grpc_controller_pb2, grpc_controller_pb2_grpc, tfplugin6_pb2, tfplugin6_pb2_grpc
@@ -75,6 +88,8 @@ def one_run(launcher_path: Path, env: dict[str, str]) -> tuple[float, float]:
             raise RuntimeError("no handshake within 30 s")
         line = proc.stdout.readline().decode().strip()
         handshake = time.perf_counter() - start
+        if on_handshake is not None:
+            on_handshake()  # not timed: happens while Terraform would be connecting
         parts = line.split("|")
         if len(parts) < 6 or parts[:2] != ["1", "6"]:
             raise RuntimeError(f"bad handshake line: {line!r}")
@@ -93,15 +108,69 @@ def one_run(launcher_path: Path, env: dict[str, str]) -> tuple[float, float]:
                 tfplugin6_pb2.GetProviderSchema.Request(), timeout=30
             )
             schema = time.perf_counter() - start
+            stopping = time.perf_counter()
             grpc_controller_pb2_grpc.GRPCControllerStub(channel).Shutdown(
                 grpc_controller_pb2.Empty(), timeout=10
             )
         proc.wait(timeout=10)
-        return handshake, schema
+        return handshake, schema, time.perf_counter() - stopping
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)
+
+
+def serving_children(zygotes: list[int]) -> int:
+    """Live (not yet reaped or zombie) children of these zygotes: warm providers now running."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[1]) in zygotes:
+                count += 1
+        except (OSError, IndexError, ValueError):
+            continue
+    return count
+
+
+def warm_runs(path: Path, env: dict[str, str], runs: int) -> tuple[list[tuple[float, float, float]], int]:
+    """Timed starts served by a zygote, and how many starts went cold instead (not counted:
+    someone edited the code, so the key changed and a new zygote had to come up)."""
+    directory = env[warm.RUNTIME_DIR_ENV]
+    one_run(path, env)  # cold: starts the zygote
+    deadline = time.monotonic() + 60
+    while not warm.running_zygotes(directory):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no zygote came up; see the log in {directory}")
+        time.sleep(0.05)
+    one_run(path, env)  # warm-up, not counted
+    results: list[tuple[float, float, float]] = []
+    cold = 0
+    while len(results) < runs and cold < runs:
+        zygotes = list(warm.running_zygotes(directory).values())
+        served: list[bool] = []
+
+        def check(served: list[bool] = served, zygotes: list[int] = zygotes) -> None:
+            served.append(serving_children(zygotes) > 0)
+
+        result = one_run(path, env, check)
+        if served == [True]:
+            results.append(result)
+        else:
+            cold += 1
+    return results, cold
+
+
+def report(label: str, results: list[tuple[float, float, float]], tls: bool, note: str = "") -> None:
+    print(f"{label}:{note}")
+    for name, index in (("handshake", 0), ("first schema", 1), ("exit", 2)):
+        ms = [r[index] * 1000 for r in results]
+        print(
+            f"  {name:>12}: median {statistics.median(ms):6.1f} ms   p90 {percentile(ms, 90):6.1f} ms   "
+            f"min {min(ms):6.1f} ms   max {max(ms):6.1f} ms   ({len(ms)} runs, {'TLS' if tls else 'plain'})"
+        )
 
 
 def main() -> int:
@@ -109,6 +178,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--mode", choices=("both", "cold", "warm"), default="both")
     parser.add_argument("--no-tls", action="store_true", help="start without PLUGIN_CLIENT_CERT (plain gRPC)")
     parser.add_argument(
         "--launcher", type=Path, help="an existing launcher (default: a fresh one for this checkout)"
@@ -116,19 +186,37 @@ def main() -> int:
     args = parser.parse_args()
 
     env = dict(os.environ, **{MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE, "PLUGIN_PROTOCOL_VERSIONS": "5,6"})
+    for key in (warm.ENABLE_ENV, warm.IDLE_ENV, warm.RUNTIME_DIR_ENV):
+        env.pop(key, None)
     if not args.no_tls:
         env["PLUGIN_CLIENT_CERT"] = client_certificate_pem()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.launcher or launcher.write_launcher(Path(tmp) / "terraform-provider-l2vpc")
         launcher.precompile()
-        one_run(path, env)  # warm the page cache; not counted
-        results = [one_run(path, env) for _ in range(args.runs)]
-    for label, values in (("handshake", [r[0] for r in results]), ("first schema", [r[1] for r in results])):
-        ms = [v * 1000 for v in values]
-        print(
-            f"{label:>12}: median {statistics.median(ms):6.1f} ms   p90 {percentile(ms, 90):6.1f} ms   "
-            f"min {min(ms):6.1f} ms   max {max(ms):6.1f} ms   ({len(ms)} runs, {'plain' if args.no_tls else 'TLS'})"
-        )
+        # Short paths: sockets live here; the zygote's must fit in 107 bytes.
+        runtime = tempfile.mkdtemp(prefix="l2b-", dir="/tmp")
+        try:
+            env["TMPDIR"] = tmp
+            if args.mode in ("both", "cold"):
+                cold_env = dict(env, **{warm.ENABLE_ENV: "0"})
+                one_run(path, cold_env)  # warm the page cache; not counted
+                report(
+                    "cold (L2VPC_PROVIDER_ZYGOTE=0)",
+                    [one_run(path, cold_env) for _ in range(args.runs)],
+                    not args.no_tls,
+                )
+            if args.mode in ("both", "warm"):
+                results, cold = warm_runs(path, dict(env, **{warm.RUNTIME_DIR_ENV: runtime}), args.runs)
+                note = (
+                    f" ({cold} more starts went cold, not counted: the code changed meanwhile)"
+                    if cold
+                    else ""
+                )
+                report("warm (zygote)", results, not args.no_tls, note)
+        finally:
+            warm.stop_zygotes(runtime)
+            shutil.rmtree(runtime, ignore_errors=True)
     return 0
 
 

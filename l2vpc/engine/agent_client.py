@@ -67,7 +67,7 @@ class GrpcAgentClient:
         return HostError(self.host.name, step, f"{where}: {code.name.lower()}: {details}")
 
     def push(self, config: HostConfig, timeout: float) -> HostConfig:
-        request = pb.PushRequest(config=wire.config_to_pb(config))
+        request = wire.push_request(config)
         try:
             reply: pb.PushResponse = self._stub.Push(request, timeout=timeout)
         except grpc.RpcError as e:

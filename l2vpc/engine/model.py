@@ -73,6 +73,13 @@ def _mac(value: str) -> str:
     return v
 
 
+def _md5_key(value: str) -> str:
+    if not re.fullmatch(r"[!-~]{1,80}", value):
+        # Never echo the key.
+        raise ValueError("must be 1-80 printable characters without spaces")
+    return value
+
+
 Name = Annotated[str, AfterValidator(_name)]
 IPv4 = Annotated[str, AfterValidator(_ipv4)]
 IPv4Net = Annotated[str, AfterValidator(_ipv4_network)]
@@ -216,7 +223,8 @@ class Bgp(_Base):
     peering_cidr: IPv4Net | None = None
     customer_ip: IPv4 | None = None
     provider_ip: IPv4 | None = None
-    md5_key: Annotated[str, StringConstraints(min_length=1, max_length=80)] | None = Field(default=None, repr=False)
+    # Printable, no whitespace: FRR takes it on one configuration line.
+    md5_key: Annotated[str, AfterValidator(_md5_key)] | None = Field(default=None, repr=False)
     advertised_prefixes: tuple[IPv4Net, ...] | None = None
 
     @field_validator("customer_asn", "provider_asn")

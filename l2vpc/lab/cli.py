@@ -28,7 +28,7 @@ from l2vpc.agent.drivers.linux.vlantag import VlanTagError
 from l2vpc.cli import CliError
 from l2vpc.lab.lab import DEFAULT_BANDWIDTH_SCALE, Lab, LabError
 from l2vpc.lab.netns import LabNetError
-from l2vpc.lab.premises import DEFAULT_ASN, DEFAULT_LAN, PremisesConfig
+from l2vpc.lab.premises import DEFAULT_ASN, DEFAULT_LAN, DEFAULT_PEERING, PremisesConfig
 from l2vpc.lab.state import LabStateError
 from l2vpc.lab.topology import DEFAULT_LOCATION, DEFAULT_REGION, LabTopology, TopologyError
 from l2vpc.pki import PkiError
@@ -61,6 +61,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="start the premises VPN gateway (203.0.113.10) with this pre-shared key (default: no VPN "
                          "gateway)")
     up.add_argument("--premises-md5", default=None, help="BGP MD5 password of the premises router (default none)")
+    up.add_argument("--premises-peering", default=DEFAULT_PEERING,
+                    help=f"the premises router's address on edge1's cross-connect from the start (default "
+                         f"{DEFAULT_PEERING}; a direct connect with bgp.peering_cidr 169.254.10.0/30 uses it; "
+                         "'none': only `lab premises sync` sets one)")
     up.add_argument("--bandwidth-scale", type=float, default=DEFAULT_BANDWIDTH_SCALE,
                     help="agents shape direct connects at bandwidth_mbps times this (default "
                          f"{DEFAULT_BANDWIDTH_SCALE}: 1000 Mbps is 100 Mbit/s, measurable with iperf3)")
@@ -133,7 +137,8 @@ def _up(args: argparse.Namespace) -> int:
         if not args.premises and (args.premises_lan != DEFAULT_LAN or args.premises_asn != DEFAULT_ASN
                                   or args.premises_md5 is not None):
             raise CliError("--premises-lan, --premises-asn and --premises-md5 need --premises")
-        site = PremisesConfig(args.premises_lan, args.premises_asn, args.premises_md5) if args.premises else None
+        peering = None if args.premises_peering == "none" else args.premises_peering
+        site = PremisesConfig(args.premises_lan, args.premises_asn, args.premises_md5, peering) if args.premises else None
         st = lab.up(topo, args.driver, progress=_say, premises=site, premises_psk=args.premises_psk,
                     bandwidth_scale=args.bandwidth_scale)
     except _ERRORS as e:

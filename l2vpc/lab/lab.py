@@ -232,6 +232,8 @@ class Lab:
             site.build(record)
         for h in edges:
             premises.cross_connect(f"{st.prefix}xc{h.edge_index}", h.edge_index, f"{st.prefix}{h.name}", site, record)
+        if site is not None and site.config.peering and any(h.edge_index == 1 for h in edges):
+            site.set_peering(1, [site.config.peering])
         if edges or site is not None:
             premises.internet(f"{st.prefix}inet", [(h.edge_index, f"{st.prefix}{h.name}") for h in edges], site,
                               record)

@@ -41,6 +41,7 @@ ROUTER, HOST, L2 = "premises-router", "premises-host", "premises-l2"
 NAMES = (ROUTER, HOST, L2)
 LAN_IF, OUT_IF, HOST_IF, L2_IF = "lan0", "out0", "eth0", "eth0"
 DEFAULT_LAN = "192.168.50.0/24"
+DEFAULT_PEERING = "169.254.10.2/30"
 DEFAULT_ASN = 65010
 PEERING_RANGE = "169.254.0.0/16"
 PREMISES_PUBLIC_IP = "203.0.113.10"
@@ -53,6 +54,10 @@ class PremisesConfig:
     lan: str = DEFAULT_LAN
     asn: int = DEFAULT_ASN
     md5_key: str | None = None
+    # The customer router's address on edge1's cross-connect from the start, as a customer
+    # would configure it; a direct connect that uses this peering (bgp.peering_cidr
+    # 169.254.10.0/30, customer_ip .2, provider_ip .1) comes up without `lab premises sync`.
+    peering: str | None = DEFAULT_PEERING
 
     def check(self) -> None:
         """Raise ValueError naming the flag that is wrong."""

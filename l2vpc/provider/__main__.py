@@ -1,11 +1,11 @@
-"""What Terraform runs (through a launcher script): `python -m l2vpc.provider`.
+"""What Terraform runs (through a launcher script): `python -S -P -m l2vpc.provider`.
 
-Deliberately tiny: the handshake must come fast, so nothing is imported here beyond the server
-module, which itself loads the provider only after the handshake.
+Deliberately tiny: the handshake must come fast. warm.launch has a zygote fork a ready-made
+provider process when it can (importing nothing heavy itself), else serves here, cold.
 """
 
 import sys
 
-from l2vpc.provider.server import main
+from l2vpc.provider.warm import launch
 
-sys.exit(main())
+sys.exit(launch(sys.argv[1:]))

@@ -5,11 +5,14 @@ Python environment's interpreter on `l2vpc.provider`, with absolute paths so it 
 directory:
 
     #!/bin/sh
-    PYTHONPATH='/repo:/repo/.venv/lib/python3.11/site-packages' exec '/repo/.venv/bin/python' -S -m l2vpc.provider
+    PYTHONPATH='/repo:/repo/.venv/lib/python3.11/site-packages' exec '/repo/.venv/bin/python' -S -P -m l2vpc.provider
 
 `-S` skips site initialisation (.pth files, the editable-install finder): ~35 ms saved on
 every start, and Terraform starts the provider several times per command. The path it would
-have computed is written out instead. Terraform finds the launcher through one of:
+have computed is written out instead. `-P` keeps the working directory (Terraform's
+configuration directory) off sys.path, so nothing there can shadow a module of ours; it is
+also what a warm start through the zygote (warm.py) requires, whose children import nothing
+from there either. Terraform finds the launcher through one of:
 
 - the implicit local mirror ~/.terraform.d/plugins/<host>/<namespace>/<type>/<version>/<os_arch>/
   (`l2vpc provider install`; plain `terraform init` then records it in the lock file),
@@ -75,7 +78,7 @@ def launcher_script(
     path = ":".join([*extra_path, *python_path()])
     assignments = [f"PYTHONPATH={shlex.quote(path)}"]
     assignments += [f"{k}={shlex.quote(v)}" for k, v in sorted((env or {}).items())]
-    command = " ".join(shlex.quote(a) for a in (interpreter, "-S", "-m", "l2vpc.provider", *args))
+    command = " ".join(shlex.quote(a) for a in (interpreter, "-S", "-P", "-m", "l2vpc.provider", *args))
     return (
         "#!/bin/sh\n"
         "# Terraform provider launcher for l2vpc (written by `l2vpc provider install`; regenerate, do not edit).\n"

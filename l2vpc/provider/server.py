@@ -13,21 +13,27 @@ cannot verify. What keeps other local users away is the socket's directory, crea
 this process only and removed on exit.
 
 Start-up time matters (Terraform starts a provider several times per command), so this module
-imports only the standard library at load time, prints the handshake as soon as the gRPC
-server listens, and only then loads the provider itself (schemas, resources, engine) in a
-background thread; RPCs that arrive earlier wait for it.
+imports only os and sys at load time (the warm-start client reads its constants), prints the
+handshake as soon as the gRPC server listens, and only then loads the provider itself (schemas,
+resources, engine) in a background thread; RPCs that arrive earlier wait for it. Usually this
+runs in a child forked by a zygote that has imported all of that already (see warm.py).
 
 The process ends on GRPCController.Shutdown (what go-plugin sends when Terraform is done),
-on SIGTERM, or when Terraform (our parent) disappears. SIGINT is ignored: on Ctrl-C Terraform
-itself decides, and tells us through StopProvider (see Provider.stop_event).
+on SIGTERM, or when Terraform (our parent) disappears; a warm child also when its client does
+(the client is what Terraform started). SIGINT is ignored: on Ctrl-C Terraform itself decides,
+and tells us through StopProvider (see Provider.stop_event).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from l2vpc.provider.warm import Lifeline
 
 MAGIC_COOKIE_KEY = "TF_PLUGIN_MAGIC_COOKIE"
 MAGIC_COOKIE_VALUE = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2"
@@ -51,8 +57,9 @@ def _usage_error(message: str) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m l2vpc.provider [--provider MODULE:FUNCTION]`."""
+def main(argv: list[str] | None = None, lifeline: Lifeline | None = None) -> int:
+    """Entry point for `python -m l2vpc.provider [--provider MODULE:FUNCTION]` (cold, or in a
+    warm child with its `lifeline` to the client)."""
     args = sys.argv[1:] if argv is None else argv
     factory = DEFAULT_FACTORY
     if args[:1] == ["--provider"] and len(args) == 2:
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     module, _, function = factory.partition(":")
     if not module or not function:
         return _usage_error(f"--provider wants MODULE:FUNCTION, got {factory!r}")
-    return serve(module, function)
+    return serve(module, function, lifeline)
 
 
 # A unix socket path must fit in sun_path (108 bytes with the terminating NUL).
@@ -118,6 +125,8 @@ class _LazyProvider:
     """
 
     def __init__(self) -> None:
+        import threading
+
         self._loaded = threading.Event()
         self._handlers: dict[str, Any] | None = None
         self._failure = ""
@@ -192,8 +201,9 @@ class _HandlerCapture:
         self.handlers.update({f"/{service}/{name}": h for name, h in handlers.items()})
 
 
-def serve(module: str, function: str) -> int:
+def serve(module: str, function: str, lifeline: Lifeline | None = None) -> int:
     import signal
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
@@ -214,7 +224,9 @@ def serve(module: str, function: str) -> int:
         "plugin.GRPCController", {"Shutdown": grpc.unary_unary_rpc_method_handler(on_shutdown)}
     )
     lazy = _LazyProvider()
-    socket_dir = _private_socket_dir()
+    # From here on SIGTERM means an orderly exit, which removes the socket directory.
+    signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
+    socket_dir = _socket_dir(lifeline)
     socket_path = os.path.join(socket_dir, _SOCKET_NAME)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc"),
@@ -245,18 +257,28 @@ def serve(module: str, function: str) -> int:
 
     # Everything below happens while Terraform is already connecting.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
     _setup_logging()
     threading.Thread(target=lazy.load, args=(module, function), name="load-provider", daemon=True).start()
 
     parent = os.getppid()
     while not shutdown.wait(1.0):
-        if os.getppid() != parent:
+        # A warm child's parent is the zygote; its client watches Terraform instead.
+        if lifeline is None and os.getppid() != parent:
             break  # Terraform is gone without telling us; do not linger
-    return _exit(server, lazy, socket_dir)
+    return _exit(server, lazy, socket_dir, lifeline)
 
 
-def _exit(server: Any, lazy: _LazyProvider, socket_dir: str) -> int:
+def _socket_dir(lifeline: Lifeline | None) -> str:
+    if lifeline is None:
+        return _private_socket_dir()
+    # Under the lifeline's lock: a client dying right now finds the directory registered.
+    with lifeline.lock:
+        path = _private_socket_dir()
+        lifeline.at_loss(lambda: _remove_socket_dir(path))
+        return path
+
+
+def _exit(server: Any, lazy: _LazyProvider, socket_dir: str, lifeline: Lifeline | None) -> int:
     # Let in-flight RPCs (and the Shutdown reply itself) finish, then leave at once: worker
     # threads may sit in resource code that ignores the stop request, and the interpreter
     # would wait for them at exit.
@@ -271,6 +293,8 @@ def _exit(server: Any, lazy: _LazyProvider, socket_dir: str) -> int:
         logging.getLogger("l2vpc.provider").exception("closing the provider failed")
     sys.stdout.flush()
     sys.stderr.flush()
+    if lifeline is not None:
+        lifeline.report(0)
     os._exit(0)
 
 

@@ -98,6 +98,30 @@ def _pem(label: str, der: bytes) -> bytes:
     return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n".encode()
 
 
+# The generator of P-256 (SEC 2): a valid public key that is no one's secret.
+_P256_GX = 0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296
+_P256_GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
+
+
+def warm_up() -> None:
+    """Load what OpenSSL loads on first signing (~15 ms), without any randomness.
+
+    The zygote (warm.py) calls this before forking: verifying a made-up signature against a
+    fixed public key fetches the same EC, digest and signature code that signing needs, but
+    draws no random numbers, so no RNG state exists yet that children could share.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = ec.EllipticCurvePublicNumbers(_P256_GX, _P256_GY, ec.SECP256R1()).public_key()
+    signature = _seq(_der(0x02, b"\x01"), _der(0x02, b"\x01"))  # r = s = 1
+    try:
+        public.verify(signature, b"warm-up", ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        pass
+
+
 def make_server_certificate(now: float | None = None) -> ServerCertificate:
     # ec and hashes only: cryptography's serialization module alone costs ~15 ms to import.
     from cryptography.hazmat.primitives import hashes

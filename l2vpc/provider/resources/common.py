@@ -245,7 +245,11 @@ class EdgeServiceResource(EngineResource):
             if status in self.up_states or time.monotonic() > deadline or self.provider.stopping:
                 break
             time.sleep(0.2)
-        if status not in self.up_states:
+        if status in self.up_states:
+            # Now that the session is up, what it learned (routes for the VPC's workloads)
+            # is in the edge's report: push it.
+            converge_after_change(self, diags)
+        else:
             detail = engine.status_detail(self.kind, obj_id)
             diags.warning(
                 f"{self.type_name} is {status}",
