@@ -1,8 +1,15 @@
-"""Shared test setup: root-only tests are skipped (with a reason) when not running as root."""
+"""Shared test setup.
+
+- Root-only tests are skipped (with a reason) when not running as root.
+- Providers that Terraform starts during the tests keep their warm-start zygotes in a runtime
+  directory of this test session, and those zygotes are stopped when the session ends.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,3 +21,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def provider_runtime_dir() -> Iterator[str]:
+    from l2vpc.provider import warm
+
+    with tempfile.TemporaryDirectory(prefix="l2vpc-test-runtime-") as directory:
+        os.chmod(directory, 0o700)
+        previous = os.environ.get(warm.RUNTIME_DIR_ENV)
+        os.environ[warm.RUNTIME_DIR_ENV] = directory
+        try:
+            yield directory
+        finally:
+            warm.stop_zygotes(directory)
+            if previous is None:
+                os.environ.pop(warm.RUNTIME_DIR_ENV, None)
+            else:
+                os.environ[warm.RUNTIME_DIR_ENV] = previous

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -162,7 +163,8 @@ def launcher_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: None
 def workspace(tmp_path: Path, launcher_dir: Path) -> Iterator[Workspace]:
     ws = Workspace(tmp_path)
     yield ws
-    leftovers = list(tmp_path.glob("l2vpc-provider-*"))
+    # The provider's private socket directories are named l2vpc-<16 hex digits>.
+    leftovers = [p for p in tmp_path.glob("l2vpc-*") if re.fullmatch(r"l2vpc-[0-9a-f]{16}", p.name)]
     # A provider killed with SIGKILL cannot remove its socket directory; tests that kill one
     # remove what it left and set this marker.
     if not (tmp_path / ".killed").exists():
