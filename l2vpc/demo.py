@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 DEMO_DIR = Path(".l2vpc") / "demo"
 EXAMPLE = "quickstart"
+DEMO_PSK = "demo.psk.2024"  # the premises VPN gateway's key, as in examples/terraform/site-to-site-vpn
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +54,7 @@ def _tf(workdir: Path, *args: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from l2vpc.lab.lab import Lab
+    from l2vpc.lab.premises import PremisesConfig
     from l2vpc.lab.topology import LabTopology
 
     base = Path(args.dir).resolve()
@@ -77,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir)
     shutil.copytree(_example_dir(), workdir, ignore=shutil.ignore_patterns(".terraform*", "terraform.tfstate*"))
 
-    _say("\n== 1. lab: 3 compute hosts and 1 edge host, each a namespace with its own agent")
-    lab.up(LabTopology.build(3, ["us-east"], 1, ["nyc1"]), driver="auto", progress=lambda m: _say(f"   {m}"))
+    _say("\n== 1. lab: 3 compute hosts and 1 edge host, each a namespace with its own agent, and a premises site")
+    lab.up(LabTopology.build(3, ["us-east"], 1, ["nyc1"]), driver="auto", progress=lambda m: _say(f"   {m}"),
+           premises=PremisesConfig() if root else None, premises_psk=DEMO_PSK if root else None)
 
     _say(f"\n== 2. terraform plan ({workdir})")
     if _tf(workdir, "plan", "-input=false", "-out=demo.tfplan"):
@@ -98,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
              "   .venv/bin/l2vpc lab status\n"
              "   .venv/bin/l2vpc lab exec web1 -- ip addr show net1\n"
              f"   .venv/bin/l2vpc tf -C {workdir} plan      # empty: everything converged\n"
+             "   L2VPC_STATE_PATH=" + str(state) + " .venv/bin/l2vpc tf -C examples/terraform/direct-connect apply\n"
              "Remove it with: .venv/bin/l2vpc demo down")
     return rc
 
