@@ -100,7 +100,8 @@ def test_premises_site_direct_connect_and_down(lab: tuple[Lab, str], tmp_path: P
     assert reply.status == pb.PushResponse.CONVERGED, reply.failures
 
     assert run("lab", "premises", "sync", "--state", state) == 0
-    assert "edge1: xc1 peering 169.254.20.1/31 (+169.254.20.1/31)" in capsys.readouterr().out
+    # The router starts with the default customer peering address; sync swaps in this one's.
+    assert "edge1: xc1 peering 169.254.20.1/31 (-169.254.10.2/30 +169.254.20.1/31)" in capsys.readouterr().out
     deadline = time.monotonic() + 10
     while True:
         items = {i["id"]: i for h in status_json(capsys, state)["hosts"] for i in h["items"]}
