@@ -108,3 +108,60 @@ def test_multi_vlan_router_and_firewall(example_lab: MakeLab) -> None:
     assert ex.exec("app1", "ping", "-c1", "-W2", "10.62.0.10").returncode == 0
     # ... and dropped by it: frontend may not reach storage.
     assert ex.exec("web1", "ping", "-c1", "-W2", "10.62.0.10").returncode != 0
+
+
+PREMISES_PSK = "demo.psk.2024"  # what site-to-site-vpn uses by default
+
+
+@pytest.fixture
+def premises_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeLab]:
+    """As example_lab, with the premises site the edge examples talk to (`lab up --edges 1 --premises`)."""
+    from l2vpc.lab.premises import PremisesConfig
+
+    made: list[ExampleLab] = []
+
+    def make(example: str) -> ExampleLab:
+        ex = ExampleLab(tmp_path, example)
+        monkeypatch.setenv("L2VPC_STATE_PATH", str(ex.state))
+        ex.lab.up(LabTopology.build(2, ["us-east"], 1, ["nyc1"]), driver="linux", premises=PremisesConfig(),
+                  premises_psk=PREMISES_PSK)
+        made.append(ex)
+        return ex
+
+    yield make
+    for ex in made:
+        if (ex.dir / "terraform.tfstate").exists():
+            cli(["tf", "-C", str(ex.dir), "destroy", "-auto-approve", "-no-color"])
+        ex.lab.down()
+    assert not [e for e in made if e.lab.load() is not None]
+
+
+@pytest.mark.root
+def test_direct_connect_routes_the_premises_lan(premises_lab: MakeLab) -> None:
+    import json
+
+    ex = premises_lab("direct-connect")
+    ex.tf("apply", "-auto-approve")
+    assert ex.objects() == {"vpc": 1, "attachment": 1, "direct_connect": 1, "vpn": 0}
+    dx = json.loads(ex.output("direct_connect"))
+    assert dx["status"] == "active"
+    assert (dx["peering"]["customer_ip"], dx["peering"]["provider_ip"]) == ("169.254.10.2", "169.254.10.1")
+    # The premises LAN, learned over BGP from the customer router, is routed from the workload.
+    assert any(ex.exec("db1", "ping", "-c1", "-W1", "192.168.50.10").returncode == 0 for _ in range(5))
+    ex.tf("destroy", "-auto-approve")
+    assert ex.objects() == {"vpc": 0, "attachment": 0, "direct_connect": 0, "vpn": 0}
+
+
+@pytest.mark.root
+def test_site_to_site_vpn_reaches_the_premises_lan(premises_lab: MakeLab) -> None:
+    import json
+
+    ex = premises_lab("site-to-site-vpn")
+    ex.tf("apply", "-auto-approve")
+    assert ex.objects() == {"vpc": 1, "attachment": 1, "direct_connect": 0, "vpn": 1}
+    vpn = json.loads(ex.output("vpn"))
+    assert vpn["status"] == "up" and vpn["public_ip"].startswith("203.0.113.")
+    # Through the tunnel to the premises gateway, to the host behind it.
+    assert any(ex.exec("app1", "ping", "-c1", "-W1", "192.168.50.10").returncode == 0 for _ in range(5))
+    ex.tf("destroy", "-auto-approve")
+    assert ex.objects() == {"vpc": 0, "attachment": 0, "direct_connect": 0, "vpn": 0}

@@ -221,6 +221,14 @@ class EdgeServiceResource(EngineResource):
     host_field = ""
     up_states: tuple[str, ...] = ()
     settle_seconds = 20.0
+    learn_seconds = 8.0
+
+    def given_up(self, obj_id: str, status: str) -> bool:
+        """A definite failure (e.g. the peer rejected our key): no point in waiting longer."""
+        return False
+
+    def wait_learned(self, obj_id: str, deadline: float) -> None:
+        """Once up: wait (until `deadline`) for what the session learns, before pushing routes."""
 
     def _refresh(self, obj_id: str) -> Any:
         engine = client_of(self).engine
@@ -244,7 +252,11 @@ class EdgeServiceResource(EngineResource):
             status = engine.get(self.kind, obj_id).status
             if status in self.up_states or time.monotonic() > deadline or self.provider.stopping:
                 break
+            if self.given_up(obj_id, status):
+                break
             time.sleep(0.2)
+        if status in self.up_states:
+            self.wait_learned(obj_id, min(deadline, time.monotonic() + self.learn_seconds))
         if status in self.up_states:
             # Now that the session is up, what it learned (routes for the VPC's workloads)
             # is in the edge's report: push it.

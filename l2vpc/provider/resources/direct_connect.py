@@ -8,7 +8,7 @@ from l2vpc.provider.codec import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
-from l2vpc.provider.resources.common import EdgeServiceResource, drop_unset
+from l2vpc.provider.resources.common import EdgeServiceResource, client_of, drop_unset
 from l2vpc.provider.resources.vpc import NAME_PATTERN
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import (
@@ -103,6 +103,23 @@ class DirectConnectResource(EdgeServiceResource):
             "bandwidth_mbps": obj.bandwidth_mbps, "partner": obj.partner, "service_key": obj.service_key,
             "gateway_ip": obj.gateway_ip, "mode": obj.mode, "vlan": obj.vlan, "bgp": bgp, "status": obj.status,
         }
+
+    def wait_learned(self, obj_id: str, deadline: float) -> None:
+        # A BGP session is Established before the peer's routes arrive; give them a moment so
+        # the routes reach the workloads in this apply (an empty table waits the full time).
+        import time
+
+        engine = client_of(self).engine
+        dx = engine.get(self.kind, obj_id)
+        if dx.mode != "layer3":
+            return
+        while time.monotonic() < deadline and not self.provider.stopping:
+            self._refresh(obj_id)
+            report = engine.actual_configs().get(dx.edge_host or "")
+            seen = report.observation(obj_id) if report else None
+            if seen is not None and seen.learned:
+                return
+            time.sleep(0.2)
 
     def validate(self, config: dict[str, Any], diags: Diagnostics) -> None:
         bgp = config.get("bgp")

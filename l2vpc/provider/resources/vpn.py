@@ -9,7 +9,7 @@ from l2vpc.provider.codec import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
-from l2vpc.provider.resources.common import EdgeServiceResource, drop_unset, known
+from l2vpc.provider.resources.common import EdgeServiceResource, client_of, drop_unset, known
 from l2vpc.provider.resources.vpc import NAME_PATTERN
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import (
@@ -100,6 +100,13 @@ class VpnResource(EdgeServiceResource):
     host_field = "vpn_host"
     up_states = ("up",)
     config_validators = (exactly_one_of("pre_shared_key", "pre_shared_key_wo"),)
+
+    def given_up(self, obj_id: str, status: str) -> bool:
+        # The peer answered and said no (key, proposal, selectors): waiting will not change it.
+        if status != "down":
+            return False
+        detail = client_of(self).engine.status_detail(self.kind, obj_id)
+        return any(w in detail for w in ("authentication failed", "accepts none of our", "refused the traffic"))
 
     def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:
         data = drop_unset({k: values.get(k) for k in _FIELDS})

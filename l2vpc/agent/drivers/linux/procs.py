@@ -114,8 +114,24 @@ def stop(pidfile: Path, marker: str, timeout: float = 2.0) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.005)
+        _wait_reaped(pid, deadline + timeout)
     with contextlib.suppress(FileNotFoundError):
         pidfile.unlink()
+
+
+def _wait_reaped(pid: int, deadline: float) -> None:
+    """Collect our child's exit status. A multi-threaded daemon shows `Z` while its other
+    threads still exit, and cannot be waited for until they have: keep trying until then."""
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not our child (init reaps it) or already collected
+        except OSError:
+            return
+        if done == pid:
+            return
+        time.sleep(0.005)
 
 
 def _reap(pid: int) -> None:
