@@ -543,12 +543,7 @@ class Engine:
         return vpc
 
     def _objects(self, tx: Transaction, ids: Iterable[str]) -> builtins.list[Attachment]:
-        out = []
-        for i in sorted(ids):
-            so = tx.get("attachment", i)
-            if so is not None:
-                out.append(Attachment.model_validate(so.data))
-        return out
+        return [Attachment.model_validate(so.data) for so in tx.get_many("attachment", ids)]
 
     def _members(self, tx: Transaction, vpc_id: str) -> builtins.list[Attachment]:
         return self._objects(tx, tx.allocations(alloc.pool_members(vpc_id)))

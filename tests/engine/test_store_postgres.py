@@ -725,3 +725,14 @@ def test_leadership_of_a_killed_process_is_handed_over_within_a_second(db: Db) -
             if holder.poll() is None:
                 holder.kill()
                 holder.wait()
+
+
+def test_get_many_returns_existing_objects_in_id_order(store: PostgresStore) -> None:
+    with store.transaction() as tx:
+        for i in (3, 1, 2):
+            tx.create("attachment", f"att-{i:04d}", {"n": i})
+        tx.create("vpc", "att-0002x", {"other": "kind"})
+    with store.transaction() as tx:
+        got = tx.get_many("attachment", ["att-0002", "att-0009", "att-0001", "att-0002", "bad\x00id"])
+        assert [(o.id, o.data) for o in got] == [("att-0001", {"n": 1}), ("att-0002", {"n": 2})]
+        assert tx.get_many("attachment", []) == []

@@ -576,3 +576,17 @@ def test_two_processes_race_for_the_same_values(db_path: Path) -> None:
         assert s.schema_version() == LATEST
     assert held == {v: name for name, values in won.items() for v in values}
     assert raw(db_path, "SELECT version FROM schema_version") == [(v,) for v in range(1, LATEST + 1)]
+
+
+def test_get_many_returns_existing_objects_in_id_order(db_path: Path) -> None:
+    with SqliteStore(db_path) as s:
+        with s.transaction() as tx:
+            for i in (3, 1, 2):
+                tx.create("attachment", f"att-{i:04d}", {"n": i})
+            tx.create("vpc", "att-0002x", {"other": "kind"})
+        with s.transaction() as tx:
+            got = tx.get_many("attachment", ["att-0002", "att-0009", "att-0001", "att-0002"])
+            assert [(o.id, o.data) for o in got] == [("att-0001", {"n": 1}), ("att-0002", {"n": 2})]
+            assert tx.get_many("attachment", []) == []
+            many = tx.get_many("attachment", [f"att-{i:04d}" for i in range(1200)])
+            assert [o.id for o in many] == ["att-0001", "att-0002", "att-0003"]

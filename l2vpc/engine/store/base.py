@@ -15,7 +15,7 @@ an exception rolls everything back.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,12 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def get(self, kind: str, ident: str, tenant: str | None = None) -> StoredObject | None:
         """The object, or None. With `tenant` set, another tenant's object is None."""
+
+    def get_many(self, kind: str, idents: Iterable[str]) -> list[StoredObject]:
+        """The objects among `idents` that exist, ordered by id (one round trip where the
+        store can). Used for a VPC's members and a workload's attachments."""
+        found = (self.get(kind, i) for i in sorted(set(idents)))
+        return [o for o in found if o is not None]
 
     @abc.abstractmethod
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:

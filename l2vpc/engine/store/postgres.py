@@ -55,7 +55,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, NoReturn
@@ -158,6 +158,18 @@ class PostgresTransaction(Transaction):
             return None
         tenant_, generation, text = rows[0]
         return _LazyObject.from_row(kind, ident, generation, text, tenant_)
+
+    def get_many(self, kind: str, idents: Iterable[str]) -> list[StoredObject]:
+        _check_kind(kind)
+        wanted = sorted({str(i) for i in idents if _lookup_key("id", str(i))})
+        if not wanted:
+            return []
+        rows = self._rows(
+            "SELECT id, tenant, generation, data FROM objects WHERE kind = %s AND id = ANY(%s) ORDER BY id",
+            (kind, wanted),
+        )
+        new = _LazyObject.from_row
+        return [new(kind, i, g, d, t) for i, t, g, d in rows]
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
         _check_kind(kind)
