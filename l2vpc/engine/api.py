@@ -344,7 +344,6 @@ class Engine:
         ident = new_id("attachment")
         att = parse(Attachment, {**data, "id": ident})
         vpc = self._vpc(tx, att.vpc_id)
-        hosts = self._hosts(tx)
         siblings = self._workload_attachments(tx, att.workload)
         if any(s.vpc_id == vpc.id for s in siblings):
             other = next(s.id for s in siblings if s.vpc_id == vpc.id)
@@ -353,8 +352,12 @@ class Engine:
                 path="vpc_id")
         host = att.host or next((s.host for s in siblings if s.host), None)
         if host is None:
+            hosts = self._hosts(tx)  # placement looks at every host
             load = Counter(a.host for a in self._attachments(tx) if a.host)
             host = pick_compute_host(hosts.values(), vpc, load, self.default_region).name
+        else:
+            # The rules only need the hosts this workload touches: read those, not all of them.
+            hosts = self._hosts_named(tx, {host, *(s.host for s in siblings if s.host)})
         att = att.model_copy(update={"host": host})
         topo = Topology(hosts=hosts, vpcs={vpc.id: vpc, **{s.vpc_id: self._vpc(tx, s.vpc_id) for s in siblings}},
                         attachments={ident: att, **{s.id: s for s in siblings}})
@@ -523,6 +526,9 @@ class Engine:
             raise ValidationError(f"a {kind} named {name!r} already exists ({holder})", path="name")
         tx.reserve(f"name:{kind}", name, owner)
 
+    def _hosts_named(self, tx: Transaction, names: Iterable[str]) -> dict[str, Host]:
+        return {o.id: Host.model_validate(o.data) for o in tx.get_many("host", names)}
+
     def _hosts(self, tx: Transaction) -> dict[str, Host]:
         return {o.id: Host.model_validate(o.data) for o in tx.list("host")}
 
@@ -573,7 +579,13 @@ class Engine:
         so = tx.get("vpc", vpc.id)
         assert so is not None
         current = VPC.model_validate(so.data)
-        placed = self._place_dhcp(tx, current, self._members(tx, vpc.id), hosts)
+        if current.dhcp is None and current.dhcp_host is None:
+            return  # no DHCP server to place
+        members = self._members(tx, vpc.id)
+        member_hosts = {a.host for a in members if a.host}
+        if not member_hosts <= set(hosts):
+            hosts = {**hosts, **self._hosts_named(tx, member_hosts - set(hosts))}
+        placed = self._place_dhcp(tx, current, members, hosts)
         if placed.dhcp_host != current.dhcp_host:
             tx.update("vpc", vpc.id, _dump(placed), so.generation)
 

@@ -49,7 +49,10 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
             prev = vnis.setdefault(v.vni, v.name)
             if prev != v.name:
                 add((f"{where}.vni", f"VNI {v.vni} is already used by VPC {prev!r}"))
-        if v.scope == "single_region" and v.region and topo.hosts and v.region not in topo.regions:
+        # Only where this VPC is checked itself (a file, or the VPC being changed): when an
+        # attachment is checked, the topology holds just the hosts that attachment touches.
+        checked = not labels or v.id in labels
+        if checked and v.scope == "single_region" and v.region and topo.hosts and v.region not in topo.regions:
             add((f"{where}.region", f"no host is in region {v.region!r}; known regions: {', '.join(sorted(topo.regions))}"))
 
     # --- attachments -------------------------------------------------------------------
