@@ -75,8 +75,8 @@ from l2vpc.engine.errors import (
     ValidationError,
 )
 from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.documents import LazyObject, check_kind, check_text, encode, loads
 from l2vpc.engine.store.migrations import Migration, check_sequence, load_migrations
-from l2vpc.engine.store.sqlite import _check_kind, _check_text, _encode, _LazyObject, _loads
 
 DEFAULT_BUSY_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 60.0
@@ -150,17 +150,17 @@ class PostgresTransaction(Transaction):
 
     # --- objects -----------------------------------------------------------------------
     def get(self, kind: str, ident: str, tenant: str | None = None) -> StoredObject | None:
-        _check_kind(kind)
+        check_kind(kind)
         if not _lookup_key("id", ident):
             return None  # no stored id contains NUL
         rows = self._rows("SELECT tenant, generation, data FROM objects WHERE kind = %s AND id = %s", (kind, ident))
         if not rows or (tenant is not None and rows[0][0] != tenant):
             return None
         tenant_, generation, text = rows[0]
-        return _LazyObject.from_row(kind, ident, generation, text, tenant_)
+        return LazyObject.from_row(kind, ident, generation, text, tenant_)
 
     def get_many(self, kind: str, idents: Iterable[str]) -> list[StoredObject]:
-        _check_kind(kind)
+        check_kind(kind)
         wanted = sorted({str(i) for i in idents if _lookup_key("id", str(i))})
         if not wanted:
             return []
@@ -168,11 +168,11 @@ class PostgresTransaction(Transaction):
             "SELECT id, tenant, generation, data FROM objects WHERE kind = %s AND id = ANY(%s) ORDER BY id",
             (kind, wanted),
         )
-        new = _LazyObject.from_row
+        new = LazyObject.from_row
         return [new(kind, i, g, d, t) for i, t, g, d in rows]
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
-        _check_kind(kind)
+        check_kind(kind)
         if tenant is None:
             rows = self._rows(
                 "SELECT id, tenant, generation, data FROM objects WHERE kind = %s ORDER BY id", (kind,)
@@ -184,11 +184,11 @@ class PostgresTransaction(Transaction):
                 "SELECT id, tenant, generation, data FROM objects WHERE kind = %s AND tenant = %s ORDER BY id",
                 (kind, tenant),
             )
-        new = _LazyObject.from_row
+        new = LazyObject.from_row
         return [new(kind, i, g, d, t) for i, t, g, d in rows]
 
     def create(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
-        _check_kind(kind)
+        check_kind(kind)
         _check_key("id", ident)
         if not isinstance(tenant, str):
             raise ValidationError(f"must be a string, got {type(tenant).__name__}", path="tenant")
@@ -203,10 +203,10 @@ class PostgresTransaction(Transaction):
         if inserted != 1:
             raise ConflictError(f"{kind} {ident!r} already exists")
         # What a later get() returns (jsonb's text), not the caller's mutable dict.
-        return _LazyObject.from_row(kind, ident, 1, text, tenant)
+        return LazyObject.from_row(kind, ident, 1, text, tenant)
 
     def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
-        _check_kind(kind)
+        check_kind(kind)
         _check_generation("expected_generation", expected_generation)
         text = _encode_pg(kind, ident, data)
         if not _lookup_key("id", ident):
@@ -219,10 +219,10 @@ class PostgresTransaction(Transaction):
         if not rows:
             self._raise_missing_or_stale(kind, ident, expected_generation)
         generation, tenant = rows[0]
-        return _LazyObject.from_row(kind, ident, generation, text, tenant)
+        return LazyObject.from_row(kind, ident, generation, text, tenant)
 
     def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
-        _check_kind(kind)
+        check_kind(kind)
         if expected_generation is not None:
             _check_generation("expected_generation", expected_generation)
         if not _lookup_key("id", ident):
@@ -295,7 +295,7 @@ class PostgresTransaction(Transaction):
         rows = self._rows(
             "SELECT host, generation, config, extract(epoch FROM updated_at)::float8 FROM host_reports"
         )
-        return {h: HostReport(h, g, _loads(c), u) for h, g, c, u in rows}
+        return {h: HostReport(h, g, loads(c), u) for h, g, c, u in rows}
 
     def delete_host_report(self, host: str) -> None:
         if _lookup_key("host", host):
@@ -491,7 +491,7 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise self._connect_error(exc) from None
         try:
-            # Our SQL converts nothing: hand jsonb over as its text, decoded lazily (see _LazyObject).
+            # Our SQL converts nothing: hand jsonb over as its text, decoded lazily (see LazyObject).
             conn.adapters.register_loader("jsonb", TextLoader)
             conn.execute(
                 "SELECT set_config('lock_timeout', %s, false), "
@@ -764,8 +764,8 @@ def _rollback(conn: psycopg.Connection[Any]) -> None:
 
 
 def _check_key(field: str, value: object) -> None:
-    _check_text(field, value)
-    if "\x00" in value:  # type: ignore[operator]  # a str after _check_text
+    check_text(field, value)
+    if "\x00" in value:  # type: ignore[operator]  # a str after check_text
         raise ValidationError("must not contain NUL characters", path=field)
 
 
@@ -783,7 +783,7 @@ def _check_generation(field: str, value: object, minimum: int = 1) -> None:
 
 
 def _encode_pg(kind: str, ident: str, data: object, field: str = "data") -> str:
-    text = _encode(kind, ident, data, field)
+    text = encode(kind, ident, data, field)
     if "\\u0000" in text and _JSON_NUL.search(text):
         raise ValidationError(f"{kind} {ident!r}: not storable as JSON: contains a NUL character", path=field)
     return text

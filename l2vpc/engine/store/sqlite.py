@@ -20,7 +20,6 @@ The file and its -wal/-shm companions are mode 0600: the state holds secrets (se
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -39,7 +38,8 @@ from l2vpc.engine.errors import (
     TemporaryError,
     ValidationError,
 )
-from l2vpc.engine.store.base import KINDS, HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.documents import LazyObject, check_kind, check_text, encode, loads
 from l2vpc.engine.store.migrations import Migration, check_sequence, load_migrations
 
 DEFAULT_BUSY_TIMEOUT = 10.0
@@ -53,79 +53,6 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _SQLITE_BUSY_SNAPSHOT = _SQLITE_BUSY | (2 << 8)  # only if a transaction were not IMMEDIATE
 
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
-_loads = json.JSONDecoder().decode
-
-
-_DATA_SLOT = StoredObject.__dict__["data"]  # the slot behind StoredObject.data
-
-
-class _LazyObject(StoredObject):
-    """The StoredObject this store returns: its JSON document is decoded on first access of
-    `.data`.
-
-    For list(), decoding costs several times the query itself (bench/bench_store.py prints both)
-    and callers that filter by id, tenant or generation never need most documents; create() and
-    update() hand back a copy of what was stored that most callers never read. The text is read
-    inside the transaction, so the snapshot is the same as with eager decoding. Compares equal to
-    a plain StoredObject with the same fields. Two threads reading `.data` of the same object at
-    once may both decode it; each gets an equal dict.
-    """
-
-    __slots__ = ("_raw",)
-
-    @classmethod
-    def from_row(cls, kind: str, ident: str, generation: int, raw: str, tenant: str) -> _LazyObject:
-        # Slot setters directly: StoredObject.__init__ (kept for dataclasses.replace) would
-        # go through the property and needs a decoded dict.
-        obj = object.__new__(cls)
-        _KIND_SLOT.__set__(obj, kind)
-        _ID_SLOT.__set__(obj, ident)
-        _GENERATION_SLOT.__set__(obj, generation)
-        _TENANT_SLOT.__set__(obj, tenant)
-        _RAW_SLOT.__set__(obj, raw)
-        return obj
-
-    @property
-    def data(self) -> dict[str, Any]:
-        try:
-            return _DATA_SLOT.__get__(self, StoredObject)
-        except AttributeError:
-            value: dict[str, Any] = _loads(_RAW_SLOT.__get__(self, _LazyObject))
-            _DATA_SLOT.__set__(self, value)
-            return value
-
-    @data.setter
-    def data(self, value: dict[str, Any]) -> None:
-        # Reached only via object.__setattr__ (dataclasses.replace, unpickling), as in StoredObject.
-        _DATA_SLOT.__set__(self, value)
-
-    def __eq__(self, other: object) -> bool:
-        # The dataclass __eq__ only compares objects of exactly the same class.
-        if not isinstance(other, StoredObject):
-            return NotImplemented
-        return (self.kind, self.id, self.generation, self.tenant, self.data) == (
-            other.kind,
-            other.id,
-            other.generation,
-            other.tenant,
-            other.data,
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # like StoredObject's: its dict is unhashable
-
-    def __repr__(self) -> str:
-        return (
-            f"StoredObject(kind={self.kind!r}, id={self.id!r}, generation={self.generation!r}, "
-            f"data={self.data!r}, tenant={self.tenant!r})"
-        )
-
-
-_KIND_SLOT = StoredObject.__dict__["kind"]
-_ID_SLOT = StoredObject.__dict__["id"]
-_GENERATION_SLOT = StoredObject.__dict__["generation"]
-_TENANT_SLOT = StoredObject.__dict__["tenant"]
-_RAW_SLOT = _LazyObject.__dict__["_raw"]
 
 
 class SqliteTransaction(Transaction):
@@ -164,19 +91,19 @@ class SqliteTransaction(Transaction):
 
     # --- objects -----------------------------------------------------------------------
     def get(self, kind: str, ident: str, tenant: str | None = None) -> StoredObject | None:
-        _check_kind(kind)
+        check_kind(kind)
         rows = self._rows(
             "SELECT tenant, generation, data FROM objects WHERE kind = ? AND id = ?", (kind, ident)
         )
         if not rows or (tenant is not None and rows[0][0] != tenant):
             return None
         tenant_, generation, text = rows[0]
-        return _LazyObject.from_row(kind, ident, generation, text, tenant_)
+        return LazyObject.from_row(kind, ident, generation, text, tenant_)
 
     def get_many(self, kind: str, idents: Iterable[str]) -> list[StoredObject]:
-        _check_kind(kind)
+        check_kind(kind)
         wanted = sorted({str(i) for i in idents})
-        new = _LazyObject.from_row
+        new = LazyObject.from_row
         out: list[StoredObject] = []
         # SQLite allows 32,766 parameters per statement; stay far below.
         for start in range(0, len(wanted), 500):
@@ -190,7 +117,7 @@ class SqliteTransaction(Transaction):
         return out
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
-        _check_kind(kind)
+        check_kind(kind)
         if tenant is None:
             rows = self._rows(
                 "SELECT id, tenant, generation, data FROM objects WHERE kind = ? ORDER BY id", (kind,)
@@ -200,15 +127,15 @@ class SqliteTransaction(Transaction):
                 "SELECT id, tenant, generation, data FROM objects WHERE kind = ? AND tenant = ? ORDER BY id",
                 (kind, tenant),
             )
-        new = _LazyObject.from_row
+        new = LazyObject.from_row
         return [new(kind, i, g, d, t) for i, t, g, d in rows]
 
     def create(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
-        _check_kind(kind)
-        _check_text("id", ident)
+        check_kind(kind)
+        check_text("id", ident)
         if not isinstance(tenant, str):
             raise ValidationError(f"must be a string, got {type(tenant).__name__}", path="tenant")
-        text = _encode(kind, ident, data)
+        text = encode(kind, ident, data)
         inserted = self._change(
             "INSERT INTO objects (kind, id, tenant, generation, data) VALUES (?, ?, ?, 1, ?) "
             "ON CONFLICT (kind, id) DO NOTHING",
@@ -217,11 +144,11 @@ class SqliteTransaction(Transaction):
         if inserted != 1:
             raise ConflictError(f"{kind} {ident!r} already exists")
         # Hand back what a later get() returns, not the caller's (mutable) dict.
-        return _LazyObject.from_row(kind, ident, 1, text, tenant)
+        return LazyObject.from_row(kind, ident, 1, text, tenant)
 
     def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
-        _check_kind(kind)
-        text = _encode(kind, ident, data)
+        check_kind(kind)
+        text = encode(kind, ident, data)
         rows = self._rows(
             "UPDATE objects SET data = ?, generation = generation + 1 "
             "WHERE kind = ? AND id = ? AND generation = ? RETURNING generation, tenant",
@@ -230,10 +157,10 @@ class SqliteTransaction(Transaction):
         if not rows:
             self._raise_missing_or_stale(kind, ident, expected_generation)
         generation, tenant = rows[0]
-        return _LazyObject.from_row(kind, ident, generation, text, tenant)
+        return LazyObject.from_row(kind, ident, generation, text, tenant)
 
     def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
-        _check_kind(kind)
+        check_kind(kind)
         if expected_generation is None:
             if self._change("DELETE FROM objects WHERE kind = ? AND id = ?", (kind, ident)) != 1:
                 raise NotFoundError(kind, ident)
@@ -258,7 +185,7 @@ class SqliteTransaction(Transaction):
     def reserve(self, pool: str, value: str, owner: str) -> None:
         if not (type(pool) is str and type(value) is str and type(owner) is str and pool and value and owner):
             for field, text in (("pool", pool), ("value", value), ("owner", owner)):
-                _check_text(field, text)
+                check_text(field, text)
         inserted = self._change(
             "INSERT INTO allocations (pool, value, owner) VALUES (?, ?, ?) ON CONFLICT (pool, value) DO NOTHING",
             (pool, value, owner),
@@ -281,8 +208,8 @@ class SqliteTransaction(Transaction):
 
     # --- host reports ------------------------------------------------------------------
     def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:
-        _check_text("host", host)
-        text = _encode("host report", host, config, field="config")
+        check_text("host", host)
+        text = encode("host report", host, config, field="config")
         self._change(
             "INSERT INTO host_reports (host, generation, config, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (host) DO UPDATE SET generation = excluded.generation, config = excluded.config, "
@@ -292,14 +219,14 @@ class SqliteTransaction(Transaction):
 
     def host_reports(self) -> dict[str, HostReport]:
         rows = self._rows("SELECT host, generation, config, updated_at FROM host_reports")
-        return {h: HostReport(h, g, _loads(c), u) for h, g, c, u in rows}
+        return {h: HostReport(h, g, loads(c), u) for h, g, c, u in rows}
 
     def delete_host_report(self, host: str) -> None:
         self._change("DELETE FROM host_reports WHERE host = ?", (host,))
 
     # --- counters ----------------------------------------------------------------------
     def next_sequence(self, name: str) -> int:
-        _check_text("name", name)
+        check_text("name", name)
         rows = self._rows(
             "INSERT INTO sequences (name, value) VALUES (?, 1) "
             "ON CONFLICT (name) DO UPDATE SET value = sequences.value + 1 RETURNING value",
@@ -604,28 +531,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValidationError(f"unknown object kind {kind!r}; allowed: {', '.join(KINDS)}", path="kind")
-
-
-def _check_text(field: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValidationError(f"must be a non-empty string, got {value!r}", path=field)
-
-
-def _encode(kind: str, ident: str, data: object, field: str = "data") -> str:
-    if not isinstance(data, dict):
-        raise ValidationError(
-            f"{kind} {ident!r}: must be a JSON object, got {type(data).__name__}", path=field
-        )
-    try:
-        return _dumps(data)
-    except (TypeError, ValueError) as exc:
-        # Strict JSON (no NaN/Infinity) so PostgreSQL's jsonb accepts the same documents.
-        raise ValidationError(f"{kind} {ident!r}: not storable as JSON: {exc}", path=field) from exc
 
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteStore", "SqliteTransaction"]
