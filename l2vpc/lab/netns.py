@@ -18,7 +18,9 @@ import threading
 import time
 from collections.abc import Iterator
 
-NETNS_DIR = "/run/netns"
+# Named namespaces live where the agent's driver keeps them; one definition for both.
+from l2vpc.agent.drivers.linux.netns import exists, path
+
 CLONE_NEWNET = 0x40000000
 UNDERLAY_BRIDGE = "br0"
 HOST_UPLINK = "ul0"
@@ -38,21 +40,6 @@ def ip(*args: str, netns: str | None = None) -> str:
     except subprocess.CalledProcessError as e:
         raise LabNetError(f"{' '.join(cmd)}: {e.stderr.strip() or e.returncode}") from None
     return out.stdout
-
-
-def path(name: str) -> str:
-    return os.path.join(NETNS_DIR, name)
-
-
-def exists(name: str) -> bool:
-    return os.path.exists(path(name))
-
-
-def list_names() -> list[str]:
-    try:
-        return sorted(os.listdir(NETNS_DIR))
-    except FileNotFoundError:
-        return []
 
 
 def create(name: str) -> None:

@@ -161,20 +161,24 @@ class EngineResource(Resource):
     def check_plan(self, planned: dict[str, Any], diags: Diagnostics) -> None:
         check_fields(self.model_name, self.engine_data(planned), diags, unknown_fields(planned))
 
+    def _after_change(self, obj_id: str, plan: dict[str, Any], diags: Diagnostics) -> dict[str, Any]:
+        """Converge the hosts (when they can be affected), wait for the object to work, and
+        return its new state."""
+        if self.touches_hosts(obj_id):
+            converge_after_change(self, diags)
+            self.settle(obj_id, diags)
+        return self.to_state(client_of(self).engine.get(self.kind, obj_id), plan)
+
     def create(self, plan: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
-        engine = client_of(self).engine
         try:
             # adopt: an identical object this provider created but Terraform never recorded
             # (the provider was killed mid-apply) is taken over instead of failing as a duplicate.
-            obj = engine.create(self.kind, self.engine_data(plan), adopt=True)
+            obj = client_of(self).engine.create(self.kind, self.engine_data(plan), adopt=True)
         except Exception as e:
             if report_engine_error(e, diags):
                 return None
             raise
-        if self.touches_hosts(obj.id):
-            converge_after_change(self, diags)
-            self.settle(obj.id, diags)
-        return self.to_state(engine.get(self.kind, obj.id), plan)
+        return self._after_change(obj.id, plan, diags)
 
     def read(self, state: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
         # Terraform has recorded the object: it may never be adopted by a later create.
@@ -182,17 +186,13 @@ class EngineResource(Resource):
         return None if obj is None else self.to_state(obj, state)
 
     def update(self, prior: dict[str, Any], plan: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
-        engine = client_of(self).engine
         try:
-            obj = engine.update(self.kind, prior["id"], self.engine_data(plan))
+            obj = client_of(self).engine.update(self.kind, prior["id"], self.engine_data(plan))
         except Exception as e:
             if report_engine_error(e, diags):
                 return None
             raise
-        if self.touches_hosts(obj.id):
-            converge_after_change(self, diags)
-            self.settle(obj.id, diags)
-        return self.to_state(engine.get(self.kind, obj.id), plan)
+        return self._after_change(obj.id, plan, diags)
 
     def delete(self, state: dict[str, Any], diags: Diagnostics) -> None:
         from l2vpc.engine.errors import NotFoundError
