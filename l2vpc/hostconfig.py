@@ -15,7 +15,9 @@ on them and an agent can recognise the devices it owns by prefix (`l2`).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -305,6 +307,19 @@ class HostConfig:
             raise ValueError(f"host config: missing field {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
             raise ValueError(f"host config: {e}") from None
+
+
+def config_digest(cfg: HostConfig) -> str:
+    """What a host runs, as a short hash both sides compute alike: the agent sends it with
+    every heartbeat and the controller compares it with the last report it recorded, so any
+    change (drift, a session that came up, newly learned routes) makes the controller re-read
+    the host. Generation and labels are left out; secrets are blank in reports anyway."""
+    n = cfg.normalized()
+    data = n.to_dict()
+    data.pop("generation", None)
+    data.pop("labels", None)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _blank_secrets(value: Any) -> None:

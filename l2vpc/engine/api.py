@@ -223,7 +223,7 @@ class Engine:
             candidates = [a.id for a in self._workload_attachments(tx, str(data.get("workload")))
                           if a.vpc_id == data.get("vpc_id")]
         else:
-            holder = tx.allocations(f"name:{kind}").get(str(data.get("name")))
+            holder = tx.allocations(self._name_pool(kind)).get(str(data.get("name")))
             candidates = [holder] if holder else []
         for ident in candidates:
             if ident not in unconfirmed:
@@ -301,7 +301,7 @@ class Engine:
                 path="region",
             )
         if new.name != cur.name:
-            tx.release_owner(cur.id, pool="name:vpc")
+            tx.release_owner(cur.id, pool=self._name_pool("vpc"))
             self._claim_name(tx, "vpc", new.name, cur.id)
         if new.scope != cur.scope:
             new = new.model_copy(update={"scope_epoch": cur.scope_epoch + 1})
@@ -520,11 +520,16 @@ class Engine:
         tx.release_owner(vpn.id)
 
     # ------------------------------------------------------------------ helpers
+    def _name_pool(self, kind: str) -> str:
+        # Names are unique within a tenant: another tenant's "web" neither blocks nor shows.
+        return f"name:{kind}:{self.tenant}" if self.tenant else f"name:{kind}"
+
     def _claim_name(self, tx: Transaction, kind: str, name: str, owner: str) -> None:
-        holder = tx.allocations(f"name:{kind}").get(name)
+        pool = self._name_pool(kind)
+        holder = tx.allocations(pool).get(name)
         if holder is not None and holder != owner:
             raise ValidationError(f"a {kind} named {name!r} already exists ({holder})", path="name")
-        tx.reserve(f"name:{kind}", name, owner)
+        tx.reserve(pool, name, owner)
 
     def _hosts_named(self, tx: Transaction, names: Iterable[str]) -> dict[str, Host]:
         return {o.id: Host.model_validate(o.data) for o in tx.get_many("host", names)}
@@ -555,7 +560,12 @@ class Engine:
         return self._objects(tx, tx.allocations(alloc.pool_members(vpc_id)))
 
     def _workload_attachments(self, tx: Transaction, workload: str) -> builtins.list[Attachment]:
-        return self._objects(tx, tx.allocations(alloc.pool_ifname(workload)).values())
+        stored = tx.get_many("attachment", tx.allocations(alloc.pool_ifname(workload)).values())
+        if any(so.tenant != self.tenant for so in stored):
+            # Workload names come from the compute service and are global; a workload's NICs
+            # all belong to the tenant that attached it first.
+            raise ValidationError(f"workload {workload!r} is not available to this tenant", path="workload")
+        return [Attachment.model_validate(so.data) for so in stored]
 
     @staticmethod
     def _vpc_reserved(vpc: VPC) -> set[str]:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Object kinds the store holds.
-KINDS = ("host", "vpc", "attachment", "direct_connect", "vpn")
+# "token": the controller's API tokens (digests only), kept beside the objects they guard.
+KINDS = ("host", "vpc", "attachment", "direct_connect", "vpn", "token")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""The controller: a long-running service in front of the engine (API, agents, reconciliation)."""
