@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateRequest(_message.Message):
-    __slots__ = ("kind", "data_json", "adopt")
+    __slots__ = ("kind", "data_json", "adopt", "adopt_key")
     KIND_FIELD_NUMBER: _ClassVar[int]
     DATA_JSON_FIELD_NUMBER: _ClassVar[int]
     ADOPT_FIELD_NUMBER: _ClassVar[int]
+    ADOPT_KEY_FIELD_NUMBER: _ClassVar[int]
     kind: str
     data_json: str
     adopt: bool
-    def __init__(self, kind: _Optional[str] = ..., data_json: _Optional[str] = ..., adopt: _Optional[bool] = ...) -> None: ...
+    adopt_key: str
+    def __init__(self, kind: _Optional[str] = ..., data_json: _Optional[str] = ..., adopt: _Optional[bool] = ..., adopt_key: _Optional[str] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("kind", "id", "confirm")

@@ -16,6 +16,12 @@ at all (no traffic loss). Without a persisted config it touches nothing and wait
 Logs name generations, counts and failure paths, never config contents (configs carry keys,
 and the state file is the only place they are written).
 
+A call naming a host in its `l2vpc-host` metadata (the engine's client always does) is refused
+with NOT_FOUND unless it names this agent's host: one address may serve many simulated hosts
+(fleet.py), and a real agent must not take a config meant for another host. With a controller,
+`run` also registers the host and heartbeats (heartbeat.py); `actual_digest` is what the
+heartbeats carry, computed from facts read at most every so often and after every converge.
+
 Secrets: a push carries them (a VPN's psk, a BGP md5_key, a circuit key); the persisted config
 keeps them (`to_dict(secrets=True)`, 0600), because a restarted agent must re-apply them.
 Nothing the agent sends back carries them: `desired` and `actual` in replies go through
@@ -34,20 +40,24 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc._proto import agent_pb2_grpc as pb_grpc
 from l2vpc.agent import wire
+from l2vpc.agent.channel import HOST_METADATA
 from l2vpc.agent.drivers.base import Action, ConvergeResult, Driver, Failure, split_reason
-from l2vpc.hostconfig import HostConfig, validate_host_config
+from l2vpc.hostconfig import HostConfig, config_digest, validate_host_config
 from l2vpc.pki import TlsFiles, write_private
+
+if TYPE_CHECKING:
+    from l2vpc.agent.heartbeat import HeartbeatScheduler
 
 log = logging.getLogger("l2vpc.agent")
 
@@ -96,10 +106,20 @@ class Health:
 
 
 class Agent:
-    def __init__(self, driver: Driver, state_dir: Path, driver_name: str = "") -> None:
+    """`durable=False` skips the fsyncs of the persisted config: for simulated hosts (a fleet of
+    hundreds in one process), whose state does not outlive the machine's uptime anyway."""
+
+    def __init__(self, driver: Driver, state_dir: Path, driver_name: str = "", *, durable: bool = True) -> None:
         self.driver = driver
         self.state_dir = state_dir
         self.driver_name = driver_name or type(driver).__name__
+        self.durable = durable
+        # The digest of the facts read last (by a converge or by actual_digest), when, and those
+        # facts: config_digest costs several times a memory driver's facts, so unchanged facts
+        # (compared as values) keep their digest.
+        self._digest = ""
+        self._digest_at = float("-inf")
+        self._digest_of: HostConfig | None = None
         self._converge_lock = threading.Lock()  # one converge (and driver call) at a time
         self._status_lock = threading.Lock()  # guards the fields below; never held for long
         self._desired: HostConfig | None = None
@@ -204,6 +224,13 @@ class Agent:
 
     def _persist(self, cfg: HostConfig) -> None:
         data = json.dumps({"format": STATE_FORMAT, "config": cfg.to_dict(secrets=True)}, sort_keys=True).encode()
+        if not self.durable:
+            tmp = self.state_file.with_name(f".{STATE_FILE}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.state_file)
+            return
         write_private(self.state_file, data)
         dir_fd = os.open(self.state_dir, os.O_RDONLY)
         try:
@@ -273,9 +300,11 @@ class Agent:
             result = ConvergeResult((), (Failure("", f"internal error in the {self.driver_name} driver: {e}"),),
                                     self._safe_facts(cfg))
         seconds = time.monotonic() - started
+        digest = config_digest(result.actual)
         with self._status_lock:
             self._converging = False
             self._last = _LastConverge(result.ok, result.failures, time.time(), seconds, cfg.generation)
+            self._digest, self._digest_at, self._digest_of = digest, time.monotonic(), result.actual
         status = "rejected" if result.rejected else ("converged" if result.ok else "failed")
         log.info("generation %d %s: %d actions, %d failures in %.3fs",
                  cfg.generation, status, len(result.actions), len(result.failures), seconds)
@@ -296,6 +325,38 @@ class Agent:
             actual = self.driver.facts()
         with self._status_lock:
             return self._desired, actual
+
+    def actual_digest(self, max_age: float = 0.0) -> str:
+        """`config_digest` of what the host runs. Facts are read again only when the last read
+        is older than `max_age` seconds, and never while a converge runs (it reads them at its
+        end): then the previous digest is returned at once ("" before any read)."""
+        with self._status_lock:
+            if self._digest and time.monotonic() - self._digest_at <= max_age:
+                return self._digest
+        if not self._converge_lock.acquire(blocking=False):
+            with self._status_lock:
+                return self._digest
+        try:  # under the converge lock: no converge can record newer facts meanwhile
+            read_at = time.monotonic()
+            try:
+                facts = self.driver.facts()
+            except Exception:
+                log.exception("reading facts for the heartbeat failed")
+                with self._status_lock:
+                    return self._digest
+            with self._status_lock:
+                same, digest = facts == self._digest_of, self._digest
+            if not same:
+                digest = config_digest(facts)
+            with self._status_lock:
+                self._digest, self._digest_at, self._digest_of = digest, read_at, facts
+            return digest
+        finally:
+            self._converge_lock.release()
+
+    @property
+    def host(self) -> str:
+        return self.driver.host
 
     @property
     def accepted_generation(self) -> int:
@@ -325,7 +386,15 @@ class AgentService(pb_grpc.AgentServicer):
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
+    def _check_host(self, context: grpc.ServicerContext) -> None:
+        for key, value in context.invocation_metadata():
+            if key == HOST_METADATA and value != self.agent.host:
+                context.abort(grpc.StatusCode.NOT_FOUND,
+                              f"this agent runs host {self.agent.host!r}, not {value!r} (is {value}'s "
+                              "agent_address right?)")
+
     def Push(self, request: pb.PushRequest, context: grpc.ServicerContext) -> pb.PushResponse:
+        self._check_host(context)
         if not request.HasField("config"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: required")
         try:
@@ -351,6 +420,7 @@ class AgentService(pb_grpc.AgentServicer):
         return response
 
     def GetState(self, request: pb.GetStateRequest, context: grpc.ServicerContext) -> pb.GetStateResponse:
+        self._check_host(context)
         desired, actual = self.agent.state()
         response = pb.GetStateResponse(actual=wire.config_to_pb(actual),
                                        accepted_generation=desired.generation if desired else 0)
@@ -359,6 +429,7 @@ class AgentService(pb_grpc.AgentServicer):
         return response
 
     def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+        self._check_host(context)
         h = self.agent.health()
         return pb.HealthResponse(
             host=h.host, api_version=wire.API_VERSION, driver=h.driver,
@@ -391,13 +462,16 @@ def _prepare_unix_socket(address: str) -> None:
     path.unlink()  # left behind by a previous run of this agent (it would block the bind)
 
 
-def serve(agent: Agent, listen: str, tls: TlsFiles, workers: int = 8) -> tuple[grpc.Server, str]:
-    """Start serving `agent` on `listen` (`host:port` or `unix:/abs/path`).
-
-    Returns the server and the address it listens on (port 0 resolved to the port it got).
-    """
-    if listen.startswith("unix:"):
-        _prepare_unix_socket(listen)
+def start_server(add: Callable[[grpc.Server], None], listens: Sequence[str], tls: TlsFiles,
+                 workers: int = 8) -> tuple[grpc.Server, list[str]]:
+    """A started mutual-TLS server with the servicers `add` puts on it, on every address of
+    `listens` (`host:port` or `unix:/abs/path`). Returns it and the addresses it listens on
+    (port 0 resolved to the port it got)."""
+    if not listens:
+        raise AgentError("no listen address given")
+    for listen in listens:
+        if listen.startswith("unix:"):
+            _prepare_unix_socket(listen)
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
         options=[
@@ -406,21 +480,34 @@ def serve(agent: Agent, listen: str, tls: TlsFiles, workers: int = 8) -> tuple[g
             ("grpc.so_reuseport", 0),  # a second agent on the same port must fail, not share it
         ],
     )
-    pb_grpc.add_AgentServicer_to_server(AgentService(agent), server)
-    try:
-        port = server.add_secure_port(listen, server_credentials(tls))
-    except RuntimeError as e:
-        raise AgentError(f"cannot listen on {listen}: {e}") from None
-    if port == 0:
-        raise AgentError(f"cannot listen on {listen} (address in use or not available)")
+    add(server)
+    credentials = server_credentials(tls)
+    addresses = []
+    for listen in listens:
+        try:
+            port = server.add_secure_port(listen, credentials)
+        except RuntimeError as e:
+            raise AgentError(f"cannot listen on {listen}: {e}") from None
+        if port == 0:
+            raise AgentError(f"cannot listen on {listen} (address in use or not available)")
+        addresses.append(listen if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:{port}")
     server.start()
-    if listen.startswith("unix:"):
-        return server, listen
-    return server, f"{listen.rsplit(':', 1)[0]}:{port}"
+    return server, addresses
 
 
-def run(agent: Agent, listen: str, tls: TlsFiles, ready: Callable[[grpc.Server], Any] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; the dataplane is left running (a restart must not disturb it)."""
+def serve(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, workers: int = 8) -> tuple[grpc.Server, str]:
+    """Start serving `agent` on `listen` (one address or several: `host:port` or `unix:/abs/path`).
+
+    Returns the server and the (first) address it listens on (port 0 resolved to the port it got).
+    """
+    listens = [listen] if isinstance(listen, str) else list(listen)
+    server, addresses = start_server(lambda s: pb_grpc.add_AgentServicer_to_server(AgentService(agent), s),
+                                     listens, tls, workers)
+    return server, addresses[0]
+
+
+def stop_on_signals() -> threading.Event:
+    """An event SIGTERM and SIGINT set (installed before serving: a stop request is never lost)."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -429,13 +516,30 @@ def run(agent: Agent, listen: str, tls: TlsFiles, ready: Callable[[grpc.Server],
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    return stop
+
+
+def run(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, ready: Callable[[grpc.Server], Any] | None = None,
+        heartbeats: HeartbeatScheduler | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the dataplane is left running (a restart must not disturb it).
+
+    With `heartbeats`, the host registers with its controller once the agent serves, and
+    heartbeats until the agent stops."""
+    stop = stop_on_signals()
     server, _ = serve(agent, listen, tls)
-    log.info("agent for %s (%s driver) listening on %s", agent.driver.host, agent.driver_name, listen)
+    log.info("agent for %s (%s driver) listening on %s", agent.host, agent.driver_name,
+             listen if isinstance(listen, str) else ", ".join(listen))
     agent.start()
+    if heartbeats is not None:
+        heartbeats.start()
     if ready is not None:
         ready(server)
-    stop.wait()
-    server.stop(grace=2).wait()
-    agent.close()
+    try:
+        stop.wait()
+    finally:
+        if heartbeats is not None:
+            heartbeats.stop()
+        server.stop(grace=2).wait()
+        agent.close()
     log.info("stopped")
     return 0

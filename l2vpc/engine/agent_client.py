@@ -9,19 +9,28 @@ client certificate and accept only an agent whose certificate, signed by the sam
 host we meant. Errors are sorted by what the executor should do next: unreachable, timed out or
 busy → TemporaryError (retried); rejected, stale, failed to converge → HostError naming the host
 and the step (not retried; the host's report is re-read).
+
+Several hosts may share an address (a fleet of simulated hosts behind one server, see
+l2vpc/agent/fleet.py): the pool keeps one channel per address (a thousand hosts on four
+addresses are four channels), every call names its host in the `l2vpc-host` metadata (the
+server refuses a host it does not run), and since a channel's handshake checks one name only,
+the names of the other hosts sharing it are checked against the server certificate's list
+(read once per address) before their first call.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc.agent import wire
-from l2vpc.agent.channel import open_channel, stub
+from l2vpc.agent.channel import certificate_names, host_metadata, open_channel, stub
 from l2vpc.engine.errors import HostError, TemporaryError
 from l2vpc.engine.model import Host
 from l2vpc.hostconfig import HostConfig
@@ -51,12 +60,22 @@ def _summary(failures: list[pb.Failure]) -> str:
 
 
 class GrpcAgentClient:
-    """One host's agent. Thread-safe (gRPC channels are)."""
+    """One host's agent. Thread-safe (gRPC channels are).
 
-    def __init__(self, host: Host, channel: grpc.Channel) -> None:
+    `verify`, when given, runs before each call until it has passed once: it raises the error
+    that stops the call (the shared-channel name check of GrpcAgentPool)."""
+
+    def __init__(self, host: Host, channel: grpc.Channel, verify: Callable[[], None] | None = None) -> None:
         self.host = host
         self.address = host.agent_address or ""
         self._stub = stub(channel)
+        self._metadata = host_metadata(host.name)
+        self._verify = verify
+
+    def _check(self) -> None:
+        if self._verify is not None:
+            self._verify()
+            self._verify = None
 
     def _rpc_error(self, e: grpc.RpcError, step: str) -> Exception:
         code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -67,9 +86,10 @@ class GrpcAgentClient:
         return HostError(self.host.name, step, f"{where}: {code.name.lower()}: {details}")
 
     def push(self, config: HostConfig, timeout: float) -> HostConfig:
+        self._check()
         request = wire.push_request(config)
         try:
-            reply: pb.PushResponse = self._stub.Push(request, timeout=timeout)
+            reply: pb.PushResponse = self._stub.Push(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise self._rpc_error(e, "push") from None
         failures = list(reply.failures)
@@ -84,15 +104,18 @@ class GrpcAgentClient:
         raise HostError(self.host.name, "push", f"agent answered with unknown status {reply.status}")
 
     def report(self, timeout: float) -> HostConfig:
+        self._check()
         try:
-            reply: pb.GetStateResponse = self._stub.GetState(pb.GetStateRequest(), timeout=timeout)
+            reply: pb.GetStateResponse = self._stub.GetState(pb.GetStateRequest(), timeout=timeout,
+                                                              metadata=self._metadata)
         except grpc.RpcError as e:
             raise self._rpc_error(e, "report") from None
         return wire.config_from_pb(reply.actual)
 
     def health(self, timeout: float) -> pb.HealthResponse:
+        self._check()
         try:
-            reply: pb.HealthResponse = self._stub.Health(pb.HealthRequest(), timeout=timeout)
+            reply: pb.HealthResponse = self._stub.Health(pb.HealthRequest(), timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise self._rpc_error(e, "health") from None
         return reply
@@ -111,13 +134,24 @@ class _Unreachable:
         raise HostError(self.host, self.step, self.reason)
 
 
+class _Channel:
+    """A channel to one address, opened for the first host dialled there (whose name its
+    handshake checks), and the names in the server's certificate once read."""
+
+    def __init__(self, channel: grpc.Channel, first_host: str) -> None:
+        self.channel = channel
+        self.first_host = first_host
+        self.names: frozenset[str] | None = None
+        self.lock = threading.Lock()
+
+
 class GrpcAgentPool:
-    """Clients for every registered host's agent, one cached channel per (host, address)."""
+    """Clients for every registered host's agent, one cached channel per agent address."""
 
     def __init__(self, tls: TlsFiles, *, state_path: str | None = None) -> None:
         self.tls = tls
         self.state_path = state_path
-        self._channels: dict[tuple[str, str], grpc.Channel] = {}
+        self._channels: dict[str, _Channel] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -143,25 +177,51 @@ class GrpcAgentPool:
     def client(self, host: Host) -> GrpcAgentClient | _Unreachable:
         if not host.agent_address:
             return _Unreachable(host.name, "connect", "no agent address is registered for this host")
-        key = (host.name, host.agent_address)
+        address = host.agent_address
         with self._lock:
-            channel = self._channels.get(key)
-            if channel is None:
+            shared = self._channels.get(address)
+            if shared is None:
                 try:
-                    channel = open_channel(host.agent_address, host.name, self.tls)
+                    channel = open_channel(address, host.name, self.tls)
                 except PkiError as e:
                     return _Unreachable(
                         host.name, "tls",
                         f"{e}; create the engine's certificate with `l2vpc agent ca {self.tls.ca.parent} "
                         f"--client {CLIENT_NAME}`",
                     )
-                self._channels[key] = channel
-        return GrpcAgentClient(host, channel)
+                shared = self._channels[address] = _Channel(channel, host.name)
+        if shared.first_host == host.name:
+            return GrpcAgentClient(host, shared.channel)
+        return GrpcAgentClient(host, shared.channel, verify=lambda: self._verify_name(shared, host))
+
+    def _verify_name(self, shared: _Channel, host: Host) -> None:
+        """`host` shares a channel opened for another host: its name must be in the certificate
+        (read again when it is not: the server may have restarted with more hosts)."""
+        for fresh in (False, True):
+            with shared.lock:
+                if shared.names is None or fresh:
+                    shared.names = self._read_names(host)
+                if host.name in shared.names:
+                    return
+                names = sorted(shared.names)
+        raise HostError(host.name, "tls", f"the agent certificate at {host.agent_address} does not name host "
+                                          f"{host.name} (it names {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+
+    def _read_names(self, host: Host) -> frozenset[str]:
+        address = host.agent_address or ""
+        try:
+            return certificate_names(address, self.tls)
+        except ssl.SSLError as e:  # before OSError, of which it is one
+            raise HostError(host.name, "tls", f"agent at {address}: TLS handshake failed: {e}") from None
+        except (OSError, ValueError) as e:
+            raise TemporaryError(f"agent of {host.name} at {address}: cannot read its certificate: {e}") from None
+        except PkiError as e:
+            raise HostError(host.name, "tls", str(e)) from None
 
     def close(self) -> None:
         with self._lock:
-            for channel in self._channels.values():
-                channel.close()
+            for shared in self._channels.values():
+                shared.channel.close()
             self._channels.clear()
 
     def __enter__(self) -> GrpcAgentPool:

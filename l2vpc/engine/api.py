@@ -50,7 +50,13 @@ COMPUTED = {
 DEFAULT_PROVIDER_ASN = 64600
 
 
-UNCONFIRMED = "unconfirmed"  # pool of objects created with adopt=True and not yet confirmed
+# Pool of objects created with `adopt` and not yet confirmed: value "<adopt key>/<id>" (plain
+# "<id>" for adopt=True), owner = the object's id.
+UNCONFIRMED = "unconfirmed"
+
+
+def _unconfirmed_value(adopt: bool | str, ident: str) -> str:
+    return f"{adopt}/{ident}" if isinstance(adopt, str) and adopt else ident
 
 
 def _same_where_given(given: Mapping[str, Any], wanted: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
@@ -101,10 +107,14 @@ class Engine:
         return self.secrets.seal_fields(kind, _dump(obj))
 
     # ------------------------------------------------------------------ hosts
-    def register_host(self, host: Host | Mapping[str, Any]) -> Host:
+    def register_host(self, host: Host | Mapping[str, Any], *, keep_status: bool = False) -> Host:
+        """Create or update a host. `keep_status`: an existing host keeps its recorded status
+        (under a controller, up/down is the leader's verdict from heartbeats, not the agent's)."""
         h = host if isinstance(host, Host) else parse(Host, dict(host))
         with self.store.transaction() as tx:
             cur = tx.get("host", h.name)
+            if cur is not None and keep_status and cur.data.get("status") in ("up", "down"):
+                h = h.model_copy(update={"status": cur.data["status"]})
             if cur is None:
                 tx.create("host", h.name, _dump(h))
             elif cur.data != _dump(h):
@@ -118,6 +128,95 @@ class Engine:
                 raise ConflictError(f"host {name} still carries attachments {', '.join(users[:5])}; delete them first")
             tx.delete("host", name)
             tx.delete_host_report(name)
+            tx.delete_heartbeat(name)
+
+    # ------------------------------------------------------------------ liveness (controllers)
+    def set_host_status(self, name: str, status: str, *,
+                        fence: Callable[[Transaction], None] | None = None) -> builtins.list[str]:
+        """Mark a host up or down (a controller's verdict from heartbeats) and, in the same
+        transaction, move services off every host that is down (see `evacuate`). Returns what
+        moved, one line each. `fence(tx)` runs first in the transaction and raises to refuse
+        the change (a leader that was deposed meanwhile)."""
+        if status not in ("up", "down"):
+            raise ValidationError(f"must be 'up' or 'down', got {status!r}", path="status")
+        with self.store.transaction() as tx:
+            if fence is not None:
+                fence(tx)
+            so = tx.get("host", name)
+            if so is None:
+                raise NotFoundError("host", name)
+            if so.data.get("status", "up") != status:
+                tx.update("host", name, {**so.data, "status": status}, so.generation)
+            return self._evacuate(tx)
+
+    def evacuate(self, *, fence: Callable[[Transaction], None] | None = None) -> builtins.list[str]:
+        """Move services off hosts that are down: a VPC's DHCP server to another up host
+        carrying the VPC, a direct connect to another up edge host at its location, a VPN to
+        another up edge host with public addresses (with a public address from that host's
+        block). A service with nowhere to go stays and says so; a VPC whose DHCP server had
+        nowhere to go gets one again when a carrier is up. Placements are sticky: a host coming
+        back gets nothing back. Idempotent (level-triggered); one transaction."""
+        with self.store.transaction() as tx:
+            if fence is not None:
+                fence(tx)
+            return self._evacuate(tx)
+
+    def _evacuate(self, tx: Transaction) -> builtins.list[str]:
+        hosts = self._hosts(tx)
+        down = {n for n, h in hosts.items() if h.status == "down"}
+        out: builtins.list[str] = []
+        for so in tx.list("vpc"):
+            current = so.data.get("dhcp_host")
+            if not so.data.get("dhcp") or (current and current not in down):
+                continue
+            vpc = VPC.model_validate(so.data)
+            placed = self._place_dhcp(tx, vpc, self._members(tx, vpc.id), hosts)
+            if placed.dhcp_host == current:
+                continue
+            tx.update("vpc", vpc.id, _dump(placed), so.generation)
+            if placed.dhcp_host is None:
+                out.append(f"dhcp server of {vpc.id} stopped on {current} (down): no other up host carries the VPC")
+            elif current is None:
+                out.append(f"dhcp server of {vpc.id} placed on {placed.dhcp_host}")
+            else:
+                out.append(f"dhcp server of {vpc.id} moved from {current} to {placed.dhcp_host}")
+        if not down:
+            return out
+        dxs = tx.list("direct_connect")
+        load = Counter(str(d.data.get("edge_host")) for d in dxs if d.data.get("edge_host"))
+        for so in dxs:
+            old = so.data.get("edge_host")
+            if old not in down:
+                continue
+            try:
+                edge = pick_edge_host(hosts.values(), so.data.get("location"), load, None)
+            except ValidationError as e:
+                out.append(f"direct connect {so.id} stays on {old} (down): {e.first[1]}")
+                continue
+            tx.update("direct_connect", so.id, {**so.data, "edge_host": edge.name}, so.generation)
+            load[edge.name] += 1
+            load[str(old)] -= 1
+            out.append(f"direct connect {so.id} moved from {old} to {edge.name}")
+        vpns = tx.list("vpn")
+        load = Counter(str(v.data.get("vpn_host")) for v in vpns if v.data.get("vpn_host"))
+        for so in vpns:
+            old = so.data.get("vpn_host")
+            if old not in down:
+                continue
+            try:
+                edge = pick_edge_host(hosts.values(), None, load, None, public=True)
+                assert edge.public_cidr  # pick_edge_host(public=True)
+                avoid = {edge.public_gateway} if edge.public_gateway else set()
+                public = alloc.allocate_address(tx, f"public:{edge.name}", edge.public_cidr, so.id, avoid)
+            except ValidationError as e:
+                out.append(f"vpn {so.id} stays on {old} (down): {e.first[1]}")
+                continue
+            tx.release_owner(so.id, pool=alloc.pool_ip(f"public:{old}"))
+            tx.update("vpn", so.id, {**so.data, "vpn_host": edge.name, "public_ip": public}, so.generation)
+            load[edge.name] += 1
+            load[str(old)] -= 1
+            out.append(f"vpn {so.id} moved from {old} to {edge.name} (public ip {so.data.get('public_ip')} -> {public})")
+        return out
 
     def hosts(self, region: str | None = None, role: str | None = None) -> builtins.list[Host]:
         with self.store.transaction() as tx:
@@ -134,7 +233,7 @@ class Engine:
             so = tx.get(kind, ident, tenant=self.tenant or None)
             if so is None:
                 raise NotFoundError(kind, ident)
-            if confirm and ident in tx.allocations(UNCONFIRMED):
+            if confirm and ident in tx.allocations(UNCONFIRMED).values():
                 tx.release_owner(ident, pool=UNCONFIRMED)
             return self._with_status(kind, self._load(kind, so), tx)
 
@@ -154,13 +253,13 @@ class Engine:
     def _with_status(self, kind: str, obj: Any, tx: Transaction) -> Any:
         """Status as the hosts report it, so drift shows on read."""
         if kind == "attachment" and obj.host:
-            report = tx.host_reports().get(obj.host)
+            report = tx.host_reports([obj.host]).get(obj.host)
             ports = {p["id"] for p in report.config.get("ports", ())} if report else set()
             return obj.model_copy(update={"status": "active" if obj.id in ports else "pending"})
         host = obj.edge_host if kind == "direct_connect" else obj.vpn_host if kind == "vpn" else None
         if not host:
             return obj
-        report = tx.host_reports().get(host)
+        report = tx.host_reports([host]).get(host)
         seen = next((o for o in (report.config.get("observations", ()) if report else ()) if o.get("id") == obj.id),
                     None)
         if kind == "direct_connect":
@@ -194,28 +293,31 @@ class Engine:
                 tx.put_host_report(name, actual.generation, actual.to_dict())
 
     # ------------------------------------------------------------------ writes
-    def create(self, kind: str, data: Mapping[str, Any], *, adopt: bool = False) -> Any:
+    def create(self, kind: str, data: Mapping[str, Any], *, adopt: bool | str = False) -> Any:
         """Create an object. With `adopt`, a caller that may have crashed after an earlier
         create (a Terraform provider killed mid-apply) gets that object back instead of a
-        conflict, when it is identical and nobody has confirmed it since (see `confirm`)."""
+        conflict, when it is identical and nobody has confirmed it since (see `confirm`).
+        A string `adopt` is the creator's key (e.g. its working directory's digest): only a
+        create with the same key adopts, so two configurations applying the same values at
+        once never share one object."""
         data = {k: v for k, v in data.items() if k not in COMPUTED[kind]}
         with self.store.transaction() as tx:
             if adopt:
-                orphan = self._orphan(tx, kind, data)
+                orphan = self._orphan(tx, kind, data, adopt)
                 if orphan is not None:
                     return orphan
             obj = getattr(self, f"_create_{kind}")(tx, data)
             if adopt:
-                tx.reserve(UNCONFIRMED, obj.id, obj.id)
+                tx.reserve(UNCONFIRMED, _unconfirmed_value(adopt, obj.id), obj.id)
             return obj
 
     def confirm(self, ident: str) -> None:
         """The creator has recorded the object (Terraform refreshed it): never adopt it again."""
         with self.store.transaction() as tx:
-            if ident in tx.allocations(UNCONFIRMED):
+            if ident in tx.allocations(UNCONFIRMED).values():
                 tx.release_owner(ident, pool=UNCONFIRMED)
 
-    def _orphan(self, tx: Transaction, kind: str, data: dict[str, Any]) -> Any | None:
+    def _orphan(self, tx: Transaction, kind: str, data: dict[str, Any], adopt: bool | str) -> Any | None:
         unconfirmed = tx.allocations(UNCONFIRMED)
         if not unconfirmed:
             return None
@@ -226,7 +328,7 @@ class Engine:
             holder = tx.allocations(self._name_pool(kind)).get(str(data.get("name")))
             candidates = [holder] if holder else []
         for ident in candidates:
-            if ident not in unconfirmed:
+            if unconfirmed.get(_unconfirmed_value(adopt, ident)) != ident:
                 continue
             so = tx.get(kind, ident, tenant=self.tenant or None)
             if so is None:
@@ -629,9 +731,10 @@ class Engine:
         actual = self.actual_configs()
         return plan(self.desired_configs(actual=actual), actual)
 
-    def converge(self, *, progress: Progress | None = None, retries: int = 3,
-                 timeout: float = 60.0) -> tuple[Plan, ExecutionResult]:
+    def converge(self, *, progress: Progress | None = None, retries: int = 3, timeout: float = 60.0,
+                 on_plan: Callable[[Plan], None] | None = None) -> tuple[Plan, ExecutionResult]:
         """Plan against what hosts report and drive every changed host; returns both.
+        `on_plan(plan)` is called with the first plan before anything is pushed.
 
         Routes to prefixes a direct connect learns over BGP are pushed to the VPC's workloads,
         so when a converge changes what is learned, a second round pushes the new routes."""
@@ -639,6 +742,8 @@ class Engine:
         ex = Executor(self.agents, self.store, retries=retries, timeout=timeout, stop=self.stop, progress=progress)
         actual = self.actual_configs()
         first = p = plan(self.desired_configs(topo, actual), actual)
+        if on_plan is not None:
+            on_plan(p)
         result = ex.execute(p, topo.hosts)
         for _ in range(2):
             after = self.actual_configs()

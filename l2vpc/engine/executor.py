@@ -178,6 +178,12 @@ class Executor:
         if host is None:
             res.step, res.error = "lookup", "host is no longer registered; its agent cannot be reached"
             return res
+        if host.status == "down":
+            # The controller saw its agent miss heartbeats: fail at once instead of spending
+            # the retries and timeouts on it; it is converged when it comes back up.
+            res.step, res.error = "down", "host is down (its agent missed heartbeats); not pushed"
+            self._note(host.name, "skipped: host is down")
+            return res
         desired = hp.desired or HostConfig(host.name, host.underlay_ip)
         generation = self._next_generation(host.name)
         config = replace(desired, generation=generation)

@@ -14,6 +14,13 @@ With a customer site for direct connects and VPNs (root):
     l2vpc lab exec premises-host -- ping 10.20.0.11
     l2vpc lab exec premises-l2 -- busybox udhcpc -i eth0     # behind a layer2 direct connect
     l2vpc lab premises vlan 100            # premises-l2 tags its frames (layer2 with vlan = 100)
+
+With a controller (the agents register and heartbeat; the controller converges):
+
+    l2vpc lab up --hosts 3 --pki CONTROLLER_PKI_DIR --controller 10.200.255.254:7700 \\
+        --controller-ca CONTROLLER_PKI_DIR/ca.pem --controller-tokens tokens   # lines: HOST TOKEN
+    # as root the controller must listen on 10.200.255.254 in the lab's underlay switch namespace
+    # (`nsenter --net=/run/netns/<switch> l2vpc controller run ...`; `lab status --json` names it)
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ import json
 import os
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from l2vpc.agent.drivers.linux.vlantag import VlanTagError
+from l2vpc.agent.heartbeat import HeartbeatError, TokenSource
 from l2vpc.cli import CliError
-from l2vpc.lab.lab import DEFAULT_BANDWIDTH_SCALE, Lab, LabError
+from l2vpc.lab.lab import DEFAULT_BANDWIDTH_SCALE, Lab, LabController, LabError
 from l2vpc.lab.netns import LabNetError
 from l2vpc.lab.premises import DEFAULT_ASN, DEFAULT_LAN, DEFAULT_PEERING, PremisesConfig
 from l2vpc.lab.state import LabStateError
@@ -68,6 +77,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--bandwidth-scale", type=float, default=DEFAULT_BANDWIDTH_SCALE,
                     help="agents shape direct connects at bandwidth_mbps times this (default "
                          f"{DEFAULT_BANDWIDTH_SCALE}: 1000 Mbps is 100 Mbit/s, measurable with iperf3)")
+    up.add_argument("--controller", default=None, metavar="HOST:PORT",
+                    help="agents register with this controller and heartbeat; the lab registers nothing itself")
+    up.add_argument("--controller-ca", default=None, help="with --controller: CA certificate of its TLS")
+    up.add_argument("--controller-name", default=None, help="with --controller: the name in its certificate")
+    up.add_argument("--controller-tokens", default=None,
+                    help="with --controller: file (mode 0600) of HOST TOKEN lines, an agent token per host")
+    up.add_argument("--pki", default=None,
+                    help="CA directory to issue the agents' certificates from (with --controller: the "
+                         "controller's, so agents accept it; default: pki/ beside the state)")
     _state_arg(up)
     up.set_defaults(func=_up)
 
@@ -114,8 +132,9 @@ def _state_arg(p: argparse.ArgumentParser) -> None:
 def _lab(args: argparse.Namespace) -> Lab:
     from l2vpc.engine.embedded import default_state_path
 
+    pki = getattr(args, "pki", None)
     try:
-        return Lab(args.state or default_state_path())
+        return Lab(args.state or default_state_path(), pki_dir=Path(pki) if pki else None)
     except _ERRORS as e:
         raise CliError(str(e)) from None
 
@@ -140,7 +159,7 @@ def _up(args: argparse.Namespace) -> int:
         peering = None if args.premises_peering == "none" else args.premises_peering
         site = PremisesConfig(args.premises_lan, args.premises_asn, args.premises_md5, peering) if args.premises else None
         st = lab.up(topo, args.driver, progress=_say, premises=site, premises_psk=args.premises_psk,
-                    bandwidth_scale=args.bandwidth_scale)
+                    bandwidth_scale=args.bandwidth_scale, controller=_controller(args))
     except _ERRORS as e:
         raise CliError(str(e)) from None
     print(f"lab {st.id} up: {len(st.hosts)} hosts ({st.driver} driver), state {st.state_path}")
@@ -154,6 +173,22 @@ def _up(args: argparse.Namespace) -> int:
     print(f"next: `l2vpc apply -f FILE --state {st.state_path}`, or Terraform with "
           f"L2VPC_STATE_PATH={st.state_path}; then `l2vpc lab check`")
     return 0
+
+
+def _controller(args: argparse.Namespace) -> LabController | None:
+    extra = [f for f in ("controller_ca", "controller_name", "controller_tokens") if getattr(args, f)]
+    if not args.controller:
+        if extra:
+            raise CliError(f"--{extra[0].replace('_', '-')}: only with --controller")
+        return None
+    if not args.controller_ca or not args.controller_tokens:
+        raise CliError("--controller needs --controller-ca and --controller-tokens")
+    try:
+        tokens = TokenSource.from_file(Path(args.controller_tokens))
+    except HeartbeatError as e:
+        raise CliError(str(e)) from None
+    return LabController(args.controller, Path(args.controller_ca),
+                         {h: t for h, t in tokens.by_host().items() if h}, args.controller_name)
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -176,7 +211,8 @@ def _status(args: argparse.Namespace) -> int:
     reported = {p: h.name for h in hosts for p in h.ports}
     if args.json:
         print(json.dumps({
-            "lab": {"id": st.id, "driver": st.driver, "state": st.state_path, "dir": st.dir},
+            "lab": {"id": st.id, "driver": st.driver, "state": st.state_path, "dir": st.dir,
+                    "controller": st.controller, "switch_netns": st.switch},
             "hosts": [asdict(h) for h in hosts],
             "workloads": [{"workload": a.workload, "interface": a.interface_name, "host": a.host,
                            "vpc": vpc_names.get(a.vpc_id, a.vpc_id), "ip_mode": a.ip_mode,

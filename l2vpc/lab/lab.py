@@ -18,6 +18,17 @@ its own), each agent runs the Linux driver on its host's namespace, and workload
 namespaces the agents create. Without root, agents run the memory driver: the control path is
 the same (processes, TLS, gRPC, registration), the dataplane is simulated.
 
+With a controller (`up(..., controller=LabController(...))`), the lab neither registers its
+hosts nor converges them: each agent registers its own host with the controller and heartbeats
+(role-agent token per host, in a 0600 file), and the controller converges. The lab's CA is then
+the controller's (`Lab(state, pki_dir=...)`), so agents accept the controller's client
+certificate. With the linux driver every agent process lives in its host's namespace: it
+listens on the underlay (`<underlay_ip>:7600`, the address the controller dials) besides its
+unix socket (the lab's own tools), and reaches the controller over the underlay at
+`MANAGEMENT_IP`, an address of the underlay switch, where such a controller listens (run it in
+`switch_netns`). `set_uplink(host, up=False)` is then a real partition: dataplane, heartbeats
+and the controller's pushes all stop, and resume when the link comes back.
+
 Edge hosts get a hand-off `xc0` (a cross-connect switch per edge) and an outside device `out0`
 on the lab's internet (see premises.py); `premises=` adds the customer site: premises-router
 (BGP, the premises VPN gateway at 203.0.113.10), premises-host, premises-l2. Agents shape
@@ -34,7 +45,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +55,7 @@ import grpc
 import l2vpc
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc.agent import wire
-from l2vpc.agent.channel import open_channel, stub
+from l2vpc.agent.channel import host_metadata, open_channel, stub
 from l2vpc.agent.drivers.linux.driver import BANDWIDTH_SCALE_ENV
 from l2vpc.engine.agent_client import CLIENT_NAME, PKI_DIR, engine_tls
 from l2vpc.engine.api import Engine
@@ -56,8 +67,8 @@ from l2vpc.hostconfig import HostConfig
 from l2vpc.lab import netns, premises, premises_vpn, probe, processes
 from l2vpc.lab.premises import Premises, PremisesConfig
 from l2vpc.lab.state import HostRecord, LabState
-from l2vpc.lab.topology import HANDOFF, LabTopology
-from l2vpc.pki import CertificateAuthority, files_in
+from l2vpc.lab.topology import AGENT_PORT, HANDOFF, MANAGEMENT_IP, LabHost, LabTopology
+from l2vpc.pki import CertificateAuthority, files_in, write_private
 
 LAB_DIR = "lab"
 AGENT_READY_TIMEOUT = 30.0
@@ -82,6 +93,25 @@ def state_file_path(state: str) -> str:
     elif "://" in state:
         raise LabError(f"the lab needs a local state file (SQLite), not {state.split('://', 1)[0]}://")
     return os.path.abspath(state)
+
+
+@dataclass(frozen=True)
+class LabController:
+    """A controller the lab's agents register with (the lab does not run it).
+
+    `address`: where agents dial it; with the linux driver they dial from their host's namespace
+    over the underlay, so the controller listens on MANAGEMENT_IP in the lab's `switch_netns`;
+    with the memory driver agents run here (e.g. 127.0.0.1:PORT). `ca`: the CA certificate of its
+    TLS; `tokens`: each host's agent token; `server_name`: the name its certificate carries
+    (default: the address's host)."""
+
+    address: str
+    ca: Path
+    tokens: Mapping[str, str]
+    server_name: str | None = None
+
+    def __repr__(self) -> str:  # never the tokens
+        return f"LabController(address={self.address!r}, ca={str(self.ca)!r}, {len(self.tokens)} tokens)"
 
 
 @dataclass
@@ -109,11 +139,22 @@ class CheckResult:
 
 
 class Lab:
-    def __init__(self, state_path: str) -> None:
+    def __init__(self, state_path: str, pki_dir: Path | None = None) -> None:
         self.state_path = state_file_path(state_path)
         base = Path(os.path.dirname(self.state_path))
         self.dir = base / LAB_DIR
-        self.pki_dir = base / PKI_DIR
+        if pki_dir is None:  # a lab brought up with another CA recorded which
+            st = self.load()
+            pki_dir = Path(st.pki_dir) if st is not None and st.pki_dir else base / PKI_DIR
+        self.pki_dir = pki_dir.absolute()
+
+    @property
+    def switch_netns(self) -> str:
+        """The underlay switch's namespace (linux driver), where a lab's controller listens."""
+        st = self.require()
+        if st.switch is None:
+            raise LabError("this lab has no underlay namespaces (memory driver)")
+        return st.switch
 
     # ------------------------------------------------------------------ records
 
@@ -130,7 +171,7 @@ class Lab:
 
     def up(self, topo: LabTopology, driver: str = "auto", progress: Progress = _quiet, *,
            premises: PremisesConfig | None = None, premises_psk: str | None = None,
-           bandwidth_scale: float = DEFAULT_BANDWIDTH_SCALE) -> LabState:
+           bandwidth_scale: float = DEFAULT_BANDWIDTH_SCALE, controller: LabController | None = None) -> LabState:
         if driver == "auto":
             driver = "linux" if os.geteuid() == 0 else "memory"
         if driver == "linux" and os.geteuid() != 0:
@@ -148,22 +189,32 @@ class Lab:
             raise LabError(f"--bandwidth-scale: {bandwidth_scale} must be above 0 and at most 1000")
         if self.load() is not None:
             raise LabError(f"a lab is already up here ({self.dir / 'lab.json'}); run `l2vpc lab down` first")
+        if controller is not None:
+            missing = [h.name for h in topo.hosts if not controller.tokens.get(h.name)]
+            if missing:
+                raise LabError(f"controller tokens: none for {', '.join(missing)} (one agent token per host)")
+            if not controller.ca.is_file():
+                raise LabError(f"controller CA {controller.ca}: no such file")
         lab_id = secrets.token_hex(3)
         # The state's directory stays (the state file lands there); removed at down only if empty.
         created = [str(self.dir.parent)] if not self.dir.parent.exists() else []
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = LabState(id=lab_id, driver=driver, state_path=self.state_path, dir=str(self.dir),
                       prefix=f"l2lab{lab_id}-", underlay_cidr=topo.underlay_cidr, underlay_mtu=topo.underlay_mtu,
-                      dirs=created, bandwidth_scale=bandwidth_scale)
+                      dirs=created, bandwidth_scale=bandwidth_scale,
+                      controller=controller.address if controller else None, pki_dir=str(self.pki_dir))
         st.save()
         try:
             self._pki(st, topo)
             if driver == "linux":
                 self._network(st, topo, progress)
                 self._edges_and_premises(st, topo, premises, premises_psk, progress)
-            self._agents(st, topo, progress)
-            self._register(st, topo, progress)
-            self._converge(progress)
+            self._agents(st, topo, progress, controller)
+            if controller is None:
+                self._register(st, topo, progress)
+                self._converge(progress)
+            else:
+                progress(f"agents register with the controller at {controller.address}")
         except BaseException:
             progress("lab up failed; removing what it created")
             with contextlib.suppress(Exception):
@@ -200,6 +251,8 @@ class Lab:
         st.switch = switch
         st.save()  # recorded before it exists: down tolerates "already gone"
         netns.make_switch(switch, topo.underlay_mtu)
+        if st.controller is not None:  # where the agents reach their controller
+            netns.ip("addr", "add", f"{MANAGEMENT_IP}/{topo.prefixlen}", "dev", netns.UNDERLAY_BRIDGE, netns=switch)
         for h in topo.hosts:
             name = f"{st.prefix}{h.name}"
             st.namespaces.append(name)
@@ -258,7 +311,8 @@ class Lab:
         st.dirs.append(str(short))
         return short
 
-    def _agents(self, st: LabState, topo: LabTopology, progress: Progress) -> None:
+    def _agents(self, st: LabState, topo: LabTopology, progress: Progress,
+                controller: LabController | None = None) -> None:
         sockets = self._socket_dir(st)
         sockets.mkdir(mode=0o700, exist_ok=True)
         (self.dir / "run").mkdir(mode=0o700, exist_ok=True)
@@ -266,6 +320,7 @@ class Lab:
         here = str(Path(l2vpc.__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p),
                BANDWIDTH_SCALE_ENV: str(st.bandwidth_scale)}
+        env.pop("L2VPC_AGENT_TOKEN", None)  # each agent gets its own host's token, from a file
         for h in topo.hosts:
             agent_dir = self.dir / "agents" / h.name
             tls = files_in(self.pki_dir, h.name)
@@ -284,6 +339,9 @@ class Lab:
                 argv += ["--netns", rec.netns, "--prefix", rec.prefix]
             st.hosts.append(rec)
             st.save()
+            if controller is not None:
+                argv = self._controller_argv(rec, h, argv, controller)
+                st.save()
             rec.pid = processes.start(argv, Path(rec.pidfile), Path(rec.log), env=env)
             st.save()
         deadline = time.monotonic() + AGENT_READY_TIMEOUT
@@ -291,9 +349,30 @@ class Lab:
             self._wait_ready(rec, deadline)
         progress(f"{len(st.hosts)} agents up ({st.driver} driver), logs in {self.dir / 'logs'}")
 
+    def _controller_argv(self, rec: HostRecord, h: LabHost, argv: list[str], controller: LabController) -> list[str]:
+        """The agent's command line with a controller: its token file, its host document as
+        flags and, with the linux driver, a life inside its host's namespace (see the module doc)."""
+        token = self.dir / "run" / f"{h.name}.token"
+        rec.token_file = str(token)
+        write_private(token, f"{controller.tokens[h.name]}\n".encode())
+        rec.agent_address = rec.address if rec.netns is None else f"{h.underlay_ip}:{AGENT_PORT}"
+        reg = h.registration(rec.agent_address)
+        argv = [*argv, "--controller", controller.address, "--controller-ca", str(controller.ca.absolute()),
+                "--token-file", str(token), "--region", h.region, "--role", h.role,
+                "--agent-address", rec.agent_address]
+        if controller.server_name:
+            argv += ["--controller-name", controller.server_name]
+        for key in ("location", "handoff", "outside", "public_cidr", "public_gateway"):
+            if reg.get(key):
+                argv += [f"--{key.replace('_', '-')}", str(reg[key])]
+        if rec.netns is None:
+            return argv
+        return ["nsenter", f"--net={netns.path(rec.netns)}", "--", *argv, "--listen", rec.agent_address]
+
     def _health(self, rec: HostRecord, timeout: float) -> pb.HealthResponse:
         with open_channel(rec.address, rec.name, engine_tls(self.pki_dir)) as channel:
-            reply: pb.HealthResponse = stub(channel).Health(pb.HealthRequest(), timeout=timeout)
+            reply: pb.HealthResponse = stub(channel).Health(pb.HealthRequest(), timeout=timeout,
+                                                            metadata=host_metadata(rec.name))
             return reply
 
     def _wait_ready(self, rec: HostRecord, deadline: float) -> None:
@@ -376,7 +455,9 @@ class Lab:
         except Exception as e:  # the rest of the cleanup must still happen
             warnings.append(f"could not unregister {', '.join(st.registered) or 'hosts'} from {self.state_path}: {e}")
         for rec in st.hosts:
-            for path in (rec.pidfile, rec.log, rec.address[len("unix:"):]):
+            for path in (rec.pidfile, rec.log, rec.address[len("unix:"):], rec.token_file):
+                if path is None:
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
             shutil.rmtree(rec.agent_dir, ignore_errors=True)
@@ -432,6 +513,19 @@ class Lab:
         progress(f"unregistered {removed} of {len(st.registered)} hosts")
         return warnings
 
+    # ------------------------------------------------------------------ faults
+
+    def set_uplink(self, host: str, up: bool) -> None:
+        """Take `host`'s underlay uplink down (a partition: VXLAN traffic stops and, with a
+        controller, heartbeats and pushes too) or bring it back up."""
+        st = self.require()
+        rec = st.host(host)
+        if rec is None:
+            raise LabError(f"host {host!r} is not in this lab ({', '.join(h.name for h in st.hosts)})")
+        if rec.netns is None:
+            raise LabError("this lab runs the memory driver: hosts have no uplink to take down")
+        netns.ip("link", "set", netns.HOST_UPLINK, "up" if up else "down", netns=rec.netns)
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> tuple[LabState, list[HostStatus], list[Attachment], dict[str, str]]:
@@ -444,8 +538,9 @@ class Lab:
             try:
                 with open_channel(rec.address, rec.name, engine_tls(self.pki_dir)) as channel:
                     s = stub(channel)
-                    h = s.Health(pb.HealthRequest(), timeout=3)
-                    state = s.GetState(pb.GetStateRequest(), timeout=10)
+                    md = host_metadata(rec.name)
+                    h = s.Health(pb.HealthRequest(), timeout=3, metadata=md)
+                    state = s.GetState(pb.GetStateRequest(), timeout=10, metadata=md)
                 hs.health = {"accepted_generation": h.accepted_generation, "ok": h.last_converge_ok,
                              "failures": [f"{f.path}: {f.reason}" for f in h.last_failures],
                              "converging": h.converging}
@@ -520,7 +615,8 @@ class Lab:
             index = int(rec.name[4:])
             try:
                 with open_channel(rec.address, rec.name, engine_tls(self.pki_dir)) as channel:
-                    state = stub(channel).GetState(pb.GetStateRequest(), timeout=10)
+                    state = stub(channel).GetState(pb.GetStateRequest(), timeout=10,
+                                                   metadata=host_metadata(rec.name))
             except grpc.RpcError as e:
                 lines.append(f"{rec.name}: agent unavailable ({e.code().name.lower() if isinstance(e, grpc.Call) else e})")
                 continue

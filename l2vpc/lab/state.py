@@ -38,6 +38,10 @@ class HostRecord:
     log: str
     pid: int | None = None
     public_cidr: str | None = None  # edges: public address pool (registered with the engine)
+    # With a controller: where the controller dials the agent (None: `address`), and the file
+    # holding the host's agent token (0600, removed at down).
+    agent_address: str | None = None
+    token_file: str | None = None
 
 
 @dataclass
@@ -58,6 +62,10 @@ class LabState:
     # The premises site (`lab up --premises`): {"lan": ..., "asn": ...}; None without one.
     premises: dict[str, Any] | None = None
     bandwidth_scale: float = 1.0  # what the lab's agents multiply direct connects' bandwidth by
+    # The controller the agents register with (its address as they dial it); None: the lab
+    # registers its hosts in the local state and converges them itself.
+    controller: str | None = None
+    pki_dir: str | None = None  # the CA the agents' certificates come from (None: pki/ beside the state)
 
     @property
     def path(self) -> Path:

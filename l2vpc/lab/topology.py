@@ -23,6 +23,11 @@ MAX_EDGES = 250
 UNDERLAY_CIDR = "10.200.0.0/16"
 # VXLAN adds 50 bytes; 9100 leaves room for 9000-byte VPC frames (DESIGN: underlay >= 9050).
 UNDERLAY_MTU = 9100
+# With a controller (linux driver), agents listen on their underlay address at AGENT_PORT and
+# reach the controller at MANAGEMENT_IP, the underlay switch's own address: both paths cross
+# the host's uplink, so taking it down partitions the host from the controller too.
+AGENT_PORT = 7600
+MANAGEMENT_IP = "10.200.255.254"
 DEFAULT_REGION = "us-east"
 DEFAULT_LOCATION = "nyc1"
 _NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")

@@ -8,17 +8,24 @@ here; see framework.py for the API they implement.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from l2vpc import __version__
 from l2vpc.provider.client import EngineClient
+from l2vpc.provider.codec import Unknown
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import Provider
 from l2vpc.provider.resources.common import report_engine_error
 from l2vpc.provider.schema import Schema, string
 
 STATE_PATH_ENV = "L2VPC_STATE_PATH"
+ENDPOINT_ENV = "L2VPC_ENDPOINT"
+TOKEN_ENV = "L2VPC_TOKEN"
+CA_FILE_ENV = "L2VPC_CA_FILE"
 DEFAULT_STATE_PATH = os.path.join(".l2vpc", "state.db")
+# HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 address.
+_ENDPOINT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})$")
 
 
 class L2vpcProvider(Provider):
@@ -29,15 +36,24 @@ class L2vpcProvider(Provider):
         attributes={
             "endpoint": string(
                 optional=True,
-                description="Address of an l2vpc controller. Not supported yet by this version: leave it "
-                "unset to run the engine inside the provider, keeping its state in `state_path`.",
+                description=f"Address of an l2vpc controller as `HOST:PORT` (TLS). Default: `${ENDPOINT_ENV}`. "
+                "When set, the provider keeps no state of its own: it calls the controller, which holds "
+                "the state and drives the hosts. When unset, the engine runs inside the provider with its "
+                "state in `state_path`.",
             ),
             "token": string(
-                optional=True, sensitive=True, description="Token for the controller at `endpoint` (with `endpoint`; not supported yet)."
+                optional=True, sensitive=True,
+                description=f"API token for the controller at `endpoint` (required with it). Default: `${TOKEN_ENV}`. "
+                "A tenant token sees and changes only its tenant's objects.",
+            ),
+            "ca_file": string(
+                optional=True,
+                description="PEM file of the CA that signed the controller's certificate. Default: "
+                f"`${CA_FILE_ENV}`, else the system's trusted roots.",
             ),
             "state_path": string(
                 optional=True,
-                description=f"State file of the embedded engine. Default: `${STATE_PATH_ENV}`, else "
+                description=f"State file of the embedded engine (not with `endpoint`). Default: `${STATE_PATH_ENV}`, else "
                 f"`{DEFAULT_STATE_PATH}` next to the configuration.",
             ),
             "region": string(optional=True, description="Region for resources that do not name one."),
@@ -50,16 +66,30 @@ class L2vpcProvider(Provider):
         self.client: EngineClient | None = None
 
     def configure(self, config: dict[str, Any], diags: Diagnostics) -> None:
-        settings = dict(config)
-        if settings.get("state_path") is None:
-            settings["state_path"] = os.environ.get(STATE_PATH_ENV) or DEFAULT_STATE_PATH
-        if settings.get("endpoint"):
-            diags.error(
-                "Controller endpoints are not supported yet",
-                "This version of the provider runs the engine embedded; unset `endpoint` and use `state_path`.",
-                "endpoint",
-            )
+        unknown = sorted(k for k, v in config.items() if isinstance(v, Unknown))
+        for name in unknown:
+            diags.error("Provider setting not known yet",
+                        f"{name} depends on a value known only after apply; the provider needs it to plan.", name)
+        if unknown:
             return
+        settings = dict(config)
+        # Where each connection setting came from, for messages.
+        origin = {name: name for name in ("endpoint", "token", "ca_file")}
+        for name, env in (("endpoint", ENDPOINT_ENV), ("token", TOKEN_ENV), ("ca_file", CA_FILE_ENV)):
+            if not settings.get(name) and os.environ.get(env):
+                settings[name], origin[name] = os.environ[env], f"{name} (from ${env})"
+        if settings.get("endpoint"):
+            if not _remote_settings(settings, config, origin, diags):
+                return
+        else:
+            if config.get("token"):
+                diags.error("Token without an endpoint",
+                            f"token is only used with endpoint (or ${ENDPOINT_ENV}), which is not set; the "
+                            "embedded engine needs no token.", "token")
+                return
+            settings["token"] = settings["ca_file"] = None
+            if settings.get("state_path") is None:
+                settings["state_path"] = os.environ.get(STATE_PATH_ENV) or DEFAULT_STATE_PATH
         self.settings = settings
         self.client = EngineClient(settings, self.stop_event)
         self.client.warm_up()
@@ -71,6 +101,45 @@ class L2vpcProvider(Provider):
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+def _remote_settings(settings: dict[str, Any], config: dict[str, Any], origin: dict[str, str],
+                     diags: Diagnostics) -> bool:
+    """Check the settings of a controller connection; False (with errors) when unusable."""
+    at = {name: name if origin[name] == name else None for name in origin}  # attribute paths
+    if config.get("state_path") is not None:
+        diags.error("Conflicting provider settings",
+                    f"state_path and {origin['endpoint']} are both set: state_path is the embedded engine's state "
+                    "file, with an endpoint the controller keeps the state. Set only one.", "state_path")
+        return False
+    endpoint = str(settings["endpoint"])
+    if not _ENDPOINT_RE.match(endpoint) or not 0 < int(endpoint.rsplit(":", 1)[1]) < 65536:
+        diags.error("Invalid provider setting",
+                    f"{origin['endpoint']} must be HOST:PORT, e.g. controller.example.com:7443, got {endpoint!r}.",
+                    at["endpoint"])
+        return False
+    if not settings.get("token"):
+        diags.error("Missing token",
+                    f"token is required with {origin['endpoint']}: set token in the provider block or ${TOKEN_ENV} "
+                    "(create one with `l2vpc controller token create`).", "token")
+        return False
+    ca_file = settings.get("ca_file")
+    if ca_file:
+        problem = _ca_problem(str(ca_file))
+        if problem:
+            diags.error("Invalid provider setting", f"{origin['ca_file']} {ca_file!r}: {problem}.", at["ca_file"])
+            return False
+    settings["state_path"] = None
+    return True
+
+
+def _ca_problem(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return "" if b"-----BEGIN CERTIFICATE-----" in data else "is not a PEM certificate (no BEGIN CERTIFICATE line)"
 
 
 def build_provider() -> L2vpcProvider:

@@ -142,6 +142,7 @@ PRELOAD_LATER = (
     "l2vpc.engine.embedded",
     "l2vpc.engine.model",
     "l2vpc.engine.agent_client",
+    "l2vpc.controller.client",
     "l2vpc.agent.drivers.memory",
     "cryptography.hazmat.primitives.serialization",
     "cryptography.x509",

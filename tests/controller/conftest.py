@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "engine"))
-import pg_server  # noqa: E402
+import pg_server
 
 DATABASE = "l2vpc_controller_tests"
 _schemas = count()

@@ -475,3 +475,33 @@ def test_cidr_removal_under_layer3_direct_connect(env: Env) -> None:
     with pytest.raises(ValidationError):
         env.engine.update("vpc", vpc.id, {"name": "prod", "region": "us-east"})
     assert env.snapshot() == before
+
+
+# --- adoption and tenants -------------------------------------------------------------------
+def test_adoption_is_limited_to_the_creator_key(env: Env) -> None:
+    data = {"name": "web", "region": "us-east", "cidr": "10.0.0.0/24"}
+    first = env.engine.create("vpc", data, adopt="dir-a")
+    # The same creator, crashed before recording it, gets the same object back.
+    assert env.engine.create("vpc", data, adopt="dir-a").id == first.id
+    # Another configuration with identical values does not share it: a clean name conflict.
+    env.rejected(lambda: env.engine.create("vpc", data, adopt="dir-b"), "name", "already exists")
+    # Once confirmed (Terraform read it back), not even its creator adopts it again.
+    env.engine.get("vpc", first.id, confirm=True)
+    env.rejected(lambda: env.engine.create("vpc", data, adopt="dir-a"), "name", "already exists")
+
+
+def test_tenants_have_their_own_names_and_workloads(env: Env) -> None:
+    a = Engine(env.store, tenant="acme")
+    b = Engine(env.store, tenant="globex")
+    va = a.create("vpc", {"name": "web", "region": "us-east"})
+    vb = b.create("vpc", {"name": "web", "region": "us-east"})  # same name, other tenant: fine
+    assert va.id != vb.id
+    assert [v.id for v in a.list("vpc")] == [va.id]
+    a.create("attachment", {"vpc_id": va.id, "workload": "vm1"})
+    # acme's workload cannot be wired into globex's VPC, and acme's VPC id is unknown to globex.
+    with pytest.raises(ValidationError) as ei:
+        b.create("attachment", {"vpc_id": vb.id, "workload": "vm1"})
+    assert ei.value.first[0] == "workload"
+    with pytest.raises(ValidationError) as ei:
+        b.create("attachment", {"vpc_id": va.id, "workload": "vm2"})
+    assert ei.value.first[0] == "vpc_id"

@@ -15,7 +15,8 @@ an exception rolls everything back.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+import builtins
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,28 @@ class HostReport:
     generation: int  # the config generation the host has converged to
     config: dict[str, Any]
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The last time a host's agent was heard from, and what it said then."""
+
+    host: str
+    last_seen: float  # unix seconds in the store's clock (Transaction.clock)
+    accepted_generation: int  # 0: the agent holds no config (restarted empty)
+    converged_generation: int
+    converging: bool  # the agent is applying a config right now
+    digest: str  # hostconfig.config_digest of what the host runs ('' unknown)
+    controller: str = ""  # the controller that received it
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing the control loop did (host down, service moved, drift repaired)."""
+
+    time: float  # unix seconds
+    host: str  # '' for cluster-wide events
+    what: str
 
 
 class Transaction(abc.ABC):
@@ -95,8 +118,13 @@ class Transaction(abc.ABC):
         """Record what a host runs now (replaces the previous report)."""
 
     @abc.abstractmethod
-    def host_reports(self) -> dict[str, HostReport]:
-        """The latest report of every host."""
+    def host_reports(self, hosts: Iterable[str] | None = None) -> dict[str, HostReport]:
+        """The latest report of every host (of `hosts` only, when given)."""
+
+    @abc.abstractmethod
+    def host_report_stamps(self) -> dict[str, tuple[int, float]]:
+        """host -> (generation, updated_at) of its report, without the configs: tells which
+        reports changed since they were last read."""
 
     @abc.abstractmethod
     def delete_host_report(self, host: str) -> None: ...
@@ -105,6 +133,48 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def next_sequence(self, name: str) -> int:
         """A durable counter: 1, 2, 3, ... per name (used for config generations)."""
+
+    @abc.abstractmethod
+    def current_sequence(self, name: str) -> int:
+        """The counter's last value (0 if never advanced), without advancing it."""
+
+    # --- control plane (controllers) ----------------------------------------------------
+    @abc.abstractmethod
+    def clock(self) -> float:
+        """Now, in unix seconds, by the store's clock: every controller of a database times
+        heartbeats and leases with it, so their own clocks need not agree."""
+
+    @abc.abstractmethod
+    def put_heartbeats(self, beats: Sequence[Heartbeat]) -> set[str]:
+        """Record a batch of heartbeats in one statement; a heartbeat older than the one
+        recorded for its host is ignored. Returns the hosts that are not registered (skipped).
+        `beats` holds at most one heartbeat per host."""
+
+    @abc.abstractmethod
+    def heartbeats(self) -> dict[str, Heartbeat]:
+        """The last heartbeat of every host that ever sent one."""
+
+    @abc.abstractmethod
+    def delete_heartbeat(self, host: str) -> None: ...
+
+    @abc.abstractmethod
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        """A small shared record of the control plane (leader, revisions), or None."""
+
+    @abc.abstractmethod
+    def put_state(self, key: str, value: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def add_events(self, events: Sequence[Event], keep: int = 200) -> None:
+        """Append events and drop all but the newest `keep`."""
+
+    @abc.abstractmethod
+    def events(self, limit: int = 200) -> builtins.list[Event]:
+        """The newest `limit` events, oldest first."""
+
+    def notify(self, channel: str, payload: str) -> None:  # noqa: B027  # optional, deliberately empty
+        """Wake listeners of `channel` in other processes once this transaction commits,
+        where the store can (PostgreSQL); elsewhere a no-op and listeners poll."""
 
 
 class Store(abc.ABC):

@@ -7,10 +7,11 @@ Both SQLite and PostgreSQL go through these, so they accept and refuse exactly t
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from l2vpc.engine.errors import ValidationError
-from l2vpc.engine.store.base import KINDS, StoredObject
+from l2vpc.engine.store.base import KINDS, Event, Heartbeat, StoredObject
 
 dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 loads = json.JSONDecoder().decode
@@ -107,3 +108,46 @@ def encode(kind: str, ident: str, data: object, field: str = "data") -> str:
     except (TypeError, ValueError) as exc:
         # Strict JSON (no NaN/Infinity) so PostgreSQL's jsonb accepts the same documents.
         raise ValidationError(f"{kind} {ident!r}: not storable as JSON: {exc}", path=field) from exc
+
+
+def check_heartbeats(beats: object) -> None:
+    """A batch for put_heartbeats: heartbeats, at most one per host (one upsert per row)."""
+    if not isinstance(beats, list | tuple):
+        raise ValidationError(f"must be a list of heartbeats, got {type(beats).__name__}", path="beats")
+    seen: set[str] = set()
+    for i, b in enumerate(beats):
+        check_heartbeat(f"beats[{i}]", b)
+        if b.host in seen:
+            raise ValidationError(f"host {b.host!r} appears twice in one batch", path=f"beats[{i}].host")
+        seen.add(b.host)
+
+
+def check_heartbeat(field: str, beat: object) -> None:
+    """Types of a heartbeat going into the store (the control plane validated the values)."""
+    if not isinstance(beat, Heartbeat):
+        raise ValidationError(f"must be a Heartbeat, got {type(beat).__name__}", path=field)
+    check_text(f"{field}.host", beat.host)
+    if not _finite(beat.last_seen):
+        raise ValidationError(f"must be a finite number, got {beat.last_seen!r}", path=f"{field}.last_seen")
+    for name in ("accepted_generation", "converged_generation"):
+        value = getattr(beat, name)
+        if type(value) is not int or not 0 <= value < 2**63:
+            raise ValidationError(f"must be an integer from 0 to 2^63-1, got {value!r}", path=f"{field}.{name}")
+    if type(beat.converging) is not bool:
+        raise ValidationError(f"must be true or false, got {beat.converging!r}", path=f"{field}.converging")
+    for name in ("digest", "controller"):
+        if not isinstance(getattr(beat, name), str):
+            raise ValidationError("must be a string", path=f"{field}.{name}")
+
+
+def check_event(field: str, event: object) -> None:
+    if not isinstance(event, Event):
+        raise ValidationError(f"must be an Event, got {type(event).__name__}", path=field)
+    if not _finite(event.time):
+        raise ValidationError(f"must be a finite number, got {event.time!r}", path=f"{field}.time")
+    if not isinstance(event.host, str) or not isinstance(event.what, str):
+        raise ValidationError("host and what must be strings", path=field)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

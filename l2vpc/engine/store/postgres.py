@@ -40,6 +40,12 @@ outcome is unknown, the message says so).
 Leadership: `try_leadership(name)` takes a session-level advisory lock on a dedicated
 connection; see `Leadership`.
 
+Notifications: `Transaction.notify(channel, payload)` is NOTIFY, delivered when the
+transaction commits; `listen(channel, callback)` LISTENs on a connection of its own (see
+`Listener`). Channel names get a tag of the schema, so deployments sharing a database in
+different schemas do not hear each other. They are hints to re-read, never data: a listener
+that reconnects has missed what was sent meanwhile.
+
 Documents are JSONB. jsonb cannot hold a NUL character ("\\u0000"), which we refuse as a
 ValidationError naming the field; it keeps numbers exactly but writes floats >= 1e16 without an
 exponent, so they read back as ints (the engine stores none).
@@ -50,12 +56,12 @@ never with the password or query parameters.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import re
 import threading
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, NoReturn
@@ -74,8 +80,16 @@ from l2vpc.engine.errors import (
     TemporaryError,
     ValidationError,
 )
-from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
-from l2vpc.engine.store.documents import LazyObject, check_kind, check_text, encode, loads
+from l2vpc.engine.store.base import Event, Heartbeat, HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.documents import (
+    LazyObject,
+    check_event,
+    check_heartbeats,
+    check_kind,
+    check_text,
+    encode,
+    loads,
+)
 from l2vpc.engine.store.migrations import Migration, check_sequence, load_migrations
 
 DEFAULT_BUSY_TIMEOUT = 10.0
@@ -283,19 +297,31 @@ class PostgresTransaction(Transaction):
         _check_key("host", host)
         _check_generation("generation", generation, minimum=0)
         text = _encode_pg("host report", host, config, field="config")
+        # The database's clock, like heartbeats' last_seen, so the two compare across controllers.
         self._change(
             "INSERT INTO host_reports (host, generation, config, updated_at) "
-            "VALUES (%s, %s, %s::jsonb, to_timestamp(%s)) "
+            "VALUES (%s, %s, %s::jsonb, clock_timestamp()) "
             "ON CONFLICT (host) DO UPDATE SET generation = excluded.generation, config = excluded.config, "
             "updated_at = excluded.updated_at",
-            (host, generation, text, time.time()),
+            (host, generation, text),
         )
 
-    def host_reports(self) -> dict[str, HostReport]:
-        rows = self._rows(
-            "SELECT host, generation, config, extract(epoch FROM updated_at)::float8 FROM host_reports"
-        )
+    def host_reports(self, hosts: Iterable[str] | None = None) -> dict[str, HostReport]:
+        if hosts is None:
+            rows = self._rows(
+                "SELECT host, generation, config, extract(epoch FROM updated_at)::float8 FROM host_reports"
+            )
+        else:
+            wanted = sorted({str(h) for h in hosts if _lookup_key("host", str(h))})
+            rows = self._rows(
+                "SELECT host, generation, config, extract(epoch FROM updated_at)::float8 FROM host_reports "
+                "WHERE host = ANY(%s)", (wanted,),
+            )
         return {h: HostReport(h, g, loads(c), u) for h, g, c, u in rows}
+
+    def host_report_stamps(self) -> dict[str, tuple[int, float]]:
+        rows = self._rows("SELECT host, generation, extract(epoch FROM updated_at)::float8 FROM host_reports")
+        return {h: (g, u) for h, g, u in rows}
 
     def delete_host_report(self, host: str) -> None:
         if _lookup_key("host", host):
@@ -310,6 +336,106 @@ class PostgresTransaction(Transaction):
             (name,),
         )
         return int(rows[0][0])
+
+    def current_sequence(self, name: str) -> int:
+        if not _lookup_key("name", name):
+            return 0
+        rows = self._rows("SELECT value FROM sequences WHERE name = %s", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    # --- control plane -------------------------------------------------------------------
+    def clock(self) -> float:
+        rows = self._rows("SELECT extract(epoch FROM clock_timestamp())::float8")
+        return float(rows[0][0])
+
+    def put_heartbeats(self, beats: Sequence[Heartbeat]) -> set[str]:
+        check_heartbeats(beats)
+        for i, b in enumerate(beats):
+            for field in ("host", "digest", "controller"):
+                if "\x00" in getattr(b, field):
+                    raise ValidationError("must not contain NUL characters", path=f"beats[{i}].{field}")
+        if not beats:
+            return set()
+        # One statement for the whole batch: arrays in, unnest, upsert. A heartbeat older than
+        # the recorded one (another controller flushed a newer one) keeps the newer values.
+        newer = "excluded.last_seen >= h.last_seen"
+        written = self._rows(
+            "INSERT INTO heartbeats AS h (host, last_seen, accepted_generation, converged_generation, converging, "
+            "digest, controller) "
+            "SELECT u.host, u.seen, u.acc, u.conv, u.busy, u.digest, u.ctl "
+            "FROM unnest(%s::text[], %s::float8[], %s::int8[], %s::int8[], %s::bool[], %s::text[], %s::text[]) "
+            "AS u(host, seen, acc, conv, busy, digest, ctl) "
+            "WHERE EXISTS (SELECT 1 FROM objects o WHERE o.kind = 'host' AND o.id = u.host) "
+            "ON CONFLICT (host) DO UPDATE SET "
+            f"accepted_generation = CASE WHEN {newer} THEN excluded.accepted_generation "
+            "ELSE h.accepted_generation END, "
+            f"converged_generation = CASE WHEN {newer} THEN excluded.converged_generation "
+            "ELSE h.converged_generation END, "
+            f"converging = CASE WHEN {newer} THEN excluded.converging ELSE h.converging END, "
+            f"digest = CASE WHEN {newer} THEN excluded.digest ELSE h.digest END, "
+            f"controller = CASE WHEN {newer} THEN excluded.controller ELSE h.controller END, "
+            "last_seen = greatest(h.last_seen, excluded.last_seen) "
+            "RETURNING host",
+            (
+                [b.host for b in beats], [float(b.last_seen) for b in beats],
+                [b.accepted_generation for b in beats], [b.converged_generation for b in beats],
+                [b.converging for b in beats], [b.digest for b in beats], [b.controller for b in beats],
+            ),
+        )
+        return {b.host for b in beats} - {r[0] for r in written}
+
+    def heartbeats(self) -> dict[str, Heartbeat]:
+        rows = self._rows(
+            "SELECT host, last_seen, accepted_generation, converged_generation, converging, digest, controller "
+            "FROM heartbeats"
+        )
+        return {r[0]: Heartbeat(*r) for r in rows}
+
+    def delete_heartbeat(self, host: str) -> None:
+        if _lookup_key("host", host):
+            self._change("DELETE FROM heartbeats WHERE host = %s", (host,))
+
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        if not _lookup_key("key", key):
+            return None
+        rows = self._rows("SELECT value FROM plane_state WHERE key = %s", (key,))
+        return loads(rows[0][0]) if rows else None
+
+    def put_state(self, key: str, value: dict[str, Any]) -> None:
+        _check_key("key", key)
+        text = _encode_pg("state", key, value, field="value")
+        self._change(
+            "INSERT INTO plane_state (key, value) VALUES (%s, %s::jsonb) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, text),
+        )
+
+    def add_events(self, events: Sequence[Event], keep: int = 200) -> None:
+        for i, e in enumerate(events):
+            check_event(f"events[{i}]", e)
+            if "\x00" in e.host + e.what:
+                raise ValidationError("must not contain NUL characters", path=f"events[{i}]")
+        if not events:
+            return
+        self._change(
+            "INSERT INTO plane_events (time, host, what) SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[])",
+            ([float(e.time) for e in events], [e.host for e in events], [e.what for e in events]),
+        )
+        self._change("DELETE FROM plane_events WHERE id <= (SELECT max(id) FROM plane_events) - %s", (keep,))
+
+    def events(self, limit: int = 200) -> builtins.list[Event]:
+        rows = self._rows(
+            "SELECT time, host, what FROM (SELECT id, time, host, what FROM plane_events ORDER BY id DESC LIMIT %s) "
+            "AS newest ORDER BY id", (limit,),
+        )
+        return [Event(t, h, w) for t, h, w in rows]
+
+    def notify(self, channel: str, payload: str) -> None:
+        _check_channel(channel)
+        if len(payload.encode()) >= 8000 or "\x00" in payload:
+            raise ValidationError("must be shorter than 8000 bytes, without NUL", path="payload")
+        # Delivered when (and only if) this transaction commits.
+        self._rows("SELECT pg_notify(%s, %s)", (self._store._qualified(channel), payload))
 
 
 class _TransactionContext(AbstractContextManager[Transaction]):
@@ -441,6 +567,55 @@ class Leadership:
         return f"Leadership(name={self.name!r}, term={self.term}, held={self._conn is not None})"
 
 
+class Listener:
+    """LISTEN on one channel on a connection of its own, in a daemon thread.
+
+    `callback(payload)` runs in that thread for each notification, and `callback(None)` after
+    every (re)connection: notifications sent while the connection was down are lost, so the
+    callback should then re-read what it waits for. A lost connection is retried with backoff.
+    `close()` stops the thread (within half a second) and closes the connection.
+    """
+
+    def __init__(self, store: PostgresStore, channel: str, callback: Callable[[str | None], None]) -> None:
+        self.channel = channel
+        self._store = store
+        self._callback = callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"listen-{channel}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            conn: psycopg.Connection[Any] | None = None
+            try:
+                conn = self._store._connect(application_name=f"l2vpc listen {self.channel}"[:63])
+                conn.execute(f"LISTEN {self._store._qualified(self.channel)}")  # a checked identifier
+                delay = 0.1
+                self._callback(None)
+                while not self._stop.is_set():
+                    for note in conn.notifies(timeout=0.5):
+                        self._callback(note.payload)
+            except (psycopg.Error, L2vpcError):
+                if self._stop.wait(delay):
+                    break
+                delay = min(delay * 2, 5.0)
+            finally:
+                if conn is not None:
+                    conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class PostgresStore(Store):
     """The store in one PostgreSQL database (tables in the first schema of its search_path).
 
@@ -482,6 +657,7 @@ class PostgresStore(Store):
         self._idle: list[psycopg.Connection[Any]] = []
         self._pool_lock = threading.Lock()
         self._closed = False
+        self._channel_tag = ""  # set from the schema's name by _read_version
         self._migrate()
 
     # --- connections -------------------------------------------------------------------
@@ -613,6 +789,10 @@ class PostgresStore(Store):
         ).fetchone()
         assert row is not None
         schema, has_version, tables = row
+        if schema is not None:
+            # Notification channels are per database, not per schema: qualify ours so that
+            # deployments in different schemas of one database do not wake each other.
+            self._channel_tag = hashlib.blake2b(str(schema).encode(), digest_size=4).hexdigest()
         if schema is None:
             raise StoreError(
                 f"state database {self.name}: no schema of the search_path exists to hold the tables; "
@@ -723,6 +903,17 @@ class PostgresStore(Store):
             raise
         return Leadership(name, term, conn, key)
 
+    def _qualified(self, channel: str) -> str:
+        return f"{channel}_{self._channel_tag}"
+
+    def listen(self, channel: str, callback: Callable[[str | None], None]) -> Listener:
+        """Call `callback(payload)` for every notification on `channel` (Transaction.notify),
+        from a thread of its own; see Listener."""
+        _check_channel(channel)
+        if self._closed:
+            raise StoreError(f"state database {self.name}: the store is closed")
+        return Listener(self, channel, callback)
+
     def close(self) -> None:
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("store.close() called inside one of its transactions")
@@ -777,6 +968,14 @@ def _lookup_key(field: str, value: object) -> bool:
     return "\x00" not in value
 
 
+_CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,49}")  # + "_<8 hex>" of the schema: at most 63
+
+
+def _check_channel(channel: object) -> None:
+    if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
+        raise ValidationError("must be a lowercase identifier (letters, digits, '_'), at most 50", path="channel")
+
+
 def _check_generation(field: str, value: object, minimum: int = 1) -> None:
     if type(value) is not int or value < minimum:
         raise ValidationError(f"must be an integer >= {minimum}, got {value!r}", path=field)
@@ -789,4 +988,4 @@ def _encode_pg(kind: str, ident: str, data: object, field: str = "data") -> str:
     return text
 
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "Leadership", "PostgresStore", "PostgresTransaction"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "Leadership", "Listener", "PostgresStore", "PostgresTransaction"]

@@ -20,7 +20,10 @@ The file and its -wal/-shm companions are mode 0600: the state holds secrets (se
 
 from __future__ import annotations
 
+import builtins
+import fcntl
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -38,8 +41,17 @@ from l2vpc.engine.errors import (
     TemporaryError,
     ValidationError,
 )
-from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
-from l2vpc.engine.store.documents import LazyObject, check_kind, check_text, encode, loads
+from l2vpc.engine.store.base import Event, Heartbeat, HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.documents import (
+    LazyObject,
+    check_event,
+    check_heartbeats,
+    check_kind,
+    check_text,
+    dumps,
+    encode,
+    loads,
+)
 from l2vpc.engine.store.migrations import Migration, check_sequence, load_migrations
 
 DEFAULT_BUSY_TIMEOUT = 10.0
@@ -52,6 +64,7 @@ _SQLITE_LOCKED = 6
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _SQLITE_BUSY_SNAPSHOT = _SQLITE_BUSY | (2 << 8)  # only if a transaction were not IMMEDIATE
+_LEADER_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 
 
@@ -217,9 +230,18 @@ class SqliteTransaction(Transaction):
             (host, generation, text, time.time()),
         )
 
-    def host_reports(self) -> dict[str, HostReport]:
-        rows = self._rows("SELECT host, generation, config, updated_at FROM host_reports")
+    def host_reports(self, hosts: Iterable[str] | None = None) -> dict[str, HostReport]:
+        if hosts is None:
+            rows = self._rows("SELECT host, generation, config, updated_at FROM host_reports")
+        else:
+            rows = self._rows(
+                "SELECT host, generation, config, updated_at FROM host_reports "
+                "WHERE host IN (SELECT value FROM json_each(?))", (dumps(sorted({str(h) for h in hosts})),),
+            )
         return {h: HostReport(h, g, loads(c), u) for h, g, c, u in rows}
+
+    def host_report_stamps(self) -> dict[str, tuple[int, float]]:
+        return {h: (g, u) for h, g, u in self._rows("SELECT host, generation, updated_at FROM host_reports")}
 
     def delete_host_report(self, host: str) -> None:
         self._change("DELETE FROM host_reports WHERE host = ?", (host,))
@@ -233,6 +255,86 @@ class SqliteTransaction(Transaction):
             (name,),
         )
         return int(rows[0][0])
+
+    def current_sequence(self, name: str) -> int:
+        rows = self._rows("SELECT value FROM sequences WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    # --- control plane -------------------------------------------------------------------
+    def clock(self) -> float:
+        return time.time()  # one machine: the file's clock is ours
+
+    def put_heartbeats(self, beats: Sequence[Heartbeat]) -> set[str]:
+        check_heartbeats(beats)
+        if not beats:
+            return set()
+        rows = [[b.host, b.last_seen, b.accepted_generation, b.converged_generation, int(b.converging), b.digest,
+                 b.controller] for b in beats]
+        # One statement for the whole batch (json_each), like PostgreSQL's unnest. A heartbeat
+        # older than the recorded one (another controller flushed a newer one) changes nothing.
+        written = self._rows(
+            "INSERT INTO heartbeats (host, last_seen, accepted_generation, converged_generation, converging, "
+            "digest, controller) "
+            "SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, "
+            "j.value ->> 6 FROM json_each(?) AS j "
+            "WHERE EXISTS (SELECT 1 FROM objects o WHERE o.kind = 'host' AND o.id = j.value ->> 0) "
+            "ON CONFLICT (host) DO UPDATE SET "
+            "accepted_generation = iif(excluded.last_seen >= heartbeats.last_seen, excluded.accepted_generation, "
+            "heartbeats.accepted_generation), "
+            "converged_generation = iif(excluded.last_seen >= heartbeats.last_seen, "
+            "excluded.converged_generation, heartbeats.converged_generation), "
+            "converging = iif(excluded.last_seen >= heartbeats.last_seen, excluded.converging, heartbeats.converging), "
+            "digest = iif(excluded.last_seen >= heartbeats.last_seen, excluded.digest, heartbeats.digest), "
+            "controller = iif(excluded.last_seen >= heartbeats.last_seen, excluded.controller, heartbeats.controller), "
+            "last_seen = max(heartbeats.last_seen, excluded.last_seen) "
+            "RETURNING host",
+            (dumps(rows),),
+        )
+        return {b.host for b in beats} - {r[0] for r in written}
+
+    def heartbeats(self) -> dict[str, Heartbeat]:
+        rows = self._rows(
+            "SELECT host, last_seen, accepted_generation, converged_generation, converging, digest, controller "
+            "FROM heartbeats"
+        )
+        return {r[0]: Heartbeat(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows}
+
+    def delete_heartbeat(self, host: str) -> None:
+        self._change("DELETE FROM heartbeats WHERE host = ?", (host,))
+
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT value FROM plane_state WHERE key = ?", (key,))
+        return loads(rows[0][0]) if rows else None
+
+    def put_state(self, key: str, value: dict[str, Any]) -> None:
+        check_text("key", key)
+        text = encode("state", key, value, field="value")
+        self._change(
+            "INSERT INTO plane_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, text),
+        )
+
+    def add_events(self, events: Sequence[Event], keep: int = 200) -> None:
+        for i, e in enumerate(events):
+            check_event(f"events[{i}]", e)
+        if not events:
+            return
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("store transaction used after its `with` block ended")
+        try:
+            conn.executemany("INSERT INTO plane_events (time, host, what) VALUES (?, ?, ?)",
+                             [(e.time, e.host, e.what) for e in events])
+        except sqlite3.Error as exc:
+            raise self._store._translate(exc, "write") from exc
+        self._change("DELETE FROM plane_events WHERE id <= (SELECT max(id) FROM plane_events) - ?", (keep,))
+
+    def events(self, limit: int = 200) -> builtins.list[Event]:
+        rows = self._rows(
+            "SELECT time, host, what FROM (SELECT id, time, host, what FROM plane_events ORDER BY id DESC LIMIT ?) "
+            "ORDER BY id", (limit,),
+        )
+        return [Event(t, h, w) for t, h, w in rows]
 
 
 class _TransactionContext(AbstractContextManager[Transaction]):
@@ -515,6 +617,30 @@ class SqliteStore(Store):
         if problems != ["ok"]:
             raise StoreError(f"state file {self.path} is damaged: {'; '.join(problems)}")
 
+    def try_leadership(self, name: str) -> FileLeadership | None:
+        """Become the leader for `name` among the processes using this file, if nobody is
+        (never waits); see FileLeadership."""
+        check_text("name", name)
+        if not _LEADER_NAME.fullmatch(name):
+            raise ValidationError("must be 1-63 letters, digits, '-' or '_'", path="name")
+        path = f"{self.path}.{name}.leader"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"leader lock {path}: cannot open it: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        try:
+            with self.transaction() as tx:
+                term = tx.next_sequence(f"leader:{name}")
+        except BaseException:
+            os.close(fd)
+            raise
+        return FileLeadership(name, term, fd)
+
     def close(self) -> None:
         if self._owner == threading.get_ident():
             raise RuntimeError("store.close() called inside one of its transactions")
@@ -522,6 +648,38 @@ class SqliteStore(Store):
             conn, self._conn = self._conn, None
         if conn is not None and os.getpid() == self._pid:
             conn.close()  # the last connection checkpoints and removes the -wal file
+
+
+class FileLeadership:
+    """Leadership of `name` among the processes using one state file: an exclusive flock on
+    `<state>.<name>.leader`, which the kernel frees when the holder closes it or dies.
+    `term` grows with every new holder (a durable counter in the store), as on PostgreSQL.
+    A lock on a local file cannot be lost while held, so `is_held()` only says whether
+    `release()` was called."""
+
+    def __init__(self, name: str, term: int, fd: int) -> None:
+        self.name = name
+        self.term = term
+        self._fd: int | None = fd
+        self._lock = threading.Lock()
+
+    def is_held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # frees the flock
+
+    def __enter__(self) -> FileLeadership:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"FileLeadership(name={self.name!r}, term={self.term}, held={self._fd is not None})"
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -533,4 +691,4 @@ def _rollback(conn: sqlite3.Connection) -> None:
             pass
 
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "SqliteStore", "SqliteTransaction"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "FileLeadership", "SqliteStore", "SqliteTransaction"]

@@ -32,7 +32,8 @@ def all_computed(attributes: Mapping[str, Attribute]) -> dict[str, Attribute]:
     return out
 
 
-_ATTRS = all_computed(vpc_resource.SCHEMA.attributes)
+# `timeouts` is about changing a VPC; a lookup has nothing to wait for.
+_ATTRS = all_computed({k: a for k, a in vpc_resource.SCHEMA.attributes.items() if k != "timeouts"})
 _ATTRS["id"] = string(optional=True, computed=True, description="Id of the VPC to look up.")
 _ATTRS["name"] = string(optional=True, computed=True, description="Name of the VPC to look up.")
 

@@ -8,7 +8,7 @@ from l2vpc.provider.codec import Unknown
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
-from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset
+from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset, timeouts
 from l2vpc.provider.resources.vpc import NAME_PATTERN
 from l2vpc.provider.schema import Schema, integer, string
 from l2vpc.provider.validators import is_ipv4_interface, matches, one_of
@@ -44,6 +44,7 @@ SCHEMA = Schema(
                                  "of the attachment."),
         "mtu": integer(computed=True, description="MTU of the interface (the VPC's)."),
         "status": string(computed=True, description="`active` when the host runs the interface, `pending` otherwise."),
+        "timeouts": timeouts(),
     },
 )
 

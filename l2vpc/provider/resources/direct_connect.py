@@ -8,7 +8,13 @@ from l2vpc.provider.codec import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
-from l2vpc.provider.resources.common import EdgeServiceResource, client_of, drop_unset
+from l2vpc.provider.resources.common import (
+    SETTLE_SECONDS,
+    EdgeServiceResource,
+    client_of,
+    drop_unset,
+    timeouts,
+)
 from l2vpc.provider.resources.vpc import NAME_PATTERN
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import (
@@ -69,6 +75,8 @@ SCHEMA = Schema(
                         description="layer2 only: 802.1Q tag on the hand-off (unset: untagged)."),
         "bgp": BGP,
         "status": string(computed=True, description="`provisioning`, then `active`; `down` when the session is down."),
+        "timeouts": timeouts(f"Creating or changing one also waits, within this time and for at most "
+                             f"{SETTLE_SECONDS:g} s, for the session to come up."),
     },
 )
 
@@ -107,19 +115,24 @@ class DirectConnectResource(EdgeServiceResource):
     def wait_learned(self, obj_id: str, deadline: float) -> None:
         # A BGP session is Established before the peer's routes arrive; give them a moment so
         # the routes reach the workloads in this apply (an empty table waits the full time).
+        # Through a controller the leader pushes learned routes itself when the edge reports
+        # them (its heartbeat digest changes), so there is nothing to wait for here.
         import time
 
         engine = client_of(self).engine
+        actual_configs = getattr(engine, "actual_configs", None)
+        if actual_configs is None:
+            return
         dx = engine.get(self.kind, obj_id)
         if dx.mode != "layer3":
             return
         while time.monotonic() < deadline and not self.provider.stopping:
-            self._refresh(obj_id)
-            report = engine.actual_configs().get(dx.edge_host or "")
+            self._refresh(obj_id, timeout=min(2.0, deadline - time.monotonic()))
+            report = actual_configs().get(dx.edge_host or "")
             seen = report.observation(obj_id) if report else None
             if seen is not None and seen.learned:
                 return
-            time.sleep(0.2)
+            self.provider.stop_event.wait(0.2)
 
     def validate(self, config: dict[str, Any], diags: Diagnostics) -> None:
         bgp = config.get("bgp")

@@ -8,7 +8,7 @@ from l2vpc.provider.codec import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import use_state_for_unknown
-from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset, known
+from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset, known, timeouts
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import between, each, is_ipv4_address, is_ipv4_cidr, matches, one_of
 
@@ -56,6 +56,7 @@ SCHEMA = Schema(
         "dhcp": DHCP,
         "vni": integer(computed=True, plan_modifiers=STABLE, description="VXLAN network identifier (allocated)."),
         "status": string(computed=True, plan_modifiers=STABLE, description="`available` once created."),
+        "timeouts": timeouts(),
     },
 )
 

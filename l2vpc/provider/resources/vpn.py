@@ -9,7 +9,14 @@ from l2vpc.provider.codec import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
-from l2vpc.provider.resources.common import EdgeServiceResource, client_of, drop_unset, known
+from l2vpc.provider.resources.common import (
+    SETTLE_SECONDS,
+    EdgeServiceResource,
+    client_of,
+    drop_unset,
+    known,
+    timeouts,
+)
 from l2vpc.provider.resources.vpc import NAME_PATTERN
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import (
@@ -86,6 +93,8 @@ SCHEMA = Schema(
         ),
         "public_ip": string(computed=True, plan_modifiers=STABLE, description="Our gateway's public address."),
         "status": string(computed=True, description="`up`, `down` or `connecting`."),
+        "timeouts": timeouts(f"Creating or changing one also waits, within this time and for at most "
+                             f"{SETTLE_SECONDS:g} s, for the tunnel to come up."),
     },
 )
 

@@ -1,0 +1,289 @@
+"""`l2vpc controller ...`: run a controller, set up its TLS, manage API tokens, ask its status.
+
+    l2vpc controller pki init /etc/l2vpc/pki --name ctl1.example.net --ip 10.0.0.5
+    export L2VPC_SECRET_KEY=...        # the same Fernet key on every controller of a cluster
+    l2vpc controller run --store postgresql://l2vpc@db/l2vpc --listen 0.0.0.0:7700 --pki /etc/l2vpc/pki
+    l2vpc controller token create --store ... --role tenant --tenant acme --ttl 24h   # prints it once
+    l2vpc controller token create --store ... --role agent --host host1 --output host1.token
+    l2vpc controller token list --store ...
+    l2vpc controller token revoke --store ... tok-0123456789ab
+    l2vpc controller status --endpoint ctl1.example.net:7700 --token-file admin.token --ca ca.pem
+
+`--store` defaults to env L2VPC_STORE, so a URL with a password need not appear in `ps`
+(libpq's PGPASSWORD and ~/.pgpass work too). Store URLs are never echoed with their password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import stat
+import sys
+import time
+from pathlib import Path
+
+from l2vpc.cli import CliError
+from l2vpc.controller import auth
+from l2vpc.controller.server import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    SERVER_CERT_NAME,
+    ControllerError,
+    ControllerSettings,
+    default_controller_id,
+    run,
+)
+from l2vpc.engine.agent_client import CLIENT_NAME
+from l2vpc.engine.errors import ValidationError
+from l2vpc.engine.store import Store, open_store
+from l2vpc.pki import CertificateAuthority, PkiError, write_private
+
+STORE_ENV = "L2VPC_STORE"
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `30m`, `24h`, `7d`, `2w` or combinations like `1h30m`."""
+    text = text.strip().lower()
+    pos, total = 0, 0.0
+    for m in _DURATION_RE.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 24h, 7d or 1h30m")
+    return total
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("controller", help="run a controller, manage its TLS and API tokens, ask its status")
+    csub = p.add_subparsers(dest="controller_command", metavar="ACTION", required=True)
+
+    r = csub.add_parser("run", help="run a controller (foreground; SIGTERM/SIGINT stop it gracefully)")
+    _store_arg(r)
+    r.add_argument("--listen", required=True, help="HOST:PORT (port 0: any free port) or unix:/absolute/path")
+    r.add_argument("--pki", required=True, type=Path,
+                   help=f"CA directory with ca.pem, {SERVER_CERT_NAME}.pem/.key and {CLIENT_NAME}.pem/.key")
+    r.add_argument("--id", default=None, help="this controller's name in status and leadership "
+                   "(default: <hostname>-<pid>)")
+    r.add_argument("--heartbeat-interval", type=_duration, default=2.0, metavar="S",
+                   help="how often agents heartbeat (default 2s)")
+    r.add_argument("--down-after", type=_duration, default=10.0, metavar="S",
+                   help="a host silent this long is marked down and its services move (default 10s)")
+    r.add_argument("--resync-interval", type=_duration, default=60.0, metavar="S",
+                   help="re-read every host at least this often (default 60s)")
+    r.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
+                   help="larger requests fail with RESOURCE_EXHAUSTED (default 1 MiB)")
+    r.add_argument("--workers", type=int, default=32, help="threads serving API calls (default 32)")
+    r.add_argument("--converge-timeout", type=_duration, default=300.0, metavar="S",
+                   help="how long Converge waits when the request names no timeout (default 300s)")
+    r.add_argument("--ready-file", type=Path, default=None,
+                   help="write the listen address here once serving (removed on stop)")
+    r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    r.set_defaults(func=_run)
+
+    k = csub.add_parser("pki", help="the controller's TLS material")
+    ksub = k.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
+    i = ksub.add_parser("init", help="create the CA (if DIR has none), the controller's server certificate "
+                        "and the client certificate it reaches agents with")
+    i.add_argument("dir", type=Path, help="CA directory (created 0700)")
+    i.add_argument("--name", action="append", default=[], metavar="HOST",
+                   help="DNS name clients reach the controller by (repeat for more)")
+    i.add_argument("--ip", action="append", default=[], help="IP address clients reach it by (repeat)")
+    i.set_defaults(func=_pki_init)
+
+    t = csub.add_parser("token", help="API tokens (stored as digests only)")
+    tsub = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    tc = tsub.add_parser("create", help="create a token and print it once")
+    _store_arg(tc)
+    tc.add_argument("--role", required=True, choices=auth.ROLES)
+    tc.add_argument("--tenant", default="", help="role tenant: the tenant it acts for")
+    tc.add_argument("--host", default="", help="role agent: the host it registers and heartbeats for")
+    tc.add_argument("--ttl", type=_duration, default=0.0, help="lifetime, e.g. 24h or 30d (default: never expires)")
+    tc.add_argument("--output", type=Path, default=None,
+                    help="write the token to this file (mode 0600) instead of stdout")
+    tc.set_defaults(func=_token_create)
+    tl = tsub.add_parser("list", help="list tokens (never their secrets)")
+    _store_arg(tl)
+    tl.add_argument("--json", action="store_true", help="print JSON")
+    tl.set_defaults(func=_token_list)
+    tr = tsub.add_parser("revoke", help="revoke a token (takes effect within seconds)")
+    _store_arg(tr)
+    tr.add_argument("id", help="token id (tok-...)")
+    tr.set_defaults(func=_token_revoke)
+
+    s = csub.add_parser("status", help="leader, revisions, host liveness and recent reconciler events")
+    s.add_argument("--endpoint", required=True, help="HOST:PORT of any controller")
+    s.add_argument("--token-file", required=True, type=Path, help="file holding an admin token")
+    s.add_argument("--ca", required=True, type=Path, help="CA certificate (PEM) the controller's certificate is from")
+    s.add_argument("--tls-name", default=None, help="name to expect in the controller's certificate "
+                   "(default: the endpoint's host)")
+    s.add_argument("--timeout", type=_duration, default=10.0)
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=_status)
+
+
+def _store_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=os.environ.get(STORE_ENV),
+                   help=f"postgresql:// URL or SQLite path (default: env {STORE_ENV})")
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    if not args.store:
+        raise CliError(f"--store: give the state store (postgresql:// URL or SQLite path) or set {STORE_ENV}")
+    return str(args.store)
+
+
+# ---------------------------------------------------------------------- run
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ControllerSettings(
+        store=_store_url(args), listen=args.listen, pki_dir=args.pki,
+        controller_id=args.id or default_controller_id(),
+        heartbeat_interval=args.heartbeat_interval, down_after=args.down_after,
+        resync_interval=args.resync_interval, max_request_bytes=args.max_request_bytes,
+        workers=args.workers, converge_timeout=args.converge_timeout, ready_file=args.ready_file,
+    )
+    try:
+        return run(settings)
+    except (ControllerError, PkiError) as e:
+        raise CliError(str(e)) from None
+
+
+# ---------------------------------------------------------------------- pki
+def _pki_init(args: argparse.Namespace) -> int:
+    try:
+        ca = CertificateAuthority.open(args.dir)
+        server = ca.issue_server(SERVER_CERT_NAME, dns_names=args.name, ips=args.ip)
+        print(f"controller certificate: {server.cert} {server.key}")
+        client = ca.files(CLIENT_NAME)
+        if not (client.cert.exists() and client.key.exists()):
+            client = ca.issue_client(CLIENT_NAME)
+        print(f"client certificate for agents: {client.cert} {client.key}")
+    except (PkiError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(f"CA: {ca.ca_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------- tokens
+def _open(args: argparse.Namespace) -> Store:
+    return open_store(_store_url(args))
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        token_id, text = auth.create_token(store, args.role, tenant=args.tenant, host=args.host, ttl=args.ttl)
+    except ValidationError as e:
+        # Name the command-line options, not the fields.
+        raise CliError("; ".join(f"--{p}: {m}" if p else m for p, m in e.problems)) from None
+    finally:
+        store.close()
+    scope = f" for tenant {args.tenant}" if args.tenant else f" for host {args.host}" if args.host else ""
+    expiry = f"expires {auth.format_time(time.time() + args.ttl)}" if args.ttl else "never expires"
+    if args.output is not None:
+        write_private(args.output, (text + "\n").encode())
+        print(f"token {token_id} ({args.role}{scope}, {expiry}) written to {args.output}", file=sys.stderr)
+    else:
+        print(f"token {token_id} ({args.role}{scope}, {expiry}); it is shown only this once", file=sys.stderr)
+        print(text, flush=True)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        tokens = auth.list_tokens(store)
+    finally:
+        store.close()
+    now = time.time()
+    if args.json:
+        print(json.dumps([{"id": t.id, "role": t.role, "tenant": t.tenant, "host": t.host, "created": t.created,
+                           "expires": t.expires, "revoked": t.revoked, "state": t.state(now)} for t in tokens],
+                         indent=2))
+        return 0
+    print(f"{'ID':<17} {'ROLE':<7} {'SCOPE':<24} {'STATE':<8} {'CREATED':<21} EXPIRES")
+    for t in tokens:
+        scope = f"tenant {t.tenant}" if t.tenant else f"host {t.host}" if t.host else "-"
+        expires = auth.format_time(t.expires) if t.expires else "never"
+        print(f"{t.id:<17} {t.role:<7} {scope:<24} {t.state(now):<8} {auth.format_time(t.created):<21} {expires}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        auth.revoke_token(store, args.id)
+    finally:
+        store.close()
+    print(f"token {args.id} revoked", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- status
+def read_token_file(path: Path) -> str:
+    try:
+        st = path.stat()
+        text = path.read_text().strip()
+    except OSError as e:
+        raise CliError(f"--token-file: cannot read {path}: {e.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(f"warning: {path} is readable by others; chmod 600 it", file=sys.stderr)
+    if not text:
+        raise CliError(f"--token-file: {path} is empty")
+    return text
+
+
+def _status(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    from l2vpc._proto import controller_pb2 as pb
+    from l2vpc._proto import controller_pb2_grpc as pb_grpc
+
+    token = read_token_file(args.token_file)
+    try:
+        ca = args.ca.read_bytes()
+    except OSError as e:
+        raise CliError(f"--ca: cannot read {args.ca}: {e.strerror}") from None
+    options = [("grpc.ssl_target_name_override", args.tls_name)] if args.tls_name else []
+    with grpc.secure_channel(args.endpoint, grpc.ssl_channel_credentials(root_certificates=ca),
+                             options=options) as channel:
+        try:
+            reply = pb_grpc.ControllerStub(channel).Status(
+                pb.StatusRequest(), timeout=args.timeout, metadata=(("authorization", f"Bearer {token}"),))
+        except grpc.RpcError as e:
+            code = e.code().name if isinstance(e, grpc.Call) else "ERROR"
+            details = e.details() if isinstance(e, grpc.Call) else str(e)
+            raise CliError(f"controller at {args.endpoint}: {code}: {details}") from None
+    if args.json:
+        print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True,
+                                       preserving_proto_field_name=True), indent=2, sort_keys=True))
+        return 0
+    now = time.time()
+    up = sum(1 for h in reply.hosts if h.status == "up")
+    print(f"controller {reply.controller}; leader {reply.leader or '(none)'}, term {reply.term}")
+    print(f"revisions: desired {reply.desired_revision}, converged {reply.converged_revision}")
+    print(f"hosts: {up} up, {len(reply.hosts) - up} down")
+    for h in reply.hosts:
+        seen = f"last seen {now - h.last_seen_unix:.0f}s ago" if h.last_seen_unix else "never seen"
+        print(f"  {h.name:<24} {h.status:<5} {seen}")
+    if reply.recent:
+        print("recent:")
+        for ev in reply.recent:
+            where = f"{ev.host}: " if ev.host else ""
+            print(f"  {auth.format_time(ev.time_unix)} {where}{ev.what}")
+    return 0

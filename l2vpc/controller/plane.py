@@ -1,0 +1,451 @@
+"""ClusterPlane: the controller's control loop behind contract.ControlPlane.
+
+Every controller of a store runs one. All of them take agents' registrations and heartbeats
+and answer Converge and Status; one of them, the leader (leader.py), runs the reconcile
+rounds (reconciler.py) that mark hosts down/up, move services, repair drift and push configs.
+
+Threads (besides the callers'):
+- the loop: tries to lead once per `tick`; while leading, a full round every tick and a quick
+  round (desired vs converged revision only) whenever it is woken;
+- the flusher: writes buffered heartbeats in one statement per flush (liveness.py) and, on the
+  leader, checks the lock and renews the lease;
+- on PostgreSQL a listener (LISTEN/NOTIFY) that wakes the leader when a Converge is requested
+  anywhere and wakes waiters when the leader records a converged revision.
+
+Waking: `request_converge` bumps the desired revision in the store and NOTIFYs in the same
+transaction; the leader is woken at once when it runs in the same process, through the
+notification otherwise. Without notifications (SQLite) the leader polls the desired revision
+every 50 ms and waiters poll the converged one. One converge covers every revision requested
+before it read the desired revision, so a burst of requests costs one converge.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from l2vpc.controller.contract import (
+    ConvergeOutcome,
+    HostFailure,
+    HostLiveness,
+    PlaneStatus,
+    Progress,
+    ReconcileEvent,
+)
+from l2vpc.controller.leader import CHANNEL, Elector, LeaderRecord, LostLeadership, read_leader
+from l2vpc.controller.liveness import Beat, HeartbeatBuffer, check_heartbeat
+from l2vpc.controller.reconciler import (
+    CONVERGED_KEY,
+    CONVERGING_KEY,
+    DESIRED,
+    MAX_LISTED,
+    Reconciler,
+    parse_failures,
+)
+from l2vpc.engine.api import Engine
+from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, ValidationError
+from l2vpc.engine.executor import AgentPool
+from l2vpc.engine.model import Host, parse
+from l2vpc.engine.secrets import SecretBox
+from l2vpc.engine.store.base import Heartbeat, Store
+
+log = logging.getLogger(__name__)
+
+POLL = 0.05  # revision polling without notifications (SQLite)
+SLOW_POLL = 1.0  # re-reading the converged revision although notifications should tell
+VIEW_MAX_AGE = 0.5  # waiters share one read of the plane's records per this many seconds
+CLOCK_EVERY = 60.0  # re-measure the store clock's offset this often
+
+
+def _positive(field: str, value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValidationError(f"must be a positive number of seconds, got {value!r}", path=field)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class _View:
+    """The plane's shared records as last read (for waiters that do not lead)."""
+
+    read_at: float  # monotonic
+    now: float  # store clock at the read
+    leader: LeaderRecord | None
+    converging: dict[str, Any]
+
+
+def read_status(store: Store, controller_id: str = "") -> PlaneStatus:
+    """What Status shows, read from the store (any controller, leading or not)."""
+    with store.transaction() as tx:
+        now = tx.clock()
+        leader = read_leader(tx)
+        desired = tx.current_sequence(DESIRED)
+        converged = tx.get_state(CONVERGED_KEY) or {}
+        stored = tx.list("host")
+        beats = tx.heartbeats()
+        events = tx.events(200)
+    hosts = [(o.id, str(o.data.get("status", "up"))) for o in stored]  # decoded outside the lock
+    live = leader is not None and now < leader.expires
+    return PlaneStatus(
+        controller=controller_id,
+        leader=leader.id if live and leader else "",
+        term=leader.term if leader else 0,
+        desired_revision=desired,
+        converged_revision=int(converged.get("revision", 0)),
+        hosts=tuple(HostLiveness(n, s, beats[n].last_seen if n in beats else 0.0) for n, s in hosts),
+        recent=tuple(ReconcileEvent(e.time, e.host, e.what) for e in events),
+    )
+
+
+class ClusterPlane:
+    """contract.ControlPlane for one controller; see the module docstring."""
+
+    def __init__(self, store: Store, agents: AgentPool, secrets: SecretBox, *, controller_id: str,
+                 heartbeat_interval: float = 2.0, down_after: float | None = None,
+                 resync_interval: float = 30.0, tick: float = 1.0) -> None:
+        if not isinstance(controller_id, str) or not controller_id.strip() or len(controller_id) > 200:
+            raise ValidationError(f"must be a non-empty name of at most 200 characters, got {controller_id!r}",
+                                  path="controller_id")
+        self.heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
+        self.down_after = _positive("down_after", 3 * self.heartbeat_interval if down_after is None else down_after)
+        if self.down_after <= self.heartbeat_interval:
+            raise ValidationError(f"must be longer than heartbeat_interval ({self.heartbeat_interval:g} s), "
+                                  f"got {self.down_after:g}", path="down_after")
+        self.resync_interval = _positive("resync_interval", resync_interval)
+        self.tick = _positive("tick", tick)
+        self.controller_id = controller_id
+        self.store = store
+        self.engine = Engine(store, agents, secrets=secrets)
+        # Flush at least twice per heartbeat interval: a live host's recorded heartbeat is
+        # then never older than interval + flush, well inside down_after.
+        self.flush_every = min(1.0, self.heartbeat_interval / 2)
+        self.elector = Elector(store, controller_id, lease_seconds=max(5 * self.flush_every, 3 * self.tick, 2.0))
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._buffer = HeartbeatBuffer()
+        self._known: set[str] = set()
+        self._known_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._converged: tuple[int, tuple[HostFailure, ...]] = (0, ())
+        self._subs: list[queue.SimpleQueue[tuple[str, str]]] = []
+        self._subs_lock = threading.Lock()
+        self._view: _View | None = None
+        self._view_lock = threading.Lock()
+        self._offset = 0.0  # store clock - time.time()
+        self._offset_at = -math.inf
+        self._threads: list[threading.Thread] = []
+        self._listener: Any = None
+        self._started = False
+        self.reconciler = Reconciler(
+            self.engine, self.elector, down_after=self.down_after, resync_interval=self.resync_interval,
+            progress=self._fan_out, converged=self._set_converged, abort=self.engine.stop,
+            stopping=self._stopping,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        with self.store.transaction() as tx:
+            self._offset, self._offset_at = tx.clock() - time.time(), time.monotonic()
+            known = {o.id for o in tx.list("host")}
+            state = tx.get_state(CONVERGED_KEY)
+        with self._known_lock:
+            self._known |= known
+        if state:
+            self._set_converged(int(state.get("revision", 0)), parse_failures(state))
+        listen = getattr(self.store, "listen", None)
+        if listen is not None:
+            self._listener = listen(CHANNEL, self._on_notify)
+        for name, target in (("loop", self._run), ("flush", self._flush_loop)):
+            t = threading.Thread(target=target, name=f"plane-{name}-{self.controller_id}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop the loop (a running converge is cut short: hosts keep what they got and the
+        next leader carries on), write the last heartbeats, step down."""
+        self._stopping.set()
+        self.engine.stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=60)
+        self._threads.clear()
+        if self._started:
+            self._flush()
+            self.elector.resign()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._cv:
+            self._cv.notify_all()
+
+    @property
+    def leading(self) -> bool:
+        return self.elector.leading
+
+    # ------------------------------------------------------------------ agents
+    def register(self, host: Host | Mapping[str, Any]) -> float:
+        if isinstance(host, Host):
+            h = host
+        elif isinstance(host, Mapping):
+            h = parse(Host, dict(host))
+        else:
+            raise ValidationError(f"must be a host document, got {type(host).__name__}", path="host")
+        h = self.engine.register_host(h, keep_status=True)
+        with self._known_lock:
+            self._known.add(h.name)
+        # Counts as a heartbeat. Generation 0 and no digest: the leader re-reads the host,
+        # as an agent that (re)starts may have lost its config.
+        self._buffer.add(h.name, Beat(time.time(), 0, 0, False, ""))
+        return self.heartbeat_interval
+
+    def heartbeat(self, host: str, accepted_generation: int, converged_generation: int,
+                  converging: bool, actual_digest: str) -> float:
+        check_heartbeat(host, accepted_generation, converged_generation, converging, actual_digest)
+        with self._known_lock:
+            known = host in self._known
+        if not known:
+            with self.store.transaction() as tx:
+                found = tx.get("host", host) is not None
+            if not found:
+                raise NotFoundError("host", host)
+            with self._known_lock:
+                self._known.add(host)
+        self._buffer.add(host, Beat(time.time(), accepted_generation, converged_generation, converging,
+                                    actual_digest))
+        return self.heartbeat_interval
+
+    def _flush_loop(self) -> None:
+        while not self._stopping.wait(self.flush_every):
+            try:
+                self._flush()
+            except Exception:
+                log.exception("heartbeat flush failed")
+
+    def _flush(self) -> None:
+        """Write buffered heartbeats (one statement) and, when leading, renew the lease."""
+        beats = self._buffer.drain()
+        leading = self.elector.leading
+        if leading and not self.elector.check():
+            self._lost()
+            leading = False
+        if not beats and not leading:
+            return
+        lost = False
+        try:
+            with self.store.transaction() as tx:
+                if time.monotonic() - self._offset_at > CLOCK_EVERY:
+                    self._offset, self._offset_at = tx.clock() - time.time(), time.monotonic()
+                unknown: set[str] = set()
+                if beats:
+                    unknown = tx.put_heartbeats([
+                        Heartbeat(h, b.received + self._offset, b.accepted_generation, b.converged_generation,
+                                  b.converging, b.digest, self.controller_id) for h, b in beats.items()])
+                if leading:
+                    try:
+                        self.elector.renew(tx, time.time() + self._offset)
+                    except LostLeadership:
+                        lost = True
+        except L2vpcError as e:
+            if not isinstance(e, ValidationError):
+                self._buffer.restore(beats)
+            log.warning("could not record %d heartbeats: %s", len(beats), e)
+            return
+        if lost:
+            self._lost()
+        if unknown:  # deregistered meanwhile: their next heartbeat is refused
+            with self._known_lock:
+                self._known -= unknown
+
+    def _lost(self) -> None:
+        """Leadership is gone: stop pushing at once (a successor may already be)."""
+        self.elector.drop()
+        self.engine.stop.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self) -> None:
+        next_full = 0.0
+        while not self._stopping.is_set():
+            delay = self.tick
+            try:
+                if not self.elector.leading and self.elector.try_acquire():
+                    self.reconciler.reset()
+                    next_full = 0.0
+                    self._refresh_view(0)
+                if self.elector.leading:
+                    now = time.monotonic()
+                    full = now >= next_full
+                    if full:
+                        next_full = now + self.tick
+                    self.reconciler.round(full)
+                    delay = max(0.0, next_full - time.monotonic())
+                    if self._listener is None:
+                        delay = min(delay, POLL)
+            except LostLeadership as e:
+                log.warning("%s", e)
+                self._lost()
+            except L2vpcError as e:
+                log.warning("reconcile round failed: %s", e)
+            except Exception:
+                log.exception("reconcile round failed")
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def _on_notify(self, payload: str | None) -> None:
+        """From the listener thread: a hint to re-read, never the data itself."""
+        try:
+            kind, _, value = (payload or "").partition(":")
+            if payload is None:
+                self._wake.set()
+                self._refresh_view(0)
+            elif kind == "desired" and self.elector.leading:
+                self._wake.set()
+            elif kind == "converged" and value.isdigit() and int(value) > self._converged[0]:
+                self._refresh_view(0)
+            elif kind == "leader" and not self.elector.leading:
+                self._wake.set()
+        except Exception as e:  # a lost notification only delays: waiters re-read on their own
+            log.info("notification %r not handled: %s", payload, e)
+
+    # ------------------------------------------------------------------ converge
+    def request_converge(self) -> int:
+        with self.store.transaction() as tx:
+            revision = tx.next_sequence(DESIRED)
+            tx.notify(CHANNEL, f"desired:{revision}")
+        if self.elector.leading:
+            self._wake.set()
+        return revision
+
+    def wait_converged(self, revision: int, timeout: float, progress: Progress | None,
+                       cancelled: Callable[[], bool]) -> ConvergeOutcome:
+        if type(revision) is not int or revision < 0:
+            raise ValidationError(f"must be a revision from request_converge, got {revision!r}", path="revision")
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout >= 0:
+            raise ValidationError(f"must be a number of seconds >= 0, got {timeout!r}", path="timeout")
+        deadline = time.monotonic() + timeout
+        inbox: queue.SimpleQueue[tuple[str, str]] | None = None
+        if progress is not None:
+            inbox = queue.SimpleQueue()
+            with self._subs_lock:
+                self._subs.append(inbox)
+        try:
+            if self._converged[0] < revision:
+                self._refresh_view(0)
+            last_note = ""
+            next_note = time.monotonic()
+            while True:
+                converged, failures = self._converged
+                # Progress is queued before the converge is recorded: all of it is in the
+                # inbox once the revision shows as converged.
+                if inbox is not None and progress is not None:
+                    while not inbox.empty():
+                        progress(*inbox.get_nowait())
+                if converged >= revision:
+                    return ConvergeOutcome(converged, failures)
+                if self._stopping.is_set():
+                    raise TemporaryError(f"controller {self.controller_id} is stopping: {self._why(revision)}")
+                if cancelled():
+                    raise TemporaryError(f"stopped waiting: {self._why(revision)}; the converge goes on")
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TemporaryError(f"timed out after {timeout:g} s: {self._why(revision)}")
+                if not self.elector.leading:
+                    poll = SLOW_POLL if self._listener is not None else POLL
+                    self._refresh_view(poll)
+                    if progress is not None and now >= next_note:
+                        note = self._coarse(revision)
+                        if note != last_note:
+                            progress("", note)
+                            last_note = note
+                        next_note = now + 1.0
+                with self._cv:
+                    if self._converged[0] < revision and not self._stopping.is_set():
+                        self._cv.wait(timeout=min(POLL, max(0.0, deadline - now)))
+        finally:
+            if inbox is not None:
+                with self._subs_lock:
+                    self._subs.remove(inbox)
+
+    def _fan_out(self, host: str, message: str) -> None:
+        """Executor progress (from its threads) to the waiters of this process."""
+        with self._subs_lock:
+            subs = list(self._subs)
+        for inbox in subs:
+            inbox.put((host, message))
+
+    def _set_converged(self, revision: int, failures: tuple[HostFailure, ...]) -> None:
+        with self._cv:
+            if revision > self._converged[0]:
+                self._converged = (revision, failures)
+                self._cv.notify_all()
+
+    def _refresh_view(self, max_age: float) -> _View:
+        """The leader record, the converging hosts and the converged revision, read at most
+        once per `max_age` for all waiters of this process."""
+        with self._view_lock:
+            view = self._view
+            if view is not None and time.monotonic() - view.read_at < max_age:
+                return view
+            with self.store.transaction() as tx:
+                now = tx.clock()
+                leader = read_leader(tx)
+                converging = tx.get_state(CONVERGING_KEY) or {}
+                state = tx.get_state(CONVERGED_KEY)
+            view = self._view = _View(time.monotonic(), now, leader, converging)
+        if state:
+            self._set_converged(int(state.get("revision", 0)), parse_failures(state))
+        return view
+
+    def _coarse(self, revision: int) -> str:
+        view = self._refresh_view(VIEW_MAX_AGE)
+        leader = view.leader
+        if leader is None or view.now >= leader.expires:
+            return f"waiting for a controller to lead (revision {revision})"
+        hosts = view.converging.get("hosts") or []
+        if hosts:
+            return (f"leader {leader.id} is converging revision {view.converging.get('revision')} on "
+                    f"{view.converging.get('count', len(hosts))} hosts")
+        return f"waiting for leader {leader.id} to converge revision {revision}"
+
+    def _why(self, revision: int) -> str:
+        """What is missing for `revision` (the message of a timeout or cancel)."""
+        try:
+            view = self._refresh_view(0.2)
+        except L2vpcError as e:
+            return f"revision {revision} is not converged; the state store is unreachable ({e})"
+        converged = self._converged[0]
+        tail = f"waiting for revision {revision} (converged: {converged})"
+        if self.elector.leading:
+            hosts = list(self.reconciler.in_flight)
+            if hosts:
+                return f"still converging: hosts {_names(hosts)} (leader {self.controller_id}); {tail}"
+            return f"leader {self.controller_id} has not converged revision {revision} yet; {tail}"
+        leader = view.leader
+        if leader is None:
+            return f"no controller is leading; {tail}"
+        if view.now >= leader.expires:
+            return (f"no controller is leading (the lease of the last leader, {leader.id}, term {leader.term}, "
+                    f"expired {view.now - leader.expires:.0f} s ago); {tail}")
+        hosts = [str(h) for h in view.converging.get("hosts") or []]
+        if hosts:
+            count = int(view.converging.get("count", len(hosts)))
+            return f"still converging: hosts {_names(hosts, count)} (leader {leader.id}); {tail}"
+        return f"leader {leader.id} has not converged revision {revision} yet; {tail}"
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> PlaneStatus:
+        return read_status(self.store, self.controller_id)
+
+
+def _names(hosts: list[str], count: int | None = None) -> str:
+    count = len(hosts) if count is None else count
+    shown = ", ".join(hosts[:MAX_LISTED])
+    return shown + (f" and {count - len(hosts[:MAX_LISTED])} more" if count > len(hosts[:MAX_LISTED]) else "")

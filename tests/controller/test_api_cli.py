@@ -1,0 +1,140 @@
+"""`l2vpc controller ...`: pki init, token create/list/revoke on PostgreSQL, and `run` as a real
+process (ready line, TLS, tokens, graceful SIGTERM) whose output never shows a token or the
+database password."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from _api_helpers import Client, rejected
+
+from l2vpc._proto import controller_pb2 as pb
+from l2vpc.cli import main
+from l2vpc.controller import auth
+from l2vpc.controller.cli import parse_duration
+from l2vpc.engine.store import open_store
+
+CLI = [sys.executable, "-c", "import sys; from l2vpc.cli import main; sys.exit(main())"]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_durations() -> None:
+    assert parse_duration("90") == 90 and parse_duration("30m") == 1800 and parse_duration("24h") == 86400
+    assert parse_duration("1h30m") == 5400 and parse_duration("2w") == 14 * 86400 and parse_duration("0") == 0
+    for bad in ("", "h", "10x", "1h 30m", "-5s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_token_commands(db: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "tenant",
+                           "--tenant", "acme", "--ttl", "24h")
+    assert rc == 0, err
+    text = out.strip()
+    assert out.count("\n") == 1 and auth.parse_token(text) is not None  # stdout: the token alone
+    token_id = auth.parse_token(text)[0]  # type: ignore[index]
+    assert token_id in err and "only this once" in err and text not in err
+
+    path = tmp_path / "agent.token"
+    rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "agent",
+                           "--host", "h1", "--output", str(path))
+    assert rc == 0 and out == ""
+    assert auth.parse_token(path.read_text().strip()) is not None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "tenant")
+    assert rc == 1 and "--tenant: required for role tenant" in err and out == ""
+
+    rc, out, _ = run_cli(capsys, "controller", "token", "revoke", "--store", db.url, token_id)
+    assert rc == 0
+    rc, out, _ = run_cli(capsys, "controller", "token", "list", "--store", db.url, "--json")
+    listed = {t["id"]: t for t in json.loads(out)}
+    assert listed[token_id]["state"] == "revoked" and listed[token_id]["tenant"] == "acme"
+    assert [t["role"] for t in listed.values()].count("agent") == 1
+    assert text.split("_", 2)[2] not in out and "digest" not in out
+    rc, out, _ = run_cli(capsys, "controller", "token", "list", "--store", db.url)
+    assert token_id in out and "revoked" in out and "host h1" in out
+
+    rc, _, err = run_cli(capsys, "controller", "token", "revoke", "--store", db.url, "tok-000000000000")
+    assert rc == 1 and "not found" in err
+    # The password in the URL never shows, not even in errors.
+    bad_url = db.url.replace(f"/{db.url.rsplit('/', 1)[1]}", "/no_such_database")
+    rc, _, err = run_cli(capsys, "controller", "token", "list", "--store", bad_url)
+    assert rc == 1 and db.server.password not in err
+
+
+def test_run_serves_until_sigterm(db: Any, secret_key: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pki = tmp_path / "pki"
+    rc, out, err = run_cli(capsys, "controller", "pki", "init", str(pki), "--name", "ctl.example.net")
+    assert rc == 0, err
+    for name in ("ca.pem", "controller.pem", "controller.key", "engine.pem", "engine.key"):
+        assert (pki / name).is_file()
+    assert stat.S_IMODE((pki / "controller.key").stat().st_mode) == 0o600
+
+    store = open_store(db.url)
+    try:
+        tenant = auth.create_token(store, "tenant", tenant="acme")[1]
+        admin = auth.create_token(store, "admin")[1]
+    finally:
+        store.close()
+    ready = tmp_path / "ready"
+    env = {**os.environ, "L2VPC_STORE": db.url}  # the URL carries a password: not on the command line
+    proc = subprocess.Popen(
+        [*CLI, "controller", "run", "--listen", "127.0.0.1:0", "--pki", str(pki), "--id", "ctl-a",
+         "--log-level", "debug", "--ready-file", str(ready)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("controller ctl-a listening on 127.0.0.1:"), line + (proc.stderr.read()
+                                                                                   if proc.poll() else "")
+        address = line.split()[-1]
+        assert ready.read_text().strip() == address
+        client = Client(address, pki / "ca.pem")
+        try:
+            vpc = client.create(tenant, "vpc", {"name": "web", "region": "r1"})
+            assert client.get(tenant, "vpc", vpc["id"])["name"] == "web"
+            e = rejected(client.list, tenant[:-3] + "abc", "vpc")
+            assert e.code() == grpc.StatusCode.UNAUTHENTICATED
+            status = client.call("Status", pb.StatusRequest(), admin)
+            assert status.controller == "ctl-a"
+        finally:
+            client.close()
+        admin_file = tmp_path / "admin.token"
+        admin_file.write_text(admin + "\n")
+        admin_file.chmod(0o600)
+        rc, out, err = run_cli(capsys, "controller", "status", "--endpoint", address, "--token-file",
+                               str(admin_file), "--ca", str(pki / "ca.pem"))
+        assert rc == 0, err
+        assert out.startswith("controller ctl-a; leader ") and "revisions: desired " in out and "hosts: 0 up, 0 down" in out
+        admin_file.write_text(tenant)
+        rc, out, err = run_cli(capsys, "controller", "status", "--endpoint", address, "--token-file",
+                               str(admin_file), "--ca", str(pki / "ca.pem"))
+        assert rc == 1 and "PERMISSION_DENIED" in err and tenant not in err
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "received SIGTERM, stopping" in err and "controller ctl-a stopped" in err
+    assert not ready.exists()
+    for secret in (tenant.split("_", 2)[2], admin.split("_", 2)[2], db.server.password, secret_key):
+        assert secret not in out and secret not in err

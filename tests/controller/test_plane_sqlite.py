@@ -1,0 +1,51 @@
+"""The control loop on SQLite (a single-controller deployment): the flock on the state file
+makes one plane lead, and without notifications a follower's Converge is still picked up by
+polling; the heartbeat and liveness paths are the same as on PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from _plane_helpers import wait_for
+
+from l2vpc.controller.plane import ClusterPlane
+from l2vpc.engine.api import Engine
+from l2vpc.engine.executor import MemoryAgentPool
+from l2vpc.engine.secrets import SecretBox
+from l2vpc.engine.store.sqlite import SqliteStore
+
+
+def test_one_plane_leads_a_sqlite_file_and_converges_for_another(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    pool, box = MemoryAgentPool(), SecretBox.for_state(str(path))
+    fast = {"heartbeat_interval": 0.2, "down_after": 1.0, "tick": 0.1}
+    with SqliteStore(path) as sa, SqliteStore(path) as sb:
+        a = ClusterPlane(sa, pool, box, controller_id="a", **fast)
+        b = ClusterPlane(sb, pool, box, controller_id="b", **fast)
+        a.start()
+        try:
+            wait_for(lambda: a.leading, 5, "a to lead")
+            b.start()
+            try:
+                b.register({"name": "h1", "region": "r1", "underlay_ip": "10.0.0.1"})
+                engine = Engine(sb, pool, secrets=box)
+                vpc = engine.create("vpc", {"name": "v", "region": "r1"})
+                att = engine.create("attachment", {"vpc_id": vpc.id, "workload": "w1", "host": "h1"})
+                time.sleep(0.3)
+                assert not b.leading and b.status().leader == "a"
+                started = time.monotonic()
+                rev = b.request_converge()
+                assert b.wait_converged(rev, 5, None, lambda: False).revision >= rev
+                assert time.monotonic() - started < 1
+                assert [p.id for p in pool.agents()["h1"].report(1).ports] == [att.id]
+                # h1 never heartbeats after registering: down after a second.
+                wait_for(lambda: b.status().hosts[0].status == "down", 3, "h1 down")
+                b.heartbeat("h1", 0, 0, False, "")
+                wait_for(lambda: b.status().hosts[0].status == "up", 3, "h1 up again")
+            finally:
+                b.stop()
+        finally:
+            a.stop()
+        assert [e.what.split(":")[0] for e in ClusterPlane(sa, pool, box, controller_id="c").status().recent][:2] == [
+            "leader changed", "host down"]
