@@ -81,6 +81,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="how often agents heartbeat (default 2s)")
     r.add_argument("--down-after", type=_duration, default=10.0, metavar="S",
                    help="a host silent this long is marked down and its services move (default 10s)")
+    r.add_argument("--max-heartbeat-rate", type=float, default=150.0, metavar="N",
+                   help="heartbeats/s the cluster is paced to: with more hosts than interval × N, agents are "
+                        "told a longer interval and --down-after stretches by the same factor (default 150)")
     r.add_argument("--resync-interval", type=_duration, default=60.0, metavar="S",
                    help="re-read every host at least this often (default 60s)")
     r.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES, metavar="N",
@@ -153,7 +156,8 @@ def _run(args: argparse.Namespace) -> int:
         store=_store_url(args), listen=args.listen, pki_dir=args.pki,
         controller_id=args.id or default_controller_id(),
         heartbeat_interval=args.heartbeat_interval, down_after=args.down_after,
-        resync_interval=args.resync_interval, max_request_bytes=args.max_request_bytes,
+        resync_interval=args.resync_interval, max_heartbeat_rate=args.max_heartbeat_rate,
+        max_request_bytes=args.max_request_bytes,
         workers=args.workers, converge_timeout=args.converge_timeout, ready_file=args.ready_file,
     )
     try:

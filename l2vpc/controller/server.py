@@ -77,6 +77,9 @@ class ControllerSettings:
     heartbeat_interval: float = 2.0  # what agents are told to keep
     down_after: float = 10.0  # a host silent for this long is marked down
     resync_interval: float = 60.0  # re-read every host at least this often
+    # Heartbeats/s the cluster is paced to: with many hosts agents are told a longer interval
+    # (and down_after stretches with it). See ClusterPlane.agent_interval.
+    max_heartbeat_rate: float = 150.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger requests: RESOURCE_EXHAUSTED
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES  # per JSON document in a request
     workers: int = 32  # threads serving calls
@@ -94,6 +97,8 @@ class ControllerSettings:
             value = getattr(self, name)
             if not value > 0:
                 problems.append(f"{name}: must be a positive number of seconds, got {value}")
+        if not self.max_heartbeat_rate > 0:
+            problems.append(f"max_heartbeat_rate: must be a positive number of heartbeats/s, got {self.max_heartbeat_rate}")
         if self.heartbeat_interval > 0 and self.down_after < 2 * self.heartbeat_interval:
             problems.append(f"down_after ({self.down_after:g}s) must be at least twice heartbeat_interval "
                             f"({self.heartbeat_interval:g}s), or every late heartbeat marks a host down")
@@ -125,6 +130,7 @@ class ControllerHandle:
         self._stopped = True
         self.server.stop(grace).wait()
         try:
+            self.service.creates.close()
             self.plane.stop()
         finally:
             self.agents.close()
@@ -183,7 +189,7 @@ def _cluster_plane(store: Store, agents: GrpcAgentPool, secrets: SecretBox,
     plane: ControlPlane = ClusterPlane(
         store, agents, secrets, controller_id=settings.controller_id,
         heartbeat_interval=settings.heartbeat_interval, down_after=settings.down_after,
-        resync_interval=settings.resync_interval,
+        resync_interval=settings.resync_interval, max_heartbeat_rate=settings.max_heartbeat_rate,
     )
     return plane
 

@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError
 from l2vpc._proto import controller_pb2 as pb
 from l2vpc._proto import controller_pb2_grpc as pb_grpc
 from l2vpc.controller.auth import Authenticator, AuthError, Principal
+from l2vpc.controller.batching import CreateBatcher
 from l2vpc.controller.contract import ControlPlane, ConvergeOutcome
 from l2vpc.controller.errors import to_status
 from l2vpc.engine.api import Engine
@@ -230,6 +231,7 @@ class ControllerService(pb_grpc.ControllerServicer):
         # keep hosts "up") always find a free thread.
         self.max_long_calls = max_long_calls
         self._long_calls = threading.BoundedSemaphore(max_long_calls)
+        self.creates = CreateBatcher(store, lambda tenant: Engine(store, agents, tenant=tenant, secrets=secrets))
 
     # ------------------------------------------------------------------ plumbing
     def authorize(self, context: grpc.ServicerContext, access: str, method: str) -> Caller:
@@ -289,8 +291,8 @@ class ControllerService(pb_grpc.ControllerServicer):
     def Create(self, request: pb.CreateRequest, context: grpc.ServicerContext, caller: Caller) -> pb.ObjectReply:
         kind = _kind(request.kind)
         data = self.document(request.data_json)
-        return _reply(kind, self.engine(caller).create(
-            kind, data, adopt=(request.adopt_key or True) if request.adopt else False))
+        adopt = (request.adopt_key or True) if request.adopt else False
+        return _reply(kind, self.creates.create(caller.tenant, kind, data, adopt=adopt))
 
     @_rpc(OBJECT)
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext, caller: Caller) -> pb.ObjectReply:

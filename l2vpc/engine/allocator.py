@@ -36,6 +36,11 @@ def pool_ifname(workload: str) -> str:
     return f"ifname:{workload}"
 
 
+def pool_on_host(host: str) -> str:
+    """Index of the attachments placed on a host (placement reads its size: the host's load)."""
+    return f"on-host:{host}"
+
+
 def pool_members(vpc_id: str) -> str:
     """Index of a VPC's attachments (value = owner = attachment id)."""
     return f"member:{vpc_id}"

@@ -70,6 +70,25 @@ def _same_where_given(given: Mapping[str, Any], wanted: Mapping[str, Any], exist
     return True
 
 
+_HOSTS_SEEN: dict[str, Host] = {}  # stored host document text -> parsed Host
+_HOSTS_SEEN_MAX = 20_000
+
+
+def _host(so: StoredObject) -> Host:
+    """The Host a stored document holds. Hosts change rarely and placement and the rules read
+    all of them (1,000 hosts: ~30 ms of parsing per create), so parsed hosts are kept by the
+    exact stored text: the same text is the same host, whichever transaction read it."""
+    raw = getattr(so, "_raw", None)
+    if not isinstance(raw, str):
+        return Host.model_validate(so.data)
+    host = _HOSTS_SEEN.get(raw)
+    if host is None:
+        if len(_HOSTS_SEEN) >= _HOSTS_SEEN_MAX:
+            _HOSTS_SEEN.clear()
+        host = _HOSTS_SEEN[raw] = Host.model_validate(so.data)
+    return host
+
+
 class _Rollback(Exception):
     """Ends a dry-run transaction without writing."""
 
@@ -220,7 +239,7 @@ class Engine:
 
     def hosts(self, region: str | None = None, role: str | None = None) -> builtins.list[Host]:
         with self.store.transaction() as tx:
-            hosts = [Host.model_validate(o.data) for o in tx.list("host")]
+            hosts = [_host(o) for o in tx.list("host")]
         return sorted(
             (h for h in hosts if (region is None or h.region == region) and (role is None or h.role == role)),
             key=lambda h: h.name,
@@ -300,16 +319,21 @@ class Engine:
         A string `adopt` is the creator's key (e.g. its working directory's digest): only a
         create with the same key adopts, so two configurations applying the same values at
         once never share one object."""
-        data = {k: v for k, v in data.items() if k not in COMPUTED[kind]}
         with self.store.transaction() as tx:
-            if adopt:
-                orphan = self._orphan(tx, kind, data, adopt)
-                if orphan is not None:
-                    return orphan
-            obj = getattr(self, f"_create_{kind}")(tx, data)
-            if adopt:
-                tx.reserve(UNCONFIRMED, _unconfirmed_value(adopt, obj.id), obj.id)
-            return obj
+            return self.create_in(tx, kind, data, adopt=adopt)
+
+    def create_in(self, tx: Transaction, kind: str, data: Mapping[str, Any], *, adopt: bool | str = False) -> Any:
+        """`create` inside the caller's transaction (several creates committed together, see
+        l2vpc/controller/batching.py). Raises like `create`; the caller then rolls back."""
+        data = {k: v for k, v in data.items() if k not in COMPUTED[kind]}
+        if adopt:
+            orphan = self._orphan(tx, kind, data, adopt)
+            if orphan is not None:
+                return orphan
+        obj = getattr(self, f"_create_{kind}")(tx, data)
+        if adopt:
+            tx.reserve(UNCONFIRMED, _unconfirmed_value(adopt, obj.id), obj.id)
+        return obj
 
     def confirm(self, ident: str) -> None:
         """The creator has recorded the object (Terraform refreshed it): never adopt it again."""
@@ -455,7 +479,8 @@ class Engine:
         host = att.host or next((s.host for s in siblings if s.host), None)
         if host is None:
             hosts = self._hosts(tx)  # placement looks at every host
-            load = Counter(a.host for a in self._attachments(tx) if a.host)
+            sizes = tx.pool_sizes(alloc.pool_on_host(h) for h in hosts)
+            load = Counter({h: sizes.get(alloc.pool_on_host(h), 0) for h in hosts})
             host = pick_compute_host(hosts.values(), vpc, load, self.default_region).name
         else:
             # The rules only need the hosts this workload touches: read those, not all of them.
@@ -473,6 +498,7 @@ class Engine:
         if att.ip_address:
             alloc.reserve_ip(tx, vpc.id, att.ip_address.split("/")[0], ident)
         tx.reserve(alloc.pool_members(vpc.id), ident, ident)
+        tx.reserve(alloc.pool_on_host(host), ident, ident)
         att = att.model_copy(update={"interface_name": ifname, "mac_address": mac})
         tx.create("attachment", ident, self._data("attachment", att), tenant=self.tenant)
         self._replace_dhcp(tx, vpc, hosts)
@@ -505,6 +531,11 @@ class Engine:
             tx.release_owner(cur.id, pool=alloc.pool_ip(vpc.id))
             if new.ip_address:
                 alloc.reserve_ip(tx, vpc.id, new.ip_address.split("/")[0], cur.id)
+        if new.host != cur.host:
+            if cur.host:
+                tx.release_owner(cur.id, pool=alloc.pool_on_host(cur.host))
+            if new.host:
+                tx.reserve(alloc.pool_on_host(new.host), cur.id, cur.id)
         tx.update("attachment", cur.id, self._data("attachment", new), so.generation)
         self._replace_dhcp(tx, vpc, hosts)
         return new
@@ -634,10 +665,10 @@ class Engine:
         tx.reserve(pool, name, owner)
 
     def _hosts_named(self, tx: Transaction, names: Iterable[str]) -> dict[str, Host]:
-        return {o.id: Host.model_validate(o.data) for o in tx.get_many("host", names)}
+        return {o.id: _host(o) for o in tx.get_many("host", names)}
 
     def _hosts(self, tx: Transaction) -> dict[str, Host]:
-        return {o.id: Host.model_validate(o.data) for o in tx.list("host")}
+        return {o.id: _host(o) for o in tx.list("host")}
 
     def _list(self, tx: Transaction, kind: str, model: type[M]) -> builtins.list[M]:
         return [model.model_validate(self.secrets.open_fields(kind, o.data)) for o in tx.list(kind)]

@@ -339,3 +339,23 @@ def test_bad_input_names_the_field_and_changes_nothing(cluster: Cluster, db: Any
     # Only the registration counted as a heartbeat; the refused ones wrote nothing.
     assert db.raw("SELECT host, accepted_generation, digest FROM heartbeats") == [("h1", 0, "")]
     assert [h.name for h in read_status(cluster.store()).hosts] == ["h1"]
+
+
+def test_heartbeat_interval_is_paced_to_the_fleet(db: Any, secret_key: str) -> None:
+    """With more hosts than the cluster's heartbeat budget, agents are told a longer interval
+    and a host counts as down only after as many missed beats as with a small fleet."""
+    from l2vpc.controller.plane import ClusterPlane
+    from l2vpc.engine.executor import MemoryAgentPool
+    from l2vpc.engine.secrets import SecretBox
+    from l2vpc.engine.store import open_store
+
+    with open_store(db.url) as store:
+        plane = ClusterPlane(store, MemoryAgentPool(), SecretBox.for_state(None), controller_id="pace",
+                             heartbeat_interval=2.0, down_after=6.0, max_heartbeat_rate=10.0)
+        small = plane.register({"name": "h0", "region": "r1", "underlay_ip": "10.9.0.1"})
+        assert small == 2.0 and plane.reconciler.down_after == 6.0
+        for i in range(1, 50):
+            interval = plane.register({"name": f"h{i}", "region": "r1", "underlay_ip": f"10.9.0.{i + 1}"})
+        assert interval == 5.0  # 50 hosts at 10 heartbeats/s
+        assert plane.heartbeat("h3", 0, 0, False, "") == 5.0
+        assert plane.reconciler.down_after == 15.0  # still three missed beats

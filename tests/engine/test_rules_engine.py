@@ -339,6 +339,20 @@ def test_placement_least_loaded_compute_host_in_region(env: Env) -> None:
     assert env.attach(vpc, "new2").host == "c1"
 
 
+def test_placement_load_follows_deletes_and_moves(env: Env) -> None:
+    vpc = env.vpc("prod")
+    first = env.attach(vpc, "w1", host="c1")
+    env.attach(vpc, "w2", host="c1")
+    env.attach(vpc, "w3", host="c2")
+    env.engine.delete("attachment", first.id)  # c1 and c2 carry one each again
+    assert env.attach(vpc, "new1").host == "c1"  # tie: by name
+    moved = env.attach(vpc, "w4", host="c1")
+    env.engine.update("attachment", moved.id, {**_user_fields(moved), "host": "c2"})
+    # c1: w2, new1; c2: w3, w4 -> tie again; one more on c1 makes c2 the least loaded.
+    assert env.attach(vpc, "new2").host == "c1"
+    assert env.attach(vpc, "new3").host == "c2"
+
+
 def test_workload_second_attachment_lands_on_same_host(env: Env) -> None:
     a, b = env.vpc("prod"), env.vpc("dev")
     env.attach(a, "web1", host="c1")

@@ -112,6 +112,10 @@ class Transaction(abc.ABC):
     def allocations(self, pool: str) -> dict[str, str]:
         """value -> owner for one pool."""
 
+    @abc.abstractmethod
+    def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        """How many values each of `pools` holds (pools holding none are left out)."""
+
     # --- host reports ------------------------------------------------------------------
     @abc.abstractmethod
     def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:

@@ -292,6 +292,13 @@ class PostgresTransaction(Transaction):
             return {}
         return dict(self._rows("SELECT value, owner FROM allocations WHERE pool = %s", (pool,)))
 
+    def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        names = [p for p in pools if _lookup_key("pool", p)]
+        if not names:
+            return {}
+        return {p: int(n) for p, n in self._rows(
+            "SELECT pool, count(*) FROM allocations WHERE pool = ANY(%s::text[]) GROUP BY pool", (names,))}
+
     # --- host reports ------------------------------------------------------------------
     def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:
         _check_key("host", host)

@@ -219,6 +219,14 @@ class SqliteTransaction(Transaction):
     def allocations(self, pool: str) -> dict[str, str]:
         return dict(self._rows("SELECT value, owner FROM allocations WHERE pool = ?", (pool,)))
 
+    def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        names = [p for p in pools if isinstance(p, str)]
+        if not names:
+            return {}
+        return {p: int(n) for p, n in self._rows(
+            "SELECT pool, count(*) FROM allocations WHERE pool IN (SELECT value FROM json_each(?)) GROUP BY pool",
+            (dumps(names),))}
+
     # --- host reports ------------------------------------------------------------------
     def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:
         check_text("host", host)

@@ -1,0 +1,127 @@
+"""Group commit for creates: the creates that arrive together share one store transaction.
+
+Every write transaction takes the store's one write lock and, on PostgreSQL, waits for its
+commit to reach the disk. With many clients (Terraform runs 10 creates at once per apply, and
+several applies may run against several controllers) one transaction per create spends most of
+its time queueing for the lock and flushing. Here one writer thread per controller takes every
+create waiting at that moment (up to `max_batch`) and runs them in one transaction: one lock
+acquisition and one flush for the batch.
+
+A create that fails (bad input, a name taken by an earlier create of the same batch) must fail
+alone: the batch is then rolled back and its creates run again one transaction each. Errors
+are rare in practice (Terraform has checked the values at plan time), so this costs little.
+A store failure (connection lost) fails every create of the batch, as it would have alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from l2vpc.engine.api import Engine
+from l2vpc.engine.errors import TemporaryError, UserError
+from l2vpc.engine.store.base import Store
+
+log = logging.getLogger("l2vpc.controller.batching")
+
+DEFAULT_MAX_BATCH = 64
+
+
+@dataclass
+class _Create:
+    tenant: str
+    kind: str
+    data: Mapping[str, Any]
+    adopt: bool | str
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class CreateBatcher:
+    def __init__(self, store: Store, engine_for: Callable[[str], Engine], *,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch: must be at least 1, got {max_batch}")
+        self.store = store
+        self.engine_for = engine_for
+        self.max_batch = max_batch
+        self._waiting: deque[_Create] = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.batches = 0  # transactions run for batches of more than one create (for tests, benches)
+
+    def create(self, tenant: str, kind: str, data: Mapping[str, Any], *, adopt: bool | str = False) -> Any:
+        """Engine(tenant).create(kind, data, adopt=...), committed together with the creates
+        that wait alongside it. Raises what that create would raise."""
+        job = _Create(tenant, kind, data, adopt)
+        with self._cv:
+            if self._closed:
+                raise TemporaryError("the controller is shutting down; retry against another one")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="create-batcher", daemon=True)
+                self._thread.start()
+            self._waiting.append(job)
+            self._cv.notify()
+        # No timeout: the writer always finishes a job, and giving up here would not undo a
+        # create it commits afterwards.
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def close(self) -> None:
+        """Finish what is queued, then refuse new creates."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._waiting and not self._closed:
+                    self._cv.wait()
+                if not self._waiting:
+                    return
+                batch = [self._waiting.popleft() for _ in range(min(self.max_batch, len(self._waiting)))]
+            try:
+                self._execute(batch)
+            except BaseException as e:  # never leave a caller waiting
+                log.exception("create batch failed")
+                for job in batch:
+                    if not job.done.is_set():
+                        job.finish(error=e)
+
+    def _execute(self, batch: list[_Create]) -> None:
+        if len(batch) > 1:
+            try:
+                with self.store.transaction() as tx:
+                    results = [self.engine_for(j.tenant).create_in(tx, j.kind, j.data, adopt=j.adopt) for j in batch]
+            except UserError:
+                pass  # someone's create is wrong: rolled back; each runs alone below
+            except Exception as e:  # the store failed: every create fails as it would alone
+                for job in batch:
+                    job.finish(error=e)
+                return
+            else:
+                self.batches += 1
+                for job, result in zip(batch, results, strict=True):
+                    job.finish(result)
+                return
+        for job in batch:
+            try:
+                job.finish(self.engine_for(job.tenant).create(job.kind, job.data, adopt=job.adopt))
+            except Exception as e:
+                job.finish(error=e)
