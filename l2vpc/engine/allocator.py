@@ -64,14 +64,14 @@ def allocate_vni(tx: Transaction, owner: str) -> int:
 
 
 def allocate_mac(tx: Transaction, vpc_id: str, owner: str) -> str:
+    # The counter is global, so a clash is only with a MAC a user chose: skip those.
+    used = tx.allocations(pool_mac(vpc_id))
     for _ in range(1000):
         n = tx.next_sequence("mac") % (1 << 24)
         mac = ":".join(f"{b:02x}" for b in (*MAC_PREFIX, n >> 16, (n >> 8) & 0xFF, n & 0xFF))
-        try:
-            tx.reserve(pool_mac(vpc_id), mac, owner)
+        if mac not in used:
+            tx.claim(pool_mac(vpc_id), mac, owner)  # just seen free, under the write lock
             return mac
-        except ConflictError:
-            continue
     raise ConflictError("no free MAC address found after 1000 attempts")
 
 
@@ -97,7 +97,7 @@ def allocate_interface_name(tx: Transaction, workload: str, owner: str) -> str:
             return name
     for name in INTERFACE_NAMES:
         if name not in used:
-            tx.reserve(pool_ifname(workload), name, owner)
+            tx.claim(pool_ifname(workload), name, owner)  # just seen free, under the write lock
             return name
     raise ValidationError(
         f"workload {workload!r} already attaches {len(INTERFACE_NAMES)} VPCs; "

@@ -332,7 +332,7 @@ class Engine:
                 return orphan
         obj = getattr(self, f"_create_{kind}")(tx, data)
         if adopt:
-            tx.reserve(UNCONFIRMED, _unconfirmed_value(adopt, obj.id), obj.id)
+            tx.claim(UNCONFIRMED, _unconfirmed_value(adopt, obj.id), obj.id)
         return obj
 
     def confirm(self, ident: str) -> None:
@@ -416,7 +416,7 @@ class Engine:
         self._claim_name(tx, "vpc", vpc.name, ident)
         vpc = vpc.model_copy(update={"vni": alloc.allocate_vni(tx, ident)})
         _check(Topology(hosts=self._hosts(tx), vpcs={ident: vpc}), ident)
-        tx.create("vpc", ident, self._data("vpc", vpc), tenant=self.tenant)
+        tx.create_new("vpc", ident, self._data("vpc", vpc), tenant=self.tenant)
         return vpc
 
     def _update_vpc(self, tx: Transaction, so: StoredObject, cur: VPC, data: dict[str, Any]) -> VPC:
@@ -497,10 +497,10 @@ class Engine:
             mac = alloc.allocate_mac(tx, vpc.id, ident)
         if att.ip_address:
             alloc.reserve_ip(tx, vpc.id, att.ip_address.split("/")[0], ident)
-        tx.reserve(alloc.pool_members(vpc.id), ident, ident)
-        tx.reserve(alloc.pool_on_host(host), ident, ident)
+        tx.claim(alloc.pool_members(vpc.id), ident, ident)  # a new id: free by construction
+        tx.claim(alloc.pool_on_host(host), ident, ident)
         att = att.model_copy(update={"interface_name": ifname, "mac_address": mac})
-        tx.create("attachment", ident, self._data("attachment", att), tenant=self.tenant)
+        tx.create_new("attachment", ident, self._data("attachment", att), tenant=self.tenant)
         self._replace_dhcp(tx, vpc, hosts)
         return att
 
@@ -553,7 +553,7 @@ class Engine:
         dx = parse(DirectConnect, {**data, "id": ident})
         self._claim_name(tx, "direct_connect", dx.name, ident)
         dx = self._complete_dx(tx, dx, None)
-        tx.create("direct_connect", ident, self._data("direct_connect", dx), tenant=self.tenant)
+        tx.create_new("direct_connect", ident, self._data("direct_connect", dx), tenant=self.tenant)
         return dx
 
     def _update_direct_connect(self, tx: Transaction, so: StoredObject, cur: DirectConnect,
@@ -612,7 +612,7 @@ class Engine:
         vpn = parse(VPN, {**data, "id": ident})
         self._claim_name(tx, "vpn", vpn.name, ident)
         vpn = self._complete_vpn(tx, vpn, None)
-        tx.create("vpn", ident, self._data("vpn", vpn), tenant=self.tenant)
+        tx.create_new("vpn", ident, self._data("vpn", vpn), tenant=self.tenant)
         return vpn
 
     def _update_vpn(self, tx: Transaction, so: StoredObject, cur: VPN, data: dict[str, Any]) -> VPN:
@@ -719,6 +719,9 @@ class Engine:
         return vpc.model_copy(update={"dhcp_host": chosen}) if chosen != vpc.dhcp_host else vpc
 
     def _replace_dhcp(self, tx: Transaction, vpc: VPC, hosts: Mapping[str, Host]) -> None:
+        """`vpc` as read in this transaction (so current: writers hold the store's lock)."""
+        if vpc.dhcp is None and vpc.dhcp_host is None:
+            return  # no DHCP server to place
         so = tx.get("vpc", vpc.id)
         assert so is not None
         current = VPC.model_validate(so.data)

@@ -16,14 +16,15 @@ from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.store import open_store
 
 
-def _queue_behind_a_held_lock(db: Any, batcher: CreateBatcher, jobs: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+def _queue_behind_a_held_lock(db: Any, batcher: CreateBatcher, jobs: list[tuple[str, dict[str, Any]]],
+                              kind: str = "vpc") -> list[Any]:
     """Start `jobs` while another session holds the store's write lock, so they pile up in the
     batcher; then let go. Returns each job's result or exception, in order."""
     results: list[Any] = [None] * len(jobs)
 
     def run(i: int, tenant: str, data: dict[str, Any]) -> None:
         try:
-            results[i] = batcher.create(tenant, "vpc", data)
+            results[i] = batcher.create(tenant, kind, data)
         except Exception as e:
             results[i] = e
 
@@ -84,3 +85,39 @@ def test_closed_batcher_refuses(db: Any, secret_key: str) -> None:
         batcher.close()
         with pytest.raises(TemporaryError):
             batcher.create("acme", "vpc", {"name": "b", "region": "us-east"})
+
+
+def test_batched_attachments_see_each_other(db: Any, secret_key: str) -> None:
+    """Creates of one batch read through a shared cache: a workload's NICs in one batch get
+    distinct interface names, MACs stay unique, a user's MAC is skipped by allocation, and the
+    store ends as sequential creates would leave it."""
+    with open_store(db.url) as store:
+        engine = Engine(store, MemoryAgentPool(), tenant="acme")
+        for i in range(2):
+            engine.register_host({"name": f"h{i}", "region": "us-east", "underlay_ip": f"10.9.0.{i + 1}"})
+        vpcs = [engine.create("vpc", {"name": f"v{i}", "region": "us-east", "cidr": f"10.{i}.0.0/24"}).id
+                for i in range(3)]
+        # The MAC the counter hands out next is taken by a user's choice: allocation must skip it.
+        taken = engine.create("attachment", {"vpc_id": vpcs[0], "workload": "pinned", "host": "h0",
+                                             "mac_address": "02:4c:32:00:00:01"})
+        batcher = CreateBatcher(store, lambda tenant: Engine(store, MemoryAgentPool(), tenant=tenant))
+        jobs = [("acme", {"vpc_id": vpcs[0], "workload": "w0", "host": "h1"})]
+        jobs += [("acme", {"vpc_id": v, "workload": "w1", "host": "h0"}) for v in vpcs]
+        jobs += [("acme", {"vpc_id": vpcs[0], "workload": f"x{i}"}) for i in range(4)]
+        results = _queue_behind_a_held_lock(db, batcher, jobs, kind="attachment")
+        batcher.close()
+        assert batcher.batches == 1, results
+        made = list(results)
+        assert all(not isinstance(r, Exception) for r in made), made
+        assert sorted(r.interface_name for r in made if r.workload == "w1") == ["net1", "net2", "net3"]
+        on_v0 = [r for r in made if r.vpc_id == vpcs[0]] + [taken]
+        assert len({r.mac_address for r in on_v0}) == len(on_v0)
+        stored = {a.id: a for a in engine.list("attachment")}
+        assert set(stored) == {r.id for r in made} | {taken.id}
+        for r in made:
+            assert stored[r.id].mac_address == r.mac_address and stored[r.id].host == r.host
+        members = db.raw("SELECT pool, count(*) FROM allocations WHERE pool LIKE 'member:%%' GROUP BY pool")
+        assert dict(members) == {f"member:{vpcs[0]}": 7, f"member:{vpcs[1]}": 1, f"member:{vpcs[2]}": 1}
+        # Placement saw the batch's earlier creates: the unpinned x0..x3 spread over h0 and h1.
+        placed = sorted(r.host for r in made if r.workload.startswith("x"))
+        assert placed == ["h0", "h1", "h1", "h1"], placed

@@ -736,3 +736,25 @@ def test_get_many_returns_existing_objects_in_id_order(store: PostgresStore) -> 
         got = tx.get_many("attachment", ["att-0002", "att-0009", "att-0001", "att-0002", "bad\x00id"])
         assert [(o.id, o.data) for o in got] == [("att-0001", {"n": 1}), ("att-0002", {"n": 2})]
         assert tx.get_many("attachment", []) == []
+
+
+def test_deferred_writes_clash_at_the_next_statement_and_commit_nothing(store: PostgresStore) -> None:
+    """create_new and claim travel with the next statement; a clash still fails the whole
+    transaction, and reads in between see the writes (read-your-writes)."""
+    with store.transaction() as tx:
+        tx.create_new("vpc", "vpc-1", {"n": 1})
+        tx.claim("name:vpc", "web", "vpc-1")
+        assert tx.allocations("name:vpc") == {"web": "vpc-1"}  # flushed with this read
+        assert tx.get("vpc", "vpc-1") == StoredObject("vpc", "vpc-1", 1, {"n": 1})
+        tx.claim("name:vpc", "web", "vpc-1")  # the same owner again: no clash
+    with pytest.raises(ConflictError, match="already held"), store.transaction() as tx:
+        tx.create_new("vpc", "vpc-2", {"n": 2})
+        tx.claim("name:vpc", "web", "vpc-2")  # held by vpc-1
+        tx.allocations("other")
+    with pytest.raises(ConflictError, match="vpc 'vpc-1' already exists"), store.transaction() as tx:
+        tx.claim("name:vpc", "api", "vpc-1")
+        tx.create_new("vpc", "vpc-1", {"n": 3})  # raises when the transaction ends
+    with store.transaction() as tx:
+        assert tx.get("vpc", "vpc-2") is None
+        assert tx.get("vpc", "vpc-1") == StoredObject("vpc", "vpc-1", 1, {"n": 1})
+        assert tx.allocations("name:vpc") == {"web": "vpc-1"}

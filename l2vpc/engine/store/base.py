@@ -112,6 +112,22 @@ class Transaction(abc.ABC):
     def allocations(self, pool: str) -> dict[str, str]:
         """value -> owner for one pool."""
 
+    def create_new(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
+        """`create` for an id just generated for it (random): a store may send it together with
+        the next statement; a clash then raises ConflictError there, failing the transaction."""
+        return self.create(kind, ident, data, tenant)
+
+    def claim(self, pool: str, value: str, owner: str) -> None:
+        """`reserve` for a value the caller has just seen free in this transaction (or that is
+        unique by construction, like a new object's id): a store may send it together with the
+        next statement; a clash then raises ConflictError there, failing the transaction."""
+        self.reserve(pool, value, owner)
+
+    def allocations_many(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
+        """`allocations` of several pools (one round trip where the store can); pools holding
+        nothing map to {}."""
+        return {p: self.allocations(p) for p in pools}
+
     @abc.abstractmethod
     def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
         """How many values each of `pools` holds (pools holding none are left out)."""
@@ -137,6 +153,14 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def next_sequence(self, name: str) -> int:
         """A durable counter: 1, 2, 3, ... per name (used for config generations)."""
+
+    def next_sequence_block(self, name: str, count: int) -> int:
+        """Advance the counter by `count` at once; returns the last value taken (the block is
+        last - count + 1 ... last)."""
+        last = 0
+        for _ in range(count):
+            last = self.next_sequence(name)
+        return last
 
     @abc.abstractmethod
     def current_sequence(self, name: str) -> int:
