@@ -57,7 +57,7 @@ def test_check_names_stale_missing_and_extra_pages(tmp_path: Path) -> None:
     (docs / "resources" / "l2vpc_vpc.md").write_text("old text\n")
     (docs / "data-sources" / "l2vpc_hosts.md").unlink()
     (docs / "resources" / "l2vpc_gone.md").write_text("a resource that no longer exists\n")
-    (docs / "guides").mkdir()
+    (docs / "guides").mkdir(exist_ok=True)
     (docs / "guides" / "hand-written.md").write_text("not generated: ignored\n")
 
     result = subprocess.run(

@@ -106,27 +106,58 @@ class CreateBatcher:
                         job.finish(error=e)
 
     def _execute(self, batch: list[_Create]) -> None:
-        if len(batch) > 1:
-            try:
-                with self.store.transaction() as stored:
-                    # What the creates read, read ahead for all of them (a few queries instead
-                    # of several per create); see l2vpc/engine/store/cached.py.
-                    tx = CachedTransaction(stored)
-                    tx.prefetch_creates([(j.kind, j.data) for j in batch])
-                    results = [self.engine_for(j.tenant).create_in(tx, j.kind, j.data, adopt=j.adopt) for j in batch]
-            except UserError:
-                pass  # someone's create is wrong: rolled back; each runs alone below
-            except Exception as e:  # the store failed: every create fails as it would alone
-                for job in batch:
-                    job.finish(error=e)
+        try:
+            results = self._together(batch)
+        except UserError as e:
+            if len(batch) == 1:
+                batch[0].finish(error=e)
                 return
-            else:
-                self.batches += 1
-                for job, result in zip(batch, results, strict=True):
-                    job.finish(result)
-                return
-        for job in batch:
-            try:
-                job.finish(self.engine_for(job.tenant).create(job.kind, job.data, adopt=job.adopt))
-            except Exception as e:
+            # Someone's create is wrong: all rolled back; each runs alone now.
+            for job in batch:
+                try:
+                    job.finish(self._together([job])[0])
+                except Exception as e1:
+                    job.finish(error=e1)
+            return
+        except Exception as e:  # the store failed: every create fails as it would alone
+            for job in batch:
                 job.finish(error=e)
+            return
+        if len(batch) > 1:
+            self.batches += 1
+        for job, result in zip(batch, results, strict=True):
+            job.finish(result)
+
+    def _together(self, batch: list[_Create]) -> list[Any]:
+        """The creates of `batch` in one transaction. Attachment creates lock only their VPCs
+        and workloads (Store.keyed_transaction), so another controller's batch on other VPCs
+        runs at the same time; anything else takes the store's whole write lock."""
+        keys = _keys(batch)
+        attachments = sum(1 for j in batch if j.kind == "attachment")
+        numbers: range | None = None
+        if attachments:
+            # MAC numbers from the global counter in a short transaction of their own: its row
+            # stays locked until commit, which would make concurrent batches wait on each other.
+            with self.store.keyed_transaction(["counter:mac"]) as tx:
+                last = tx.next_sequence_block("mac", attachments)
+            numbers = range(last - attachments + 1, last + 1)
+        context = self.store.transaction() if keys is None else self.store.keyed_transaction(keys)
+        with context as stored:
+            # What the creates read, read ahead for all of them (a few queries instead of
+            # several per create); see l2vpc/engine/store/cached.py.
+            tx = CachedTransaction(stored)
+            tx.prefetch_creates([(j.kind, j.data) for j in batch], numbers)
+            return [self.engine_for(j.tenant).create_in(tx, j.kind, j.data, adopt=j.adopt) for j in batch]
+
+
+def _keys(batch: list[_Create]) -> list[str] | None:
+    """What an all-attachment batch must lock: each create's VPC and workload (its rules -
+    one host per workload, at most 10 NICs, the VPC's addresses and members - involve only
+    those). None when a create needs the whole store."""
+    keys: set[str] = set()
+    for job in batch:
+        vpc, workload = job.data.get("vpc_id"), job.data.get("workload")
+        if job.kind != "attachment" or not isinstance(vpc, str) or not isinstance(workload, str):
+            return None
+        keys |= {f"vpc:{vpc}", f"workload:{workload}"}
+    return sorted(keys)

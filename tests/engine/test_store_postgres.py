@@ -758,3 +758,39 @@ def test_deferred_writes_clash_at_the_next_statement_and_commit_nothing(store: P
         assert tx.get("vpc", "vpc-2") is None
         assert tx.get("vpc", "vpc-1") == StoredObject("vpc", "vpc-1", 1, {"n": 1})
         assert tx.allocations("name:vpc") == {"web": "vpc-1"}
+
+
+def test_keyed_transactions_exclude_only_the_same_keys(store: PostgresStore) -> None:
+    """Writers of different keys run side by side; the same key, or a plain transaction,
+    waits (Store.keyed_transaction)."""
+    order: list[str] = []
+
+    def later(ctx: Any, name: str) -> threading.Thread:
+        def run() -> None:
+            with ctx as tx:
+                tx.next_sequence(name)
+                order.append(name)
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    with store.keyed_transaction(["vpc:a", "workload:w"]) as tx:
+        tx.next_sequence("first")
+        other = later(store.keyed_transaction(["vpc:b"]), "other-key")
+        other.join(timeout=10)
+        assert order == ["other-key"]  # did not wait for us
+        same = later(store.keyed_transaction(["workload:w"]), "same-key")
+        plain = later(store.transaction(), "plain")
+        time.sleep(0.5)
+        assert order == ["other-key"]  # both wait
+        order.append("first")
+    same.join(timeout=10)
+    plain.join(timeout=10)
+    assert order[:2] == ["other-key", "first"] and sorted(order[2:]) == ["plain", "same-key"]
+
+
+def test_keyed_transaction_refuses_bad_keys(store: PostgresStore) -> None:
+    with pytest.raises(ValidationError) as ei:
+        store.keyed_transaction(["ok", ""])
+    assert ei.value.first[0] == "keys[1]"

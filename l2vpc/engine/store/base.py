@@ -214,6 +214,15 @@ class Store(abc.ABC):
         Waits for a concurrent writer (busy timeout) rather than failing at once; if the wait
         runs out, raises TemporaryError."""
 
+    def keyed_transaction(self, keys: Iterable[str]) -> AbstractContextManager[Transaction]:
+        """A transaction that excludes only the writers of the same `keys` (and every plain
+        `transaction()`), where the store can; else a plain transaction.
+
+        For writes whose rules only involve what the keys name (attachment creates: their VPC
+        and workload), so that such writes by several controllers run side by side. Whatever
+        else it writes must be safe under concurrency by itself (new ids, unique claims)."""
+        return self.transaction()
+
     @abc.abstractmethod
     def schema_version(self) -> int: ...
 

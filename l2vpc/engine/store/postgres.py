@@ -106,6 +106,15 @@ _BEGIN = (
     "BEGIN ISOLATION LEVEL READ COMMITTED; "
     f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, {_WRITE_LOCK}), (SELECT max(version) FROM schema_version)"
 )
+# Keyed writers: the write lock shared (plain transactions, which take it exclusively, wait for
+# them and they for those), then each key's own lock.
+_BEGIN_KEYED = (
+    "BEGIN ISOLATION LEVEL READ COMMITTED; "
+    f"SELECT pg_advisory_xact_lock_shared({_LOCK_CLASS}, {_WRITE_LOCK}), (SELECT max(version) FROM schema_version)"
+)
+_KEY_CLASS = _LOCK_CLASS + 1
+# Locks taken in the order of the array, which the caller sorts: keyed writers never deadlock.
+_LOCK_KEYS = f"SELECT pg_advisory_xact_lock({_KEY_CLASS}, k) FROM unnest(%s::int4[]) AS k"
 # The same lock for migrating, before schema_version exists.
 _BEGIN_MIGRATE = (
     "BEGIN ISOLATION LEVEL READ COMMITTED; "
@@ -528,16 +537,17 @@ class PostgresTransaction(Transaction):
 
 
 class _TransactionContext(AbstractContextManager[Transaction]):
-    __slots__ = ("_conn", "_store", "_tx")
+    __slots__ = ("_conn", "_keys", "_store", "_tx")
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, keys: Iterable[str] | None = None) -> None:
         self._store = store
         self._tx: PostgresTransaction | None = None
         self._conn: psycopg.Connection[Any] | None = None
+        self._keys = None if keys is None else sorted({_key_number(k) for k in keys})
 
     def __enter__(self) -> Transaction:
         store = self._store
-        conn = store._begin()
+        conn = store._begin(self._keys)
         self._conn = conn
         self._tx = PostgresTransaction(store, conn)
         return self._tx
@@ -813,15 +823,18 @@ class PostgresStore(Store):
         finally:
             self._slots.release()
 
-    def _begin(self) -> psycopg.Connection[Any]:
-        """Borrow a connection, BEGIN and take the write lock; a pooled connection found dead
-        (server restarted while it idled) is replaced once, since nothing has happened yet."""
+    def _begin(self, keys: Sequence[int] | None = None) -> psycopg.Connection[Any]:
+        """Borrow a connection, BEGIN and take the write lock (with `keys`: shared, and the
+        keys' locks); a pooled connection found dead (server restarted while it idled) is
+        replaced once, since nothing has happened yet."""
         for attempt in (1, 2):
             conn = self._acquire()
             try:
-                cur = conn.execute(_BEGIN, prepare=False)
+                cur = conn.execute(_BEGIN if keys is None else _BEGIN_KEYED, prepare=False)
                 cur.nextset()
                 row = cur.fetchone()
+                if keys:
+                    conn.execute(_LOCK_KEYS, (list(keys),))
             except psycopg.Error as exc:
                 dead = conn.broken or conn.closed
                 if not dead:
@@ -956,6 +969,12 @@ class PostgresStore(Store):
     def transaction(self) -> AbstractContextManager[Transaction]:
         return _TransactionContext(self)
 
+    def keyed_transaction(self, keys: Iterable[str]) -> AbstractContextManager[Transaction]:
+        keys = list(keys)
+        for i, k in enumerate(keys):
+            _check_key(f"keys[{i}]", k)
+        return _TransactionContext(self, keys)
+
     def schema_version(self) -> int:
         inside = getattr(self._local, "conn", None)  # reads on the open transaction's connection
         conn = inside if inside is not None else self._acquire()
@@ -1086,3 +1105,8 @@ def _encode_pg(kind: str, ident: str, data: object, field: str = "data") -> str:
 
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "Leadership", "Listener", "PostgresStore", "PostgresTransaction"]
+
+
+def _key_number(key: str) -> int:
+    """A key's advisory lock number (int4); a collision only makes two keys share a lock."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
