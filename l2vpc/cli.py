@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -58,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One line, always: scripts and people read the first line of stderr.
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`... | head`): not an error of ours. Point stdout at /dev/null so
+        # the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

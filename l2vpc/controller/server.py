@@ -151,7 +151,11 @@ def secret_box(store_url: str) -> SecretBox:
         except ValueError:
             raise ControllerError(f"{SECRET_KEY_ENV} is not a Fernet key (32 bytes, url-safe base64)") from None
     path = store_url[len("sqlite://"):] if store_url.startswith("sqlite://") else store_url
-    return SecretBox.for_state(path)
+    try:
+        return SecretBox.for_state(path)
+    except OSError as e:
+        raise ControllerError(f"store {path}: cannot keep its secret key beside it ({e.strerror}); "
+                              f"create the directory first or set {SECRET_KEY_ENV}") from None
 
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:

@@ -25,7 +25,7 @@ from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.placement import pick_compute_host, pick_edge_host, pick_service_host
 from l2vpc.engine.planner import Plan, plan
 from l2vpc.engine.secrets import SecretBox
-from l2vpc.engine.store.base import Store, StoredObject, Transaction
+from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
 from l2vpc.engine.topology import Topology, host_configs
 from l2vpc.engine.validation import validate_topology
 from l2vpc.hostconfig import HostConfig
@@ -263,22 +263,34 @@ class Engine:
             return None
 
     def list(self, kind: str) -> builtins.list[Any]:
+        """Every object of a kind (the tenant's), with status as `get` gives it."""
         with self.store.transaction() as tx:
-            return [self._load(kind, o) for o in tx.list(kind, tenant=self.tenant or None)]
+            objects = [self._load(kind, o) for o in tx.list(kind, tenant=self.tenant or None)]
+            if kind not in ("attachment", "direct_connect", "vpn"):
+                return objects
+            hosts = {h for o in objects for h in (getattr(o, f, None) for f in ("host", "edge_host", "vpn_host")) if h}
+            reports = tx.host_reports(hosts) if hosts else {}
+            return [self._with_status(kind, o, tx, reports) for o in objects]
 
     def vpc_by_name(self, name: str) -> VPC | None:
         return next((v for v in self.list("vpc") if v.name == name), None)
 
-    def _with_status(self, kind: str, obj: Any, tx: Transaction) -> Any:
-        """Status as the hosts report it, so drift shows on read."""
+    def _with_status(self, kind: str, obj: Any, tx: Transaction,
+                     reports: Mapping[str, HostReport] | None = None) -> Any:
+        """Status as the hosts report it, so drift shows on read. `reports`: the hosts' reports
+        read already (for many objects), else read here."""
+
+        def report_of(host: str) -> HostReport | None:
+            return reports.get(host) if reports is not None else tx.host_reports([host]).get(host)
+
         if kind == "attachment" and obj.host:
-            report = tx.host_reports([obj.host]).get(obj.host)
+            report = report_of(obj.host)
             ports = {p["id"] for p in report.config.get("ports", ())} if report else set()
             return obj.model_copy(update={"status": "active" if obj.id in ports else "pending"})
         host = obj.edge_host if kind == "direct_connect" else obj.vpn_host if kind == "vpn" else None
         if not host:
             return obj
-        report = tx.host_reports([host]).get(host)
+        report = report_of(host)
         seen = next((o for o in (report.config.get("observations", ()) if report else ()) if o.get("id") == obj.id),
                     None)
         if kind == "direct_connect":

@@ -519,3 +519,12 @@ def test_tenants_have_their_own_names_and_workloads(env: Env) -> None:
     with pytest.raises(ValidationError) as ei:
         b.create("attachment", {"vpc_id": va.id, "workload": "vm2"})
     assert ei.value.first[0] == "vpc_id"
+
+
+def test_list_and_get_agree_on_status(env: Env) -> None:
+    vpc = env.vpc("prod")
+    att = env.attach(vpc, "web1")
+    assert [a.status for a in env.engine.list("attachment")] == ["pending"]
+    env.engine.converge()  # the (memory) agents now run it and report so
+    assert env.engine.get("attachment", att.id).status == "active"
+    assert [a.status for a in env.engine.list("attachment")] == ["active"]
