@@ -59,6 +59,7 @@ class CreateBatcher:
         self._cv = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._macs: deque[int] = deque()  # MAC counter values taken ahead (writer thread only)
         self.batches = 0  # transactions run for batches of more than one create (for tests, benches)
 
     def create(self, tenant: str, kind: str, data: Mapping[str, Any], *, adopt: bool | str = False) -> Any:
@@ -128,19 +129,25 @@ class CreateBatcher:
         for job, result in zip(batch, results, strict=True):
             job.finish(result)
 
+    def _mac_numbers(self, count: int) -> list[int]:
+        """Values of the global MAC counter for `count` creates. Taken from the store a block at
+        a time, in a short transaction of its own: the counter's row stays locked until commit,
+        so taking values inside the batch would make every controller's batches wait on each
+        other. Values left over when the controller stops are never used (gaps are harmless)."""
+        if len(self._macs) < count:
+            block = max(MAC_BLOCK, count)
+            with self.store.keyed_transaction(["counter:mac"]) as tx:
+                last = tx.next_sequence_block("mac", block)
+            self._macs.extend(range(last - block + 1, last + 1))
+        return [self._macs.popleft() for _ in range(count)]
+
     def _together(self, batch: list[_Create]) -> list[Any]:
         """The creates of `batch` in one transaction. Attachment creates lock only their VPCs
         and workloads (Store.keyed_transaction), so another controller's batch on other VPCs
         runs at the same time; anything else takes the store's whole write lock."""
         keys = _keys(batch)
         attachments = sum(1 for j in batch if j.kind == "attachment")
-        numbers: range | None = None
-        if attachments:
-            # MAC numbers from the global counter in a short transaction of their own: its row
-            # stays locked until commit, which would make concurrent batches wait on each other.
-            with self.store.keyed_transaction(["counter:mac"]) as tx:
-                last = tx.next_sequence_block("mac", attachments)
-            numbers = range(last - attachments + 1, last + 1)
+        numbers = self._mac_numbers(attachments) if attachments else None
         context = self.store.transaction() if keys is None else self.store.keyed_transaction(keys)
         with context as stored:
             # What the creates read, read ahead for all of them (a few queries instead of
@@ -148,6 +155,9 @@ class CreateBatcher:
             tx = CachedTransaction(stored)
             tx.prefetch_creates([(j.kind, j.data) for j in batch], numbers)
             return [self.engine_for(j.tenant).create_in(tx, j.kind, j.data, adopt=j.adopt) for j in batch]
+
+
+MAC_BLOCK = 1024  # MAC counter values a controller takes at once (of 2**24; unused ones are skipped)
 
 
 def _keys(batch: list[_Create]) -> list[str] | None:

@@ -135,6 +135,15 @@ _TRANSIENT_FATAL = ("starting up", "shutting down", "too many clients", "remaini
 _CONFIG_CLASSES = ("28", "3D", "42501", "25006", "53100")
 
 
+# Deferred writes, many rows per statement (PostgresTransaction._flush). A value claimed again
+# by its owner counts as claimed (DO UPDATE ... WHERE returns it); another owner's is not returned.
+_INSERT_OBJECTS = ("INSERT INTO objects (kind, id, tenant, generation, data) "
+                   "SELECT k, i, t, 1, d::jsonb FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+                   "AS u(k, i, t, d) ON CONFLICT (kind, id) DO NOTHING RETURNING kind, id")
+_CLAIM_MANY = ("INSERT INTO allocations (pool, value, owner) "
+               "SELECT p, v, o FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(p, v, o) "
+               "ON CONFLICT (pool, value) DO UPDATE SET owner = excluded.owner "
+               "WHERE allocations.owner = excluded.owner RETURNING pool, value")
 _INSERT_OBJECT = ("INSERT INTO objects (kind, id, tenant, generation, data) VALUES (%s, %s, %s, 1, %s::jsonb) "
                   "ON CONFLICT (kind, id) DO NOTHING")
 
@@ -142,35 +151,45 @@ _INSERT_OBJECT = ("INSERT INTO objects (kind, id, tenant, generation, data) VALU
 class PostgresTransaction(Transaction):
     """One BEGIN ... COMMIT holding the write lock; see the module docstring."""
 
-    __slots__ = ("_conn", "_pending", "_store")
+    __slots__ = ("_claims", "_conn", "_inserts", "_store")
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
         self._store = store
         self._conn: psycopg.Connection[Any] | None = conn
         # Writes whose outcome nobody reads at once (inserts of new ids, claims of values seen
-        # free): sent in one pipeline with the next statement, saving a round trip each.
-        self._pending: list[tuple[str, Sequence[Any], Callable[[int], None]]] = []
+        # free): sent with the next statement, as one multi-row statement per table.
+        self._claims: dict[tuple[str, str], str] = {}
+        self._inserts: list[tuple[str, str, str, str]] = []
 
-    def _defer(self, query: str, params: Sequence[Any], check: Callable[[int], None]) -> None:
-        if self._conn is None:
-            raise RuntimeError("store transaction used after its `with` block ended")
-        self._pending.append((query, params, check))
+    @property
+    def _pending(self) -> bool:
+        return bool(self._claims or self._inserts)
 
     def _flush(self, query: str | None = None, params: Sequence[Any] = ()) -> psycopg.Cursor[Any] | None:
         """Send the pending writes (and `query`, whose cursor is returned) in one round trip;
-        then run the writes' checks, so a clash raises ConflictError here."""
+        then check them, so a clash raises ConflictError here."""
         conn = self._conn
         if conn is None:
             raise RuntimeError("store transaction used after its `with` block ended")
-        pending, self._pending = self._pending, []
+        claims, self._claims = self._claims, {}
+        inserts, self._inserts = self._inserts, []
         try:
             with conn.pipeline():
-                cursors = [conn.execute(q, p) for q, p, _ in pending]
+                made = conn.execute(_INSERT_OBJECTS, [list(col) for col in zip(*inserts, strict=True)]) \
+                    if inserts else None
+                held = conn.execute(_CLAIM_MANY, ([p for p, _ in claims], [v for _, v in claims],
+                                                  list(claims.values()))) if claims else None
                 last = conn.execute(query, params) if query is not None else None
+            done = {(k, i) for k, i in made.fetchall()} if made is not None else set()
+            got = {(p, v) for p, v in held.fetchall()} if held is not None else set()
         except psycopg.Error as exc:
             raise self._store._translate(exc, "write", conn) from exc
-        for cur, (_, _, check) in zip(cursors, pending, strict=True):
-            check(cur.rowcount)
+        for kind, ident, _, _ in inserts:
+            if (kind, ident) not in done:
+                raise ConflictError(f"{kind} {ident!r} already exists")
+        for (pool, value), owner in claims.items():
+            if (pool, value) not in got:
+                raise ConflictError(f"{pool} {value!r} is already held (requested by {owner!r})")
         return last
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -258,13 +277,11 @@ class PostgresTransaction(Transaction):
     def create_new(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
         text = self._check_new(kind, ident, tenant, data)
 
-        def inserted(count: int) -> None:
-            if count != 1:
-                raise ConflictError(f"{kind} {ident!r} already exists")
-
+        if self._conn is None:
+            raise RuntimeError("store transaction used after its `with` block ended")
         # Nobody reads the outcome now (the returned object is built here): sent with the next
         # statement; a duplicate id then raises there and fails the transaction.
-        self._defer(_INSERT_OBJECT, (kind, ident, tenant, text), inserted)
+        self._inserts.append((kind, ident, tenant, text))
         return LazyObject.from_row(kind, ident, 1, text, tenant)
 
     @staticmethod
@@ -341,14 +358,12 @@ class PostgresTransaction(Transaction):
         for field, text in (("pool", pool), ("value", value), ("owner", owner)):
             _check_key(field, text)
 
-        def claimed(count: int) -> None:
-            if count != 1:
-                raise ConflictError(f"{pool} {value!r} is already held (requested by {owner!r})")
-
+        if self._conn is None:
+            raise RuntimeError("store transaction used after its `with` block ended")
         # Idempotent like reserve: the same owner claiming again is no clash.
-        self._defer("INSERT INTO allocations (pool, value, owner) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (pool, value) DO UPDATE SET owner = excluded.owner "
-                    "WHERE allocations.owner = excluded.owner", (pool, value, owner), claimed)
+        earlier = self._claims.setdefault((pool, value), owner)
+        if earlier != owner:
+            raise ConflictError(f"{pool} {value!r} is already held by {earlier!r} (requested by {owner!r})")
 
     def release_owner(self, owner: str, pool: str | None = None) -> None:
         if not _lookup_key("owner", owner) or (pool is not None and not _lookup_key("pool", pool)):
