@@ -214,6 +214,8 @@ def main() -> int:
             say(f"CONVERGE: {args.attachments} attachments on {len(used)} hosts converged in {converge_s:.1f}s "
                 f"(target <= 60s: {'OK' if converge_s <= 60 else 'OVER TARGET'}); revision {done.revision}")
             say("  CPU during the converge (% of one core): " + ", ".join(f"{n} {v:.0f}%" for n, v in cpu.items()))
+            for e in list(admin_api.status().recent)[-5:]:  # what the leader says it did meanwhile
+                say(f"  event: {e.host or '-'}: {e.what[:160]}")
 
             # The agents run what the controller said: a sample, read through their own servers.
             sample = random.Random(1).sample(used, min(20, len(used)))

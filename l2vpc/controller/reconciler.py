@@ -65,6 +65,8 @@ def parse_failures(state: dict[str, Any] | None) -> tuple[HostFailure, ...]:
     return tuple(out)
 
 
+STALL_SECONDS = 5.0  # a gap between liveness checks longer than this (and down_after/2) is a stall
+
 class Reconciler:
     def __init__(self, engine: Engine, elector: Elector, *, down_after: float, resync_interval: float,
                  progress: Callable[[str, str], None],
@@ -83,6 +85,8 @@ class Reconciler:
         self._abort = abort  # = engine.stop: set to cut a running converge short
         self._stopping = stopping
         self._reports: dict[str, _Report] = {}
+        self._last_observed = 0.0  # store clock of the last liveness check
+        self._trust_from = 0.0  # store clock from which missing heartbeats count
         # host -> (accepted generation, digest) of a heartbeat that a refresh did not explain
         # (an agent that counts or hashes differently): not re-read again for the same values.
         self._ignored: dict[str, tuple[int, str]] = {}
@@ -137,8 +141,14 @@ class Reconciler:
         need = False
         fence = self.elector.fence
         came_up: set[str] = set()
+        # When this leader could not look for a while (the store's write lock held by a long
+        # transaction, a pause), heartbeats could not be recorded either: silence in that gap
+        # says nothing about the hosts. Count it like a takeover: from now on.
+        if self._last_observed and now - self._last_observed > max(self.down_after / 2, STALL_SECONDS):
+            self._trust_from = now
+        self._last_observed = now
         changes = verdicts(statuses, {h: b.last_seen for h, b in beats.items()}, now, self.down_after,
-                           self.elector.since)
+                           max(self.elector.since, self._trust_from))
         for host, status in sorted(changes.items()):
             moved = self.engine.set_host_status(host, status, fence=fence)
             statuses[host] = status
