@@ -359,3 +359,25 @@ def test_heartbeat_interval_is_paced_to_the_fleet(db: Any, secret_key: str) -> N
         assert interval == 5.0  # 50 hosts at 10 heartbeats/s
         assert plane.heartbeat("h3", 0, 0, False, "") == 5.0
         assert plane.reconciler.down_after == 15.0  # still three missed beats
+
+
+def test_silence_while_the_store_was_locked_marks_no_host_down(cluster: Cluster, db: Any) -> None:
+    """Heartbeats keep arriving, but a long transaction holds the store's write lock so they
+    cannot be recorded and the leader cannot look. When it ends, the hosts' recorded
+    heartbeats are old, yet none is marked down: the gap says nothing about them."""
+    from l2vpc.controller.reconciler import STALL_SECONDS
+    from l2vpc.engine.store import open_store
+
+    plane = cluster.plane("ctl-a")
+    wait_for(lambda: plane.leading, 5, "ctl-a to lead")
+    for h in HOSTS:
+        plane.register(h)
+    engine = cluster.engine()
+    with Heartbeater(plane, cluster.pool, [h["name"] for h in HOSTS], INTERVAL):
+        time.sleep(1.5)
+        with open_store(db.url) as other, other.transaction() as tx:
+            tx.next_sequence("a-long-transaction")
+            time.sleep(STALL_SECONDS + 1.5)  # far longer than down_after (1 s)
+        time.sleep(2.0)  # the leader looks again, the flush writes the buffered heartbeats
+        assert {h.name: h.status for h in engine.hosts()} == {"c1": "up", "c2": "up", "e1": "up", "e2": "up"}
+        assert not [e for e in events(plane) if "host down" in e]
