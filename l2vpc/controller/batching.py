@@ -147,7 +147,7 @@ class CreateBatcher:
         runs at the same time; anything else takes the store's whole write lock."""
         keys = _keys(batch)
         attachments = sum(1 for j in batch if j.kind == "attachment")
-        numbers = self._mac_numbers(attachments) if attachments else None
+        numbers = self._mac_numbers(attachments) if attachments else []
         context = self.store.transaction() if keys is None else self.store.keyed_transaction(keys)
         with context as stored:
             # What the creates read, read ahead for all of them (a few queries instead of

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from _api_helpers import make_pki, running_controller, snapshot
+from _remote_helpers import free_port
 
 from l2vpc.controller import auth
 from l2vpc.controller.client import RemoteEngine
@@ -49,12 +50,6 @@ def remote(ctl: ControllerHandle, pki: Path) -> Iterator[RemoteEngine]:
         yield engine
     finally:
         engine.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_engine_calls_return_engine_objects(remote: RemoteEngine, ctl: ControllerHandle, db: Any) -> None:

@@ -29,10 +29,9 @@ class CachedTransaction(Transaction):
         self._blocks: dict[str, list[int]] = {}  # counter values taken ahead, handed out in order
 
     # ------------------------------------------------------------------ prefetch
-    def prefetch_creates(self, items: Sequence[tuple[str, Mapping[str, Any]]],
-                         mac_numbers: Sequence[int] | None = None) -> None:
+    def prefetch_creates(self, items: Sequence[tuple[str, Mapping[str, Any]]], mac_numbers: Sequence[int]) -> None:
         """Read ahead what creating `items` ((kind, data) pairs) will read. `mac_numbers`:
-        values of the MAC counter taken beforehand (else a block is taken here)."""
+        values of the MAC counter taken beforehand, one per attachment (see batching.py)."""
         attachments = [d for kind, d in items if kind == "attachment"]
         if not attachments:
             return
@@ -48,9 +47,6 @@ class CachedTransaction(Transaction):
         hosts = {str(d["host"]) for d in attachments if isinstance(d.get("host"), str)}
         hosts |= {str(o.data.get("host")) for o in self.get_many("attachment", siblings) if o.data.get("host")}
         self.get_many("host", hosts)
-        if mac_numbers is None:
-            last = self._tx.next_sequence_block("mac", len(attachments))
-            mac_numbers = range(last - len(attachments) + 1, last + 1)
         self._blocks["mac"] = list(mac_numbers)
 
     def prefetch_pools(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
