@@ -71,10 +71,26 @@ def generate(out_dir: Path) -> list[Path]:
     return written
 
 
+# The generator stamps its own version into the code (grpcio-tools and protoc releases come every
+# few weeks); a newer generator producing the same code otherwise is not staleness.
+_VERSION_STAMPS = (
+    (re.compile(r"^GRPC_GENERATED_VERSION = '[^']*'$", re.MULTILINE), "GRPC_GENERATED_VERSION = ?"),
+    (re.compile(r"^# Protobuf Python Version: .*$", re.MULTILINE), "# Protobuf Python Version: ?"),
+    (re.compile(r"(ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,"),
+     r"\1 ?"),
+)
+
+
+def _without_version_stamps(text: str) -> str:
+    for pattern, replacement in _VERSION_STAMPS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def check() -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = {p.name: p.read_bytes() for p in generate(Path(tmp))}
-    committed = {p.name: p.read_bytes() for p in OUT_DIR.iterdir() if _is_generated(p)}
+        fresh = {p.name: _without_version_stamps(p.read_text()) for p in generate(Path(tmp))}
+    committed = {p.name: _without_version_stamps(p.read_text()) for p in OUT_DIR.iterdir() if _is_generated(p)}
     stale = sorted(name for name in fresh.keys() | committed.keys() if fresh.get(name) != committed.get(name))
     for name in stale:
         why = "missing" if name not in committed else "no .proto source" if name not in fresh else "differs"
