@@ -31,9 +31,9 @@ from cryptography.fernet import Fernet
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _controller_bench as cb
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.auth import create_token
 from l2vpc.engine.api import Engine
-from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
 
@@ -70,12 +70,12 @@ def setup(url: str, key: bytes, tenants: list[str], work: list[list[tuple[str, s
     store = open_store(url)
     try:
         for tenant in tenants:
-            engine = Engine(store, MemoryAgentPool({}), tenant=tenant, secrets=SecretBox(key))
+            engine = Engine(store, LocalAgentPool(), tenant=tenant, secrets=SecretBox(key))
             names = sorted({v for w, todo in enumerate(work) if tenant_of(w, threads, tenants) == tenant
                             for v, _, _ in todo})
             for n in names:
                 engine.create("vpc", {"name": n, "region": "us-east"})
-        engine = Engine(store, MemoryAgentPool({}), secrets=SecretBox(key))
+        engine = Engine(store, LocalAgentPool(), secrets=SecretBox(key))
         for h in hosts():
             engine.register_host(h)
     finally:
@@ -137,7 +137,7 @@ def _list_vpcs(api: cb.Api) -> list[dict[str, Any]]:
 def _engine_worker(url: str, key: bytes, tenant: str, todos: list[list[tuple[str, str, str]]], barrier: Any,
                    out: Any) -> None:
     store = open_store(url)
-    engine = Engine(store, MemoryAgentPool({}), tenant=tenant, secrets=SecretBox(key))
+    engine = Engine(store, LocalAgentPool(), tenant=tenant, secrets=SecretBox(key))
     vpcs = {v.name: v.id for v in engine.list("vpc")}
     warm = [c for t in todos for c in t[:WARMUP]]
     for vpc, workload, host in warm:

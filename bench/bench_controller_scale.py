@@ -43,11 +43,11 @@ from cryptography.fernet import Fernet
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _controller_bench as cb
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.auth import create_token
 from l2vpc.controller.plane import DEFAULT_MAX_HEARTBEAT_RATE
 from l2vpc.engine.agent_client import GrpcAgentPool, engine_tls
 from l2vpc.engine.api import Engine
-from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.model import Host
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
@@ -78,7 +78,7 @@ def prepare(url: str, key: bytes, fleets: list[list[dict[str, str]]], attachment
     to converge until add_attachments()."""
     store = open_store(url)
     try:
-        engine = Engine(store, MemoryAgentPool({}), tenant=TENANT, secrets=SecretBox(key))
+        engine = Engine(store, LocalAgentPool(), tenant=TENANT, secrets=SecretBox(key))
         vpcs = []
         for k in range(-(-attachments // per_vpc)):
             region = fleets[k % len(fleets)][0]["region"]
@@ -101,7 +101,7 @@ def add_attachments(url: str, key: bytes, fleets: list[list[dict[str, str]]], at
     Returns the seconds the write took and the hosts carrying attachments."""
     store = open_store(url)
     try:
-        engine = Engine(store, MemoryAgentPool({}), tenant=TENANT, secrets=SecretBox(key))
+        engine = Engine(store, LocalAgentPool(), tenant=TENANT, secrets=SecretBox(key))
         started = time.monotonic()
         made = 0
         used = set()

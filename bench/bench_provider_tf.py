@@ -286,7 +286,7 @@ class Bench:
         self.null = self._null_workspace()
 
     def _l2vpc_workspace(self) -> Workspace:
-        from l2vpc.engine.embedded import open_engine
+        from l2vpc.embedded import open_engine
 
         self.state_db.parent.mkdir()
         engine = open_engine(str(self.state_db))

@@ -19,7 +19,7 @@ from l2vpc import __version__
 
 # Modules that contribute subcommands; missing ones are skipped so parts can land separately.
 _COMMAND_MODULES = (
-    "l2vpc.engine.cli",
+    "l2vpc.embedded.cli",
     "l2vpc.provider.cli",
     "l2vpc.agent.cli",
     "l2vpc.lab.cli",

@@ -115,7 +115,7 @@ def _report(lab: Lab) -> int:
         return 0 if result.ok else 1
     # MTU: a full-size frame with "don't fragment" crosses the overlay between two hosts.
     attachments, vpc_names = lab._attachments(st)
-    from l2vpc.engine.embedded import open_engine
+    from l2vpc.embedded import open_engine
 
     engine = open_engine(lab.state_path, agents="memory")
     try:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from l2vpc.engine.embedded import open_engine
+from l2vpc.embedded import open_engine
 from l2vpc.provider import launcher
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -141,14 +141,16 @@ class ConvergeRequest(_message.Message):
     def __init__(self, timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class HostFailure(_message.Message):
-    __slots__ = ("host", "step", "error")
+    __slots__ = ("host", "step", "error", "code")
     HOST_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
     host: str
     step: str
     error: str
-    def __init__(self, host: _Optional[str] = ..., step: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    code: str
+    def __init__(self, host: _Optional[str] = ..., step: _Optional[str] = ..., error: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
 
 class ConvergeEvent(_message.Message):
     __slots__ = ("host", "message", "done", "failures", "revision")

@@ -315,7 +315,7 @@ def _health(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
     from l2vpc._proto import agent_pb2 as pb
-    from l2vpc.agent.channel import host_metadata, open_channel, stub
+    from l2vpc.agentapi.channel import host_metadata, open_channel, stub
 
     try:
         channel = open_channel(args.address, args.host, TlsFiles(Path(args.ca), Path(args.cert), Path(args.key)))

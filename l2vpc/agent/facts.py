@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from l2vpc.agent.converge import dhcp_path, edge_path, port_path, segment_path, vpn_path
 from l2vpc.hostconfig import SECRET_FIELDS, HostConfig
+from l2vpc.hostconfig.diff import dhcp_path, edge_path, port_path, segment_path, vpn_path
 
 
 @dataclass(frozen=True, slots=True)

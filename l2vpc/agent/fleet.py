@@ -28,9 +28,9 @@ import grpc
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc._proto import agent_pb2_grpc as pb_grpc
-from l2vpc.agent.channel import HOST_METADATA
 from l2vpc.agent.daemon import Agent, AgentError, AgentService, start_server
 from l2vpc.agent.drivers.memory import MemoryDriver
+from l2vpc.agentapi.channel import HOST_METADATA
 from l2vpc.pki import CertificateAuthority, TlsFiles
 
 MAX_FLEET_HOSTS = 2000

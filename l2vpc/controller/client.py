@@ -42,6 +42,7 @@ from l2vpc.controller.errors import ERROR_KEY, from_rpc
 from l2vpc.engine.api import MODELS
 from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, UserError
 from l2vpc.engine.model import VPC, Host
+from l2vpc.hostconfig.failures import HostFailure, code_of
 
 log = logging.getLogger("l2vpc.controller.client")
 
@@ -56,16 +57,6 @@ _CONVERGE_SLACK = 5.0
 
 T = TypeVar("T")
 Progress = Callable[[str, str], None]  # (host, message)
-
-
-@dataclass(frozen=True)
-class HostFailure:
-    """A host that did not converge (the controller's words): like executor.HostResult."""
-
-    host: str
-    step: str
-    error: str
-    ok: bool = False
 
 
 @dataclass
@@ -230,7 +221,8 @@ class RemoteEngine:
             for event in call:
                 if event.done:
                     return None, ConvergeResult(
-                        failures=[HostFailure(f.host, f.step, f.error) for f in event.failures],
+                        failures=[HostFailure(f.host, f.step, code_of(f.code, "converge_failed"), f.error)
+                                  for f in event.failures],
                         revision=int(event.revision),
                     )
                 if progress is not None and (event.host or event.message):

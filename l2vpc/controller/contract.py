@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from l2vpc.engine.model import Host
+from l2vpc.hostconfig.failures import HostFailure
 
-
-@dataclass(frozen=True)
-class HostFailure:
-    host: str
-    step: str
-    error: str
+__all__ = ["ControlPlane", "ConvergeOutcome", "HostFailure", "HostLiveness", "PlaneStatus", "Progress",
+           "ReconcileEvent"]
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,10 @@ from l2vpc.controller.liveness import verdicts
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import L2vpcError
 from l2vpc.engine.model import Host
-from l2vpc.engine.planner import Operation, Plan
+from l2vpc.engine.planner import Plan
 from l2vpc.engine.store.base import Event, Heartbeat
 from l2vpc.hostconfig import HostConfig, config_digest
+from l2vpc.hostconfig.diff import Change
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,17 @@ class _Report:
     digest: str
 
 
-def describe(ops: Iterable[Operation], limit: int = 5) -> str:
-    ops = list(ops)
-    text = ", ".join(f"{op.action} {op.kind} {op.key}" for op in ops[:limit])
-    return text + (f" and {len(ops) - limit} more" if len(ops) > limit else "")
+def describe(changes: Iterable[Change], limit: int = 5) -> str:
+    changes = list(changes)
+    text = ", ".join(f"{c.action} {c.path}" for c in changes[:limit])
+    return text + (f" and {len(changes) - limit} more" if len(changes) > limit else "")
 
 
 def parse_failures(state: dict[str, Any] | None) -> tuple[HostFailure, ...]:
     out = []
     for f in (state or {}).get("failures") or ():
         if isinstance(f, dict):
-            out.append(HostFailure(str(f.get("host", "")), str(f.get("step", "")), str(f.get("error", ""))))
+            out.append(HostFailure.from_dict(f))
     return tuple(out)
 
 
@@ -274,11 +275,11 @@ class Reconciler:
             return None
         self.converging_revision = desired
         started = time.monotonic()
-        plan_ops: dict[str, tuple[Operation, ...]] = {}
+        plan_ops: dict[str, tuple[Change, ...]] = {}
 
         def on_plan(p: Plan) -> None:
             nonlocal plan_ops
-            plan_ops = {h: hp.operations for h, hp in p.hosts.items() if hp.operations}
+            plan_ops = {h: hp.changes for h, hp in p.hosts.items() if hp.changes}
             self.in_flight = tuple(sorted(plan_ops))
             if plan_ops:
                 with self.store.transaction() as tx:
@@ -296,7 +297,7 @@ class Reconciler:
                                                  on_plan=on_plan)
         finally:
             self.in_flight = ()
-        failures = tuple(HostFailure(r.host, r.step, r.error) for r in result.failures)
+        failures = tuple(result.failures)
         with self.store.transaction() as tx:
             self.elector.fence(tx)
             now = tx.clock()
@@ -312,23 +313,23 @@ class Reconciler:
                     why = f"{res.step}: {res.error}" if res is not None else "not pushed"
                     new.append(Event(now, host, f"drift found, repair failed: {why}; cause: {reason}"))
             for f in failures:
-                text = f"converge failed: {f.step}: {f.error}"
+                text = f"converge failed: {f.step}: {f.detail}"
                 # A down host's failure is its "host down" event already.
                 if f.step != "down" and self._failed.get(f.host) != text:
                     new.append(Event(now, f.host, text))
             tx.put_state(CONVERGED_KEY, {
                 "revision": desired, "term": self.elector.term, "time": now,
                 "seconds": round(time.monotonic() - started, 3),
-                "failures": [{"host": f.host, "step": f.step, "error": f.error} for f in failures[:MAX_FAILURES]],
+                "failures": [f.to_dict() for f in failures[:MAX_FAILURES]],
             })
             if plan_ops:
                 tx.put_state(CONVERGING_KEY, {})
             if new:
                 tx.add_events(new)
             tx.notify(CHANNEL, f"converged:{desired}")
-        self._failed = {f.host: f"converge failed: {f.step}: {f.error}" for f in failures}
+        self._failed = {f.host: f"converge failed: {f.step}: {f.detail}" for f in failures}
         events.extend(new)
-        retry = [f for f in failures if f.step not in ("down", "stopped")]
+        retry = [f for f in failures if f.code not in ("down", "stopped")]
         if retry:
             self._retry_at = time.monotonic() + self._retry_delay
             self._retry_delay = min(self._retry_delay * 2, 30.0)

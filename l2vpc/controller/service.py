@@ -422,7 +422,7 @@ class ControllerService(pb_grpc.ControllerServicer):
                 log.debug("%s by %s: revision %d converged, %d failures", method, _who(caller), item.revision,
                           len(item.failures))
                 yield pb.ConvergeEvent(done=True, revision=item.revision, failures=[
-                    pb.HostFailure(host=f.host, step=f.step, error=f.error) for f in item.failures])
+                    pb.HostFailure(host=f.host, step=f.step, error=f.detail, code=f.code) for f in item.failures])
                 return
             else:
                 break

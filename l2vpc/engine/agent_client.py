@@ -7,8 +7,9 @@
 Each host's agent is reached at `Host.agent_address` over mutual TLS: we present the engine's
 client certificate and accept only an agent whose certificate, signed by the same CA, names the
 host we meant. Errors are sorted by what the executor should do next: unreachable, timed out or
-busy → TemporaryError (retried); rejected, stale, failed to converge → HostError naming the host
-and the step (not retried; the host's report is re-read).
+busy → a HostError with a retryable code (unreachable, timeout, busy: retried); rejected,
+stale, failed to converge → a HostError that is not retryable (the host's report is re-read).
+Codes are those of the shared l2vpc.hostconfig.failures.
 
 Several hosts may share an address (a fleet of simulated hosts behind one server, see
 l2vpc/agent/fleet.py): the pool keeps one channel per address (a thousand hosts on four
@@ -29,23 +30,27 @@ from pathlib import Path
 import grpc
 
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent import wire
-from l2vpc.agent.channel import certificate_names, host_metadata, open_channel, stub
-from l2vpc.engine.errors import HostError, TemporaryError
+from l2vpc.agentapi import wire
+from l2vpc.agentapi.channel import certificate_names, host_metadata, open_channel, stub
+from l2vpc.engine.errors import HostError
 from l2vpc.engine.model import Host
 from l2vpc.hostconfig import HostConfig
+from l2vpc.hostconfig.failures import Code, push_failure
 from l2vpc.pki import PkiError, TlsFiles
 
 PKI_DIR = "pki"
 CLIENT_NAME = "engine"
-_RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.CANCELLED,
+# gRPC status of a failed call → the failure's code (anything else: the agent refused the call).
+_CODES: dict[grpc.StatusCode, Code] = {
+    grpc.StatusCode.UNAVAILABLE: "unreachable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "timeout",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "busy",
+    grpc.StatusCode.ABORTED: "busy",
+    grpc.StatusCode.CANCELLED: "unreachable",
+    grpc.StatusCode.NOT_FOUND: "not_registered",
+    grpc.StatusCode.UNAUTHENTICATED: "tls",
+    grpc.StatusCode.PERMISSION_DENIED: "tls",
 }
-_MAX_LISTED = 5
 
 
 def engine_tls(pki_dir: Path) -> TlsFiles:
@@ -53,10 +58,8 @@ def engine_tls(pki_dir: Path) -> TlsFiles:
     return TlsFiles(pki_dir / "ca.pem", pki_dir / f"{CLIENT_NAME}.pem", pki_dir / f"{CLIENT_NAME}.key")
 
 
-def _summary(failures: list[pb.Failure]) -> str:
-    text = "; ".join(f"{f.path}: {f.reason}" if f.path else f.reason for f in failures[:_MAX_LISTED])
-    more = len(failures) - _MAX_LISTED
-    return text + (f" (and {more} more)" if more > 0 else "")
+_STATUS = {pb.PushResponse.CONVERGED: "converged", pb.PushResponse.REJECTED: "rejected",
+           pb.PushResponse.STALE: "stale", pb.PushResponse.FAILED: "failed"}
 
 
 class GrpcAgentClient:
@@ -77,13 +80,12 @@ class GrpcAgentClient:
             self._verify()
             self._verify = None
 
-    def _rpc_error(self, e: grpc.RpcError, step: str) -> Exception:
-        code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = (e.details() if isinstance(e, grpc.Call) else "") or code.name
+    def _rpc_error(self, e: grpc.RpcError, step: str) -> HostError:
+        status = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
+        details = (e.details() if isinstance(e, grpc.Call) else "") or status.name
         where = f"agent of {self.host.name} at {self.address}"
-        if code in _RETRYABLE:
-            return TemporaryError(f"{where}: {code.name.lower()}: {details}")
-        return HostError(self.host.name, step, f"{where}: {code.name.lower()}: {details}")
+        return HostError(self.host.name, step, f"{where}: {status.name.lower()}: {details}",
+                         _CODES.get(status, "internal"))
 
     def push(self, config: HostConfig, timeout: float) -> HostConfig:
         self._check()
@@ -92,16 +94,11 @@ class GrpcAgentClient:
             reply: pb.PushResponse = self._stub.Push(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise self._rpc_error(e, "push") from None
-        failures = list(reply.failures)
-        if reply.status == pb.PushResponse.CONVERGED:
-            return wire.config_from_pb(reply.actual)
-        if reply.status == pb.PushResponse.REJECTED:
-            raise HostError(self.host.name, "validate", "agent rejected the config: " + _summary(failures))
-        if reply.status == pb.PushResponse.STALE:
-            raise HostError(self.host.name, "stale", _summary(failures))
-        if reply.status == pb.PushResponse.FAILED:
-            raise HostError(self.host.name, "converge", _summary(failures))
-        raise HostError(self.host.name, "push", f"agent answered with unknown status {reply.status}")
+        failure = push_failure(self.host.name, _STATUS.get(reply.status, str(reply.status)),
+                               ((f.path, f.reason) for f in reply.failures))
+        if failure is not None:
+            raise HostError.of(failure)
+        return wire.config_from_pb(reply.actual)
 
     def report(self, timeout: float) -> HostConfig:
         self._check()
@@ -124,14 +121,14 @@ class GrpcAgentClient:
 class _Unreachable:
     """Stands in for a host we cannot even dial (no address, no TLS material): says why."""
 
-    def __init__(self, host: str, step: str, reason: str) -> None:
-        self.host, self.step, self.reason = host, step, reason
+    def __init__(self, host: str, step: str, reason: str, code: Code) -> None:
+        self.error = HostError(host, step, reason, code)
 
     def push(self, config: HostConfig, timeout: float) -> HostConfig:
-        raise HostError(self.host, self.step, self.reason)
+        raise self.error
 
     def report(self, timeout: float) -> HostConfig:
-        raise HostError(self.host, self.step, self.reason)
+        raise self.error
 
 
 class _Channel:
@@ -176,7 +173,7 @@ class GrpcAgentPool:
 
     def client(self, host: Host) -> GrpcAgentClient | _Unreachable:
         if not host.agent_address:
-            return _Unreachable(host.name, "connect", "no agent address is registered for this host")
+            return _Unreachable(host.name, "connect", "no agent address is registered for this host", "unreachable")
         address = host.agent_address
         with self._lock:
             shared = self._channels.get(address)
@@ -187,7 +184,7 @@ class GrpcAgentPool:
                     return _Unreachable(
                         host.name, "tls",
                         f"{e}; create the engine's certificate with `l2vpc agent ca {self.tls.ca.parent} "
-                        f"--client {CLIENT_NAME}`",
+                        f"--client {CLIENT_NAME}`", "tls",
                     )
                 shared = self._channels[address] = _Channel(channel, host.name)
         if shared.first_host == host.name:
@@ -205,18 +202,20 @@ class GrpcAgentPool:
                     return
                 names = sorted(shared.names)
         raise HostError(host.name, "tls", f"the agent certificate at {host.agent_address} does not name host "
-                                          f"{host.name} (it names {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+                                          f"{host.name} (it names {', '.join(names[:5])}{', ...' if len(names) > 5 else ''})",
+                        "tls")
 
     def _read_names(self, host: Host) -> frozenset[str]:
         address = host.agent_address or ""
         try:
             return certificate_names(address, self.tls)
         except ssl.SSLError as e:  # before OSError, of which it is one
-            raise HostError(host.name, "tls", f"agent at {address}: TLS handshake failed: {e}") from None
+            raise HostError(host.name, "tls", f"agent at {address}: TLS handshake failed: {e}", "tls") from None
         except (OSError, ValueError) as e:
-            raise TemporaryError(f"agent of {host.name} at {address}: cannot read its certificate: {e}") from None
+            raise HostError(host.name, "connect", f"agent of {host.name} at {address}: cannot read its certificate: {e}",
+                            "unreachable") from None
         except PkiError as e:
-            raise HostError(host.name, "tls", str(e)) from None
+            raise HostError(host.name, "tls", str(e), "tls") from None
 
     def close(self) -> None:
         with self._lock:

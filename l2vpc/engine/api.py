@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from l2vpc.engine import allocator as alloc
 from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError, ValidationError
-from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, MemoryAgentPool, Progress
+from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.placement import pick_compute_host, pick_edge_host, pick_service_host
 from l2vpc.engine.planner import Plan, plan
@@ -112,7 +112,7 @@ class Engine:
     def __init__(self, store: Store, agents: AgentPool | None = None, *, tenant: str = "",
                  default_region: str | None = None, secrets: SecretBox | None = None) -> None:
         self.store = store
-        self.agents: AgentPool = agents if agents is not None else MemoryAgentPool(self.actual_configs())
+        self.agents: AgentPool = agents if agents is not None else NoAgents()
         self.tenant = tenant
         self.default_region = default_region
         self.stop = threading.Event()

@@ -6,12 +6,16 @@
     │   ├── NotFoundError         no such object (also: another tenant's object)
     │   └── ConflictError         someone else changed the object first (stale generation,
     │                             duplicate name, value already allocated): re-read and retry
-    ├── TemporaryError            retry after a delay (agent unreachable, database busy)
-    ├── HostError                 a host could not be converged; names the host and the step
+    ├── TemporaryError            retry after a delay (database busy, controller unreachable)
+    ├── HostError                 a host could not be converged: carries the shared typed
+    │                             l2vpc.hostconfig.failures.HostFailure (host, step, code,
+    │                             retryable, detail); also a HostFailed, as agents raise it
     └── StoreError                the store is unusable (corrupt, too new a schema version)
 """
 
 from __future__ import annotations
+
+from l2vpc.hostconfig.failures import Code, HostFailed, HostFailure
 
 
 class L2vpcError(Exception):
@@ -50,10 +54,16 @@ class TemporaryError(L2vpcError):
     """Try again later (with backoff)."""
 
 
-class HostError(L2vpcError):
-    def __init__(self, host: str, step: str, reason: str) -> None:
-        self.host, self.step, self.reason = host, step, reason
-        super().__init__(f"host {host}: {step}: {reason}")
+class HostError(L2vpcError, HostFailed):
+    """A host could not be converged. `failure` is the typed value; `host`, `step`, `reason`
+    (the detail) and `retryable` read from it."""
+
+    def __init__(self, host: str, step: str, reason: str, code: Code = "converge_failed") -> None:
+        HostFailed.__init__(self, HostFailure(host, step, code, reason))
+
+    @classmethod
+    def of(cls, failure: HostFailure) -> HostError:
+        return cls(failure.host, failure.step, failure.detail, failure.code)
 
 
 class StoreError(L2vpcError):

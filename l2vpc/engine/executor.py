@@ -5,8 +5,9 @@ generation) and records what the agent reports back. The desired state in the st
 touched here, so a failure leaves the store consistent: the host's report says what it really
 runs, and the next plan repairs the difference (level-triggered).
 
-Agents are reached through `AgentPool.client(host)`; `MemoryAgentPool` records what a host would
-run without touching the machine (the gRPC pool arrives with the agent).
+Agents are reached through `AgentPool.client(host)`: over gRPC (engine/agent_client.py) or
+in-process (l2vpc/agent/local.py, the real agent on the memory driver). A client raises
+`HostFailed` carrying the shared typed `HostFailure`; its `retryable` decides a retry.
 """
 
 from __future__ import annotations
@@ -18,21 +19,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from l2vpc.engine.errors import HostError, TemporaryError
+from l2vpc.engine.errors import HostError
 from l2vpc.engine.model import Host
-from l2vpc.engine.planner import HostPlan, Operation, Plan, apply_operations, diff_host
+from l2vpc.engine.planner import HostPlan, Plan
 from l2vpc.engine.store.base import Store
-from l2vpc.hostconfig import HostConfig, Observation
+from l2vpc.hostconfig import HostConfig
+from l2vpc.hostconfig.failures import HostFailed, HostFailure
 
 
 class AgentClient(Protocol):
     def push(self, config: HostConfig, timeout: float) -> HostConfig:
         """Converge the host to `config`; return what it runs afterwards.
-        Raises TemporaryError when unreachable, HostError when the host rejects or fails."""
+        Raises HostFailed (retryable when the host was not reached or was busy)."""
         ...
 
     def report(self, timeout: float) -> HostConfig:
-        """What the host runs now."""
+        """What the host runs now; raises HostFailed."""
         ...
 
 
@@ -40,72 +42,46 @@ class AgentPool(Protocol):
     def client(self, host: Host) -> AgentClient: ...
 
 
-@dataclass
-class MemoryAgent:
-    """A host that exists only in memory: applies the operations it is sent, logs them."""
-
-    host: Host
-    config: HostConfig | None = None
-    log: list[Operation] = field(default_factory=list)
-    # Test hooks: errors raised by the next pushes, in order.
-    faults: list[Exception] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+class _Unconnected:
+    def __init__(self, host: str) -> None:
+        self.failure = HostFailure(host, "connect", "internal", "this engine was opened without a way to reach agents")
 
     def push(self, config: HostConfig, timeout: float) -> HostConfig:
-        with self.lock:
-            if self.faults:
-                raise self.faults.pop(0)
-            from l2vpc.hostconfig import validate_host_config
-
-            problems = validate_host_config(config)
-            if problems:
-                raise HostError(self.host.name, "validate", "; ".join(problems))
-            ops = diff_host(self.host.name, config, self.config)
-            self.log.extend(ops)
-            applied = apply_operations(self.config, ops, self.host.name, config.underlay_ip)
-            # A simulated host has no peers to wait for: sessions and tunnels come up at once.
-            seen = tuple(
-                [Observation(e.id, "established" if e.mode == "layer3" else "up") for e in applied.edge_routers]
-                + [Observation(v.id, "up") for v in applied.vpn_gateways]
-            )
-            self.config = replace(applied, generation=config.generation, underlay_ip=config.underlay_ip,
-                                  observations=seen)
-            return self.config
+        raise HostFailed(self.failure)
 
     def report(self, timeout: float) -> HostConfig:
-        with self.lock:
-            return self.config or HostConfig(self.host.name, self.host.underlay_ip)
+        raise HostFailed(self.failure)
 
 
-class MemoryAgentPool:
-    """Memory agents, seeded from the store's last reports so CLI runs carry on where they left."""
+class NoAgents:
+    """The pool of an engine that only reads and writes desired state (every host fails)."""
 
-    def __init__(self, seed: Mapping[str, HostConfig] | None = None) -> None:
-        self._agents: dict[str, MemoryAgent] = {}
-        self._seed = dict(seed or {})
-        self._lock = threading.Lock()
-
-    def client(self, host: Host) -> MemoryAgent:
-        with self._lock:
-            agent = self._agents.get(host.name)
-            if agent is None:
-                agent = self._agents[host.name] = MemoryAgent(host, self._seed.get(host.name))
-            return agent
-
-    def agents(self) -> dict[str, MemoryAgent]:
-        return dict(self._agents)
+    def client(self, host: Host) -> AgentClient:
+        return _Unconnected(host.name)
 
 
 @dataclass
 class HostResult:
     host: str
     ok: bool
-    step: str = ""
-    error: str = ""
+    failure: HostFailure | None = None
     attempts: int = 0
     seconds: float = 0.0
-    operations: int = 0
+    changes: int = 0
     generation: int = 0
+
+    @property
+    def step(self) -> str:
+        return self.failure.step if self.failure else "done"
+
+    @property
+    def error(self) -> str:
+        return self.failure.detail if self.failure else ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"host": self.host, "ok": self.ok, "step": self.step, "error": self.error,
+                "code": self.failure.code if self.failure else "", "attempts": self.attempts,
+                "seconds": self.seconds, "changes": self.changes, "generation": self.generation}
 
 
 @dataclass
@@ -118,14 +94,14 @@ class ExecutionResult:
         return not self.stopped and all(r.ok for r in self.results.values())
 
     @property
-    def failures(self) -> list[HostResult]:
-        return [r for r in sorted(self.results.values(), key=lambda r: r.host) if not r.ok]
+    def failures(self) -> list[HostFailure]:
+        return [r.failure for r in sorted(self.results.values(), key=lambda r: r.host) if r.failure is not None]
 
     def raise_for_failures(self) -> None:
         if self.failures:
             f = self.failures[0]
             more = f" (and {len(self.failures) - 1} more hosts)" if len(self.failures) > 1 else ""
-            raise HostError(f.host, f.step, f.error + more)
+            raise HostError(f.host, f.step, f.detail + more, f.code)
 
 
 Progress = Callable[[str, str], None]  # (host, message)
@@ -154,7 +130,7 @@ class Executor:
         self.progress = progress
 
     def execute(self, plan: Plan, hosts: Mapping[str, Host]) -> ExecutionResult:
-        todo = [hp for _, hp in sorted(plan.hosts.items()) if hp.operations]
+        todo = [hp for _, hp in sorted(plan.hosts.items()) if hp.changes]
         result = ExecutionResult()
         if not todo:
             return result
@@ -171,17 +147,18 @@ class Executor:
 
     def _run_host(self, hp: HostPlan, host: Host | None) -> HostResult:
         started = time.monotonic()
-        res = HostResult(hp.host, ok=False, operations=len(hp.operations))
+        res = HostResult(hp.host, ok=False, changes=len(hp.changes))
         if self.stop.is_set():
-            res.step, res.error = "stopped", "stopped before this host was started"
+            res.failure = HostFailure(hp.host, "stopped", "stopped", "stopped before this host was started")
             return res
         if host is None:
-            res.step, res.error = "lookup", "host is no longer registered; its agent cannot be reached"
+            res.failure = HostFailure(hp.host, "lookup", "not_registered",
+                                      "host is no longer registered; its agent cannot be reached")
             return res
         if host.status == "down":
             # The controller saw its agent miss heartbeats: fail at once instead of spending
             # the retries and timeouts on it; it is converged when it comes back up.
-            res.step, res.error = "down", "host is down (its agent missed heartbeats); not pushed"
+            res.failure = HostFailure(host.name, "down", "down", "host is down (its agent missed heartbeats); not pushed")
             self._note(host.name, "skipped: host is down")
             return res
         desired = hp.desired or HostConfig(host.name, host.underlay_ip)
@@ -192,25 +169,24 @@ class Executor:
         for attempt in range(1, self.retries + 2):
             res.attempts = attempt
             if self.stop.is_set():
-                res.step, res.error = "stopped", f"stopped after {attempt - 1} attempts"
+                res.failure = HostFailure(host.name, "stopped", "stopped", f"stopped after {attempt - 1} attempts")
                 break
-            self._note(host.name, f"pushing generation {generation} ({len(hp.operations)} changes), attempt {attempt}")
+            self._note(host.name, f"pushing generation {generation} ({len(hp.changes)} changes), attempt {attempt}")
             try:
                 actual = client.push(config, self.timeout)
-            except TemporaryError as e:
-                res.step, res.error = "push", str(e)
+            except HostFailed as e:
+                res.failure = e.failure
+                if not e.retryable:
+                    self._record(host.name, client)
+                    break
                 if attempt <= self.retries:
-                    self._note(host.name, f"temporary failure: {e}; retrying in {delay:.1f}s")
+                    self._note(host.name, f"temporary failure: {e.reason}; retrying in {delay:.1f}s")
                     if self.stop.wait(delay):
-                        res.step, res.error = "stopped", f"stopped while retrying: {e}"
+                        res.failure = HostFailure(host.name, "stopped", "stopped", f"stopped while retrying: {e.reason}")
                         break
                     delay *= 2
                 continue
-            except HostError as e:
-                res.step, res.error = e.step or "converge", e.reason
-                self._record(host.name, client)
-                break
-            res.ok, res.step, res.error, res.generation = True, "done", "", generation
+            res.ok, res.failure, res.generation = True, None, generation
             self._record(host.name, client, actual)
             self._note(host.name, "converged")
             break
@@ -230,7 +206,7 @@ class Executor:
         if actual is None:
             try:
                 actual = client.report(self.timeout)
-            except Exception:  # the host is unreachable: keep its previous report
+            except HostFailed:  # the host is unreachable: keep its previous report
                 return
         with self.store.transaction() as tx:
             tx.put_host_report(host, actual.generation, actual.to_dict())

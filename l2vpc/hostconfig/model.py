@@ -208,7 +208,7 @@ class HostConfig:
         """Plain data; secrets blanked unless asked for (see SECRET_FIELDS)."""
         data = asdict(self)
         if not secrets:
-            _blank_secrets(data)
+            blank_secrets(data)
         return data
 
     @staticmethod
@@ -291,16 +291,18 @@ def config_digest(cfg: HostConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _blank_secrets(value: Any) -> None:
+def blank_secrets(value: Any) -> Any:
+    """`value` (plain data of config items) with every secret field emptied, in place."""
     if isinstance(value, dict):
         for k, v in value.items():
             if k in SECRET_FIELDS and v:
                 value[k] = ""
             else:
-                _blank_secrets(v)
+                blank_secrets(v)
     elif isinstance(value, list | tuple):
         for v in value:
-            _blank_secrets(v)
+            blank_secrets(v)
+    return value
 
 
 def _opt_str(d: dict[str, Any], key: str) -> str | None:

@@ -130,7 +130,7 @@ def _state_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _lab(args: argparse.Namespace) -> Lab:
-    from l2vpc.engine.embedded import default_state_path
+    from l2vpc.embedded import default_state_path
 
     pki = getattr(args, "pki", None)
     try:

@@ -54,12 +54,12 @@ import grpc
 
 import l2vpc
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent import wire
-from l2vpc.agent.channel import host_metadata, open_channel, stub
 from l2vpc.agent.drivers.linux.driver import BANDWIDTH_SCALE_ENV
+from l2vpc.agentapi import wire
+from l2vpc.agentapi.channel import host_metadata, open_channel, stub
+from l2vpc.embedded import open_engine
 from l2vpc.engine.agent_client import CLIENT_NAME, PKI_DIR, engine_tls
 from l2vpc.engine.api import Engine
-from l2vpc.engine.embedded import open_engine
 from l2vpc.engine.errors import ConflictError
 from l2vpc.engine.model import Attachment
 from l2vpc.engine.store import open_store
@@ -410,12 +410,12 @@ class Lab:
         """Realize what the state already places on these hosts (a lab re-created under old state)."""
         engine = open_engine(self.state_path)
         try:
-            if not any(hp.operations for hp in engine.plan().hosts.values()):
+            if engine.plan().is_empty:
                 return
             progress("converging what the state already holds")
             _, result = engine.converge(progress=lambda host, msg: progress(f"  {host}: {msg}"))
             for r in result.failures:
-                progress(f"  warning: {r.host} failed at {r.step}: {r.error}")
+                progress(f"  warning: {r.host} failed at {r.step}: {r.detail}")
         finally:
             close = getattr(engine.agents, "close", None)
             if close is not None:

@@ -126,7 +126,7 @@ class EngineClient:
                                           ca_file=self.settings.get("ca_file"), stop=self.stop)
                     self._engine, self._close = remote, remote.close
                 else:
-                    from l2vpc.engine.embedded import open_engine
+                    from l2vpc.embedded import open_engine
 
                     engine = open_engine(self.settings["state_path"], default_region=self.settings.get("region"))
                     engine.stop = self.stop
@@ -143,7 +143,7 @@ class EngineClient:
                 if remote:
                     import l2vpc.controller.client
                 else:
-                    import l2vpc.engine.embedded
+                    import l2vpc.embedded
                 import l2vpc.engine.model  # noqa: F401
             except Exception:  # the real use reports it
                 log.debug("engine warm-up import failed", exc_info=True)

@@ -139,7 +139,7 @@ PRELOAD_LATER = (
     "l2vpc.provider.resources.vpn",
     "l2vpc.provider.data_sources.vpc",
     "l2vpc.provider.data_sources.hosts",
-    "l2vpc.engine.embedded",
+    "l2vpc.embedded",
     "l2vpc.engine.model",
     "l2vpc.engine.agent_client",
     "l2vpc.controller.client",

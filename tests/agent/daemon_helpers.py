@@ -9,10 +9,10 @@ import grpc
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc._proto import agent_pb2_grpc as pb_grpc
-from l2vpc.agent import wire
-from l2vpc.agent.channel import open_channel, stub
 from l2vpc.agent.daemon import Agent, serve
 from l2vpc.agent.drivers.memory import MemoryDriver
+from l2vpc.agentapi import wire
+from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Segment
 from l2vpc.pki import CertificateAuthority, TlsFiles
 

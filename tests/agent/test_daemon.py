@@ -17,9 +17,9 @@ import pytest
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc._proto import agent_pb2_grpc as pb_grpc
-from l2vpc.agent import wire
 from l2vpc.agent.daemon import Agent, AgentError
 from l2vpc.agent.drivers.memory import MemoryDriver
+from l2vpc.agentapi import wire
 from l2vpc.hostconfig import HostConfig
 from l2vpc.pki import CertificateAuthority
 

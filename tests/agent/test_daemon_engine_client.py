@@ -10,7 +10,7 @@ import pytest
 
 from l2vpc.engine.agent_client import GrpcAgentPool, engine_tls
 from l2vpc.engine.api import Engine
-from l2vpc.engine.errors import HostError, TemporaryError
+from l2vpc.engine.errors import HostError
 from l2vpc.engine.model import Host
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology import host_configs
@@ -65,7 +65,7 @@ def test_engine_converges_real_agents(tmp_path: Path, agents: dict[str, Running]
             assert actual.same_dataplane(want[name])
             assert desired is not None and desired.generation == result.results[name].generation
         # The reports the engine stored are what the agents run: the next plan is empty.
-        assert not any(hp.operations for hp in engine.plan().hosts.values())
+        assert engine.plan().is_empty
     finally:
         pool.close()
         store.close()
@@ -93,10 +93,12 @@ def test_push_errors_are_sorted_for_the_executor(tmp_path: Path, agents: dict[st
         with pytest.raises(HostError) as err:
             client.push(sample(5, mtu=1400), timeout=5)  # att-1's MTU changes: its update fails
         assert err.value.step == "converge" and err.value.reason == "ports[id=att-1]: veth refused"
+        assert err.value.failure.code == "converge_failed" and not err.value.retryable
 
         gone = h1.model_copy(update={"agent_address": f"127.0.0.1:{free_port()}"})
-        with pytest.raises(TemporaryError, match=r"agent of h1 at 127\.0\.0\.1:\d+: unavailable"):
+        with pytest.raises(HostError, match=r"agent of h1 at 127\.0\.0\.1:\d+: unavailable") as err:
             pool.client(gone).push(sample(6), timeout=2)
+        assert err.value.failure.code == "unreachable" and err.value.retryable
 
         with pytest.raises(HostError, match="no agent address"):
             pool.client(h1.model_copy(update={"agent_address": None})).push(sample(6), timeout=2)

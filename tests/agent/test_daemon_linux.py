@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent import wire
+from l2vpc.agentapi import wire
 from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Segment
 
 from .conftest import Host, Lab, sh

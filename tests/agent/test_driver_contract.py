@@ -118,7 +118,7 @@ def test_removing_a_port_and_a_segment(make_driver: Callable[[], Driver]) -> Non
 
     no_b1 = replace(cfg, ports=tuple(p for p in cfg.ports if p.id != "att-b1"))
     r = d.converge(no_b1)
-    assert r.ok and [str(a) for a in r.actions][:1] == ["remove ports[id=att-b1]"], r.actions
+    assert r.ok and [str(a) for a in r.actions][:1] == ["delete ports[id=att-b1]"], r.actions
     assert r.actual.same_dataplane(no_b1)
 
     only_a = replace(no_b1, segments=cfg.segments[:1], dhcp_servers=(),
@@ -126,14 +126,14 @@ def test_removing_a_port_and_a_segment(make_driver: Callable[[], Driver]) -> Non
     r = d.converge(only_a)
     assert r.ok, r.failures
     verbs = [str(a) for a in r.actions]
-    assert verbs.index("remove ports[id=att-b2]") < verbs.index("remove segments[vni=200]")
-    assert verbs.index("remove dhcp_servers[vni=200]") < verbs.index("remove segments[vni=200]")
+    assert verbs.index("delete ports[id=att-b2]") < verbs.index("delete segments[vni=200]")
+    assert verbs.index("delete dhcp_servers[vni=200]") < verbs.index("delete segments[vni=200]")
     assert r.actual.same_dataplane(only_a)
     assert not [n for n in host_devices(d) if n.endswith("200")]
     assert d.converge(only_a).actions == ()
 
 
-def test_live_changes_update_and_identity_changes_recreate(make_driver: Callable[[], Driver]) -> None:
+def test_live_changes_update_and_identity_changes_replace(make_driver: Callable[[], Driver]) -> None:
     d = make_driver()
     cfg = base_config()
     assert d.converge(cfg).ok
@@ -153,7 +153,7 @@ def test_live_changes_update_and_identity_changes_recreate(make_driver: Callable
     assert got == {
         ("update", "segments[vni=100]"),
         ("update", "ports[id=att-a1]"),
-        ("remove", "ports[id=att-b1]"),
+        ("delete", "ports[id=att-b1]"),
         ("create", "ports[id=att-b1]"),
         ("reload", "dhcp_servers[vni=200]"),
     }, got

@@ -73,7 +73,7 @@ def test_vpn_gateway_converges_carries_traffic_and_goes(lab: Lab, vpn_site: tupl
     assert r.ok and [(a.verb, a.path) for a in r.actions] == [("reconfigure", "vpn_gateways[id=vpn-1]")]
 
     r = d.converge(replace(cfg, generation=4, vpn_gateways=()))
-    assert r.ok and [str(a) for a in r.actions] == ["remove vpn_gateways[id=vpn-1]"]
+    assert r.ok and [str(a) for a in r.actions] == ["delete vpn_gateways[id=vpn-1]"]
     assert host_device_name(GW.id) not in edge.links()
     assert not labnet.exists(vpn_netns_name(edge.prefix, GW.id))
     assert not [c for c in _processes(str(d.state)) if "charon" in c]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent import wire
+from l2vpc.agentapi import wire
 from l2vpc.hostconfig import BgpPeer, EdgeRouter, HostConfig, Observation, Segment, VpnGateway
 
 from .daemon_helpers import Pki, client, make_pki, start_agent

@@ -18,9 +18,9 @@ import pytest
 
 import l2vpc
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent import wire
-from l2vpc.agent.channel import certificate_names, host_metadata, open_channel, stub
 from l2vpc.agent.fleet import Fleet, FleetError, check_hosts, issue_fleet_certificate, serve_fleet
+from l2vpc.agentapi import wire
+from l2vpc.agentapi.channel import certificate_names, host_metadata, open_channel, stub
 from l2vpc.engine.agent_client import GrpcAgentPool
 from l2vpc.engine.errors import HostError
 from l2vpc.engine.model import Host

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 import threading
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.plane import ClusterPlane
-from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.postgres import PostgresStore
 
@@ -20,7 +20,7 @@ from l2vpc.engine.store.postgres import PostgresStore
 def main() -> None:
     url, name = sys.argv[1], sys.argv[2]
     store = PostgresStore(url)
-    plane = ClusterPlane(store, MemoryAgentPool(), SecretBox.for_state(None), controller_id=name,
+    plane = ClusterPlane(store, LocalAgentPool(), SecretBox.for_state(None), controller_id=name,
                          heartbeat_interval=0.2, tick=0.2)
     plane.start()
     done = threading.Event()

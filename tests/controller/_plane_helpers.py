@@ -7,10 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.plane import ClusterPlane
 from l2vpc.engine.api import Engine
-from l2vpc.engine.executor import MemoryAgentPool
-from l2vpc.hostconfig import config_digest
 
 HOSTS: list[dict[str, Any]] = [
     {"name": "c1", "region": "r1", "underlay_ip": "10.0.0.1"},
@@ -37,7 +36,7 @@ class Heartbeater:
     """What agents do: heartbeat every `interval` with what they run (memory agents), to
     `plane`. `pause(host)` stops one host's heartbeats (a dead or partitioned agent)."""
 
-    def __init__(self, plane: ClusterPlane, pool: MemoryAgentPool, hosts: list[str], interval: float) -> None:
+    def __init__(self, plane: ClusterPlane, pool: LocalAgentPool, hosts: list[str], interval: float) -> None:
         self.plane, self.pool, self.hosts, self.interval = plane, pool, hosts, interval
         self.paused: set[str] = set()
         self._stop = threading.Event()
@@ -45,16 +44,17 @@ class Heartbeater:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            agents = self.pool.agents()
+            clients = self.pool.clients()
             for name in self.hosts:
                 if name in self.paused:
                     continue
-                agent = agents.get(name)
-                if agent is None:  # never pushed to yet
+                client = clients.get(name)
+                if client is None:  # never pushed to yet
                     self.plane.heartbeat(name, 0, 0, False, "")
                     continue
-                gen = agent.config.generation if agent.config is not None else 0
-                self.plane.heartbeat(name, gen, gen, False, config_digest(agent.report(1)))
+                health = client.agent.health()
+                self.plane.heartbeat(name, health.accepted_generation, health.converged_generation, health.converging,
+                                     client.agent.actual_digest())
 
     def __enter__(self) -> Heartbeater:
         self._thread.start()

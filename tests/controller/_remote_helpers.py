@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent.channel import open_channel, stub
+from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.controller import auth
 from l2vpc.engine.store import open_store
 from l2vpc.pki import CertificateAuthority, TlsFiles, write_private

@@ -25,8 +25,8 @@ from _lab_controller import Controller, Relay, socket_url
 
 from l2vpc._proto import agent_pb2 as apb
 from l2vpc._proto import controller_pb2 as cpb
-from l2vpc.agent import wire
-from l2vpc.agent.channel import open_channel, stub
+from l2vpc.agentapi import wire
+from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.controller.auth import create_token
 from l2vpc.engine.agent_client import engine_tls
 from l2vpc.engine.store import open_store

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.batching import CreateBatcher
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import ValidationError
-from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.store import open_store
 
 
@@ -43,7 +43,7 @@ def _queue_behind_a_held_lock(db: Any, batcher: CreateBatcher, jobs: list[tuple[
 
 def test_waiting_creates_share_one_transaction(db: Any, secret_key: str) -> None:
     with open_store(db.url) as store:
-        batcher = CreateBatcher(store, lambda tenant: Engine(store, MemoryAgentPool(), tenant=tenant))
+        batcher = CreateBatcher(store, lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant))
         jobs = [("acme" if i % 2 else "globex", {"name": f"net{i}", "region": "us-east"}) for i in range(12)]
         results = _queue_behind_a_held_lock(db, batcher, jobs)
         batcher.close()
@@ -55,7 +55,7 @@ def test_waiting_creates_share_one_transaction(db: Any, secret_key: str) -> None
 
 def test_a_bad_create_in_a_batch_fails_alone(db: Any, secret_key: str) -> None:
     with open_store(db.url) as store:
-        batcher = CreateBatcher(store, lambda tenant: Engine(store, MemoryAgentPool(), tenant=tenant))
+        batcher = CreateBatcher(store, lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant))
         jobs = [("acme", {"name": "first", "region": "us-east"}),
                 ("acme", {"name": "dup", "region": "us-east"}),
                 ("acme", {"name": "ok1", "region": "us-east"}),
@@ -80,7 +80,7 @@ def test_closed_batcher_refuses(db: Any, secret_key: str) -> None:
     from l2vpc.engine.errors import TemporaryError
 
     with open_store(db.url) as store:
-        batcher = CreateBatcher(store, lambda tenant: Engine(store, MemoryAgentPool(), tenant=tenant))
+        batcher = CreateBatcher(store, lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant))
         batcher.create("acme", "vpc", {"name": "a", "region": "us-east"})
         batcher.close()
         with pytest.raises(TemporaryError):
@@ -92,7 +92,7 @@ def test_batched_attachments_see_each_other(db: Any, secret_key: str) -> None:
     distinct interface names, MACs stay unique, a user's MAC is skipped by allocation, and the
     store ends as sequential creates would leave it."""
     with open_store(db.url) as store:
-        engine = Engine(store, MemoryAgentPool(), tenant="acme")
+        engine = Engine(store, LocalAgentPool(), tenant="acme")
         for i in range(2):
             engine.register_host({"name": f"h{i}", "region": "us-east", "underlay_ip": f"10.9.0.{i + 1}"})
         vpcs = [engine.create("vpc", {"name": f"v{i}", "region": "us-east", "cidr": f"10.{i}.0.0/24"}).id
@@ -100,7 +100,7 @@ def test_batched_attachments_see_each_other(db: Any, secret_key: str) -> None:
         # The MAC the counter hands out next is taken by a user's choice: allocation must skip it.
         taken = engine.create("attachment", {"vpc_id": vpcs[0], "workload": "pinned", "host": "h0",
                                              "mac_address": "02:4c:32:00:00:01"})
-        batcher = CreateBatcher(store, lambda tenant: Engine(store, MemoryAgentPool(), tenant=tenant))
+        batcher = CreateBatcher(store, lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant))
         jobs = [("acme", {"vpc_id": vpcs[0], "workload": "w0", "host": "h1"})]
         jobs += [("acme", {"vpc_id": v, "workload": "w1", "host": "h0"}) for v in vpcs]
         jobs += [("acme", {"vpc_id": vpcs[0], "workload": f"x{i}"}) for i in range(4)]

@@ -1,6 +1,6 @@
 """The control loop on a real PostgreSQL (conftest `db`) with memory agents: leadership between
 two planes, Converge through a follower, liveness and failover of services, drift repair,
-batched heartbeats, bad input. Planes of one test share a MemoryAgentPool (one set of hosts)."""
+batched heartbeats, bad input. Planes of one test share a LocalAgentPool (one set of hosts)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from _plane_helpers import HOSTS, Heartbeater, build, wait_for
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.plane import ClusterPlane, read_status
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import NotFoundError, TemporaryError, ValidationError
-from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.postgres import PostgresStore
 from l2vpc.hostconfig import HostConfig
@@ -30,7 +30,7 @@ class Cluster:
 
     def __init__(self, url: str, key: str) -> None:
         self.url = url
-        self.pool = MemoryAgentPool()
+        self.pool = LocalAgentPool()
         self.secrets = SecretBox(key.encode())
         self.stores: list[PostgresStore] = []
         self.planes: list[ClusterPlane] = []
@@ -73,12 +73,12 @@ def converge(plane: ClusterPlane, timeout: float = 10.0, progress: Callable[[str
     return plane.wait_converged(plane.request_converge(), timeout, progress, never)
 
 
-def running(pool: MemoryAgentPool) -> Callable[[str], HostConfig]:
-    """What a memory agent runs now (empty before its first push)."""
+def running(pool: LocalAgentPool) -> Callable[[str], HostConfig]:
+    """What an in-process agent runs now (empty before its first push)."""
 
     def config(host: str) -> HostConfig:
-        agent = pool.agents().get(host)
-        return agent.report(1) if agent is not None else HostConfig(host, "0.0.0.0")
+        client = pool.clients().get(host)
+        return client.report(1) if client is not None else HostConfig(host, "0.0.0.0")
 
     return config
 
@@ -152,7 +152,7 @@ def test_wait_says_what_is_missing(cluster: Cluster) -> None:
     # A leader stuck on a slow host: the follower names the host.
     release = threading.Event()
 
-    class SlowPool(MemoryAgentPool):
+    class SlowPool(LocalAgentPool):
         def client(self, host: Any) -> Any:
             agent = super().client(host)
             if host.name == "c1" and not hasattr(agent, "slowed"):
@@ -234,32 +234,29 @@ def test_drift_is_repaired_and_reported(cluster: Cluster) -> None:
         plane.register(h)
     engine = cluster.engine()
     ids = build_compute_only(engine)
-    agents = cluster.pool.agents
+    agents = cluster.pool.clients
     with Heartbeater(plane, cluster.pool, ["c1", "c2"], INTERVAL):
         notes: list[tuple[str, str]] = []
         converge(plane, progress=lambda h, m: notes.append((h, m)))
         # On the leader, the executor's own progress is streamed.
         assert ("c1", "converged") in notes and ("c2", "converged") in notes
         assert any(h == "c2" and m.startswith("pushing generation") for h, m in notes)
-        want = agents()["c2"].config
-        assert want is not None and len(want.ports) == 1
+        want = agents()["c2"].report(1)
+        assert len(want.ports) == 1
 
         # A port deleted by hand on c2: its heartbeat digest changes, the leader repairs it.
-        c2 = agents()["c2"]
-        with c2.lock:
-            c2.config = dataclasses.replace(want, ports=())
+        agents()["c2"].set_actual(dataclasses.replace(want, ports=()))
         wait_for(lambda: running(cluster.pool)("c2").ports, 5, "the port to be recreated on c2")
-        wait_for(lambda: any(e.startswith(f"c2: drift repaired: create port {ids['att2']}; cause: the host runs "
+        wait_for(lambda: any(e.startswith(f"c2: drift repaired: create ports[id={ids['att2']}]; cause: the host runs "
                                           "something else") for e in events(plane)), 2, "a drift event for c2")
 
         # The agent of c1 restarts empty.
         c1 = agents()["c1"]
-        before = c1.config
-        assert before is not None and before.dhcp_servers
-        with c1.lock:
-            c1.config = None
+        before = c1.report(1)
+        assert before.dhcp_servers
+        c1.restart()
         wait_for(lambda: running(cluster.pool)("c1").same_dataplane(before), 5, "c1 repaired")
-        wait_for(lambda: any(e.startswith("c1: drift repaired: create segment") and
+        wait_for(lambda: any(e.startswith("c1: drift repaired: create segments[vni=") and
                              "cause: agent restarted empty: it accepted generation 0" in e
                              for e in events(plane)), 2, "a drift event for c1")
 
@@ -345,12 +342,11 @@ def test_heartbeat_interval_is_paced_to_the_fleet(db: Any, secret_key: str) -> N
     """With more hosts than the cluster's heartbeat budget, agents are told a longer interval
     and a host counts as down only after as many missed beats as with a small fleet."""
     from l2vpc.controller.plane import ClusterPlane
-    from l2vpc.engine.executor import MemoryAgentPool
     from l2vpc.engine.secrets import SecretBox
     from l2vpc.engine.store import open_store
 
     with open_store(db.url) as store:
-        plane = ClusterPlane(store, MemoryAgentPool(), SecretBox.for_state(None), controller_id="pace",
+        plane = ClusterPlane(store, LocalAgentPool(), SecretBox.for_state(None), controller_id="pace",
                              heartbeat_interval=2.0, down_after=6.0, max_heartbeat_rate=10.0)
         small = plane.register({"name": "h0", "region": "r1", "underlay_ip": "10.9.0.1"})
         assert small == 2.0 and plane.reconciler.down_after == 6.0

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from _plane_helpers import wait_for
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.plane import ClusterPlane, read_status
-from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.postgres import PostgresStore
 
@@ -79,7 +79,7 @@ def test_exactly_one_process_leads_and_another_takes_over_when_it_is_killed(chil
 
     # A Converge asked of a controller in this process is done by the leader in its own.
     with PostgresStore(db.url) as store:
-        plane = ClusterPlane(store, MemoryAgentPool(), SecretBox(secret_key.encode()), controller_id="proc-c",
+        plane = ClusterPlane(store, LocalAgentPool(), SecretBox(secret_key.encode()), controller_id="proc-c",
                              heartbeat_interval=0.2, tick=0.2)
         plane.start()
         try:

@@ -9,16 +9,16 @@ from pathlib import Path
 
 from _plane_helpers import wait_for
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.plane import ClusterPlane
 from l2vpc.engine.api import Engine
-from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.sqlite import SqliteStore
 
 
 def test_one_plane_leads_a_sqlite_file_and_converges_for_another(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    pool, box = MemoryAgentPool(), SecretBox.for_state(str(path))
+    pool, box = LocalAgentPool(), SecretBox.for_state(str(path))
     fast = {"heartbeat_interval": 0.2, "down_after": 1.0, "tick": 0.1}
     with SqliteStore(path) as sa, SqliteStore(path) as sb:
         a = ClusterPlane(sa, pool, box, controller_id="a", **fast)
@@ -38,7 +38,7 @@ def test_one_plane_leads_a_sqlite_file_and_converges_for_another(tmp_path: Path)
                 rev = b.request_converge()
                 assert b.wait_converged(rev, 5, None, lambda: False).revision >= rev
                 assert time.monotonic() - started < 1
-                assert [p.id for p in pool.agents()["h1"].report(1).ports] == [att.id]
+                assert [p.id for p in pool.clients()["h1"].report(1).ports] == [att.id]
                 # h1 never heartbeats after registering: down after a second.
                 wait_for(lambda: b.status().hosts[0].status == "down", 3, "h1 down")
                 b.heartbeat("h1", 0, 0, False, "")

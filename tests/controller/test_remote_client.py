@@ -187,8 +187,9 @@ def test_converge_progress_failures_timeout_and_stop(remote: RemoteEngine, ctl: 
     remote.create("attachment", {"vpc_id": vpc.id, "workload": "vm2", "host": "h2"})
     seen: list[tuple[str, str]] = []
     _, result = remote.converge(progress=lambda h, m: seen.append((h, m)), timeout=20)
-    assert [(f.host, f.step) for f in result.failures] == [("h2", "push")]
-    assert "unavailable" in result.failures[0].error and not result.ok and result.revision >= 1
+    assert [(f.host, f.step, f.code) for f in result.failures] == [("h2", "push", "unreachable")]
+    assert result.failures[0].retryable  # the code crossed the API: nothing parses the words
+    assert "unavailable" in result.failures[0].detail and not result.ok and result.revision >= 1
     assert any(h == "h2" and "pushing generation" in m for h, m in seen), seen
 
     # An agent that accepts connections and never answers: the leader's push hangs.

@@ -29,8 +29,8 @@ import pytest
 from l2vpc.agent.drivers.linux import frr
 from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.cli import main as cli
+from l2vpc.embedded import STATE_PATH_ENV, open_engine
 from l2vpc.engine.api import Engine
-from l2vpc.engine.embedded import STATE_PATH_ENV, open_engine
 from l2vpc.lab.lab import Lab
 from l2vpc.lab.premises import PremisesConfig
 from l2vpc.lab.state import HostRecord, LabState

@@ -1,4 +1,5 @@
-"""The executor against memory agents and a real SQLite store: concurrency, retries, failures, stop."""
+"""The executor against in-process agents (the real agent on the memory driver) and a real SQLite
+store: concurrency, retries, failures, stop."""
 
 from __future__ import annotations
 
@@ -8,20 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.engine.api import Engine
-from l2vpc.engine.errors import HostError, TemporaryError
-from l2vpc.engine.executor import Executor, MemoryAgentPool
+from l2vpc.engine.errors import HostError
+from l2vpc.engine.executor import Executor
 from l2vpc.engine.incremental import IncrementalPlanner
 from l2vpc.engine.planner import plan
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology import host_configs
 from l2vpc.hostconfig import HostConfig
+from l2vpc.hostconfig.failures import HostFailed, HostFailure
 
 
 @pytest.fixture
 def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
     store = open_store(str(tmp_path / "state.db"))
-    pool = MemoryAgentPool()
+    pool = LocalAgentPool()
     eng = Engine(store, pool)
     for i in range(1, 5):
         eng.register_host({"name": f"host{i}", "region": "r1", "underlay_ip": f"10.9.0.{i}"})
@@ -65,9 +68,10 @@ def test_converge_reaches_desired_and_is_idempotent(engine: Engine) -> None:
 
 def test_transient_failures_are_retried_then_succeed(engine: Engine) -> None:
     pool = engine.agents
-    assert isinstance(pool, MemoryAgentPool)
+    assert isinstance(pool, LocalAgentPool)
     host = engine.hosts()[0]
-    pool.client(host).faults = [TemporaryError("connection refused"), TemporaryError("connection refused")]
+    refused = HostFailure("host1", "push", "unreachable", "connection refused")
+    pool.client(host).faults = [refused, refused]
     _, result = engine.converge(retries=3)
     r = result.results["host1"]
     assert r.ok and r.attempts == 3
@@ -75,13 +79,14 @@ def test_transient_failures_are_retried_then_succeed(engine: Engine) -> None:
 
 def test_persistent_failure_names_host_and_step_and_keeps_others(engine: Engine) -> None:
     pool = engine.agents
-    assert isinstance(pool, MemoryAgentPool)
+    assert isinstance(pool, LocalAgentPool)
     host2 = next(h for h in engine.hosts() if h.name == "host2")
-    pool.client(host2).faults = [TemporaryError("unreachable")] * 10
+    pool.client(host2).faults = [HostFailure("host2", "push", "unreachable", "unreachable: refused")] * 10
     _, result = engine.converge(retries=2)
     assert not result.ok
     (failure,) = result.failures
-    assert failure.host == "host2" and failure.step == "push" and "unreachable" in failure.error
+    assert (failure.host, failure.step, failure.code, failure.retryable) == ("host2", "push", "unreachable", True)
+    assert result.results["host2"].attempts == 3
     with pytest.raises(HostError, match="host host2: push: unreachable"):
         result.raise_for_failures()
     reports = engine.actual_configs()
@@ -94,15 +99,29 @@ def test_persistent_failure_names_host_and_step_and_keeps_others(engine: Engine)
 
 def test_rejection_is_not_retried(engine: Engine) -> None:
     pool = engine.agents
-    assert isinstance(pool, MemoryAgentPool)
+    assert isinstance(pool, LocalAgentPool)
     host3 = next(h for h in engine.hosts() if h.name == "host3")
-    pool.client(host3).faults = [HostError("host3", "validate", "ports[0].mtu: 20000 is outside 576..9000")]
+    pool.client(host3).faults = [HostFailure("host3", "validate", "rejected", "ports[0].mtu: 20000 is outside 576..9000")]
     _, result = engine.converge(retries=3)
     r = result.results["host3"]
     assert not r.ok and r.attempts == 1 and r.step == "validate" and "ports[0].mtu" in r.error
+    assert r.failure is not None and r.failure.code == "rejected" and not r.failure.retryable
 
 
-class SlowPool(MemoryAgentPool):
+def test_a_config_the_agent_rejects_is_a_typed_failure(engine: Engine) -> None:
+    """The in-process agent is the real one: it validates like any agent and says so by code."""
+    pool = engine.agents
+    assert isinstance(pool, LocalAgentPool)
+    host1 = engine.hosts()[0]
+    bad = HostConfig("host1", "10.9.0.99")  # not this host's underlay address
+    with pytest.raises(HostFailed) as info:
+        pool.client(host1).push(bad, 1.0)
+    failure = info.value.failure
+    assert (failure.step, failure.code, failure.retryable) == ("validate", "rejected", False)
+    assert "underlay_ip" in failure.detail
+
+
+class SlowPool(LocalAgentPool):
     def __init__(self, delay: float) -> None:
         super().__init__()
         self.delay = delay
@@ -139,10 +158,10 @@ def test_hosts_converge_concurrently_and_stop_is_clean(engine: Engine) -> None:
     # A stop before the run: no host is touched, every result says so.
     stop = threading.Event()
     stop.set()
-    pool2 = MemoryAgentPool()
+    pool2 = LocalAgentPool()
     result = Executor(pool2, engine.store, stop=stop).execute(p, topo.hosts)
     assert not result.ok and all(r.step == "stopped" for r in result.results.values())
-    assert all(a.config is None for a in pool2.agents().values())
+    assert all(c.driver.applied == [] for c in pool2.clients().values())
 
 
 def test_incremental_plan_touches_only_affected_hosts(engine: Engine) -> None:
@@ -152,11 +171,11 @@ def test_incremental_plan_touches_only_affected_hosts(engine: Engine) -> None:
     att = next(a for a in topo.attachments.values() if a.host == "host3")
     # Same VPC membership: only host3's port changes.
     plans = inc.update_attachment(att.model_copy(update={"ip_address": "10.1.0.99/24"}))
-    changed = {h for h, hp in plans.items() if hp.operations}
+    changed = {h for h, hp in plans.items() if hp.changes}
     assert changed == {"host3"}
     # Removing host3's only port drops it from the VPC: every carrier's remotes change.
     plans = inc.remove_attachment(att.id)
-    changed = {h for h, hp in plans.items() if hp.operations}
+    changed = {h for h, hp in plans.items() if hp.changes}
     assert changed == {"host1", "host2", "host3", "host4"}
     full = plan(host_configs(inc.index.topo), engine.actual_configs())
-    assert {h for h, hp in full.hosts.items() if hp.operations} == changed
+    assert {h for h, hp in full.hosts.items() if hp.changes} == changed

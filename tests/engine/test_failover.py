@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.engine import allocator as alloc
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import ConflictError, NotFoundError, ValidationError
-from l2vpc.engine.executor import MemoryAgentPool
 from l2vpc.engine.store import open_store
 from l2vpc.engine.store.base import Transaction
+from l2vpc.hostconfig.failures import HostFailure
 
 
 class Env:
     def __init__(self, path: Path) -> None:
         self.store = open_store(str(path / "state.db"))
-        self.pool = MemoryAgentPool()
+        self.pool = LocalAgentPool()
         self.engine = e = Engine(self.store, self.pool)
         for n in (1, 2):
             e.register_host({"name": f"c{n}", "region": "r1", "underlay_ip": f"10.0.0.{n}"})
@@ -116,15 +117,15 @@ def test_down_hosts_are_not_pushed_and_fail_fast(env: Env) -> None:
     env.engine.set_host_status("c1", "down")
     env.engine.create("attachment", {"vpc_id": env.vpc.id, "workload": "w3", "host": "c2", "ip_mode": "dhcp"})
     slow = env.pool.client(next(h for h in env.engine.hosts() if h.name == "c1"))
-    slow.faults.extend(RuntimeError("must not be pushed") for _ in range(5))
+    slow.faults.extend(HostFailure("c1", "push", "internal", "must not be pushed") for _ in range(5))
     started = time.monotonic()
     _, result = env.engine.converge()
     assert time.monotonic() - started < 2
-    failures = {f.host: (f.step, f.error) for f in result.failures}
+    failures = {f.host: (f.step, f.code, f.detail) for f in result.failures}
     # c1 lost the DHCP server (moved to c2) but is down: skipped, named, not retried.
-    assert failures == {"c1": ("down", "host is down (its agent missed heartbeats); not pushed")}
+    assert failures == {"c1": ("down", "down", "host is down (its agent missed heartbeats); not pushed")}
     assert result.results["c2"].ok and len(slow.faults) == 5
-    assert len(env.pool.agents()["c2"].report(1).dhcp_servers) == 1
+    assert len(env.pool.clients()["c2"].report(1).dhcp_servers) == 1
 
 
 def test_reregistering_keeps_the_recorded_status_when_asked(env: Env) -> None:

@@ -1,5 +1,5 @@
-"""Planner properties: for random host configs A and B, replaying plan(A→B) on A gives B,
-plan(B→B) is empty, and every operation runs after the operations it depends on."""
+"""The engine's plan: the topology projected onto hosts, the shared diff grouped per host, and
+what a plan shows (one line per change, disruptions named)."""
 
 from __future__ import annotations
 
@@ -9,117 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2vpc.engine.model import VPC, Attachment, Dhcp, Host
-from l2vpc.engine.planner import apply_operations, diff_host, plan
+from l2vpc.engine.planner import plan
 from l2vpc.engine.topology import Topology, host_configs
-from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Segment
-
-VNIS = [4096, 4097, 4098, 4099]
-REMOTES = ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
-
-
-@st.composite
-def host_config(draw: st.DrawFn) -> HostConfig:
-    vnis = draw(st.lists(st.sampled_from(VNIS), unique=True, max_size=4))
-    segments = tuple(
-        Segment(
-            vni=v,
-            vpc_id=f"vpc-{v:x}",
-            mtu=draw(st.sampled_from([1500, 9000])),
-            remotes=tuple(sorted(draw(st.sets(st.sampled_from(REMOTES))))),
-        )
-        for v in sorted(vnis)
-    )
-    ports = []
-    if vnis:
-        for i in draw(st.lists(st.integers(0, 7), unique=True, max_size=6)):
-            ports.append(
-                Port(
-                    id=f"att-{i:04x}",
-                    vni=draw(st.sampled_from(vnis)),
-                    workload=f"w{i % 3}",
-                    interface_name=f"net{i // 3 + 1}",
-                    mac=f"02:00:00:00:00:{i:02x}",
-                    mtu=draw(st.sampled_from([1500, 9000])),
-                    ip_mode=draw(st.sampled_from(["none", "dhcp"])),
-                    restart_epoch=draw(st.integers(0, 1)),
-                )
-            )
-    dhcp = tuple(
-        DhcpServer(
-            vni=v,
-            server_ip="10.1.0.254/24",
-            range_start="10.1.0.10",
-            range_end="10.1.0.20",
-            lease_time=draw(st.sampled_from([3600, 7200])),
-            reservations=tuple(
-                Reservation(f"02:00:00:00:00:{j:02x}", f"10.1.0.{j + 30}")
-                for j in draw(st.sets(st.integers(0, 3)))
-            ),
-        )
-        for v in vnis
-        if draw(st.booleans())
-    )
-    return HostConfig(
-        host="h1",
-        underlay_ip="10.0.0.1",
-        segments=segments,
-        ports=tuple(sorted(ports, key=lambda p: p.id)),
-        dhcp_servers=dhcp,
-    )
+from l2vpc.hostconfig import BgpPeer, EdgeRouter, HostConfig, Segment, VpnGateway
+from l2vpc.hostconfig.diff import apply_changes
 
 
 def _strip(c: HostConfig) -> HostConfig:
     return dataclasses.replace(c.normalized(), generation=0, labels={})
-
-
-@settings(max_examples=300, deadline=None)
-@given(host_config(), host_config())
-def test_replaying_the_plan_reaches_the_desired_config(a: HostConfig, b: HostConfig) -> None:
-    ops = diff_host("h1", b, a)
-    assert _strip(apply_operations(a, ops)) == _strip(b)
-    assert diff_host("h1", b, b) == ()
-    # Dependencies are satisfied by the order, and name operations of this plan only.
-    ids = [op.id for op in ops]
-    assert len(ids) == len(set(ids))
-    for pos, op in enumerate(ops):
-        for dep in op.depends_on:
-            assert dep in ids[:pos], f"{op.id} runs before {dep}"
-
-
-@settings(max_examples=200, deadline=None)
-@given(host_config(), host_config())
-def test_a_segment_is_never_missing_under_its_ports(a: HostConfig, b: HostConfig) -> None:
-    """Replaying step by step, every intermediate config is valid: ports sit on existing segments."""
-    ops = diff_host("h1", b, a)
-    state = a
-    for op in ops:
-        state = apply_operations(state, [dataclasses.replace(op, depends_on=())])
-        vnis = {s.vni for s in state.segments}
-        assert all(p.vni in vnis for p in state.ports), f"after {op.id}"
-        assert all(d.vni in vnis for d in state.dhcp_servers), f"after {op.id}"
-
-
-def test_host_leaving_removes_everything_in_order() -> None:
-    seg = Segment(4096, "vpc-1", 1500, ("10.0.0.2",))
-    port = Port("att-1", 4096, "w1", "net1", "02:00:00:00:00:01", 1500)
-    cfg = HostConfig("h1", "10.0.0.1", segments=(seg,), ports=(port,))
-    ops = diff_host("h1", None, cfg)
-    assert [(o.action, o.kind) for o in ops] == [("delete", "port"), ("delete", "segment")]
-    assert ops[1].depends_on == ("h1/port/att-1",)
-    assert ops[0].disruptive
-
-
-def test_port_changes_split_into_update_and_disruptive_replace() -> None:
-    seg = Segment(4096, "vpc-1", 9000)
-    port = Port("att-1", 4096, "w1", "net1", "02:00:00:00:00:01", 1500)
-    base = HostConfig("h1", "10.0.0.1", segments=(seg,), ports=(port,))
-    mtu = dataclasses.replace(base, ports=(dataclasses.replace(port, mtu=9000),))
-    (op,) = diff_host("h1", mtu, base)
-    assert (op.action, op.disruptive, op.reason) == ("update", False, "changed: mtu")
-    epoch = dataclasses.replace(base, ports=(dataclasses.replace(port, restart_epoch=1),))
-    (op,) = diff_host("h1", epoch, base)
-    assert (op.action, op.disruptive) == ("replace", True)
-    assert "scope" in op.reason
 
 
 def _topology(n_hosts: int, placements: list[tuple[int, int]]) -> Topology:
@@ -167,7 +64,55 @@ def test_topology_projection_and_plans(pa: list[tuple[int, int]], pb: list[tuple
                 assert cfg.underlay_ip in peer.remotes
     p = plan(b, a)
     for name, hp in p.hosts.items():
-        assert _strip(apply_operations(a.get(name), hp.operations, name, b[name].underlay_ip)) == _strip(
+        assert _strip(apply_changes(a.get(name), hp.changes, name, b[name].underlay_ip)) == _strip(
             b[name]
         )
     assert plan(b, b).is_empty
+
+
+SEG = Segment(300, "vpc-dx", 1500)
+DX = EdgeRouter("dx-1", 300, "layer3", "xc0", 1000, gateway_ip="10.30.0.1/24",
+                bgp=BgpPeer(64600, 65010, "169.254.10.0/31", "169.254.10.1"))
+VPN = VpnGateway("vpn-1", 300, "10.30.0.2/24", "203.0.113.33/28", "out0", "203.0.113.10", ("10.30.0.0/24",),
+                 ("192.168.50.0/24",), "aes256-sha256-modp2048", "aes256-sha256-modp2048", psk="secret.psk1")
+
+
+def _edge_host(*items: EdgeRouter | VpnGateway) -> HostConfig:
+    return HostConfig("edge1", "10.0.0.9", segments=(SEG,),
+                      edge_routers=tuple(i for i in items if isinstance(i, EdgeRouter)),
+                      vpn_gateways=tuple(i for i in items if isinstance(i, VpnGateway)))
+
+
+def test_plan_shows_the_bgp_sessions_and_tunnels_a_change_drops() -> None:
+    """The agent rebuilds an edge router or VPN gateway whose place changes; the plan says so
+    (it once showed a harmless update while the session and the tunnel dropped)."""
+    before = {"edge1": _edge_host(DX, VPN)}
+    moved = {"edge1": _edge_host(dataclasses.replace(DX, gateway_ip="10.30.0.9/24"),
+                                 dataclasses.replace(VPN, outside_ip="203.0.113.34/28"))}
+    p = plan(moved, before)
+    assert [(c.path, c.action, c.disruptive) for _h, c in p.changes()] == [
+        ("edge_routers[id=dx-1]", "replace", True), ("vpn_gateways[id=vpn-1]", "replace", True)]
+    text = p.render()
+    assert "[restarts the BGP session]" in text and "[re-establishes the tunnel]" in text
+    assert p.counts() == {"create": 0, "update": 0, "replace": 2, "delete": 0, "disruptive": 2}
+
+    peer = {"edge1": _edge_host(dataclasses.replace(DX, bgp=dataclasses.replace(DX.bgp, peer_asn=65020)), VPN)}
+    ((_h, c),) = plan(peer, before).changes()
+    assert (c.action, c.how, c.disruptive) == ("update", "reconfigure", True)
+    assert "bgp.peer_asn 65010 -> 65020" in plan(peer, before).render()
+
+    faster = {"edge1": _edge_host(dataclasses.replace(DX, bandwidth_mbps=2000), VPN)}
+    ((_h, c),) = plan(faster, before).changes()
+    assert (c.action, c.how, c.disruptive) == ("update", "live", False)
+    assert "[" not in plan(faster, before).render().splitlines()[1]
+
+
+def test_plan_as_data_names_paths_and_hows() -> None:
+    before = {"edge1": _edge_host(DX)}
+    after = {"edge1": _edge_host(dataclasses.replace(DX, bandwidth_mbps=2000), VPN)}
+    data = plan(after, before).to_dict()
+    assert data["summary"] == {"create": 1, "update": 1, "replace": 0, "delete": 0, "disruptive": 0}
+    rows = [(c["kind"], c["path"], c["action"], c["how"]) for c in data["hosts"]["edge1"]]
+    assert rows == [("edge_router", "edge_routers[id=dx-1]", "update", "live"),
+                    ("vpn_gateway", "vpn_gateways[id=vpn-1]", "create", "")]
+    assert "secret.psk1" not in str(data)

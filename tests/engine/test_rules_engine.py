@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from l2vpc.agent.local import LocalAgentPool
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import ConflictError, UserError, ValidationError
 from l2vpc.engine.model import VPC, Attachment
@@ -41,7 +42,7 @@ class Env:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.store = open_store(str(path))
-        self.engine = Engine(self.store)
+        self.engine = Engine(self.store, LocalAgentPool())
         for h in HOSTS:
             self.engine.register_host(h)
 
@@ -312,9 +313,9 @@ def test_scope_change_bumps_epoch_and_plan_is_disruptive(env: Env) -> None:
     env.engine.update("vpc", vpc.id, {"name": "prod", "scope": "multi_region", "cidr": "10.0.0.0/24"})
     assert env.engine.get("vpc", vpc.id).scope_epoch == 1
     p = env.engine.plan()
-    ports = [op for op in p.operations if op.kind == "port"]
+    ports = [c for _host, c in p.changes() if c.kind == "port"]
     assert len(ports) == 2
-    assert all(op.action == "replace" and op.disruptive and "scope" in op.reason for op in ports)
+    assert all(c.action == "replace" and c.disruptive and "scope" in c.detail for c in ports)
     assert p.counts()["disruptive"] == 2
     assert "2 disruptive" in p.render()
 

@@ -22,6 +22,7 @@ psycopg = pytest.importorskip("psycopg")
 
 import pg_server  # noqa: E402  # tests/engine is on sys.path (rootdir-relative test modules)
 
+from l2vpc.agent.local import LocalAgentPool  # noqa: E402
 from l2vpc.engine.api import Engine  # noqa: E402
 from l2vpc.engine.errors import (  # noqa: E402
     ConflictError,
@@ -635,7 +636,7 @@ def test_engine_on_postgres_keeps_cross_object_rules_under_concurrency(db: Db) -
     host, distinct interface names and MACs; rules spanning objects hold because transactions
     are serial."""
     with PostgresStore(db.url) as s:
-        engine = Engine(s)
+        engine = Engine(s, LocalAgentPool())
         for h in ({"name": "c1", "region": "us-east", "underlay_ip": "10.200.0.1"},
                   {"name": "c2", "region": "us-east", "underlay_ip": "10.200.0.2"}):
             engine.register_host(h)
@@ -645,7 +646,7 @@ def test_engine_on_postgres_keeps_cross_object_rules_under_concurrency(db: Db) -
         assert engine.vpc_by_name("v3") == vpcs[3]
     outcomes = _run_two(_attacher, db.url)
     with PostgresStore(db.url) as s:
-        engine = Engine(s)
+        engine = Engine(s, LocalAgentPool())
         atts = [a for a in engine.list("attachment") if a.workload == "big"]
         with s.transaction() as tx:
             members = {v.id: tx.allocations(f"member:{v.id}") for v in vpcs}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from l2vpc.cli import main as cli
-from l2vpc.engine.embedded import open_engine
+from l2vpc.embedded import open_engine
 from l2vpc.lab.lab import Lab
 from l2vpc.lab.topology import LabTopology
 

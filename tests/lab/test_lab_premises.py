@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent import wire
-from l2vpc.agent.channel import open_channel, stub
 from l2vpc.agent.drivers.linux import frr
 from l2vpc.agent.drivers.linux.edge import edge_tag, handoff_veth
+from l2vpc.agentapi import wire
+from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.engine.agent_client import engine_tls
 from l2vpc.engine.api import Engine
 from l2vpc.engine.store import open_store

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent.channel import open_channel, stub
+from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.pki import CertificateAuthority, TlsFiles
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from l2vpc.embedded import open_engine
 from l2vpc.engine.api import Engine
-from l2vpc.engine.embedded import open_engine
 from l2vpc.provider import launcher
 
 HOSTS: list[dict[str, str]] = [

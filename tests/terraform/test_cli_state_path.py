@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from l2vpc.engine.embedded import open_engine
+from l2vpc.embedded import open_engine
 
 pytestmark = pytest.mark.terraform
 

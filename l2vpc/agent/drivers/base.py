@@ -8,11 +8,12 @@ A driver owns one host. The agent daemon calls it from one thread at a time:
     driver.teardown()                    # remove everything the driver created, nothing else
     driver.close()                       # release sockets; leaves the dataplane running
 
-`converge` is a template shared by every driver: validate, read facts, plan the operations
-(`l2vpc.agent.converge.plan`), apply them one by one, read facts again. A concrete driver
-implements `facts`, `teardown` and `_apply` (one planned operation); it reports a failed
-operation by raising `DataplaneError`, which becomes a `Failure` and does not stop the others
-(except the operations that depend on it, which are skipped with a reason).
+`converge` is a template shared by every driver: validate, read facts, diff them against the
+desired config and order the changes into steps (`l2vpc.hostconfig.diff`, the same diff the
+engine plans with), apply the steps one by one, read facts again. A concrete driver implements
+`facts`, `teardown` and `_apply` (one step: a create, update or delete of one item); it reports a
+failed step by raising `DataplaneError`, which becomes a `Failure` and does not stop the others
+(except the steps that depend on it, which are skipped with a reason).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import dataclasses
 from dataclasses import dataclass
 from types import TracebackType
 
-from l2vpc.agent.converge import Op, plan
 from l2vpc.hostconfig import HostConfig, validate_host_config
+from l2vpc.hostconfig.diff import Action, Change, diff, steps
+from l2vpc.hostconfig.failures import Failure, split_reason
 
 
 class DataplaneError(Exception):
@@ -32,29 +34,6 @@ class DataplaneError(Exception):
     def __init__(self, path: str, reason: str) -> None:
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}")
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One change a converge made: verb + the path of the object + a human detail."""
-
-    verb: str  # create | remove | update | recreate | reload | restart
-    path: str  # e.g. "segments[vni=100]", "ports[id=a1].mtu"
-    detail: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.verb} {self.path}" + (f" ({self.detail})" if self.detail else "")
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why part of the desired config is not in place. `path` is a field path."""
-
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +58,6 @@ class ConvergeResult:
     @property
     def changed(self) -> bool:
         return bool(self.actions)
-
-
-def split_reason(reason: str) -> Failure:
-    """'ports[2].mtu: 20000 is outside ...' → Failure('ports[2].mtu', '20000 is outside ...')."""
-    path, sep, rest = reason.partition(": ")
-    return Failure(path, rest) if sep else Failure("", reason)
 
 
 class Driver(abc.ABC):
@@ -122,19 +95,19 @@ class Driver(abc.ABC):
         failures: list[Failure] = []
         failed_paths: set[str] = set()
         before = self.facts()
-        for op in plan(before, desired):
-            blocker = next((d for d in op.depends_on if d in failed_paths), None)
+        for step in steps(diff(before.normalized(), desired.normalized())):
+            blocker = next((d for d in step.depends_on if d in failed_paths), None)
             if blocker is not None:
-                failed_paths.add(op.path)
-                failures.append(Failure(op.path, f"not attempted: {blocker} failed"))
+                failed_paths.add(step.path)
+                failures.append(Failure(step.path, f"not attempted: {blocker} failed"))
                 continue
             try:
-                self._apply(op)
+                self._apply(step)
             except DataplaneError as e:
-                failed_paths.add(op.path)
+                failed_paths.add(step.path)
                 failures.append(Failure(e.path, e.reason))
                 continue
-            actions.append(Action(op.verb, op.path, op.detail))
+            actions.append(Action(step.verb, step.path, step.detail))
         try:
             actions.extend(self._collect_garbage(desired))
         except DataplaneError as e:
@@ -157,12 +130,13 @@ class Driver(abc.ABC):
     # -- for subclasses ------------------------------------------------------------------
 
     @abc.abstractmethod
-    def _apply(self, op: Op) -> None:
-        """Carry out one planned operation; raise DataplaneError on failure."""
+    def _apply(self, step: Change) -> None:
+        """Carry out one step (a create, update or delete of one item); raise DataplaneError
+        on failure."""
 
     def _collect_garbage(self, desired: HostConfig) -> list[Action]:
         """Remove what the driver owns but neither facts nor `desired` account for (half-made
-        devices, namespaces left empty); runs after the planned ops. Default: nothing."""
+        devices, namespaces left empty); runs after the steps. Default: nothing."""
         return []
 
     @abc.abstractmethod

@@ -4,7 +4,7 @@ Used by unit tests (engine, daemon) and by a lab that runs without root. It beha
 Linux driver as far as the interface can tell: same planning, same actions, same facts, and
 the device names the Linux driver would create are listed by `devices()`.
 
-`fail(path, reason)` makes every operation on `path` (e.g. "segments[vni=100]") fail until
+`fail(path, reason)` makes every step on `path` (e.g. "segments[vni=100]") fail until
 `heal(path)`, so callers can test how they handle a host that cannot converge.
 
 Edge routers and VPN gateways are recorded (secrets included, as the Linux driver keeps them in
@@ -15,9 +15,6 @@ the engine's status handling can be tested against a session that is down.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from l2vpc.agent.converge import Op
 from l2vpc.agent.drivers.base import DataplaneError, Driver
 from l2vpc.hostconfig import (
     DhcpServer,
@@ -31,6 +28,7 @@ from l2vpc.hostconfig import (
     port_device_name,
     vxlan_name,
 )
+from l2vpc.hostconfig.diff import Change
 
 
 class MemoryDriver(Driver):
@@ -44,8 +42,8 @@ class MemoryDriver(Driver):
         self._observed: dict[str, Observation] = {}
         self._generation = 0
         self._faults: dict[str, str] = {}
-        # Every op applied, in order: lets tests see what a converge did (or that it did nothing).
-        self.applied: list[Op] = []
+        # Every step applied, in order: lets tests see what a converge did (or that it did nothing).
+        self.applied: list[Change] = []
 
     def facts(self) -> HostConfig:
         return HostConfig(
@@ -75,6 +73,17 @@ class MemoryDriver(Driver):
         else:
             self._observed[ident] = observation
 
+    def restore(self, cfg: HostConfig) -> None:
+        """Start from `cfg` as if it had been converged (a simulated host resumed from its last
+        report: see l2vpc/agent/local.py)."""
+        self.teardown()
+        self._segments = {s.vni: s for s in cfg.segments}
+        self._ports = {p.id: p for p in cfg.ports}
+        self._dhcp = {d.vni: d for d in cfg.dhcp_servers}
+        self._edges = {e.id: e for e in cfg.edge_routers}
+        self._vpns = {v.id: v for v in cfg.vpn_gateways}
+        self._generation = cfg.generation
+
     def teardown(self) -> None:
         self._segments.clear()
         self._ports.clear()
@@ -98,49 +107,45 @@ class MemoryDriver(Driver):
     def _set_generation(self, generation: int) -> None:
         self._generation = generation
 
-    def _apply(self, op: Op) -> None:
-        if op.path in self._faults:
-            raise DataplaneError(op.path, self._faults[op.path])
-        self.applied.append(op)
-        if op.kind == "segment":
-            if op.verb == "remove":
-                assert isinstance(op.old, Segment)
-                if any(p.vni == op.old.vni for p in self._ports.values()):
-                    raise DataplaneError(op.path, "segment still has ports")
-                riders = [e.vni for e in self._edges.values()] + [v.vni for v in self._vpns.values()]
-                if op.old.vni in riders:
-                    raise DataplaneError(op.path, "segment still has edge routers or VPN gateways")
-                del self._segments[op.old.vni]
-            else:
-                assert isinstance(op.new, Segment)
-                self._segments[op.new.vni] = op.new
-        elif op.kind in ("edge_router", "vpn_gateway"):
-            if op.verb == "remove":
-                assert isinstance(op.old, EdgeRouter | VpnGateway)
-                (self._edges if op.kind == "edge_router" else self._vpns).pop(op.old.id)
-            else:
-                assert isinstance(op.new, EdgeRouter | VpnGateway)
-                if op.new.vni not in self._segments:
-                    raise DataplaneError(op.path, f"no bridge for VNI {op.new.vni}")
-                if isinstance(op.new, EdgeRouter):
-                    self._edges[op.new.id] = op.new
-                else:
-                    self._vpns[op.new.id] = op.new
-        elif op.kind == "port":
-            if op.verb == "remove":
-                assert isinstance(op.old, Port)
-                del self._ports[op.old.id]
-            else:
-                assert isinstance(op.new, Port)
-                if op.new.vni not in self._segments:
-                    raise DataplaneError(op.path, f"no bridge for VNI {op.new.vni}")
-                self._ports[op.new.id] = replace(op.new)
+    def _apply(self, step: Change) -> None:
+        if step.path in self._faults:
+            raise DataplaneError(step.path, self._faults[step.path])
+        self.applied.append(step)
+        if step.action == "delete":
+            self._delete(step)
+            return
+        item = step.after
+        if isinstance(item, Segment):
+            self._segments[item.vni] = item
+            return
+        assert item is not None
+        if item.vni not in self._segments:
+            raise DataplaneError(step.path, f"no bridge for VNI {item.vni}")
+        if isinstance(item, EdgeRouter):
+            self._edges[item.id] = item
+        elif isinstance(item, VpnGateway):
+            self._vpns[item.id] = item
+        elif isinstance(item, Port):
+            self._ports[item.id] = item
         else:
-            if op.verb == "remove":
-                assert isinstance(op.old, DhcpServer)
-                del self._dhcp[op.old.vni]
-            else:
-                assert isinstance(op.new, DhcpServer)
-                if op.new.vni not in self._segments:
-                    raise DataplaneError(op.path, f"no bridge for VNI {op.new.vni}")
-                self._dhcp[op.new.vni] = op.new
+            assert isinstance(item, DhcpServer)
+            self._dhcp[item.vni] = item
+
+    def _delete(self, step: Change) -> None:
+        item = step.before
+        if isinstance(item, Segment):
+            if any(p.vni == item.vni for p in self._ports.values()):
+                raise DataplaneError(step.path, "segment still has ports")
+            riders = [e.vni for e in self._edges.values()] + [v.vni for v in self._vpns.values()]
+            if item.vni in riders:
+                raise DataplaneError(step.path, "segment still has edge routers or VPN gateways")
+            del self._segments[item.vni]
+        elif isinstance(item, EdgeRouter):
+            del self._edges[item.id]
+        elif isinstance(item, VpnGateway):
+            del self._vpns[item.id]
+        elif isinstance(item, Port):
+            del self._ports[item.id]
+        else:
+            assert isinstance(item, DhcpServer)
+            del self._dhcp[item.vni]

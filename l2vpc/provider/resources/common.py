@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from l2vpc.hostconfig.failures import HostFailure
 from l2vpc.provider.client import EngineClient, WaitInterrupted
 from l2vpc.provider.codec import Unknown
 from l2vpc.provider.diagnostics import Diagnostics, Path
@@ -148,11 +149,6 @@ DEFAULT_TIMEOUT = "20m"
 SETTLE_SECONDS = 20.0  # how long a direct connect or VPN is given to come up before a warning
 PROGRESS_EVERY = 5.0  # seconds between progress lines of one resource
 _PAUSE = 1.0  # between converges while a host is unreachable
-# How an agent that could not be reached fails (gRPC codes as the agent client words them):
-# worth waiting for, unlike a rejection. A host the controller has marked down (step "down") is
-# not waited for: its services have moved, and it gets its config when it is back.
-_TEMPORARY = ("unavailable", "deadline_exceeded", "resource_exhausted", "aborted", "cancelled",
-              "unreachable", "timed out", "is down")
 
 
 def timeouts(note: str = "") -> Attribute:
@@ -160,9 +156,11 @@ def timeouts(note: str = "") -> Attribute:
     return timeouts_attribute(DEFAULT_TIMEOUT, note=note)
 
 
-def temporary(failure: Any) -> bool:
-    """A host that failed in a way that may pass (unreachable, busy), not one that refused."""
-    return failure.step in ("push", "report", "connect") and any(w in failure.error.lower() for w in _TEMPORARY)
+def temporary(failure: HostFailure) -> bool:
+    """A host that failed in a way that may pass (not reached, busy): worth waiting for, unlike a
+    rejection. A host the controller has marked down (code "down") is not waited for: its
+    services have moved, and it gets its config when it is back."""
+    return failure.retryable
 
 
 class ProgressLog:
@@ -280,17 +278,17 @@ def converge_after_change(resource: EngineResource, diags: Diagnostics, wait: Wa
             return False
         unreachable = [f for f in result.failures if temporary(f)]
         if unreachable:
-            pending = {f.host: f"{f.step}: {f.error}" for f in unreachable}
+            pending = {f.host: f"{f.step}: {f.detail}" for f in unreachable}
             if not wait.pause():
                 wait.interrupted(diags, pending)
                 return False
             continue
         for failure in result.failures:
-            if failure.step == "down" and failure.host not in wait.hosts:
+            if failure.code == "down" and failure.host not in wait.hosts:
                 continue  # another host the controller has marked down: not this change's concern
             diags.warning(
                 f"Host {failure.host} did not converge",
-                f"{failure.step}: {failure.error}. The change is saved; run terraform apply again once the "
+                f"{failure.step}: {failure.detail}. The change is saved; run terraform apply again once the "
                 "host is reachable to finish it.",
             )
         return True

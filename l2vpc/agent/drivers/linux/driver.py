@@ -37,7 +37,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from l2vpc.agent.converge import Op, dhcp_path, port_path, segment_path, vpn_path
 from l2vpc.agent.drivers.base import Action, DataplaneError, Driver
 from l2vpc.agent.drivers.linux import dnsmasq, netns, procs, rtnl, udhcpc
 from l2vpc.agent.drivers.linux import netns as _netns  # LinuxDriver's `netns` argument shadows it
@@ -69,6 +68,7 @@ from l2vpc.hostconfig import (
     port_device_name,
     vxlan_name,
 )
+from l2vpc.hostconfig.diff import Change, dhcp_path, port_path, segment_path, vpn_path
 
 BANDWIDTH_SCALE_ENV = "L2VPC_BANDWIDTH_SCALE"
 
@@ -391,69 +391,69 @@ class LinuxDriver(Driver):
 
     # -- operations ----------------------------------------------------------------------
 
-    def _apply(self, op: Op) -> None:
+    def _apply(self, step: Change) -> None:
         self._invalidate()
         try:
-            if op.kind == "segment":
-                if op.verb == "remove":
-                    assert isinstance(op.old, Segment)
-                    self._remove_segment(op.old)
+            if step.kind == "segment":
+                if step.action == "delete":
+                    assert isinstance(step.before, Segment)
+                    self._remove_segment(step.before)
                 else:
-                    assert isinstance(op.new, Segment)
-                    self._ensure_segment(op.new)
-            elif op.kind == "edge_router":
-                self._apply_edge(op)
-            elif op.kind == "vpn_gateway":
-                self._apply_vpn(op)
-            elif op.kind == "port":
-                if op.verb == "remove":
-                    assert isinstance(op.old, Port)
-                    self._remove_port(op.old)
-                elif op.verb == "create":
-                    assert isinstance(op.new, Port)
-                    self._create_port(op.new)
+                    assert isinstance(step.after, Segment)
+                    self._ensure_segment(step.after)
+            elif step.kind == "edge_router":
+                self._apply_edge(step)
+            elif step.kind == "vpn_gateway":
+                self._apply_vpn(step)
+            elif step.kind == "port":
+                if step.action == "delete":
+                    assert isinstance(step.before, Port)
+                    self._remove_port(step.before)
+                elif step.action == "create":
+                    assert isinstance(step.after, Port)
+                    self._create_port(step.after)
                 else:
-                    assert isinstance(op.old, Port) and isinstance(op.new, Port)
-                    self._update_port(op.old, op.new)
+                    assert isinstance(step.before, Port) and isinstance(step.after, Port)
+                    self._update_port(step.before, step.after)
             else:
-                if op.verb == "remove":
-                    assert isinstance(op.old, DhcpServer)
-                    self._remove_dhcp(op.old.vni)
-                elif op.verb == "reload":
-                    assert isinstance(op.new, DhcpServer)
-                    if not dnsmasq.reload(op.new, self._dhcp_state(op.new.vni)):
-                        self._create_dhcp(op.new)
+                if step.action == "delete":
+                    assert isinstance(step.before, DhcpServer)
+                    self._remove_dhcp(step.before.vni)
+                elif step.how == "reload":
+                    assert isinstance(step.after, DhcpServer)
+                    if not dnsmasq.reload(step.after, self._dhcp_state(step.after.vni)):
+                        self._create_dhcp(step.after)
                 else:
-                    assert isinstance(op.new, DhcpServer)
-                    self._create_dhcp(op.new)
+                    assert isinstance(step.after, DhcpServer)
+                    self._create_dhcp(step.after)
         except rtnl.NetlinkError as e:
-            raise DataplaneError(op.path, f"netlink: {e.strerror}") from e
+            raise DataplaneError(step.path, f"netlink: {e.strerror}") from e
         except OSError as e:
-            raise DataplaneError(op.path, f"{e.strerror or e}") from e
+            raise DataplaneError(step.path, f"{e.strerror or e}") from e
 
-    def _apply_edge(self, op: Op) -> None:
-        if op.verb == "remove":
-            assert isinstance(op.old, EdgeRouter)
-            self._edges.remove(op.old)
-        elif op.verb == "create":
-            assert isinstance(op.new, EdgeRouter)
-            self._edges.create(op.new)
-        elif op.verb == "update":
-            assert isinstance(op.old, EdgeRouter) and isinstance(op.new, EdgeRouter)
-            self._edges.update(op.old, op.new)
+    def _apply_edge(self, step: Change) -> None:
+        if step.action == "delete":
+            assert isinstance(step.before, EdgeRouter)
+            self._edges.remove(step.before)
+        elif step.action == "create":
+            assert isinstance(step.after, EdgeRouter)
+            self._edges.create(step.after)
         else:
-            assert isinstance(op.old, EdgeRouter) and isinstance(op.new, EdgeRouter)
-            self._edges.reconfigure(op.old, op.new)
+            assert isinstance(step.before, EdgeRouter) and isinstance(step.after, EdgeRouter)
+            if step.how == "reconfigure":
+                self._edges.reconfigure(step.before, step.after)
+            else:
+                self._edges.update(step.before, step.after)
 
-    def _apply_vpn(self, op: Op) -> None:
+    def _apply_vpn(self, step: Change) -> None:
         if self._vpns is None:
-            raise DataplaneError(op.path, f"this agent cannot run VPN gateways: {self._no_vpn}")
-        if op.verb == "remove":
-            assert isinstance(op.old, VpnGateway)
-            self._vpns.remove(op.old.id)
+            raise DataplaneError(step.path, f"this agent cannot run VPN gateways: {self._no_vpn}")
+        if step.action == "delete":
+            assert isinstance(step.before, VpnGateway)
+            self._vpns.remove(step.before.id)
         else:  # create, reconfigure: the manager re-keys in place or rebuilds, as needed
-            assert isinstance(op.new, VpnGateway)
-            self._vpns.ensure(op.new, bridge_name(op.new.vni))
+            assert isinstance(step.after, VpnGateway)
+            self._vpns.ensure(step.after, bridge_name(step.after.vni))
 
     def _batch(self, nl: rtnl.Rtnl, path: str, requests: list[rtnl.Request], ignore: tuple[int, ...] = ()) -> None:
         for err in nl.batch(requests):
@@ -657,12 +657,12 @@ class LinuxDriver(Driver):
         for port_id in udhcpc.tracked_ports(self.state / "clients"):
             if port_id not in dhcp_ports:
                 udhcpc.stop(self.state / "clients", port_id)
-                actions.append(Action("remove", f"dhcp client of {port_path(port_id)}", "orphan"))
+                actions.append(Action("delete", f"dhcp client of {port_path(port_id)}", "orphan"))
         servers = {str(d.vni) for d in desired.dhcp_servers}
         for d in sorted((self.state / "dhcp").iterdir()):
             if d.name not in servers:
                 dnsmasq.remove(d)
-                actions.append(Action("remove", f"dnsmasq {d.name}", "orphan"))
+                actions.append(Action("delete", f"dnsmasq {d.name}", "orphan"))
 
         expected = {n for s in desired.segments for n in (bridge_name(s.vni), vxlan_name(s.vni))}
         expected |= {port_device_name(p.id) for p in desired.ports}
@@ -672,7 +672,7 @@ class LinuxDriver(Driver):
         if stray:
             self._invalidate()
             self._delete_links("host", stray)
-            actions += [Action("remove", f"device {lk.name}", "orphan") for lk in stray]
+            actions += [Action("delete", f"device {lk.name}", "orphan") for lk in stray]
 
         actions += self._edges.collect_garbage(desired, self._view.links)
         if self._vpns is not None:
@@ -680,7 +680,7 @@ class LinuxDriver(Driver):
             for obs in self._vpns.observations():
                 if obs.id not in wanted:
                     self._vpns.remove(obs.id)
-                    actions.append(Action("remove", vpn_path(obs.id), "orphan"))
+                    actions.append(Action("delete", vpn_path(obs.id), "orphan"))
 
         namespaces = {self.workload_netns(p.workload) for p in desired.ports}
         namespaces |= {self.dhcp_netns(d.vni) for d in desired.dhcp_servers}
@@ -688,5 +688,5 @@ class LinuxDriver(Driver):
         for name in self._spaces.created():
             if name not in namespaces:
                 self._spaces.drop(name)
-                actions.append(Action("remove", f"netns {name}", "no ports left"))
+                actions.append(Action("delete", f"netns {name}", "no ports left"))
         return actions

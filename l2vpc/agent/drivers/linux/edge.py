@@ -39,12 +39,12 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from l2vpc.agent.converge import edge_path
 from l2vpc.agent.drivers.base import Action, DataplaneError
 from l2vpc.agent.drivers.linux import frr, netns, rtnl, tc, vlantag
 from l2vpc.agent.drivers.linux.names import OWN_GROUP
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
 from l2vpc.hostconfig import DEVICE_PREFIX, EdgeRouter, HostConfig, Observation, bridge_name
+from l2vpc.hostconfig.diff import edge_path
 from l2vpc.pki import write_private
 
 EDGE_DEVICE_RE = re.compile(rf"^{DEVICE_PREFIX}e[bhv]([0-9a-f]{{8}})$")
@@ -384,14 +384,14 @@ class EdgeManager:
         for tag in self.tags():
             if tag not in wanted:
                 self.remove_tag(tag)
-                actions.append(Action("remove", f"edge router {tag}", "orphan"))
+                actions.append(Action("delete", f"edge router {tag}", "orphan"))
         # `links` is the driver's last read, possibly older than this converge's operations:
         # confirm each candidate before calling it an orphan.
         stray = [n for n in links if (m := EDGE_DEVICE_RE.match(n)) and m.group(1) not in wanted
                  and self.nl.link(n) is not None]
         if stray:
             self._batch("edge_routers", [rtnl.del_link(name=n) for n in stray], ignore=(errno.ENODEV,))
-            actions += [Action("remove", f"device {n}", "orphan") for n in stray]
+            actions += [Action("delete", f"device {n}", "orphan") for n in stray]
         return actions
 
     def teardown(self) -> None:

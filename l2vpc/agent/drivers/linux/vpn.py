@@ -54,12 +54,12 @@ from typing import Any
 
 import vici
 
-from l2vpc.agent.converge import vpn_path
 from l2vpc.agent.drivers.base import DataplaneError
 from l2vpc.agent.drivers.linux import netns, procs, rtnl
 from l2vpc.agent.drivers.linux.names import OWN_GROUP, RTPROT_L2VPC
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
 from l2vpc.hostconfig import DEVICE_PREFIX, HostConfig, Observation, VpnGateway
+from l2vpc.hostconfig.diff import vpn_path
 
 CHARON = "/usr/sbin/charon-systemd"
 PLUGIN_DIR = Path("/usr/lib/ipsec/plugins")

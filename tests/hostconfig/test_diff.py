@@ -1,4 +1,4 @@
-"""The pure planner (desired x actual -> ordered ops) and the drift report."""
+"""The shared diff (actual x desired -> changes -> an agent's steps) and the drift report."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from l2vpc.agent.converge import plan
 from l2vpc.agent.facts import drift
 from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Route, Segment
+from l2vpc.hostconfig.diff import Change, diff, steps
 
 SEG_A = Segment(100, "vpc-a", 1500, ("10.0.0.2",))
 SEG_B = Segment(200, "vpc-b", 9000, ())
@@ -21,7 +21,12 @@ def cfg(segments: Sequence[Segment] = (), ports: Sequence[Port] = (), dhcp: Sequ
     return HostConfig("h1", "10.0.0.1", 1, tuple(segments), tuple(ports), tuple(dhcp))
 
 
-def steps(actual: HostConfig, desired: HostConfig) -> list[str]:
+def plan(actual: HostConfig, desired: HostConfig) -> list[Change]:
+    """What an agent carries out: the steps of the diff of the normalized configs."""
+    return steps(diff(actual.normalized(), desired.normalized()))
+
+
+def names(actual: HostConfig, desired: HostConfig) -> list[str]:
     return [f"{op.verb} {op.path}" for op in plan(actual, desired)]
 
 
@@ -42,28 +47,28 @@ def test_create_order_and_dependencies() -> None:
 
 
 def test_removal_order_ports_then_dhcp_then_segments() -> None:
-    assert steps(cfg([SEG_A, SEG_B], [P1, P2], [DHCP]), cfg()) == [
-        "remove ports[id=p1]", "remove ports[id=p2]", "remove dhcp_servers[vni=100]",
-        "remove segments[vni=100]", "remove segments[vni=200]",
+    assert names(cfg([SEG_A, SEG_B], [P1, P2], [DHCP]), cfg()) == [
+        "delete ports[id=p1]", "delete ports[id=p2]", "delete dhcp_servers[vni=100]",
+        "delete segments[vni=100]", "delete segments[vni=200]",
     ]
 
 
 def test_live_fields_update_identity_fields_recreate() -> None:
     base = cfg([SEG_A, SEG_B], [P1, P2])
     live = cfg([SEG_A, SEG_B], [replace(P1, mtu=1400, ip_address="10.1.0.9/24", routes=(Route("10.9.0.0/16", "10.1.0.1"),)), P2])
-    assert steps(base, live) == ["update ports[id=p1]"]
+    assert names(base, live) == ["update ports[id=p1]"]
     changes: list[dict[str, Any]] = [{"restart_epoch": 1}, {"mac": "02:00:00:00:00:09"}, {"interface_name": "net3"},
                    {"workload": "w2"}, {"vni": 200}, {"workload_kind": "pod"}]
     for change in changes:
         new = cfg([SEG_A, SEG_B], [replace(P1, **change), P2])
-        assert steps(base, new) == ["remove ports[id=p1]", "create ports[id=p1]"], change
+        assert names(base, new) == ["delete ports[id=p1]", "create ports[id=p1]"], change
 
 
 def test_dhcp_reservations_reload_everything_else_restarts() -> None:
     base = cfg([SEG_A], [], [DHCP])
     reserved = cfg([SEG_A], [], [replace(DHCP, reservations=(Reservation("02:00:00:00:00:05", "10.1.0.5"),))])
-    assert steps(base, reserved) == ["reload dhcp_servers[vni=100]"]
-    assert steps(base, cfg([SEG_A], [], [replace(DHCP, lease_time=600)])) == ["restart dhcp_servers[vni=100]"]
+    assert names(base, reserved) == ["reload dhcp_servers[vni=100]"]
+    assert names(base, cfg([SEG_A], [], [replace(DHCP, lease_time=600)])) == ["restart dhcp_servers[vni=100]"]
 
 
 def test_segment_changes_are_one_update_with_a_readable_detail() -> None:

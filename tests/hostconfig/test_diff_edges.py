@@ -1,4 +1,4 @@
-"""Planning edge routers and VPN gateways (pure), their drift report, and the memory driver."""
+"""Diffing edge routers and VPN gateways (pure), their drift report, and the memory driver."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from l2vpc.agent.converge import plan
 from l2vpc.agent.drivers import MemoryDriver
 from l2vpc.agent.facts import drift
 from l2vpc.hostconfig import BgpPeer, EdgeRouter, HostConfig, Observation, Segment, VpnGateway
+from l2vpc.hostconfig.diff import Change, diff, steps
 
 SEG = Segment(300, "vpc-dx", 1500, ("10.0.0.2",))
 SEG_B = Segment(400, "vpc-other", 1500, ())
@@ -27,7 +27,12 @@ def cfg(*items: EdgeRouter | VpnGateway, segments: tuple[Segment, ...] = (SEG,))
                       vpn_gateways=tuple(i for i in items if isinstance(i, VpnGateway)))
 
 
-def steps(actual: HostConfig, desired: HostConfig) -> list[str]:
+def plan(actual: HostConfig, desired: HostConfig) -> list[Change]:
+    """What an agent carries out: the steps of the diff of the normalized configs."""
+    return steps(diff(actual.normalized(), desired.normalized()))
+
+
+def names(actual: HostConfig, desired: HostConfig) -> list[str]:
     return [f"{op.verb} {op.path}" for op in plan(actual, desired)]
 
 
@@ -38,9 +43,9 @@ def test_create_after_segment_remove_before_segment() -> None:
         "create vpn_gateways[id=vpn-1]",
     ]
     assert all(o.depends_on == ("segments[vni=300]",) for o in ops[1:])
-    assert steps(cfg(DX, L2, VPN), cfg(segments=())) == [
-        "remove edge_routers[id=dx-1]", "remove edge_routers[id=dx-2]", "remove vpn_gateways[id=vpn-1]",
-        "remove segments[vni=300]",
+    assert names(cfg(DX, L2, VPN), cfg(segments=())) == [
+        "delete edge_routers[id=dx-1]", "delete edge_routers[id=dx-2]", "delete vpn_gateways[id=vpn-1]",
+        "delete segments[vni=300]",
     ]
 
 
@@ -48,7 +53,7 @@ def test_bandwidth_is_a_live_update_secrets_and_bgp_reconfigure() -> None:
     ops = plan(cfg(DX), cfg(replace(DX, bandwidth_mbps=5000)))
     assert [(o.verb, o.path, o.detail) for o in ops] == [
         ("update", "edge_routers[id=dx-1]", "bandwidth_mbps 1000 -> 5000")]
-    assert steps(cfg(L2), cfg(replace(L2, vlan=200))) == ["update edge_routers[id=dx-2]"]
+    assert names(cfg(L2), cfg(replace(L2, vlan=200))) == ["update edge_routers[id=dx-2]"]
 
     new_key = replace(DX, bgp=replace(BGP, md5_key="k3y-two"), secret_digest="d2")
     ops = plan(cfg(DX), cfg(new_key))
@@ -62,7 +67,7 @@ def test_bandwidth_is_a_live_update_secrets_and_bgp_reconfigure() -> None:
     assert "bgp.advertised" in ops[0].detail and "bandwidth_mbps 1000 -> 2000" in ops[0].detail
     assert "k3y" not in ops[0].detail
 
-    assert steps(cfg(L2), cfg(replace(L2, circuit_key="mp-key-2", secret_digest="c2"))) == [
+    assert names(cfg(L2), cfg(replace(L2, circuit_key="mp-key-2", secret_digest="c2"))) == [
         "reconfigure edge_routers[id=dx-2]"]
 
 
@@ -73,17 +78,17 @@ def test_bandwidth_is_a_live_update_secrets_and_bgp_reconfigure() -> None:
 def test_where_an_edge_router_sits_means_recreate(change: dict[str, object]) -> None:
     new = replace(DX, **change)  # type: ignore[arg-type]
     ops = plan(cfg(DX, segments=(SEG, SEG_B)), cfg(new, segments=(SEG, SEG_B)))
-    assert [(o.verb, o.path) for o in ops] == [("remove", "edge_routers[id=dx-1]"), ("create", "edge_routers[id=dx-1]")]
-    assert ops[0].detail.startswith("recreate: ")
+    assert [(o.verb, o.path) for o in ops] == [("delete", "edge_routers[id=dx-1]"), ("create", "edge_routers[id=dx-1]")]
+    assert ops[0].detail.startswith("replace: ")
 
 
 def test_vpn_reconfigure_or_recreate() -> None:
-    assert steps(cfg(VPN), cfg(replace(VPN, remote_cidrs=("192.168.60.0/24",)))) == [
+    assert names(cfg(VPN), cfg(replace(VPN, remote_cidrs=("192.168.60.0/24",)))) == [
         "reconfigure vpn_gateways[id=vpn-1]"]
     ops = plan(cfg(VPN), cfg(replace(VPN, psk="new.secret.2", secret_digest="p2")))
     assert [(o.verb, o.detail) for o in ops] == [("reconfigure", "secret_digest changed")]
-    assert steps(cfg(VPN), cfg(replace(VPN, outside_ip="203.0.113.34/28"))) == [
-        "remove vpn_gateways[id=vpn-1]", "create vpn_gateways[id=vpn-1]"]
+    assert names(cfg(VPN), cfg(replace(VPN, outside_ip="203.0.113.34/28"))) == [
+        "delete vpn_gateways[id=vpn-1]", "create vpn_gateways[id=vpn-1]"]
 
 
 def test_drift_names_fields_but_never_secrets() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent.drivers.base import Action, Failure
 from l2vpc.hostconfig import (
     BgpPeer,
     DhcpServer,
@@ -28,6 +27,8 @@ from l2vpc.hostconfig import (
     Segment,
     VpnGateway,
 )
+from l2vpc.hostconfig.diff import Action
+from l2vpc.hostconfig.failures import Failure
 
 API_VERSION = "v1.1"
 

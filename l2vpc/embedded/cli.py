@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from l2vpc.embedded import default_state_path, open_engine
 from l2vpc.engine.api import Engine
-from l2vpc.engine.embedded import default_state_path, open_engine
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology_file import load, sync
@@ -102,12 +102,12 @@ def _apply(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({
                 "objects": counts, **plan.to_dict(),
-                "results": {h: vars(r) for h, r in sorted(result.results.items())},
+                "results": {h: r.to_dict() for h, r in sorted(result.results.items())},
             }, indent=2, sort_keys=True, default=str))
         else:
             for r in sorted(result.results.values(), key=lambda r: r.host):
                 state_txt = "ok" if r.ok else f"FAILED at {r.step}: {r.error}"
-                print(f"host {r.host}: {r.operations} changes, {state_txt} ({r.seconds:.2f}s, {r.attempts} attempts)")
+                print(f"host {r.host}: {r.changes} changes, {state_txt} ({r.seconds:.2f}s, {r.attempts} attempts)")
             print("Apply complete." if result.ok else "Apply failed; run it again once the hosts are reachable.")
         return 0 if result.ok else 1
     finally:
