@@ -103,10 +103,12 @@ class StatusDetailRequest(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class StatusDetailReply(_message.Message):
-    __slots__ = ("detail",)
+    __slots__ = ("detail", "reason")
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     detail: str
-    def __init__(self, detail: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, detail: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
     __slots__ = ("region", "role")

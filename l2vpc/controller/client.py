@@ -155,9 +155,15 @@ class RemoteEngine:
         return next((v for v in self.list("vpc") if v.name == name), None)
 
     def status_detail(self, kind: str, ident: str) -> str:
-        reply = self._call("StatusDetail", lambda: self._stub.StatusDetail(
+        return str(self._status_detail(kind, ident).detail)
+
+    def status_reason(self, kind: str, ident: str) -> str:
+        return str(self._status_detail(kind, ident).reason)
+
+    def _status_detail(self, kind: str, ident: str) -> pb.StatusDetailReply:
+        reply: pb.StatusDetailReply = self._call("StatusDetail", lambda: self._stub.StatusDetail(
             pb.StatusDetailRequest(kind=kind, id=ident), timeout=self.timeout), retry=True)
-        return str(reply.detail)
+        return reply
 
     def attached_workloads(self, vpc_id: str) -> builtins.list[str]:
         reply = self._call("AttachedWorkloads", lambda: self._stub.AttachedWorkloads(

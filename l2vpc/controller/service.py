@@ -336,7 +336,8 @@ class ControllerService(pb_grpc.ControllerServicer):
     def StatusDetail(self, request: pb.StatusDetailRequest, context: grpc.ServicerContext,
                      caller: Caller) -> pb.StatusDetailReply:
         kind = _kind(request.kind, DETAIL_KINDS)
-        return pb.StatusDetailReply(detail=self.engine(caller).status_detail(kind, _ident(request.id)))
+        seen = self.engine(caller).observation(kind, _ident(request.id))
+        return pb.StatusDetailReply(detail=seen.detail if seen else "", reason=seen.reason if seen else "")
 
     @_rpc(OBJECT)
     def ListHosts(self, request: pb.ListHostsRequest, context: grpc.ServicerContext,

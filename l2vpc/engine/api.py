@@ -28,7 +28,7 @@ from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
 from l2vpc.engine.topology import Topology, host_configs
 from l2vpc.engine.validation import validate_topology
-from l2vpc.hostconfig import HostConfig
+from l2vpc.hostconfig import HostConfig, Observation
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -300,13 +300,23 @@ class Engine:
             status = str(seen.get("state")) if seen else "connecting"
         return obj.model_copy(update={"status": status})
 
-    def status_detail(self, kind: str, ident: str) -> str:
-        """Why a direct connect or VPN has its status (the agent's words), '' when unknown."""
+    def observation(self, kind: str, ident: str) -> Observation | None:
+        """What the host of a direct connect or VPN reports of it (state, reason code, the
+        agent's words), None when nothing is reported."""
         obj = self.get(kind, ident)
         host = obj.edge_host if kind == "direct_connect" else obj.vpn_host
         report = self.actual_configs().get(host or "")
-        seen = report.observation(ident) if report else None
+        return report.observation(ident) if report else None
+
+    def status_detail(self, kind: str, ident: str) -> str:
+        """Why a direct connect or VPN has its status (the agent's words), '' when unknown."""
+        seen = self.observation(kind, ident)
         return seen.detail if seen else ""
+
+    def status_reason(self, kind: str, ident: str) -> str:
+        """Why it is not up, as a code of hostconfig.OBSERVATION_REASONS ('' when up or unknown)."""
+        seen = self.observation(kind, ident)
+        return seen.reason if seen else ""
 
     def refresh(self, hosts: Iterable[str] | None = None, timeout: float = 10.0) -> None:
         """Ask agents what they run now (sessions, tunnels) and record it; unreachable hosts

@@ -150,13 +150,34 @@ class Observation:
     """What an agent sees of a stateful item (a BGP session, a tunnel); reported, never pushed.
 
     state: edge routers `established` | `down` (layer2: `up` | `down`); VPNs `up` | `connecting`
-    | `down`. `learned` lists prefixes learned from the peer (BGP).
+    | `down`. `learned` lists prefixes learned from the peer (BGP). When it is not up, `reason`
+    says why in a word code can act on (OBSERVATION_REASONS) and `detail` in words for people.
     """
 
     id: str
     state: str
     detail: str = ""
     learned: tuple[str, ...] = ()
+    reason: str = ""
+
+
+# Why an edge router or VPN gateway is not up. The first four mean the peer answered and said
+# no: waiting will not change it (a caller stops waiting and reports it).
+OBSERVATION_REASONS = (
+    "auth_failed",          # the peer rejected our key or identity, or we rejected its
+    "proposal_rejected",    # no IKE or ESP proposal in common
+    "selectors_rejected",   # the peer refused the traffic selectors
+    "negotiation_refused",  # the peer refused the negotiation for another reason
+    "peer_not_responding",  # no answer from the peer
+    "session_down",         # BGP session not established (peer address, ASN or MD5 key?)
+    "no_carrier",           # the hand-off link is down
+    "not_in_place",         # a part of the item is missing on the host
+    "daemon_down",          # the routing or IKE daemon is not running or not answering
+    "install_failed",       # the kernel refused a route or policy
+    "no_sa",                # no IKE_SA yet; traffic to the remote networks starts one
+    "not_configured",       # the host does not run the item
+)
+PEER_REFUSED = frozenset({"auth_failed", "proposal_rejected", "selectors_rejected", "negotiation_refused"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +288,7 @@ class HostConfig:
                 vpn_gateways=tuple(_vpn_gateway(v) for v in data.get("vpn_gateways", ())),
                 observations=tuple(
                     Observation(str(o["id"]), str(o["state"]), str(o.get("detail", "")),
-                                tuple(str(x) for x in o.get("learned", ())))
+                                tuple(str(x) for x in o.get("learned", ())), str(o.get("reason", "")))
                     for o in data.get("observations", ())
                 ),
                 labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},

@@ -321,7 +321,7 @@ def test_layer2_extension_dhcp_vlan_and_carrier(lab: Lab, site: Site, prefix: st
 
     # The hand-off's carrier is the observation.
     sh("ip", "-n", site.switch(), "link", "set", "edge", "down")
-    assert d_edge.facts().observation("dx-2") == Observation("dx-2", "down", "hand-off xc0 has no carrier")
+    assert d_edge.facts().observation("dx-2") == Observation("dx-2", "down", "hand-off xc0 has no carrier", reason="no_carrier")
     sh("ip", "-n", site.switch(), "link", "set", "edge", "up")
     # The kernel reports a carrier coming up with a delay (linkwatch: up to a second, more under
     # load), unlike a carrier going down.

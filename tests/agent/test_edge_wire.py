@@ -12,7 +12,7 @@ import pytest
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc.agentapi import wire
-from l2vpc.hostconfig import BgpPeer, EdgeRouter, HostConfig, Observation, Segment, VpnGateway
+from l2vpc.hostconfig import PEER_REFUSED, BgpPeer, EdgeRouter, HostConfig, Observation, Segment, VpnGateway
 
 from .daemon_helpers import Pki, client, make_pki, start_agent
 
@@ -93,5 +93,22 @@ def test_pushed_observations_are_ignored(tmp_path: Path, pki: Pki) -> None:
         outcome = running.agent.push(cfg)
         assert outcome.status == "converged"
         assert outcome.actual is not None and outcome.actual.observation("dx-1") == Observation("dx-1", "established")
+    finally:
+        running.stop()
+
+
+def test_observation_reasons_cross_the_wire(tmp_path: Path, pki: Pki) -> None:
+    """A session that is down says why as a code (the provider acts on it) beside the words."""
+    running = start_agent(tmp_path / "state", pki.server("h1"))
+    try:
+        running.driver.observe("vpn-1", Observation("vpn-1", "down", "authentication failed: ...",
+                                                    reason="auth_failed"))
+        channel, s = client(running.address, pki.engine)
+        with channel:
+            s.Push(wire.push_request(config()), timeout=10)
+            state = wire.config_from_pb(s.GetState(pb.GetStateRequest(), timeout=10).actual)
+        seen = state.observation("vpn-1")
+        assert seen is not None and (seen.state, seen.reason) == ("down", "auth_failed")
+        assert seen.reason in PEER_REFUSED
     finally:
         running.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from l2vpc.agent.drivers.linux import vpn
-from l2vpc.hostconfig import VpnGateway
+from l2vpc.hostconfig import OBSERVATION_REASONS, VpnGateway
 
 GW = VpnGateway(
     id="vpn-0123456789ab", vni=100, gateway_ip="10.0.0.1/24", outside_ip="203.0.113.33/24", outside="out0",
@@ -75,31 +75,37 @@ LOG = """\
 """
 
 
-@pytest.mark.parametrize(("line", "reason"), [
-    ("05[IKE] received AUTHENTICATION_FAILED notify error", "authentication failed: the peer rejected"),
-    ("09[IKE] tried 1 shared key for '203.0.113.33' - '203.0.113.10', but MAC mismatched",
+@pytest.mark.parametrize(("line", "code", "reason"), [
+    ("05[IKE] received AUTHENTICATION_FAILED notify error", "auth_failed", "authentication failed: the peer rejected"),
+    ("09[IKE] tried 1 shared key for '203.0.113.33' - '203.0.113.10', but MAC mismatched", "auth_failed",
      "the peer's pre-shared key does not match"),
-    ("09[IKE] no shared key found for '203.0.113.33' - '203.0.113.10'",
+    ("09[IKE] no shared key found for '203.0.113.33' - '203.0.113.10'", "auth_failed",
      "no pre-shared key for 203.0.113.33 - 203.0.113.10"),
-    ("05[IKE] received NO_PROPOSAL_CHOSEN notify error", "none of our IKE proposal (aes256gcm16-prfsha256-modp2048)"),
-    ("05[IKE] received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built", "none of our ESP proposal (aes256gcm16-modp2048)"),
-    ("05[IKE] received TS_UNACCEPTABLE notify, no CHILD_SA built",
+    ("05[IKE] received NO_PROPOSAL_CHOSEN notify error", "proposal_rejected",
+     "none of our IKE proposal (aes256gcm16-prfsha256-modp2048)"),
+    ("05[IKE] received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built", "proposal_rejected",
+     "none of our ESP proposal (aes256gcm16-modp2048)"),
+    ("05[IKE] received TS_UNACCEPTABLE notify, no CHILD_SA built", "selectors_rejected",
      "refused the traffic selectors (local 10.0.0.0/24 remote 192.168.50.0/24)"),
-    ("05[IKE] received INTERNAL_ADDRESS_FAILURE notify error", "refused the negotiation (INTERNAL_ADDRESS_FAILURE)"),
-    ("12[IKE] giving up after 5 retransmits", "203.0.113.10 does not answer (no reply after 5 retransmits)"),
+    ("05[IKE] received INTERNAL_ADDRESS_FAILURE notify error", "negotiation_refused",
+     "refused the negotiation (INTERNAL_ADDRESS_FAILURE)"),
+    ("12[IKE] giving up after 5 retransmits", "peer_not_responding",
+     "203.0.113.10 does not answer (no reply after 5 retransmits)"),
 ])
-def test_failure_reasons(line: str, reason: str) -> None:
-    got = vpn.failure_reason([f"2026-01-01T00:00:00 {line}"], FIELDS)
-    assert reason in got, got
+def test_failure_reasons(line: str, code: str, reason: str) -> None:
+    got_code, words = vpn.failure_reason([f"2026-01-01T00:00:00 {line}"], FIELDS)
+    assert got_code == code and got_code in OBSERVATION_REASONS
+    assert reason in words, words
 
 
 def test_an_established_sa_clears_older_failures() -> None:
     lines = LOG.splitlines()
-    assert "authentication failed" in vpn.failure_reason(lines, FIELDS)
+    assert vpn.failure_reason(lines, FIELDS)[0] == "auth_failed"
     lines.append("2026-01-01T00:00:01 05[IKE] IKE_SA vpn-1[2] established between 203.0.113.33[a]...b[b]")
-    assert vpn.failure_reason(lines, FIELDS) == ""
+    assert vpn.failure_reason(lines, FIELDS) == ("", "")
     lines.append("2026-01-01T00:00:02 05[IKE] received TS_UNACCEPTABLE notify, no CHILD_SA built")
-    assert "traffic selectors" in vpn.failure_reason(lines, FIELDS)
+    assert vpn.failure_reason(lines, FIELDS) == (
+        "selectors_rejected", "the peer refused the traffic selectors (local 10.0.0.0/24 remote 192.168.50.0/24)")
 
 
 def test_log_reads_from_an_offset_and_is_cut_back(tmp_path: Path) -> None:

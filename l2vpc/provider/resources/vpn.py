@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from l2vpc.hostconfig import PEER_REFUSED
 from l2vpc.provider.codec import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
@@ -114,8 +115,7 @@ class VpnResource(EdgeServiceResource):
         # The peer answered and said no (key, proposal, selectors): waiting will not change it.
         if status != "down":
             return False
-        detail = client_of(self).engine.status_detail(self.kind, obj_id)
-        return any(w in detail for w in ("authentication failed", "accepts none of our", "refused the traffic"))
+        return client_of(self).engine.status_reason(self.kind, obj_id) in PEER_REFUSED
 
     def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:
         data = drop_unset({k: values.get(k) for k in _FIELDS})

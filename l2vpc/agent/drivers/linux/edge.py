@@ -178,7 +178,7 @@ class EdgeManager:
 
     def _health(self, tag: str, e: EdgeRouter, links: dict[str, rtnl.Link], host_rates: dict[str, int]) -> _Health:
         def broken(reason: str) -> _Health:
-            return _Health(None, Observation(e.id, "down", f"not in place: {reason}"))
+            return _Health(None, Observation(e.id, "down", f"not in place: {reason}", reason="not_in_place"))
 
         hb, ho = links.get(handoff_bridge(tag)), links.get(e.handoff)
         eh, ev, vb = links.get(handoff_veth(tag)), links.get(vpc_veth(tag)), links.get(bridge_name(e.vni))
@@ -201,7 +201,8 @@ class EdgeManager:
             shaped = all(tc.rate_matches(host_rates.get(d), want) for d in (handoff_veth(tag), vpc_veth(tag)))
             vlan = self._vlan(tag, e)
             actual = replace(e, bandwidth_mbps=e.bandwidth_mbps if shaped else 0, vlan=vlan)
-            return _Health(actual, Observation(e.id, "up" if carrier else "down", "" if carrier else no_carrier))
+            return _Health(actual, Observation(e.id, "up" if carrier else "down", "" if carrier else no_carrier,
+                                                   reason="" if carrier else "no_carrier"))
 
         assert e.bgp is not None and e.gateway_ip is not None
         ns = self.router_netns(tag)
@@ -221,11 +222,12 @@ class EdgeManager:
                   and tc.rate_matches(self._rates(ns).get(ROUTER_HANDOFF_IF), want))
         actual = replace(e, bandwidth_mbps=e.bandwidth_mbps if shaped else 0)
         if not carrier:
-            return _Health(actual, Observation(e.id, "down", no_carrier))
+            return _Health(actual, Observation(e.id, "down", no_carrier, reason="no_carrier"))
         session = router.session(e.bgp.peer_ip)
         if session.established:
             return _Health(actual, Observation(e.id, "established", learned=session.learned))
-        return _Health(actual, Observation(e.id, "down", f"BGP session with {e.bgp.peer_ip} is {session.state}"))
+        return _Health(actual, Observation(e.id, "down", f"BGP session with {e.bgp.peer_ip} is {session.state}",
+                                           reason="session_down"))
 
     def _vlan(self, tag: str, e: EdgeRouter) -> int | None:
         try:

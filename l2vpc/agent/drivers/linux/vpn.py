@@ -342,45 +342,47 @@ def _s(value: Any) -> str:
 # -- failure reasons from charon's log -----------------------------------------------------------
 
 _RESET = re.compile(r"\[IKE\] (IKE_SA \S+\[\d+\] established|CHILD_SA \S+\{\d+\} established)")
-_FAILURES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"received AUTHENTICATION_FAILED notify"),
+# charon's log line → (reason code of hostconfig.OBSERVATION_REASONS, the words for people)
+_FAILURES: list[tuple[re.Pattern[str], str, str]] = [
+    (re.compile(r"received AUTHENTICATION_FAILED notify"), "auth_failed",
      "authentication failed: the peer rejected our pre-shared key or identity (AUTHENTICATION_FAILED)"),
-    (re.compile(r"tried \d+ shared keys? for '([^']*)' - '([^']*)', but MAC mismatched"),
+    (re.compile(r"tried \d+ shared keys? for '([^']*)' - '([^']*)', but MAC mismatched"), "auth_failed",
      "authentication failed: the peer's pre-shared key does not match ours"),
-    (re.compile(r"no shared key found for '([^']*)' - '([^']*)'"),
+    (re.compile(r"no shared key found for '([^']*)' - '([^']*)'"), "auth_failed",
      "authentication failed: no pre-shared key for {0} - {1}"),
-    (re.compile(r"constraint check failed: identity '([^']*)' required"),
+    (re.compile(r"constraint check failed: identity '([^']*)' required"), "auth_failed",
      "authentication failed: the peer did not identify as {0} (peer_id)"),
-    (re.compile(r"received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built"),
+    (re.compile(r"received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built"), "proposal_rejected",
      "the peer accepts none of our ESP proposal ({esp})"),
-    (re.compile(r"received NO_PROPOSAL_CHOSEN notify"),
+    (re.compile(r"received NO_PROPOSAL_CHOSEN notify"), "proposal_rejected",
      "the peer accepts none of our IKE proposal ({ike})"),
-    (re.compile(r"received proposals? .* inacceptable|no acceptable proposal found"),
+    (re.compile(r"received proposals? .* inacceptable|no acceptable proposal found"), "proposal_rejected",
      "no proposal in common with the peer (ours: IKE {ike}, ESP {esp})"),
-    (re.compile(r"received TS_UNACCEPTABLE notify"),
+    (re.compile(r"received TS_UNACCEPTABLE notify"), "selectors_rejected",
      "the peer refused the traffic selectors (local {local} remote {remote})"),
-    (re.compile(r"received INVALID_KE_PAYLOAD notify|received (\w+) notify error"),
+    (re.compile(r"received INVALID_KE_PAYLOAD notify|received (\w+) notify error"), "negotiation_refused",
      "the peer refused the negotiation ({0})"),
-    (re.compile(r"giving up after (\d+) retransmits"),
+    (re.compile(r"giving up after (\d+) retransmits"), "peer_not_responding",
      "the peer {peer} does not answer (no reply after {0} retransmits)"),
-    (re.compile(r"establishing IKE_SA failed, peer not responding"),
+    (re.compile(r"establishing IKE_SA failed, peer not responding"), "peer_not_responding",
      "the peer {peer} does not answer"),
-    (re.compile(r"unable to install (.*)"), "could not install {0}"),
+    (re.compile(r"unable to install (.*)"), "install_failed", "could not install {0}"),
 ]
 
 
-def failure_reason(lines: list[str], fields: dict[str, str]) -> str:
-    """The last failure in these log lines that no later established SA cleared; "" if none."""
-    reason = ""
+def failure_reason(lines: list[str], fields: dict[str, str]) -> tuple[str, str]:
+    """(code, words) of the last failure in these log lines that no later established SA
+    cleared; ("", "") if none."""
+    reason = ("", "")
     for line in lines:
         if _RESET.search(line):
-            reason = ""
+            reason = ("", "")
             continue
-        for pattern, text in _FAILURES:
+        for pattern, code, text in _FAILURES:
             m = pattern.search(line)
             if m:
                 groups = [g or "" for g in m.groups()] or [""]
-                reason = text.format(*groups, **fields)
+                reason = (code, text.format(*groups, **fields))
                 break
     return reason
 
@@ -705,10 +707,11 @@ class VpnManager:
         with self._lock:
             rec = self._record(vpn_id)
             if rec is None:
-                return Observation(vpn_id, "down", "not configured on this host")
+                return Observation(vpn_id, "down", "not configured on this host", reason="not_configured")
             charon = self._charon(vpn_id)
             if not charon.alive():
-                return Observation(vpn_id, "down", f"IKE daemon not running ({charon.log_tail(1) or 'no log'})")
+                return Observation(vpn_id, "down", f"IKE daemon not running ({charon.log_tail(1) or 'no log'})",
+                                   reason="daemon_down")
             if charon.trim_log():
                 rec = replace(rec, since=0)
                 self._save(rec)
@@ -716,19 +719,20 @@ class VpnManager:
                 with charon.session() as s:
                     state, detail = sa_summary(s, vpn_id)
             except (OSError, vici.exception.SessionException) as e:
-                return Observation(vpn_id, "down", f"IKE daemon not answering: {e}")
+                return Observation(vpn_id, "down", f"IKE daemon not answering: {e}", reason="daemon_down")
             if state == "up":
                 return Observation(vpn_id, "up", detail)
             gw = rec.gw
             fields = {"ike": gw.ike_proposal, "esp": gw.esp_proposal, "peer": gw.peer_address,
                       "local": ",".join(gw.local_cidrs), "remote": ",".join(gw.remote_cidrs)}
-            reason = failure_reason(charon.read_log(rec.since), fields)
-            if reason:
+            code, words = failure_reason(charon.read_log(rec.since), fields)
+            if code:
                 # A negotiating IKE_SA after a failure is charon trying again (keyingtries 0).
-                return Observation(vpn_id, "down", reason + ("; retrying" if state == "connecting" else ""))
+                return Observation(vpn_id, "down", words + ("; retrying" if state == "connecting" else ""),
+                                   reason=code)
             if state in ("connecting", "ike"):
                 return Observation(vpn_id, "connecting", detail)
-            return Observation(vpn_id, "down", "no IKE_SA; traffic to the remote networks starts one")
+            return Observation(vpn_id, "down", "no IKE_SA; traffic to the remote networks starts one", reason="no_sa")
 
 
 def _conn(gw: VpnGateway) -> dict[str, Any]:
