@@ -11,7 +11,7 @@ GRPCController.Shutdown, how long until the process has exited (Terraform waits 
 
 Two modes, each in its own private runtime directory (L2VPC_PROVIDER_RUNTIME_DIR):
 - cold: L2VPC_PROVIDER_ZYGOTE=0, every start imports everything itself;
-- warm: a zygote forks each provider (warm.py). The first start, which starts the zygote, and
+- warm: a zygote forks each provider (l2vpc/provider/warm/). The first start, which starts the zygote, and
   one more are not counted; a start that went cold anyway (someone edited the code, so the
   zygote's key changed) is reported. The zygote is stopped at the end.
 Prints median and p90 in milliseconds. Target: handshake median <= 120 ms (what Terraform
@@ -34,11 +34,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from l2vpc.provider import launcher, warm  # noqa: E402
-from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE  # noqa: E402
+from l2vpc.provider import launcher
+from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
+from l2vpc.provider.warm.client import ENABLE_ENV
+from l2vpc.provider.warm.control import running_zygotes, stop_zygotes
+from l2vpc.provider.warm.runtime_dir import RUNTIME_DIR_ENV
+from l2vpc.provider.warm.zygote import IDLE_ENV
 
 
 def client_certificate_pem() -> str:
@@ -138,10 +139,10 @@ def serving_children(zygotes: list[int]) -> int:
 def warm_runs(path: Path, env: dict[str, str], runs: int) -> tuple[list[tuple[float, float, float]], int]:
     """Timed starts served by a zygote, and how many starts went cold instead (not counted:
     someone edited the code, so the key changed and a new zygote had to come up)."""
-    directory = env[warm.RUNTIME_DIR_ENV]
+    directory = env[RUNTIME_DIR_ENV]
     one_run(path, env)  # cold: starts the zygote
     deadline = time.monotonic() + 60
-    while not warm.running_zygotes(directory):
+    while not running_zygotes(directory):
         if time.monotonic() > deadline:
             raise RuntimeError(f"no zygote came up; see the log in {directory}")
         time.sleep(0.05)
@@ -149,7 +150,7 @@ def warm_runs(path: Path, env: dict[str, str], runs: int) -> tuple[list[tuple[fl
     results: list[tuple[float, float, float]] = []
     cold = 0
     while len(results) < runs and cold < runs:
-        zygotes = list(warm.running_zygotes(directory).values())
+        zygotes = list(running_zygotes(directory).values())
         served: list[bool] = []
 
         def check(served: list[bool] = served, zygotes: list[int] = zygotes) -> None:
@@ -186,7 +187,7 @@ def main() -> int:
     args = parser.parse_args()
 
     env = dict(os.environ, **{MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE, "PLUGIN_PROTOCOL_VERSIONS": "5,6"})
-    for key in (warm.ENABLE_ENV, warm.IDLE_ENV, warm.RUNTIME_DIR_ENV):
+    for key in (ENABLE_ENV, IDLE_ENV, RUNTIME_DIR_ENV):
         env.pop(key, None)
     if not args.no_tls:
         env["PLUGIN_CLIENT_CERT"] = client_certificate_pem()
@@ -199,7 +200,7 @@ def main() -> int:
         try:
             env["TMPDIR"] = tmp
             if args.mode in ("both", "cold"):
-                cold_env = dict(env, **{warm.ENABLE_ENV: "0"})
+                cold_env = dict(env, **{ENABLE_ENV: "0"})
                 one_run(path, cold_env)  # warm the page cache; not counted
                 report(
                     "cold (L2VPC_PROVIDER_ZYGOTE=0)",
@@ -207,7 +208,7 @@ def main() -> int:
                     not args.no_tls,
                 )
             if args.mode in ("both", "warm"):
-                results, cold = warm_runs(path, dict(env, **{warm.RUNTIME_DIR_ENV: runtime}), args.runs)
+                results, cold = warm_runs(path, dict(env, **{RUNTIME_DIR_ENV: runtime}), args.runs)
                 note = (
                     f" ({cold} more starts went cold, not counted: the code changed meanwhile)"
                     if cold
@@ -215,7 +216,7 @@ def main() -> int:
                 )
                 report("warm (zygote)", results, not args.no_tls, note)
         finally:
-            warm.stop_zygotes(runtime)
+            stop_zygotes(runtime)
             shutil.rmtree(runtime, ignore_errors=True)
     return 0
 
