@@ -11,7 +11,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from l2vpc.provider.codec import Unknown, from_json_value, values_equal
+from l2vpc.provider.codec import from_json_value
+from l2vpc.provider.cty import Unknown, values_equal
 from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, Resource, StateResult, Value, guard
 from l2vpc.provider.schema import Attribute, Nesting, Schema

@@ -2,7 +2,7 @@
 planning.py and applying.py, values are walked along schemas by walk.py).
 
 Resource code sees plain Python values (dict, list, str, int, float, bool, None and
-`Unknown`), never protobuf or msgpack; see `codec` for the mapping. Problems are reported
+`Unknown`), never protobuf or msgpack; see `cty` for the mapping. Problems are reported
 through the `Diagnostics` passed in (or by raising `DiagnosticError`); exceptions the provider
 recognises (`Provider.error_diagnostics`) become user errors, any other exception becomes an
 error that asks the user to report a bug.
@@ -74,7 +74,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from l2vpc.provider.codec import ListType, MapType, ObjectType, SetType, TupleType, get_path, values_equal
+from l2vpc.provider.cty import ListType, MapType, ObjectType, SetType, TupleType, get_path, values_equal
 from l2vpc.provider.diagnostics import DiagnosticError, Diagnostics, Key, Path
 from l2vpc.provider.schema import Schema, SchemaError
 from l2vpc.provider.validators import ConfigValidator

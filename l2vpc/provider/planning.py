@@ -15,7 +15,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from l2vpc.provider.codec import Unknown, values_equal
+from l2vpc.provider.cty import Unknown, values_equal
 from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, PlanResult, Provider, Resource, ResourcePlan, Value, guard
 from l2vpc.provider.modifiers import AttributePlan

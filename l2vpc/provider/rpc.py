@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from l2vpc._proto import tfplugin6_pb2 as pb
 from l2vpc.provider import applying, planning
-from l2vpc.provider.codec import CodecError, CtyType, decode_json, decode_msgpack, encode_msgpack
+from l2vpc.provider.codec import CodecError, decode_json, decode_msgpack, encode_msgpack
+from l2vpc.provider.cty import CtyType
 from l2vpc.provider.diagnostics import Diagnostics, path_to_proto, to_proto
 from l2vpc.provider.framework import DataSource, Provider, Resource
 from l2vpc.provider.schema import schema_to_proto

@@ -12,7 +12,7 @@ import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from l2vpc.provider.codec import Unknown, values_equal
+from l2vpc.provider.cty import Unknown, values_equal
 from l2vpc.provider.diagnostics import Key, Path
 from l2vpc.provider.schema import Attribute, Nesting
 

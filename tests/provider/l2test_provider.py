@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from l2vpc.provider.codec import STRING, Unknown
+from l2vpc.provider.cty import STRING, Unknown
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import DataSource, Provider, Resource, ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown

@@ -14,7 +14,8 @@ import msgpack
 import pytest
 
 from l2vpc._proto import tfplugin6_pb2 as pb
-from l2vpc.provider.codec import STRING, Unknown, decode_msgpack, encode_msgpack
+from l2vpc.provider.codec import decode_msgpack, encode_msgpack
+from l2vpc.provider.cty import STRING, Unknown
 from l2vpc.provider.diagnostics import DiagnosticError, Diagnostics, Key
 from l2vpc.provider.diagnostics import Path as AttrPath
 from l2vpc.provider.framework import Provider, Resource, ResourcePlan

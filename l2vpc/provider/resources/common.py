@@ -18,7 +18,7 @@ from typing import Any
 
 from l2vpc.hostconfig.failures import HostFailure
 from l2vpc.provider.client import EngineClient, WaitInterrupted
-from l2vpc.provider.codec import Unknown
+from l2vpc.provider.cty import Unknown
 from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, Resource
 from l2vpc.provider.schema import Attribute
