@@ -1,6 +1,6 @@
 """The generic plan/apply/read/import logic, driven through the real protobuf RPC layer.
 
-These run the fixture provider (l2test_provider.py) in-process; test_terraform.py runs the
+These run the fixture provider (l2vpc.testing.l2test_provider) in-process; test_terraform.py runs the
 same provider under the real Terraform.
 """
 
@@ -29,8 +29,7 @@ from l2vpc.provider.schema import (
     single_nested,
     string,
 )
-
-from . import l2test_provider
+from l2vpc.testing import l2test_provider
 
 THING = l2test_provider.Thing.schema.type
 

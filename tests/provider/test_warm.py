@@ -37,8 +37,9 @@ from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
 from l2vpc.provider.warm.control import alive, ask, running_zygotes, stop_zygotes
 from l2vpc.provider.warm.runtime_dir import RUNTIME_DIR_ENV
 from l2vpc.provider.warm.wire import PROTOCOL
+from l2vpc.testing import l2test_provider
+from l2vpc.testing.provider_process import UNUSED_CLIENT_CERT, Handshake
 
-HERE = Path(__file__).resolve().parent
 PROBE = """
 import json, os, sys
 
@@ -61,7 +62,7 @@ def build_provider():
         os._exit(int(os.environ["WARM_PROBE_EXIT"]))
     if os.environ.get("WARM_PROBE_SIGNAL"):
         os.kill(os.getpid(), int(os.environ["WARM_PROBE_SIGNAL"]))
-    from l2test_provider import build_provider as build
+    from l2vpc.testing.l2test_provider import build_provider as build
 
     return build()
 """
@@ -107,13 +108,8 @@ class Started:
         return dict(json.loads(self.facts_path.read_text()))
 
     def channel(self) -> grpc.Channel:
-        der = base64.b64decode(self.parts[5] + "=" * (-len(self.parts[5]) % 4))
-        pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
-        return grpc.secure_channel(
-            f"unix:{self.parts[3]}",
-            grpc.ssl_channel_credentials(root_certificates=pem),
-            options=[("grpc.ssl_target_name_override", "localhost")],
-        )
+        channel: grpc.Channel = Handshake(self.parts).channel()
+        return channel
 
     def shutdown(self) -> int:
         with self.channel() as channel:
@@ -126,7 +122,7 @@ class Started:
 class Rig:
     """A runtime directory, a launcher serving the probe, and the environment Terraform gives.
 
-    The launcher runs a private copy of the l2vpc package (and of the fixture provider): other
+    The launcher runs a private copy of the l2vpc package (the fixture provider included): other
     work in this checkout changes its files' mtimes, which would make the zygote stale midway.
     """
 
@@ -138,7 +134,6 @@ class Rig:
         self.package = root / "pkg"
         if not self.package.exists():
             shutil.copytree(Path(l2vpc.__file__).parent, self.package / "l2vpc")
-            shutil.copy2(HERE / "l2test_provider.py", self.package / "l2test_provider.py")
             (self.package / "warm_probe.py").write_text(PROBE)
         self.launcher = self.write_launcher("terraform-provider-l2test", "warm_probe:build_provider")
         self.sockets = root / "sockets"
@@ -161,9 +156,9 @@ class Rig:
             {
                 MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE,
                 "PLUGIN_PROTOCOL_VERSIONS": "5,6",
-                "PLUGIN_CLIENT_CERT": "-----BEGIN CERTIFICATE-----\n(unused)\n-----END CERTIFICATE-----\n",
+                "PLUGIN_CLIENT_CERT": UNUSED_CLIENT_CERT,
                 "TMPDIR": str(self.sockets),
-                "L2TEST_STORE": str(self.root / "store.json"),
+                l2test_provider.STORE_ENV: str(self.root / "store.json"),
                 RUNTIME_DIR_ENV: str(self.runtime),
             }
         )
@@ -351,7 +346,7 @@ def test_exit_status_signals_and_stderr_go_through_the_client(rig: Rig) -> None:
 
     # An error before the handshake: the child's stderr is the caller's.
     text = launcher.launcher_script(
-        extra_path=[str(rig.root / "probe"), str(HERE)], args=["--provider", "no-colon"]
+        extra_path=[str(rig.root / "probe")], args=["--provider", "no-colon"]
     )
     bad = launcher.write_launcher(rig.root / "bin" / "bad-provider", text)
     result = subprocess.run([str(bad)], env=rig.env(), capture_output=True, timeout=30)

@@ -5,8 +5,8 @@ attributes, sensitive and write-only values, requires_replace, a computed id kep
 computed values that change on update, defaults, validators, import, and a data source. The
 store file doubles as the "real world" tests inspect (and tamper with, to see drift).
 
-Served by `python -m l2vpc.provider --provider l2test_provider:build_provider` with this
-directory on PYTHONPATH. L2TEST_OBSERVE, when set, names a file where plan-time configuration
+Served by `python -m l2vpc.provider --provider l2vpc.testing.l2test_provider:build_provider`
+(FACTORY). L2TEST_OBSERVE, when set, names a file where plan-time configuration
 values are recorded (repr of each), so tests can see what reached resource code.
 """
 
@@ -37,6 +37,7 @@ from l2vpc.provider.schema import (
 )
 from l2vpc.provider.validators import between, length_between, matches, one_of, required_with
 
+FACTORY = "l2vpc.testing.l2test_provider:build_provider"
 STORE_ENV = "L2TEST_STORE"
 OBSERVE_ENV = "L2TEST_OBSERVE"
 _lock = threading.Lock()
