@@ -44,7 +44,7 @@ class AgentProcess:
         import grpc
 
         from l2vpc._proto import agent_pb2 as pb
-        from l2vpc.agent.channel import open_channel, stub
+        from l2vpc.agentapi.channel import open_channel, stub
 
         deadline = time.monotonic() + timeout
         with open_channel(self.address, self.name, engine_tls) as channel:

@@ -345,9 +345,7 @@ def test_exit_status_signals_and_stderr_go_through_the_client(rig: Rig) -> None:
     assert not started.socket_dir.exists() and not alive(child)
 
     # An error before the handshake: the child's stderr is the caller's.
-    text = launcher.launcher_script(
-        extra_path=[str(rig.root / "probe")], args=["--provider", "no-colon"]
-    )
+    text = launcher.launcher_script(args=["--provider", "no-colon"])
     bad = launcher.write_launcher(rig.root / "bin" / "bad-provider", text)
     result = subprocess.run([str(bad)], env=rig.env(), capture_output=True, timeout=30)
     assert result.returncode == 1
