@@ -14,9 +14,8 @@ from typing import Any
 
 from l2vpc.provider.cty import Unknown, values_equal
 from l2vpc.provider.diagnostics import Key, Path
+from l2vpc.provider.framework import Value
 from l2vpc.provider.schema import Attribute, Nesting
-
-Value = dict[str, Any]
 
 
 def _elements(nesting: Nesting, value: Any, path: Path) -> Iterator[tuple[Path, Any, int | str]]:
