@@ -26,10 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _controller_bench as cb  # bench/ is on sys.path: these run as scripts
 from cryptography.fernet import Fernet
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _controller_bench as cb
 
 from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.auth import create_token

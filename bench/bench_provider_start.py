@@ -11,7 +11,7 @@ GRPCController.Shutdown, how long until the process has exited (Terraform waits 
 
 Two modes, each in its own private runtime directory (L2VPC_PROVIDER_RUNTIME_DIR):
 - cold: L2VPC_PROVIDER_ZYGOTE=0, every start imports everything itself;
-- warm: a zygote forks each provider (warm.py). The first start, which starts the zygote, and
+- warm: a zygote forks each provider (l2vpc/provider/warm/). The first start, which starts the zygote, and
   one more are not counted; a start that went cold anyway (someone edited the code, so the
   zygote's key changed) is reported. The zygote is stopped at the end.
 Prints median and p90 in milliseconds. Target: handshake median <= 120 ms (what Terraform
@@ -21,103 +21,26 @@ gets once a zygote runs, i.e. from the second provider start of a session on).
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import select
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from l2vpc.provider import launcher, warm  # noqa: E402
-from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE  # noqa: E402
-
-
-def client_certificate_pem() -> str:
-    """A P-521 certificate, like the one Terraform passes (the provider does not read it)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP521R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA512())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
+from l2vpc.provider import launcher
+from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
+from l2vpc.provider.warm.client import ENABLE_ENV
+from l2vpc.provider.warm.control import running_zygotes, stop_zygotes
+from l2vpc.provider.warm.runtime_dir import RUNTIME_DIR_ENV
+from l2vpc.provider.warm.zygote import IDLE_ENV
+from l2vpc.testing.provider_process import client_certificate_pem, timed_start
 
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def one_run(
-    launcher_path: Path, env: dict[str, str], on_handshake: Callable[[], None] | None = None
-) -> tuple[float, float, float]:
-    """(start -> handshake, start -> first schema, Shutdown -> process gone), in seconds."""
-    import grpc
-
-    from l2vpc._proto import grpc_controller_pb2, grpc_controller_pb2_grpc, tfplugin6_pb2, tfplugin6_pb2_grpc
-
-    start = time.perf_counter()
-    proc = subprocess.Popen([str(launcher_path)], stdout=subprocess.PIPE, env=env)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
-        if not ready:
-            raise RuntimeError("no handshake within 30 s")
-        line = proc.stdout.readline().decode().strip()
-        handshake = time.perf_counter() - start
-        if on_handshake is not None:
-            on_handshake()  # not timed: happens while Terraform would be connecting
-        parts = line.split("|")
-        if len(parts) < 6 or parts[:2] != ["1", "6"]:
-            raise RuntimeError(f"bad handshake line: {line!r}")
-        target = f"unix:{parts[3]}"
-        if parts[5]:
-            der = base64.b64decode(parts[5] + "=" * (-len(parts[5]) % 4))
-            pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
-            creds = grpc.ssl_channel_credentials(root_certificates=pem)
-            channel = grpc.secure_channel(
-                target, creds, options=[("grpc.ssl_target_name_override", "localhost")]
-            )
-        else:
-            channel = grpc.insecure_channel(target)
-        with channel:
-            tfplugin6_pb2_grpc.ProviderStub(channel).GetProviderSchema(
-                tfplugin6_pb2.GetProviderSchema.Request(), timeout=30
-            )
-            schema = time.perf_counter() - start
-            stopping = time.perf_counter()
-            grpc_controller_pb2_grpc.GRPCControllerStub(channel).Shutdown(
-                grpc_controller_pb2.Empty(), timeout=10
-            )
-        proc.wait(timeout=10)
-        return handshake, schema, time.perf_counter() - stopping
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
 
 
 def serving_children(zygotes: list[int]) -> int:
@@ -138,24 +61,24 @@ def serving_children(zygotes: list[int]) -> int:
 def warm_runs(path: Path, env: dict[str, str], runs: int) -> tuple[list[tuple[float, float, float]], int]:
     """Timed starts served by a zygote, and how many starts went cold instead (not counted:
     someone edited the code, so the key changed and a new zygote had to come up)."""
-    directory = env[warm.RUNTIME_DIR_ENV]
-    one_run(path, env)  # cold: starts the zygote
+    directory = env[RUNTIME_DIR_ENV]
+    timed_start(path, env)  # cold: starts the zygote
     deadline = time.monotonic() + 60
-    while not warm.running_zygotes(directory):
+    while not running_zygotes(directory):
         if time.monotonic() > deadline:
             raise RuntimeError(f"no zygote came up; see the log in {directory}")
         time.sleep(0.05)
-    one_run(path, env)  # warm-up, not counted
+    timed_start(path, env)  # warm-up, not counted
     results: list[tuple[float, float, float]] = []
     cold = 0
     while len(results) < runs and cold < runs:
-        zygotes = list(warm.running_zygotes(directory).values())
+        zygotes = list(running_zygotes(directory).values())
         served: list[bool] = []
 
         def check(served: list[bool] = served, zygotes: list[int] = zygotes) -> None:
             served.append(serving_children(zygotes) > 0)
 
-        result = one_run(path, env, check)
+        result = timed_start(path, env, check)
         if served == [True]:
             results.append(result)
         else:
@@ -186,7 +109,7 @@ def main() -> int:
     args = parser.parse_args()
 
     env = dict(os.environ, **{MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE, "PLUGIN_PROTOCOL_VERSIONS": "5,6"})
-    for key in (warm.ENABLE_ENV, warm.IDLE_ENV, warm.RUNTIME_DIR_ENV):
+    for key in (ENABLE_ENV, IDLE_ENV, RUNTIME_DIR_ENV):
         env.pop(key, None)
     if not args.no_tls:
         env["PLUGIN_CLIENT_CERT"] = client_certificate_pem()
@@ -199,15 +122,15 @@ def main() -> int:
         try:
             env["TMPDIR"] = tmp
             if args.mode in ("both", "cold"):
-                cold_env = dict(env, **{warm.ENABLE_ENV: "0"})
-                one_run(path, cold_env)  # warm the page cache; not counted
+                cold_env = dict(env, **{ENABLE_ENV: "0"})
+                timed_start(path, cold_env)  # warm the page cache; not counted
                 report(
                     "cold (L2VPC_PROVIDER_ZYGOTE=0)",
-                    [one_run(path, cold_env) for _ in range(args.runs)],
+                    [timed_start(path, cold_env) for _ in range(args.runs)],
                     not args.no_tls,
                 )
             if args.mode in ("both", "warm"):
-                results, cold = warm_runs(path, dict(env, **{warm.RUNTIME_DIR_ENV: runtime}), args.runs)
+                results, cold = warm_runs(path, dict(env, **{RUNTIME_DIR_ENV: runtime}), args.runs)
                 note = (
                     f" ({cold} more starts went cold, not counted: the code changed meanwhile)"
                     if cold
@@ -215,7 +138,7 @@ def main() -> int:
                 )
                 report("warm (zygote)", results, not args.no_tls, note)
         finally:
-            warm.stop_zygotes(runtime)
+            stop_zygotes(runtime)
             shutil.rmtree(runtime, ignore_errors=True)
     return 0
 

@@ -14,17 +14,19 @@ Each round times `plan` (nothing applied: N to add), `apply -auto-approve`, a re
 N, no changes) and `destroy -auto-approve`, then resets both workspaces to their pristine state.
 Steps alternate between the two workspaces (who goes first alternates per round), so both see
 much the same machine load; figures are medians over the rounds. The handshake
-line (provider start -> handshake on stdout) is timed with bench_provider_start.py's logic.
+line (provider start -> handshake on stdout) is timed as bench_provider_start.py times it
+(l2vpc.testing.provider_process).
 
 Targets (issue 3): plan ratio <= 1.3, apply ratio <= 1.5, handshake median <= 120 ms.
 
 --profile adds two instrumented l2vpc rounds (not part of the figures), through a launcher that
-serves `bench_provider_tf:profiled_provider`: the first times every RPC inside the provider (wall
+serves l2vpc.testing.profiled_provider: the first times every RPC inside the provider (wall
 and thread CPU, per provider process) while a CPU sampler watches all Python threads (gRPC's
 included); the second runs cProfile (thread CPU clock) around every RPC. Prints per command: the
 provider processes' timelines, RPCs by CPU, sampled hot stacks, and cProfile's top functions.
 
-The baseline binary is fetched on first use (see _null_provider.py) into ~/.cache/l2vpc-bench.
+The baseline binary is fetched on first use (see l2vpc/testing/null_provider.py) into
+~/.cache/l2vpc-bench.
 """
 
 from __future__ import annotations
@@ -43,187 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-PROFILE_DIR_ENV = "L2VPC_BENCH_PROFILE_DIR"
-CPROFILE_ENV = "L2VPC_BENCH_CPROFILE"
-SAMPLE_ENV = "L2VPC_BENCH_SAMPLE"
+from l2vpc.provider import launcher
+from l2vpc.testing import null_provider, profiled_provider
+from l2vpc.testing.provider_process import client_certificate_pem, timed_start
+
+ROOT = Path(__file__).resolve().parent.parent  # only to shorten file names in profiles
 TARGETS = {"plan": 1.3, "apply": 1.5}
 HANDSHAKE_TARGET_MS = 120.0
 STEPS = ("plan", "apply", "replan", "destroy")
-
-
-# --- in the provider process (--profile): `--provider bench_provider_tf:profiled_provider` --------
-# Only the standard library is imported at module level so that loading this module in the
-# provider process costs next to nothing.
-
-
-def profiled_provider() -> Any:
-    """The real provider with every RPC timed (and profiled); results written when it closes."""
-    import cProfile
-    import pstats
-    import threading
-
-    from l2vpc.provider import rpc
-    from l2vpc.provider.l2vpc_provider import build_provider
-
-    out_dir = Path(os.environ[PROFILE_DIR_ENV])
-    with_cprofile = os.environ.get(CPROFILE_ENV) == "1"
-    sampler = CpuSampler() if os.environ.get(SAMPLE_ENV) == "1" else None
-    if sampler is not None:
-        sampler.start()
-    cpu_at_build = sum(os.times()[:2])
-    lock = threading.Lock()
-    calls: list[dict[str, Any]] = []
-    profiles: list[cProfile.Profile] = []
-    built_at = time.time()
-
-    def instrument(name: str, original: Any) -> Any:
-        def timed(self: Any, request: Any, context: Any) -> Any:
-            # cProfile in 3.11 profiles only the thread that enables it: one profiler per call,
-            # timed in thread CPU so that waiting (GIL, locks, I/O) does not count as work.
-            prof = cProfile.Profile(time.thread_time) if with_cprofile else None
-            wall, cpu = time.perf_counter(), time.thread_time()
-            started = time.time()
-            if prof is not None:
-                prof.enable()
-            try:
-                return original(self, request, context)
-            finally:
-                if prof is not None:
-                    prof.disable()
-                record = {
-                    "rpc": name,
-                    "type": getattr(request, "type_name", ""),
-                    "start": started,
-                    "wall": time.perf_counter() - wall,
-                    "cpu": time.thread_time() - cpu,
-                }
-                with lock:
-                    calls.append(record)
-                    if prof is not None:
-                        profiles.append(prof)
-
-        return timed
-
-    for name in dir(rpc.ProviderServicer):
-        if name[:1].isupper() and callable(getattr(rpc.ProviderServicer, name)):
-            setattr(rpc.ProviderServicer, name, instrument(name, getattr(rpc.ProviderServicer, name)))
-
-    provider = build_provider()
-    close = provider.close
-
-    def close_and_dump() -> None:
-        try:
-            close()
-        finally:
-            if sampler is not None:
-                sampler.stop()
-            times = os.times()
-            stem = out_dir / f"provider-{os.getpid()}"
-            with lock:
-                summary = {
-                    "pid": os.getpid(),
-                    "process_start": _process_start_time(),
-                    "built": built_at,
-                    "closed": time.time(),
-                    "cpu_user": times.user,
-                    "cpu_system": times.system,
-                    "cpu_at_build": cpu_at_build,
-                    "calls": calls,
-                    "samples": None if sampler is None else sampler.result(),
-                }
-                stem.with_suffix(".json").write_text(json.dumps(summary))
-                if profiles:
-                    stats = pstats.Stats(profiles[0])
-                    for p in profiles[1:]:
-                        stats.add(p)
-                    stats.dump_stats(str(stem.with_suffix(".prof")))
-
-    provider.close = close_and_dump  # type: ignore[method-assign]
-    return provider
-
-
-class CpuSampler:
-    """Where every Python thread burns CPU, gRPC's own threads included (cProfile sees only RPCs).
-
-    Every few milliseconds: each thread's CPU clock is read, and what it used since the last
-    look is charged to the stack it is in now. Threads that wait (GIL, locks, I/O) use no CPU
-    and so are charged nothing. CPU of non-Python threads (grpc's C core) is the rest of the
-    process's CPU time.
-    """
-
-    def __init__(self, interval: float = 0.002) -> None:
-        import threading
-
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
-        self.by_thread: dict[str, float] = {}
-        self.own: dict[str, float] = {}
-        self.inclusive: dict[str, float] = {}
-        self.samples = 0
-        self.own_cpu = 0.0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def result(self) -> dict[str, Any]:
-        return {"threads": self.by_thread, "own": self.own, "inclusive": self.inclusive, "samples": self.samples,
-                "sampler_cpu": self.own_cpu}
-
-    def _run(self) -> None:
-        import threading
-
-        me = threading.get_ident()
-        last: dict[int, float] = {}
-        names: dict[int, str] = {}
-        while not self._stop.wait(self.interval):
-            names.update({t.ident: t.name for t in threading.enumerate() if t.ident is not None})
-            for ident, frame in sys._current_frames().items():
-                if ident == me:
-                    continue
-                try:
-                    cpu = time.clock_gettime(time.pthread_getcpuclockid(ident))
-                except (OSError, OverflowError):
-                    continue  # the thread just ended
-                used = cpu - last.get(ident, cpu)
-                last[ident] = cpu
-                if used <= 0:
-                    continue
-                self.samples += 1
-                # Pool threads are named rpc_0, rpc_1, ...: one bucket for all of them.
-                name = names.get(ident, "?").rstrip("0123456789").rstrip("_")
-                self.by_thread[name] = self.by_thread.get(name, 0.0) + used
-                seen: set[str] = set()
-                f: Any = frame
-                leaf = True
-                while f is not None:
-                    code = f.f_code
-                    key = f"{code.co_filename}:{code.co_firstlineno}({code.co_name})"
-                    if leaf:
-                        self.own[key] = self.own.get(key, 0.0) + used
-                        leaf = False
-                    if key not in seen:
-                        seen.add(key)
-                        self.inclusive[key] = self.inclusive.get(key, 0.0) + used
-                    f = f.f_back
-        self.own_cpu = time.thread_time()
-
-
-def _process_start_time() -> float:
-    """This process's start in epoch seconds (10 ms resolution): now minus its age from /proc."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return time.time() - (uptime - started_after_boot)
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 # --- the benchmark ---------------------------------------------------------------------------------
@@ -252,16 +81,12 @@ class Workspace:
 
 class Bench:
     def __init__(self, tmp: Path, count: int, null_binary_cache: Path | None) -> None:
-        from _null_provider import install_into_mirror
-
-        from l2vpc.provider import launcher
-
         self.tmp = tmp
         self.count = count
         launcher.precompile()
         mirror = tmp / "mirror"
         launcher.install_into_mirror(mirror)
-        install_into_mirror(mirror, launcher.target_platform(), null_binary_cache)
+        null_provider.install_into_mirror(mirror, launcher.target_platform(), null_binary_cache)
         config = tmp / "terraform.rc"
         config.write_text(
             "provider_installation {\n"
@@ -275,7 +100,6 @@ class Bench:
             TF_IN_AUTOMATION="1",
             CHECKPOINT_DISABLE="1",  # no version check over the network, for either provider
             TMPDIR=str(tmp / "sockets"),
-            PYTHONPATH=str(ROOT),
         )
         for key in ("TF_PLUGIN_CACHE_DIR", "TF_LOG", "TF_LOG_PATH", "TF_LOG_PROVIDER", "TF_CLI_ARGS", "TF_DATA_DIR", "L2VPC_STATE_PATH"):
             self.env.pop(key, None)
@@ -304,13 +128,11 @@ class Bench:
         return ws
 
     def _null_workspace(self) -> Workspace:
-        from _null_provider import NULL_VERSION
-
         ws = Workspace("null", self.tmp / "ws-null")
         ws.dir.mkdir()
         (ws.dir / "main.tf").write_text(
             'terraform {\n  required_providers {\n'
-            f'    null = {{ source = "hashicorp/null", version = "{NULL_VERSION}" }}\n  }}\n}}\n'
+            f'    null = {{ source = "hashicorp/null", version = "{null_provider.NULL_VERSION}" }}\n  }}\n}}\n'
             f'resource "null_resource" "v" {{\n  count    = {self.count}\n'
             '  triggers = { name = "vpc-${count.index}" }\n}\n'
         )
@@ -356,15 +178,12 @@ class Bench:
 
     def profile_env(self, profile_dir: Path, with_cprofile: bool) -> dict[str, str]:
         """A Terraform environment whose l2vpc provider is the instrumented one."""
-        from l2vpc.provider import launcher
-
         text = launcher.launcher_script(
-            extra_path=[str(HERE)],
-            args=["--provider", "bench_provider_tf:profiled_provider"],
+            args=["--provider", profiled_provider.FACTORY],
             env={
-                PROFILE_DIR_ENV: str(profile_dir),
-                CPROFILE_ENV: "1" if with_cprofile else "0",
-                SAMPLE_ENV: "0" if with_cprofile else "1",
+                profiled_provider.PROFILE_DIR_ENV: str(profile_dir),
+                profiled_provider.CPROFILE_ENV: "1" if with_cprofile else "0",
+                profiled_provider.SAMPLE_ENV: "0" if with_cprofile else "1",
             },
         )
         bin_dir = self.tmp / f"profiled-bin-{profile_dir.name}"
@@ -405,18 +224,15 @@ def null_handshake_ms(binary: Path, env: dict[str, str], runs: int) -> float:
 
 def handshake_figures(runs: int, null_binary: Path) -> tuple[float, float, float]:
     """(l2vpc handshake median, l2vpc first-schema median, null handshake median), in ms."""
-    import bench_provider_start as start
-
-    from l2vpc.provider import launcher
     from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
 
     env = dict(os.environ, **{MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE, "PLUGIN_PROTOCOL_VERSIONS": "5,6"})
-    env["PLUGIN_CLIENT_CERT"] = start.client_certificate_pem()
+    env["PLUGIN_CLIENT_CERT"] = client_certificate_pem()
     with tempfile.TemporaryDirectory(prefix="l2vpc-bench-hs-") as tmp:
         env["TMPDIR"] = tmp
         path = launcher.write_launcher(Path(tmp) / "terraform-provider-l2vpc")
-        start.one_run(path, env)  # warm-up, not counted
-        results = [start.one_run(path, env) for _ in range(runs)]
+        timed_start(path, env)  # warm-up, not counted
+        results = [timed_start(path, env) for _ in range(runs)]
         null_ms = null_handshake_ms(null_binary, env, runs)
     return (
         statistics.median(r[0] for r in results) * 1000,
@@ -564,11 +380,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, profiles)")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(HERE))
-    sys.path.insert(0, str(ROOT))
-    from _null_provider import null_provider_binary
-
-    null_binary = null_provider_binary(args.cache)
+    null_binary = null_provider.null_provider_binary(args.cache)
     tmp = Path(tempfile.mkdtemp(prefix="l2vpc-bench-tf-"))
     try:
         bench = Bench(tmp, args.count, args.cache)

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from l2vpc.provider.codec import (  # noqa: E402
+from l2vpc.provider.cty import (  # noqa: E402
     BOOL,
     DYNAMIC,
     NUMBER,

@@ -25,17 +25,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def provider_runtime_dir() -> Iterator[str]:
-    from l2vpc.provider import warm
+    from l2vpc.provider.warm.control import stop_zygotes
+    from l2vpc.provider.warm.runtime_dir import RUNTIME_DIR_ENV
 
     with tempfile.TemporaryDirectory(prefix="l2vpc-test-runtime-") as directory:
         os.chmod(directory, 0o700)
-        previous = os.environ.get(warm.RUNTIME_DIR_ENV)
-        os.environ[warm.RUNTIME_DIR_ENV] = directory
+        previous = os.environ.get(RUNTIME_DIR_ENV)
+        os.environ[RUNTIME_DIR_ENV] = directory
         try:
             yield directory
         finally:
-            warm.stop_zygotes(directory)
+            stop_zygotes(directory)
             if previous is None:
-                os.environ.pop(warm.RUNTIME_DIR_ENV, None)
+                os.environ.pop(RUNTIME_DIR_ENV, None)
             else:
-                os.environ[warm.RUNTIME_DIR_ENV] = previous
+                os.environ[RUNTIME_DIR_ENV] = previous

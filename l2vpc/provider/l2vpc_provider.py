@@ -13,7 +13,7 @@ from typing import Any
 
 from l2vpc import __version__
 from l2vpc.provider.client import EngineClient
-from l2vpc.provider.codec import Unknown
+from l2vpc.provider.cty import Unknown
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import Provider
 from l2vpc.provider.resources.common import report_engine_error

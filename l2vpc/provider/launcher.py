@@ -11,7 +11,7 @@ directory:
 every start, and Terraform starts the provider several times per command. The path it would
 have computed is written out instead. `-P` keeps the working directory (Terraform's
 configuration directory) off sys.path, so nothing there can shadow a module of ours; it is
-also what a warm start through the zygote (warm.py) requires, whose children import nothing
+also what a warm start through the zygote (warm/) requires, whose children import nothing
 from there either. Terraform finds the launcher through one of:
 
 - the implicit local mirror ~/.terraform.d/plugins/<host>/<namespace>/<type>/<version>/<os_arch>/

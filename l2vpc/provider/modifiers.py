@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from l2vpc.provider.codec import CtyType, Unknown, values_equal
+from l2vpc.provider.cty import CtyType, Unknown, values_equal
 from l2vpc.provider.diagnostics import Diagnostics, Path
 
 

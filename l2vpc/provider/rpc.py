@@ -1,4 +1,4 @@
-"""tfplugin6 RPCs: decode the request, call the framework, encode the response.
+"""tfplugin6 RPCs: decode the request, call the framework (planning, applying), encode the response.
 
 This is the only module that touches protobuf messages; resource code and the framework see
 plain values. Every RPC returns a response (with diagnostics) instead of failing the call:
@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from l2vpc._proto import tfplugin6_pb2 as pb
-from l2vpc.provider import framework
-from l2vpc.provider.codec import CodecError, CtyType, decode_json, decode_msgpack, encode_msgpack
+from l2vpc.provider import applying, planning
+from l2vpc.provider.codec import CodecError, decode_json, decode_msgpack, encode_msgpack
+from l2vpc.provider.cty import CtyType
 from l2vpc.provider.diagnostics import Diagnostics, path_to_proto, to_proto
 from l2vpc.provider.framework import DataSource, Provider, Resource
 from l2vpc.provider.schema import schema_to_proto
@@ -151,13 +152,13 @@ class ProviderServicer:
     @_rpc(pb.ValidateProviderConfig.Response)
     def ValidateProviderConfig(self, request: Any, context: Any) -> Any:
         config = _decode(request.config, self.provider.schema.type, "provider configuration") or {}
-        diags = framework.validate_provider_config(self.provider, config)
+        diags = planning.validate_provider_config(self.provider, config)
         return pb.ValidateProviderConfig.Response(diagnostics=to_proto(diags, pb))
 
     @_rpc(pb.ConfigureProvider.Response)
     def ConfigureProvider(self, request: Any, context: Any) -> Any:
         config = _decode(request.config, self.provider.schema.type, "provider configuration") or {}
-        diags = framework.configure_provider(self.provider, config, request.terraform_version)
+        diags = planning.configure_provider(self.provider, config, request.terraform_version)
         return pb.ConfigureProvider.Response(diagnostics=to_proto(diags, pb))
 
     def StopProvider(self, request: Any, context: Any) -> Any:
@@ -172,7 +173,7 @@ class ProviderServicer:
         resource = self._resource(request.type_name)
         config = _decode(request.config, resource.schema.type, "configuration") or {}
         allowed = request.client_capabilities.write_only_attributes_allowed
-        diags = framework.validate_resource_config(resource, config, write_only_allowed=allowed)
+        diags = planning.validate_resource_config(resource, config, write_only_allowed=allowed)
         return pb.ValidateResourceConfig.Response(diagnostics=to_proto(diags, pb))
 
     @_rpc(pb.UpgradeResourceState.Response)
@@ -194,7 +195,7 @@ class ProviderServicer:
             raise _ProtocolError(f"stored state is not JSON: {e}") from None
         if not isinstance(raw, dict):
             raise _ProtocolError("stored state is not a JSON object")
-        result = framework.upgrade_resource_state(resource, request.version, raw)
+        result = applying.upgrade_resource_state(resource, request.version, raw)
         response = pb.UpgradeResourceState.Response(diagnostics=to_proto(result.diags, pb))
         if result.state is not None:
             response.upgraded_state.CopyFrom(_encode(result.state, resource.schema.type))
@@ -207,7 +208,7 @@ class ProviderServicer:
         state = _decode(request.current_state, t, "state")
         if state is None:
             return pb.ReadResource.Response(new_state=pb.DynamicValue(msgpack=_NULL), private=request.private)
-        result = framework.read_resource(resource, state)
+        result = applying.read_resource(resource, state)
         response = pb.ReadResource.Response(diagnostics=to_proto(result.diags, pb), private=request.private)
         if result.unchanged:
             # The very bytes Terraform sent: nothing for it to compare or to show as drift.
@@ -223,7 +224,7 @@ class ProviderServicer:
         prior = _decode(request.prior_state, t, "prior state")
         proposed = _decode(request.proposed_new_state, t, "proposed state")
         config = _decode(request.config, t, "configuration")
-        result = framework.plan_resource_change(resource, prior, proposed, config)
+        result = planning.plan_resource_change(resource, prior, proposed, config)
         response = pb.PlanResourceChange.Response(
             diagnostics=to_proto(result.diags, pb),
             requires_replace=[path_to_proto(p, pb) for p in result.requires_replace],
@@ -242,7 +243,7 @@ class ProviderServicer:
         prior = _decode(request.prior_state, t, "prior state")
         planned = _decode(request.planned_state, t, "planned state")
         config = _decode(request.config, t, "configuration")
-        result = framework.apply_resource_change(resource, prior, planned, config)
+        result = applying.apply_resource_change(resource, prior, planned, config)
         return pb.ApplyResourceChange.Response(
             new_state=_encode(result.state, t),
             diagnostics=to_proto(result.diags, pb),
@@ -252,7 +253,7 @@ class ProviderServicer:
     @_rpc(pb.ImportResourceState.Response)
     def ImportResourceState(self, request: Any, context: Any) -> Any:
         resource = self._resource(request.type_name)
-        result = framework.import_resource_state(resource, request.id)
+        result = applying.import_resource_state(resource, request.id)
         response = pb.ImportResourceState.Response(diagnostics=to_proto(result.diags, pb))
         if result.state is not None and not result.diags.has_errors:
             response.imported_resources.append(
@@ -286,7 +287,7 @@ class ProviderServicer:
     def ValidateDataResourceConfig(self, request: Any, context: Any) -> Any:
         data_source = self._data_source(request.type_name)
         config = _decode(request.config, data_source.schema.type, "configuration") or {}
-        diags = framework.validate_resource_config(data_source, config)
+        diags = planning.validate_resource_config(data_source, config)
         return pb.ValidateDataResourceConfig.Response(diagnostics=to_proto(diags, pb))
 
     @_rpc(pb.ReadDataSource.Response)
@@ -294,7 +295,7 @@ class ProviderServicer:
         data_source = self._data_source(request.type_name)
         t = data_source.schema.type
         config = _decode(request.config, t, "configuration") or {}
-        result = framework.read_data_source(data_source, config)
+        result = applying.read_data_source(data_source, config)
         return pb.ReadDataSource.Response(
             state=_encode(result.state, t), diagnostics=to_proto(result.diags, pb)
         )

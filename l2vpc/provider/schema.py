@@ -34,17 +34,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from l2vpc.provider.codec import (
+from l2vpc.provider.codec import CodecError, encode_msgpack
+from l2vpc.provider.cty import (
     BOOL,
     NUMBER,
     STRING,
-    CodecError,
     CtyType,
     ListType,
     MapType,
     ObjectType,
     SetType,
-    encode_msgpack,
     type_to_json_bytes,
 )
 from l2vpc.provider.validators import Validator, whole_number
@@ -244,7 +243,7 @@ _FLAG_NAMES = frozenset(
 
 
 def typed(t: CtyType, **flags: Unpack[Flags]) -> Attribute:
-    """An attribute of any Terraform type (see codec for the type objects)."""
+    """An attribute of any Terraform type (see cty for the type objects)."""
     return _attr(t, None, flags)
 
 
@@ -293,7 +292,7 @@ def list_nested(attributes: Mapping[str, Attribute], **flags: Unpack[Flags]) -> 
 
 
 def set_nested(attributes: Mapping[str, Attribute], **flags: Unpack[Flags]) -> Attribute:
-    """Like list_nested, unordered; compare with codec.values_equal."""
+    """Like list_nested, unordered; compare with cty.values_equal."""
     return _nested(Nesting.SET, attributes, flags)
 
 

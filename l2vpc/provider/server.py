@@ -16,7 +16,7 @@ Start-up time matters (Terraform starts a provider several times per command), s
 imports only os and sys at load time (the warm-start client reads its constants), prints the
 handshake as soon as the gRPC server listens, and only then loads the provider itself (schemas,
 resources, engine) in a background thread; RPCs that arrive earlier wait for it. Usually this
-runs in a child forked by a zygote that has imported all of that already (see warm.py).
+runs in a child forked by a zygote that has imported all of that already (see warm/).
 
 The process ends on GRPCController.Shutdown (what go-plugin sends when Terraform is done),
 on SIGTERM, or when Terraform (our parent) disappears; a warm child also when its client does
@@ -31,9 +31,22 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    import threading
+    from collections.abc import Callable
+    from typing import Any, Protocol
 
-    from l2vpc.provider.warm import Lifeline
+    class Lifeline(Protocol):
+        """What a process serving for another one is handed (a warm child: warm/child.py).
+
+        The other process's loss must remove what we create (register it under `lock`), and
+        our exit status goes back through `report`.
+        """
+
+        lock: threading.Lock
+
+        def at_loss(self, cleanup: Callable[[], None]) -> None: ...
+
+        def report(self, code: int) -> None: ...
 
 MAGIC_COOKIE_KEY = "TF_PLUGIN_MAGIC_COOKIE"
 MAGIC_COOKIE_VALUE = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2"

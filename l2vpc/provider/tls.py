@@ -106,7 +106,7 @@ _P256_GY = 0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5
 def warm_up() -> None:
     """Load what OpenSSL loads on first signing (~15 ms), without any randomness.
 
-    The zygote (warm.py) calls this before forking: verifying a made-up signature against a
+    The zygote (warm/zygote.py) calls this before forking: verifying a made-up signature against a
     fixed public key fetches the same EC, digest and signature code that signing needs, but
     draws no random numbers, so no RNG state exists yet that children could share.
     """

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from l2vpc.provider.codec import Unknown, get_path
+from l2vpc.provider.cty import Unknown, get_path
 from l2vpc.provider.diagnostics import Diagnostics, Key, Path
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from l2vpc.agent.drivers.linux import LinuxDriver, owned_device, workload_netns_name
 from l2vpc.agent.drivers.linux import netns as nsmod
+from l2vpc.testing.leftovers import leftovers
 
 UNDERLAY_MTU = 9100
 IS_ROOT = os.geteuid() == 0
@@ -120,23 +121,6 @@ class Lab:
             raise AssertionError("teardown failed: " + "; ".join(errors))
 
 
-def leftovers(prefix: str, tmp: Path) -> list[str]:
-    """Namespaces and processes this test's prefix / state dirs still own."""
-    out = [f"netns {n}" for n in nsmod.list_names() if n.startswith(prefix)]
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except OSError:
-            continue
-        if str(tmp).encode() in cmd and stat.rsplit(b")", 1)[-1].split()[0] != b"Z":
-            text = cmd.replace(b"\0", b" ").decode(errors="replace")
-            out.append(f"process {pid} {text}")
-    return out
-
-
 @pytest.fixture
 def prefix() -> str:
     return f"l2t{os.getpid() % 100000}{secrets.token_hex(2)}-"
@@ -152,9 +136,9 @@ def lab(prefix: str, tmp_path: Path) -> Iterator[Lab]:
     finally:
         the_lab.teardown()
         deadline = time.monotonic() + 2
-        while leftovers(prefix, tmp_path) and time.monotonic() < deadline:
+        while leftovers(prefix, str(tmp_path)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = leftovers(prefix, tmp_path)
+        left = leftovers(prefix, str(tmp_path))
         assert not left, f"left behind: {left}"
 
 

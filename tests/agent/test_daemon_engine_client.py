@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from l2vpc.engine.errors import HostError
 from l2vpc.engine.model import Host
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology import host_configs
+from l2vpc.testing.ports import free_port
 
 from .daemon_helpers import Pki, Running, make_pki, sample, start_agent
 
@@ -33,12 +33,6 @@ def agents(tmp_path: Path, pki: Pki) -> Iterator[dict[str, Running]]:
     finally:
         for r in running.values():
             r.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_engine_converges_real_agents(tmp_path: Path, agents: dict[str, Running]) -> None:

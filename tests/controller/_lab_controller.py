@@ -8,7 +8,6 @@ relay from loopback here to the management address there.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -17,10 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import l2vpc
 from l2vpc.lab import netns
-
-ROOT = str(Path(l2vpc.__file__).resolve().parent.parent)
 
 
 def socket_url(db: Any) -> str:
@@ -43,10 +39,9 @@ class Controller:
                 "--store", store, "--listen", listen, "--pki", str(pki), "--id", controller_id,
                 "--heartbeat-interval", str(heartbeat_interval), "--down-after", str(down_after),
                 "--resync-interval", "300", "--ready-file", str(self.ready)]
-        env = {**os.environ, "PYTHONPATH": ROOT}
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+                                         start_new_session=True)
         deadline = time.monotonic() + 60
         while not self.ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _api_helpers import Client, make_pki, running_controller
 
 from l2vpc._proto import controller_pb2 as cpb
 from l2vpc.controller.auth import create_token
@@ -21,6 +20,8 @@ from l2vpc.engine.store import open_store
 from l2vpc.lab import cli as lab_cli
 from l2vpc.lab.lab import Lab, LabController, LabError
 from l2vpc.lab.topology import LabTopology
+
+from ._api_helpers import Client, make_pki, running_controller
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _api_helpers import Client, make_pki
-from _lab_controller import Controller, Relay, socket_url
 
 from l2vpc._proto import agent_pb2 as apb
 from l2vpc._proto import controller_pb2 as cpb
@@ -34,6 +32,9 @@ from l2vpc.hostconfig import HostConfig, port_device_name
 from l2vpc.lab import netns
 from l2vpc.lab.lab import Lab, LabController
 from l2vpc.lab.topology import MANAGEMENT_IP, LabTopology
+
+from ._api_helpers import Client, make_pki
+from ._lab_controller import Controller, Relay, socket_url
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _api_helpers import Client, make_pki, running_controller
 
 from l2vpc._proto import controller_pb2 as cpb
 from l2vpc.agent.daemon import Agent, serve
@@ -25,6 +24,8 @@ from l2vpc.controller.auth import create_token
 from l2vpc.controller.server import ControllerHandle
 from l2vpc.engine.store import open_store
 from l2vpc.pki import CertificateAuthority
+
+from ._api_helpers import Client, make_pki, running_controller
 
 FLEET = 12
 INTERVAL = 0.5

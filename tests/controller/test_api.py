@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 import pytest
-from _api_helpers import Client, make_pki, rejected, running_controller, snapshot
 
 from l2vpc._proto import controller_pb2 as pb
 from l2vpc.controller import auth
@@ -24,6 +23,8 @@ from l2vpc.controller.server import ControllerError, ControllerHandle, Controlle
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import NotFoundError, TemporaryError, ValidationError
 from l2vpc.engine.store import open_store
+
+from ._api_helpers import Client, make_pki, rejected, running_controller, snapshot
 
 VPC = {"name": "web", "region": "r1", "cidr": "10.1.0.0/24"}
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import grpc
 import pytest
-from _api_helpers import Client, rejected
 
 from l2vpc._proto import controller_pb2 as pb
 from l2vpc.cli import main
 from l2vpc.controller import auth
 from l2vpc.controller.cli import parse_duration
 from l2vpc.engine.store import open_store
+
+from ._api_helpers import Client, rejected
 
 CLI = [sys.executable, "-c", "import sys; from l2vpc.cli import main; sys.exit(main())"]
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _plane_helpers import HOSTS, Heartbeater, build, wait_for
 
 from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.plane import ClusterPlane, read_status
@@ -20,6 +19,8 @@ from l2vpc.engine.errors import NotFoundError, TemporaryError, ValidationError
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.postgres import PostgresStore
 from l2vpc.hostconfig import HostConfig
+
+from ._plane_helpers import HOSTS, Heartbeater, build, wait_for
 
 INTERVAL = 0.2  # heartbeat interval of these tests; down after 1 s
 FAST: dict[str, Any] = {"heartbeat_interval": INTERVAL, "down_after": 1.0, "tick": 0.1, "resync_interval": 30.0}

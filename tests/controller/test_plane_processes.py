@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _plane_helpers import wait_for
 
 from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.plane import ClusterPlane, read_status
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.postgres import PostgresStore
+
+from ._plane_helpers import wait_for
 
 CHILD = str(Path(__file__).with_name("_plane_child.py"))
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from _plane_helpers import wait_for
-
 from l2vpc.agent.local import LocalAgentPool
 from l2vpc.controller.plane import ClusterPlane
 from l2vpc.engine.api import Engine
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.sqlite import SqliteStore
+
+from ._plane_helpers import wait_for
 
 
 def test_one_plane_leads_a_sqlite_file_and_converges_for_another(tmp_path: Path) -> None:

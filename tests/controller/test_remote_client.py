@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _api_helpers import make_pki, running_controller, snapshot
-from _remote_helpers import free_port
 
 from l2vpc.controller import auth
 from l2vpc.controller.client import RemoteEngine
@@ -22,6 +20,9 @@ from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import ConflictError, NotFoundError, TemporaryError, UserError, ValidationError
 from l2vpc.engine.model import VPC, Attachment, Host
 from l2vpc.pki import CertificateAuthority
+from l2vpc.testing.ports import free_port
+
+from ._api_helpers import make_pki, running_controller, snapshot
 
 NET = {"name": "web", "region": "r1", "cidr": "10.1.0.0/24"}
 

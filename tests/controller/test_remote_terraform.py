@@ -24,18 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _remote_helpers import (
+
+from l2vpc.engine.agent_client import engine_tls
+from l2vpc.testing.terraform import Result
+
+from ._remote_helpers import (
     ControllerProcess,
     RegisteredAgent,
     RemoteWorkspace,
-    Result,
     make_pki,
     tenant_objects,
     terraform_env,
     tokens,
 )
-
-from l2vpc.engine.agent_client import engine_tls
 
 pytestmark = pytest.mark.terraform
 

@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 
 from l2vpc.agent.drivers.linux import frr
-from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.cli import main as cli
 from l2vpc.embedded import STATE_PATH_ENV, open_engine
 from l2vpc.engine.api import Engine
@@ -35,6 +34,7 @@ from l2vpc.lab.lab import Lab
 from l2vpc.lab.premises import PremisesConfig
 from l2vpc.lab.state import HostRecord, LabState
 from l2vpc.lab.topology import LabTopology
+from l2vpc.testing.leftovers import leftovers
 
 PSK = "demo.psk.2024"
 HEADER = """terraform {
@@ -258,28 +258,9 @@ def iperf_mbps(lab: EdgeLab, client: str, server: str, address: str, *, reverse:
         proc.wait()
 
 
-def processes_mentioning(text: str) -> list[str]:
-    """Live processes (zombies excluded) whose command line contains `text` (as `pgrep -f`)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except OSError:
-            continue
-        if text.encode() in cmd and stat.rsplit(b")", 1)[-1].split()[0] != b"Z":
-            text_cmd = cmd.replace(b"\0", b" ").decode(errors="replace").strip()
-            out.append(f"{pid} {text_cmd}")
-    return out
-
-
 def lab_leftovers(st: LabState) -> list[str]:
     """Namespaces, processes and FRR run dirs of the lab still there."""
-    out = [f"netns {n}" for n in nsmod.list_names() if n.startswith(st.prefix)]
-    out += [f"process {p}" for p in processes_mentioning(st.prefix)]
-    out += [f"process {p}" for p in processes_mentioning(st.dir)]
+    out = leftovers(st.prefix, st.prefix, st.dir)
     out += [f"FRR run dir {p}" for p in frr.RUN_BASE.glob(f"{st.prefix}*")]
     return out
 

@@ -19,8 +19,9 @@ from l2vpc.agent.drivers.linux import frr
 from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.agent.drivers.linux.edge import edge_tag, router_netns_name, vpc_veth
 from l2vpc.lab.premises import Premises, PremisesConfig, render_router
+from l2vpc.testing.leftovers import processes_mentioning
 
-from .conftest import Capture, EdgeLab, MakeWorkspace, iperf_mbps, processes_mentioning
+from .conftest import Capture, EdgeLab, MakeWorkspace, iperf_mbps
 
 pytestmark = [pytest.mark.root, pytest.mark.terraform]
 

@@ -17,8 +17,9 @@ from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.agent.drivers.linux.vpn import Charon, host_device_name, short_id, vpn_netns_name
 from l2vpc.lab import premises_vpn
 from l2vpc.lab.premises import PREMISES_PUBLIC_IP
+from l2vpc.testing.leftovers import processes_mentioning
 
-from .conftest import PSK, Capture, EdgeLab, MakeWorkspace, processes_mentioning
+from .conftest import PSK, Capture, EdgeLab, MakeWorkspace
 
 pytestmark = [pytest.mark.root, pytest.mark.terraform]
 

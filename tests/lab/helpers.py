@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.cli import main as cli
 from l2vpc.lab.state import LabState
 from l2vpc.lab.topology import public_gateway
+from l2vpc.testing.leftovers import leftovers as testing_leftovers
 
 
 def topology_file(path: Path, st: LabState, doc: dict[str, Any]) -> Path:
@@ -31,19 +30,7 @@ def run(*argv: str) -> int:
 
 def leftovers(st: LabState, root: Path) -> list[str]:
     """Namespaces with the lab's prefix and live processes started for files under `root`."""
-    out = [f"netns {n}" for n in nsmod.list_names() if n.startswith(st.prefix)]
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except OSError:
-            continue
-        if str(root).encode() in cmd and stat.rsplit(b")", 1)[-1].split()[0] != b"Z":
-            text = cmd.replace(b"\0", b" ").decode(errors="replace")
-            out.append(f"process {pid} {text}")
-    return out
+    return testing_leftovers(st.prefix, str(root))
 
 
 def status_json(capsys: Any, state: str) -> dict[str, Any]:

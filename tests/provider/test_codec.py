@@ -11,23 +11,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l2vpc.provider.codec import (
+    CodecError,
+    decode_json,
+    decode_msgpack,
+    encode_json,
+    encode_msgpack,
+    from_json_value,
+)
+from l2vpc.provider.cty import (
     BOOL,
     DYNAMIC,
     NUMBER,
     STRING,
     UNKNOWN,
-    CodecError,
     ListType,
     MapType,
     ObjectType,
     SetType,
     TupleType,
     Unknown,
-    decode_json,
-    decode_msgpack,
-    encode_json,
-    encode_msgpack,
-    from_json_value,
     is_wholly_known,
     type_from_json,
     values_equal,

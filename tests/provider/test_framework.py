@@ -1,6 +1,6 @@
 """The generic plan/apply/read/import logic, driven through the real protobuf RPC layer.
 
-These run the fixture provider (l2test_provider.py) in-process; test_terraform.py runs the
+These run the fixture provider (l2vpc.testing.l2test_provider) in-process; test_terraform.py runs the
 same provider under the real Terraform.
 """
 
@@ -14,7 +14,8 @@ import msgpack
 import pytest
 
 from l2vpc._proto import tfplugin6_pb2 as pb
-from l2vpc.provider.codec import STRING, Unknown, decode_msgpack, encode_msgpack
+from l2vpc.provider.codec import decode_msgpack, encode_msgpack
+from l2vpc.provider.cty import STRING, Unknown
 from l2vpc.provider.diagnostics import DiagnosticError, Diagnostics, Key
 from l2vpc.provider.diagnostics import Path as AttrPath
 from l2vpc.provider.framework import Provider, Resource, ResourcePlan
@@ -28,8 +29,7 @@ from l2vpc.provider.schema import (
     single_nested,
     string,
 )
-
-from . import l2test_provider
+from l2vpc.testing import l2test_provider
 
 THING = l2test_provider.Thing.schema.type
 

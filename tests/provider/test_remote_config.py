@@ -10,10 +10,10 @@ import pytest
 
 from l2vpc.controller.client import RemoteEngine
 from l2vpc.pki import CertificateAuthority
-from l2vpc.provider.codec import Unknown
+from l2vpc.provider.cty import Unknown
 from l2vpc.provider.diagnostics import Diagnostics
-from l2vpc.provider.framework import configure_provider
 from l2vpc.provider.l2vpc_provider import L2vpcProvider, build_provider
+from l2vpc.provider.planning import configure_provider
 
 ENV = ("L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE", "L2VPC_STATE_PATH")
 

@@ -18,15 +18,15 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from l2vpc._proto import grpc_controller_pb2, grpc_controller_pb2_grpc, tfplugin6_pb2_grpc
 from l2vpc._proto import tfplugin6_pb2 as pb
 from l2vpc.provider import launcher
 from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
+from l2vpc.testing import l2test_provider
+from l2vpc.testing.provider_process import UNUSED_CLIENT_CERT, Handshake
 
-HERE = Path(__file__).resolve().parent
-FIXTURE = "l2test_provider:build_provider"
+FIXTURE = l2test_provider.FACTORY
 
 
 def provider_command(factory: str = FIXTURE) -> list[str]:
@@ -35,8 +35,8 @@ def provider_command(factory: str = FIXTURE) -> list[str]:
 
 def provider_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PLUGIN_CLIENT_CERT", MAGIC_COOKIE_KEY)}
-    env["PYTHONPATH"] = ":".join([str(HERE), *launcher.python_path()])
-    env["L2TEST_STORE"] = str(tmp_path / "store.json")
+    env["PYTHONPATH"] = ":".join(launcher.python_path())
+    env[l2test_provider.STORE_ENV] = str(tmp_path / "store.json")
     env["TMPDIR"] = str(tmp_path)
     env.update(extra)
     return env
@@ -57,7 +57,7 @@ class Running:
 def running_provider(tmp_path: Path, tls: bool = True, factory: str = FIXTURE) -> Iterator[Running]:
     env = provider_env(tmp_path, **{MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE, "PLUGIN_PROTOCOL_VERSIONS": "5,6"})
     if tls:
-        env["PLUGIN_CLIENT_CERT"] = "-----BEGIN CERTIFICATE-----\n(unused)\n-----END CERTIFICATE-----\n"
+        env["PLUGIN_CLIENT_CERT"] = UNUSED_CLIENT_CERT
     proc = subprocess.Popen(
         provider_command(factory), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
@@ -65,20 +65,9 @@ def running_provider(tmp_path: Path, tls: bool = True, factory: str = FIXTURE) -
         assert proc.stdout is not None
         line = proc.stdout.readline().decode()
         assert line, proc.stderr.read().decode() if proc.stderr else ""
-        parts = line.rstrip("\n").split("|")
-        target = f"unix:{parts[3]}"
-        if tls:
-            der = base64.b64decode(parts[5] + "=" * (-len(parts[5]) % 4))
-            pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
-            channel = grpc.secure_channel(
-                target,
-                grpc.ssl_channel_credentials(root_certificates=pem),
-                options=[("grpc.ssl_target_name_override", "localhost")],
-            )
-        else:
-            channel = grpc.insecure_channel(target)
-        with channel:
-            yield Running(proc, parts, channel)
+        handshake = Handshake.parse(line)
+        with handshake.channel() as channel:
+            yield Running(proc, handshake.parts, channel)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -154,7 +143,7 @@ def test_plain_grpc_without_client_certificate_and_sigterm(tmp_path: Path) -> No
 
 
 def test_a_provider_that_fails_to_load_says_so_on_every_rpc(tmp_path: Path) -> None:
-    with running_provider(tmp_path, factory="l2test_provider:no_such_function") as p:
+    with running_provider(tmp_path, factory="l2vpc.testing.l2test_provider:no_such_function") as p:
         with pytest.raises(grpc.RpcError) as failure:
             tfplugin6_pb2_grpc.ProviderStub(p.channel).GetProviderSchema(
                 pb.GetProviderSchema.Request(), timeout=30
@@ -166,8 +155,6 @@ def test_a_provider_that_fails_to_load_says_so_on_every_rpc(tmp_path: Path) -> N
 
 def test_calls_arriving_before_the_provider_loads_wait_and_then_work() -> None:
     from l2vpc.provider.server import _LazyProvider
-
-    from . import l2test_provider
 
     lazy = _LazyProvider()
 

@@ -78,11 +78,11 @@ def test_lifecycle_create_replan_update_replace_drift_destroy(workspace: Workspa
     assert "s3cr3t-value" in ws.state_text()  # sensitive is not secret from the state file
 
     # A second plan is empty.
-    assert ws.plan_changes().rc == 0
+    assert ws.plan().rc == 0
 
     # In-place update of a, including nested attributes; b is replaced because its name changes.
     ws.write(config(b_name="beta2", extra_a='description = "changed"\n  size = 7', level=4))
-    planned = ws.plan_changes()
+    planned = ws.plan()
     assert planned.rc == 2
     assert "# l2test_thing.a will be updated in-place" in planned.out
     assert "# l2test_thing.b must be replaced" in planned.out
@@ -93,14 +93,14 @@ def test_lifecycle_create_replan_update_replace_drift_destroy(workspace: Workspa
     a, b = ws.resources()["l2test_thing.a"], ws.resources()["l2test_thing.b"]
     assert a["id"] == "thing-1" and a["revision"] == 2 and a["size"] == 7 and a["settings"]["level"] == 4
     assert b["id"] == "thing-3" and sorted(ws.objects()) == ["thing-1", "thing-3"]
-    assert ws.plan_changes().rc == 0
+    assert ws.plan().rc == 0
 
     # Drift: someone deletes b and edits a behind Terraform's back.
     objects = ws.objects()
     del objects["thing-3"]
     objects["thing-1"]["size"] = 9
     ws.seed(objects)
-    drifted = ws.plan_changes()
+    drifted = ws.plan()
     assert drifted.rc == 2
     assert "# l2test_thing.b will be created" in drifted.out  # read found it gone
     assert "~ size                = 9 -> 7" in drifted.out
@@ -150,12 +150,12 @@ resource "l2test_thing" "d" {
     assert "Import successful!" in imported.out
     assert ws.resources()["l2test_thing.c"]["zone"] == "zone-b"
 
-    planned = ws.plan_changes()
+    planned = ws.plan()
     assert "# l2test_thing.d will be imported" in planned.out
     assert "Plan: 1 to import, 0 to add, 0 to change, 0 to destroy." in planned.out
     ws.apply()
     assert ws.resources()["l2test_thing.d"]["revision"] == 4
-    assert ws.plan_changes().rc == 0
+    assert ws.plan().rc == 0
 
 
 def test_bad_input_fails_at_plan_with_the_attribute_path_and_changes_nothing(workspace: Workspace) -> None:

@@ -1,4 +1,4 @@
-"""Warm starts through the zygote (warm.py), with real processes started as Terraform starts them.
+"""Warm starts through the zygote (l2vpc/provider/warm/), with real processes started as Terraform starts them.
 
 Every test has its own runtime directory (L2VPC_PROVIDER_RUNTIME_DIR), so its zygotes are its
 own; teardown stops them and checks that no process of the test is left. The provider served is
@@ -32,10 +32,14 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from l2vpc._proto import grpc_controller_pb2, grpc_controller_pb2_grpc, tfplugin6_pb2_grpc
 from l2vpc._proto import tfplugin6_pb2 as pb
-from l2vpc.provider import launcher, warm
+from l2vpc.provider import launcher
 from l2vpc.provider.server import MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE
+from l2vpc.provider.warm.control import alive, ask, running_zygotes, stop_zygotes
+from l2vpc.provider.warm.runtime_dir import RUNTIME_DIR_ENV
+from l2vpc.provider.warm.wire import PROTOCOL
+from l2vpc.testing import l2test_provider
+from l2vpc.testing.provider_process import UNUSED_CLIENT_CERT, Handshake
 
-HERE = Path(__file__).resolve().parent
 PROBE = """
 import json, os, sys
 
@@ -58,7 +62,7 @@ def build_provider():
         os._exit(int(os.environ["WARM_PROBE_EXIT"]))
     if os.environ.get("WARM_PROBE_SIGNAL"):
         os.kill(os.getpid(), int(os.environ["WARM_PROBE_SIGNAL"]))
-    from l2test_provider import build_provider as build
+    from l2vpc.testing.l2test_provider import build_provider as build
 
     return build()
 """
@@ -76,13 +80,13 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 def processes_with(runtime: Path) -> list[int]:
     """Processes whose environment names this runtime directory: zygotes, clients, children."""
-    marker = f"{warm.RUNTIME_DIR_ENV}={runtime}".encode()
+    marker = f"{RUNTIME_DIR_ENV}={runtime}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if marker in (entry / "environ").read_bytes().split(b"\0") and warm._alive(int(entry.name)):
+            if marker in (entry / "environ").read_bytes().split(b"\0") and alive(int(entry.name)):
                 found.append(int(entry.name))
         except OSError:
             continue
@@ -104,13 +108,8 @@ class Started:
         return dict(json.loads(self.facts_path.read_text()))
 
     def channel(self) -> grpc.Channel:
-        der = base64.b64decode(self.parts[5] + "=" * (-len(self.parts[5]) % 4))
-        pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
-        return grpc.secure_channel(
-            f"unix:{self.parts[3]}",
-            grpc.ssl_channel_credentials(root_certificates=pem),
-            options=[("grpc.ssl_target_name_override", "localhost")],
-        )
+        channel: grpc.Channel = Handshake(self.parts).channel()
+        return channel
 
     def shutdown(self) -> int:
         with self.channel() as channel:
@@ -123,7 +122,7 @@ class Started:
 class Rig:
     """A runtime directory, a launcher serving the probe, and the environment Terraform gives.
 
-    The launcher runs a private copy of the l2vpc package (and of the fixture provider): other
+    The launcher runs a private copy of the l2vpc package (the fixture provider included): other
     work in this checkout changes its files' mtimes, which would make the zygote stale midway.
     """
 
@@ -135,7 +134,6 @@ class Rig:
         self.package = root / "pkg"
         if not self.package.exists():
             shutil.copytree(Path(l2vpc.__file__).parent, self.package / "l2vpc")
-            shutil.copy2(HERE / "l2test_provider.py", self.package / "l2test_provider.py")
             (self.package / "warm_probe.py").write_text(PROBE)
         self.launcher = self.write_launcher("terraform-provider-l2test", "warm_probe:build_provider")
         self.sockets = root / "sockets"
@@ -158,10 +156,10 @@ class Rig:
             {
                 MAGIC_COOKIE_KEY: MAGIC_COOKIE_VALUE,
                 "PLUGIN_PROTOCOL_VERSIONS": "5,6",
-                "PLUGIN_CLIENT_CERT": "-----BEGIN CERTIFICATE-----\n(unused)\n-----END CERTIFICATE-----\n",
+                "PLUGIN_CLIENT_CERT": UNUSED_CLIENT_CERT,
                 "TMPDIR": str(self.sockets),
-                "L2TEST_STORE": str(self.root / "store.json"),
-                warm.RUNTIME_DIR_ENV: str(self.runtime),
+                l2test_provider.STORE_ENV: str(self.root / "store.json"),
+                RUNTIME_DIR_ENV: str(self.runtime),
             }
         )
         env.update(extra)
@@ -193,7 +191,7 @@ class Rig:
 
     def zygote(self) -> int:
         """The pid of the (one) running zygote, once it is up."""
-        zygotes = wait_for("a zygote", lambda: warm.running_zygotes(str(self.runtime)))
+        zygotes = wait_for("a zygote", lambda: running_zygotes(str(self.runtime)))
         assert len(zygotes) == 1, zygotes
         return int(next(iter(zygotes.values())))
 
@@ -208,7 +206,7 @@ class Rig:
 
         # A zygote still loading does not answer yet: ask again until all are gone.
         def stopped() -> bool:
-            warm.stop_zygotes(str(self.runtime))
+            stop_zygotes(str(self.runtime))
             return not processes_with(self.runtime)
 
         try:
@@ -288,7 +286,7 @@ def test_warm_starts_serve_over_tls_each_with_a_new_certificate(rig: Rig) -> Non
         assert "l2test_thing" in schema.resource_schemas
         assert started.shutdown() == 0
         assert not started.socket_dir.exists()
-        assert not warm._alive(facts["pid"])
+        assert not alive(facts["pid"])
     keys = {
         c.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) for c in certificates
     }
@@ -341,15 +339,13 @@ def test_exit_status_signals_and_stderr_go_through_the_client(rig: Rig) -> None:
     child = started.facts()["pid"]
     started.proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
-    assert started.proc.poll() is None and warm._alive(child)
+    assert started.proc.poll() is None and alive(child)
     started.proc.send_signal(signal.SIGTERM)
     assert started.proc.wait(timeout=10) == 0
-    assert not started.socket_dir.exists() and not warm._alive(child)
+    assert not started.socket_dir.exists() and not alive(child)
 
     # An error before the handshake: the child's stderr is the caller's.
-    text = launcher.launcher_script(
-        extra_path=[str(rig.root / "probe"), str(HERE)], args=["--provider", "no-colon"]
-    )
+    text = launcher.launcher_script(args=["--provider", "no-colon"])
     bad = launcher.write_launcher(rig.root / "bin" / "bad-provider", text)
     result = subprocess.run([str(bad)], env=rig.env(), capture_output=True, timeout=30)
     assert result.returncode == 1
@@ -364,9 +360,9 @@ def test_a_killed_client_takes_its_child_and_socket_directory_along(rig: Rig) ->
     assert started.socket_dir.exists() and child != started.proc.pid
     started.proc.kill()  # what Terraform does to a provider that does not stop in time
     started.proc.wait(timeout=10)
-    wait_for("the child to exit", lambda: not warm._alive(child), timeout=10)
+    wait_for("the child to exit", lambda: not alive(child), timeout=10)
     assert not started.socket_dir.exists()
-    assert warm._alive(zygote)
+    assert alive(zygote)
     # The zygote carries on serving.
     again = rig.start()
     assert again.facts()["ppid"] == zygote and again.shutdown() == 0
@@ -384,7 +380,7 @@ def test_a_zygote_with_stale_code_is_not_used(rig: Rig) -> None:
     fresh = rig.start()
     assert fresh.facts()["pid"] == fresh.proc.pid  # cold: the old zygote was not asked
     assert fresh.shutdown() == 0
-    zygotes = wait_for("a second zygote", lambda: len(warm.running_zygotes(str(rig.runtime))) == 2)
+    zygotes = wait_for("a second zygote", lambda: len(running_zygotes(str(rig.runtime))) == 2)
     assert zygotes
     again = rig.start()
     assert again.facts()["ppid"] not in (old, again.proc.pid) and again.shutdown() == 0
@@ -426,9 +422,9 @@ def test_idle_timeout_ends_the_zygote(rig: Rig) -> None:
     started = rig.start()
     assert started.facts()["ppid"] == zygote
     time.sleep(2.5)
-    assert warm._alive(zygote)  # a live child keeps it up
+    assert alive(zygote)  # a live child keeps it up
     assert started.shutdown() == 0
-    wait_for("the zygote to leave", lambda: not warm._alive(zygote), timeout=10)
+    wait_for("the zygote to leave", lambda: not alive(zygote), timeout=10)
     assert not [p for p in rig.runtime.iterdir() if p.suffix == ".sock"]
 
 
@@ -462,8 +458,8 @@ def test_the_zygote_talks_to_its_own_user_only(rig: Rig) -> None:
         alias = door / "z.sock"
         os.link(sock, alias)
         alias.chmod(0o666)
-        assert warm._ask(str(alias), b"ping").startswith(b"pong ")
-        command = ["/usr/bin/python3", "-S", "-c", NOBODY_PING, str(alias), warm.PROTOCOL.decode()]
+        assert ask(str(alias), b"ping").startswith(b"pong ")
+        command = ["/usr/bin/python3", "-S", "-c", NOBODY_PING, str(alias), PROTOCOL.decode()]
         as_root = subprocess.run(command, capture_output=True, text=True, timeout=30)
         as_nobody = subprocess.run(
             command, capture_output=True, text=True, timeout=30, user=65534, group=65534, extra_groups=[]

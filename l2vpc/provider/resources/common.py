@@ -14,15 +14,17 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from l2vpc.hostconfig.failures import HostFailure
 from l2vpc.provider.client import EngineClient, WaitInterrupted
-from l2vpc.provider.codec import Unknown
+from l2vpc.provider.cty import Unknown
 from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, Resource
 from l2vpc.provider.schema import Attribute
 from l2vpc.provider.timeouts import Timeout, format_duration, timeout_of, timeouts_attribute
+
+if TYPE_CHECKING:  # the host model costs ~10 ms to import, before the first schema of a cold start
+    from l2vpc.hostconfig.failures import HostFailure
 
 log = logging.getLogger("l2vpc.provider")
 

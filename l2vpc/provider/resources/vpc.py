@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from l2vpc.provider.codec import STRING
+from l2vpc.provider.cty import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import use_state_for_unknown

