@@ -12,12 +12,15 @@ back. Level-triggered: running it again changes nothing.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from l2vpc.engine import allocator as alloc
 from l2vpc.engine.errors import NotFoundError, ValidationError
 from l2vpc.engine.kinds.context import Context, dump
 from l2vpc.engine.model import VPC, Host
 from l2vpc.engine.placement import pick_edge_host, place_dhcp
+from l2vpc.engine.store.base import StoredObject
 
 HOST_STATUSES = ("up", "down")
 
@@ -69,43 +72,44 @@ def _move_dhcp_servers(cx: Context, hosts: dict[str, Host], down: set[str]) -> l
     return out
 
 
+# Where a service goes: (its new host, other fields that change, a note for the report line);
+# raises ValidationError when there is nowhere to go. `load`: services per host.
+Placer = Callable[[StoredObject, Counter[str]], tuple[str, dict[str, Any], str]]
+
+
 def _move_direct_connects(cx: Context, hosts: dict[str, Host], down: set[str]) -> list[str]:
-    out: list[str] = []
-    dxs = cx.tx.list("direct_connect")
-    load = Counter(str(d.data.get("edge_host")) for d in dxs if d.data.get("edge_host"))
-    for so in dxs:
-        old = so.data.get("edge_host")
-        if old not in down:
-            continue
-        try:
-            edge = pick_edge_host(hosts.values(), so.data.get("location"), load, None)
-        except ValidationError as e:
-            out.append(f"direct connect {so.id} stays on {old} (down): {e.first[1]}")
-            continue
-        cx.tx.update("direct_connect", so.id, {**so.data, "edge_host": edge.name}, so.generation)
-        load[edge.name] += 1
-        load[str(old)] -= 1
-        out.append(f"direct connect {so.id} moved from {old} to {edge.name}")
-    return out
+    def place(so: StoredObject, load: Counter[str]) -> tuple[str, dict[str, Any], str]:
+        return pick_edge_host(hosts.values(), so.data.get("location"), load, None).name, {}, ""
+
+    return _move_services(cx, "direct_connect", "edge_host", "direct connect", down, place)
 
 
 def _move_vpns(cx: Context, hosts: dict[str, Host], down: set[str]) -> list[str]:
+    def place(so: StoredObject, load: Counter[str]) -> tuple[str, dict[str, Any], str]:
+        edge = pick_edge_host(hosts.values(), None, load, None, public=True)
+        public = alloc.allocate_public_ip(cx.tx, edge, so.id)  # from the new host's block
+        cx.tx.release_owner(so.id, pool=alloc.pool_ip(alloc.public_space(so.data["vpn_host"])))
+        return edge.name, {"public_ip": public}, f" (public ip {so.data.get('public_ip')} -> {public})"
+
+    return _move_services(cx, "vpn", "vpn_host", "vpn", down, place)
+
+
+def _move_services(cx: Context, kind: str, field: str, label: str, down: set[str], place: Placer) -> list[str]:
+    """Every `kind` object whose host (`field`) is down, to where `place` puts it."""
     out: list[str] = []
-    vpns = cx.tx.list("vpn")
-    load = Counter(str(v.data.get("vpn_host")) for v in vpns if v.data.get("vpn_host"))
-    for so in vpns:
-        old = so.data.get("vpn_host")
+    objects = cx.tx.list(kind)
+    load = Counter(str(o.data.get(field)) for o in objects if o.data.get(field))
+    for so in objects:
+        old = so.data.get(field)
         if old not in down:
             continue
         try:
-            edge = pick_edge_host(hosts.values(), None, load, None, public=True)
-            public = alloc.allocate_public_ip(cx.tx, edge, so.id)
+            new, changes, note = place(so, load)
         except ValidationError as e:
-            out.append(f"vpn {so.id} stays on {old} (down): {e.first[1]}")
+            out.append(f"{label} {so.id} stays on {old} (down): {e.first[1]}")
             continue
-        cx.tx.release_owner(so.id, pool=alloc.pool_ip(alloc.public_space(str(old))))
-        cx.tx.update("vpn", so.id, {**so.data, "vpn_host": edge.name, "public_ip": public}, so.generation)
-        load[edge.name] += 1
+        cx.tx.update(kind, so.id, {**so.data, field: new, **changes}, so.generation)
+        load[new] += 1
         load[str(old)] -= 1
-        out.append(f"vpn {so.id} moved from {old} to {edge.name} (public ip {so.data.get('public_ip')} -> {public})")
+        out.append(f"{label} {so.id} moved from {old} to {new}{note}")
     return out
