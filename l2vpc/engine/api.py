@@ -78,14 +78,15 @@ class Engine:
         return h
 
     def deregister_host(self, name: str) -> None:
-        with self._transaction() as cx:
-            users = [a.id for a in cx.objects("attachment", Attachment) if a.host == name]
+        with self.store.transaction() as tx:
+            users = [a.id for a in self._context(tx).objects("attachment", Attachment) if a.host == name]
             if users:
                 raise ConflictError(f"host {name} still carries attachments {', '.join(users[:5])}; delete them first")
-            cx.tx.delete("host", name)
-            cx.tx.delete_host_report(name)
-            cx.tx.delete_heartbeat(name)
+            tx.delete("host", name)
+            tx.delete_host_report(name)
+            tx.delete_heartbeat(name)
 
+    # ------------------------------------------------------------------ liveness (controllers)
     def set_host_status(self, name: str, status: str, *,
                         fence: Callable[[Transaction], None] | None = None) -> builtins.list[str]:
         """Mark a host up or down (a controller's verdict from heartbeats) and, in the same
