@@ -9,8 +9,10 @@ so stale forwarding entries on a slow host cannot leak traffic into a new VPC.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Container, Iterable
 
 from l2vpc.engine.errors import ConflictError, ValidationError
+from l2vpc.engine.model import VPC, Host
 from l2vpc.engine.store.base import Transaction
 from l2vpc.hostconfig import INTERFACE_NAMES, MAX_VNI
 
@@ -106,7 +108,32 @@ def allocate_interface_name(tx: Transaction, workload: str, owner: str) -> str:
     )
 
 
-def allocate_address(tx: Transaction, vpc_id: str, cidr: str, owner: str, avoid: set[str]) -> str:
+class AddressSet(Container[str]):
+    """Addresses and inclusive ranges of addresses, tested without listing every address of a
+    range (a DHCP range in a /8 holds 16 million)."""
+
+    def __init__(self, addresses: Iterable[str | None] = (), ranges: Iterable[tuple[str, str]] = ()) -> None:
+        self.addresses = {a for a in addresses if a}
+        self.ranges = [(int(ipaddress.IPv4Address(lo)), int(ipaddress.IPv4Address(hi))) for lo, hi in ranges]
+
+    def __contains__(self, address: object) -> bool:
+        if address in self.addresses:
+            return True
+        if not self.ranges or not isinstance(address, str):
+            return False
+        n = int(ipaddress.IPv4Address(address))
+        return any(lo <= n <= hi for lo, hi in self.ranges)
+
+
+def vpc_reserved(vpc: VPC) -> AddressSet:
+    """Addresses of a VPC that gateways never get by default: the DHCP server's, the DHCP
+    gateway and the whole DHCP range."""
+    if vpc.dhcp is None:
+        return AddressSet()
+    return AddressSet((vpc.dhcp_server_ip, vpc.dhcp.gateway), [(vpc.dhcp.range_start, vpc.dhcp.range_end)])
+
+
+def allocate_address(tx: Transaction, vpc_id: str, cidr: str, owner: str, avoid: Container[str]) -> str:
     """A free usable address of `cidr`, from the top down (the bottom is for workloads)."""
     used = tx.allocations(pool_ip(vpc_id))
     net = ipaddress.IPv4Network(cidr)
@@ -118,6 +145,18 @@ def allocate_address(tx: Transaction, vpc_id: str, cidr: str, owner: str, avoid:
             return s
         ip -= 1
     raise ValidationError(f"no free address left in {cidr}", path="gateway_ip")
+
+
+def public_space(host: str) -> str:
+    """The address space (a `pool_ip` key) of an edge host's public addresses."""
+    return f"public:{host}"
+
+
+def allocate_public_ip(tx: Transaction, edge: Host, owner: str) -> str:
+    """A free address of an edge host's public block (never its gateway), for a VPN it runs."""
+    assert edge.public_cidr  # edges for VPNs are picked with public=True
+    avoid = {edge.public_gateway} if edge.public_gateway else set()
+    return allocate_address(tx, public_space(edge.name), edge.public_cidr, owner, avoid)
 
 
 def allocate_peering(tx: Transaction, owner: str, prefixlen: int = 31) -> str:

@@ -7,10 +7,10 @@ not move (and lose leases or sessions) just because another host became equally 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from l2vpc.engine.errors import ValidationError
-from l2vpc.engine.model import VPC, Host
+from l2vpc.engine.model import VPC, Attachment, Host
 
 
 def pick_compute_host(
@@ -38,6 +38,16 @@ def pick_service_host(current: str | None, carrying: Iterable[str], up: set[str]
     if current in eligible:
         return current
     return eligible[0] if eligible else None
+
+
+def place_dhcp(vpc: VPC, members: Iterable[Attachment], hosts: Mapping[str, Host]) -> VPC:
+    """`vpc` with its DHCP server on an up host carrying the VPC (`members`: its attachments),
+    or on none when no carrier is up; `vpc` itself when nothing changes."""
+    if vpc.dhcp is None:
+        return vpc.model_copy(update={"dhcp_host": None}) if vpc.dhcp_host else vpc
+    up = {h.name for h in hosts.values() if h.status == "up"}
+    chosen = pick_service_host(vpc.dhcp_host, (a.host for a in members if a.host), up)
+    return vpc.model_copy(update={"dhcp_host": chosen}) if chosen != vpc.dhcp_host else vpc
 
 
 def pick_edge_host(hosts: Iterable[Host], location: str | None, load: Counter[str], current: str | None,

@@ -7,7 +7,9 @@ separate read-only connection, and is compared before and after.
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from l2vpc.agent.local import LocalAgentPool
-from l2vpc.engine.api import Engine
+from l2vpc.engine.api import ID_PREFIX, Engine
 from l2vpc.engine.errors import ConflictError, UserError, ValidationError
 from l2vpc.engine.model import VPC, Attachment
 from l2vpc.engine.store import open_store
@@ -492,6 +494,43 @@ def test_cidr_removal_under_layer3_direct_connect(env: Env) -> None:
     assert env.snapshot() == before
 
 
+def test_gateway_default_skips_a_dhcp_range_without_listing_it(env: Env) -> None:
+    # A DHCP range of nearly a whole /8: listing its 16 million addresses took minutes and
+    # gigabytes; the default gateway is the top address outside it and the DHCP server's.
+    vpc = env.vpc("big", cidr="10.0.0.0/8", dhcp={"range_start": "10.0.0.10", "range_end": "10.255.255.200"})
+    vpn = {"name": "vpn1", "vpc_id": vpc.id, "peer_address": "203.0.113.5", "pre_shared_key": "abcdefgh",
+           "remote_cidrs": ["192.168.0.0/24"]}
+    tracemalloc.start()
+    try:
+        created = env.engine.create("vpn", vpn)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert created.gateway_ip == "10.255.255.253"  # .254: the DHCP server, .255: broadcast
+    assert peak < 20_000_000, peak
+    # Below the range's top the range itself is skipped too: a gateway is never handed out of it.
+    small = env.vpc("small", cidr="10.9.0.0/24", dhcp={"range_start": "10.9.0.100", "range_end": "10.9.0.254",
+                                                      "server_ip": "10.9.0.2", "gateway": "10.9.0.99"})
+    assert env.engine.create("vpn", {**vpn, "name": "vpn2", "vpc_id": small.id}).gateway_ip == "10.9.0.98"
+
+
+# --- computed fields ----------------------------------------------------------------------
+def test_computed_fields_from_callers_are_ignored(env: Env) -> None:
+    vpc = env.engine.create("vpc", {"name": "prod", "region": "us-east", "id": "vpc-mine", "vni": 7,
+                                    "status": "active", "scope_epoch": 9, "dhcp_host": "c2"})
+    assert re.fullmatch(rf"{ID_PREFIX['vpc']}-[0-9a-f]{{12}}", vpc.id) and vpc.vni != 7
+    assert (vpc.scope_epoch, vpc.dhcp_host) == (0, None)
+    att = env.attach(vpc, "web1", host="c1", interface_name="net7", status="active")
+    assert re.fullmatch(rf"{ID_PREFIX['attachment']}-[0-9a-f]{{12}}", att.id)
+    assert (att.interface_name, att.status) == ("net1", "pending")
+    # On update the stored values stay, whatever the caller sends for them.
+    updated = env.engine.update("vpc", vpc.id, {"name": "prod2", "region": "us-east", "vni": 8, "id": "x"})
+    assert (updated.id, updated.vni, updated.name) == (vpc.id, vpc.vni, "prod2")
+    moved = env.engine.update("attachment", att.id, {"vpc_id": vpc.id, "workload": "web1", "host": "c2",
+                                                     "interface_name": "net9"})
+    assert (moved.interface_name, moved.host) == ("net1", "c2")
+
+
 # --- adoption and tenants -------------------------------------------------------------------
 def test_adoption_is_limited_to_the_creator_key(env: Env) -> None:
     data = {"name": "web", "region": "us-east", "cidr": "10.0.0.0/24"}
@@ -503,6 +542,19 @@ def test_adoption_is_limited_to_the_creator_key(env: Env) -> None:
     # Once confirmed (Terraform read it back), not even its creator adopts it again.
     env.engine.get("vpc", first.id, confirm=True)
     env.rejected(lambda: env.engine.create("vpc", data, adopt="dir-a"), "name", "already exists")
+
+
+def test_an_attachment_is_adopted_by_its_workload_and_vpc(env: Env) -> None:
+    vpc = env.vpc("prod", cidr="10.0.0.0/24")
+    data = {"vpc_id": vpc.id, "workload": "web1", "ip_mode": "static", "ip_address": "10.0.0.5/24"}
+    first = env.engine.create("attachment", data, adopt="dir-a")
+    again = env.engine.create("attachment", data, adopt="dir-a")
+    assert (again.id, again.interface_name, again.mac_address) == (first.id, "net1", first.mac_address)
+    # Other values (an address the first create did not give) are another attachment: refused.
+    env.rejected(lambda: env.engine.create("attachment", {**data, "ip_address": "10.0.0.6/24"}, adopt="dir-a"),
+                 "vpc_id", "already attached")
+    env.engine.confirm(first.id)
+    env.rejected(lambda: env.engine.create("attachment", data, adopt="dir-a"), "vpc_id", "already attached")
 
 
 def test_tenants_have_their_own_names_and_workloads(env: Env) -> None:

@@ -1,0 +1,141 @@
+"""One write transaction as the kinds, failover and adoption see it.
+
+What they share: the caller's tenant (names are unique per tenant), reads of hosts, VPCs, a
+VPC's members and a workload's attachments through the transaction, name claims, the rules
+check, DHCP placement and sealing secrets for the store. Everything goes through `tx`, so a
+rule that fails raises before anything is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from l2vpc.engine import allocator as alloc
+from l2vpc.engine.errors import ValidationError
+from l2vpc.engine.model import VPC, Attachment, Host
+from l2vpc.engine.placement import place_dhcp
+from l2vpc.engine.secrets import SecretBox
+from l2vpc.engine.store.base import StoredObject, Transaction
+from l2vpc.engine.topology import Topology
+from l2vpc.engine.validation import validate_topology
+
+M = TypeVar("M", bound=BaseModel)
+
+_HOSTS_SEEN: dict[str, Host] = {}  # stored host document text -> parsed Host
+_HOSTS_SEEN_MAX = 20_000
+
+
+def host_of(so: StoredObject) -> Host:
+    """The Host a stored document holds. Hosts change rarely and placement and the rules read
+    all of them (1,000 hosts: ~30 ms of parsing per create), so parsed hosts are kept by the
+    exact stored text: the same text is the same host, whichever transaction read it."""
+    raw = getattr(so, "_raw", None)
+    if not isinstance(raw, str):
+        return Host.model_validate(so.data)
+    host = _HOSTS_SEEN.get(raw)
+    if host is None:
+        if len(_HOSTS_SEEN) >= _HOSTS_SEEN_MAX:
+            _HOSTS_SEEN.clear()
+        host = _HOSTS_SEEN[raw] = Host.model_validate(so.data)
+    return host
+
+
+def dump(obj: BaseModel) -> dict[str, Any]:
+    return obj.model_dump(mode="json")
+
+
+def check_rules(topo: Topology, focus: str) -> None:
+    """Cross-object rules on a small topology; problems of `focus` get bare field paths."""
+    problems = validate_topology(topo, labels={focus: ""})
+    if problems:
+        raise ValidationError(problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    tx: Transaction
+    secrets: SecretBox
+    tenant: str = ""
+    default_region: str | None = None  # where placement prefers compute hosts for multi-region VPCs
+
+    # ------------------------------------------------------------------ secrets
+    def load(self, kind: str, model: type[M], so: StoredObject) -> M:
+        """The object a stored document holds, its secrets opened."""
+        return model.model_validate(self.secrets.open_fields(kind, so.data))
+
+    def seal(self, kind: str, obj: BaseModel) -> dict[str, Any]:
+        """What goes into the store: the object with its secrets sealed."""
+        return self.secrets.seal_fields(kind, dump(obj))
+
+    def objects(self, kind: str, model: type[M]) -> list[M]:
+        """Every object of a kind, of all tenants (the rules and placement span tenants)."""
+        return [self.load(kind, model, o) for o in self.tx.list(kind)]
+
+    # ------------------------------------------------------------------ names
+    def name_pool(self, kind: str) -> str:
+        # Names are unique within a tenant: another tenant's "web" neither blocks nor shows.
+        return f"name:{kind}:{self.tenant}" if self.tenant else f"name:{kind}"
+
+    def claim_name(self, kind: str, name: str, owner: str) -> None:
+        pool = self.name_pool(kind)
+        holder = self.tx.allocations(pool).get(name)
+        if holder is not None and holder != owner:
+            raise ValidationError(f"a {kind} named {name!r} already exists ({holder})", path="name")
+        self.tx.reserve(pool, name, owner)
+
+    # ------------------------------------------------------------------ reads
+    def hosts(self) -> dict[str, Host]:
+        return {o.id: host_of(o) for o in self.tx.list("host")}
+
+    def hosts_named(self, names: Iterable[str]) -> dict[str, Host]:
+        return {o.id: host_of(o) for o in self.tx.get_many("host", names)}
+
+    def find_vpc(self, ident: str) -> VPC | None:
+        so = self.tx.get("vpc", ident, tenant=self.tenant or None)
+        return VPC.model_validate(so.data) if so else None
+
+    def vpc(self, ident: str) -> VPC:
+        """The VPC an object names in `vpc_id` (the caller's tenant's only)."""
+        vpc = self.find_vpc(ident)
+        if vpc is None:
+            raise ValidationError(f"no VPC with id {ident!r}", path="vpc_id")
+        return vpc
+
+    def attachments(self, ids: Iterable[str]) -> list[Attachment]:
+        return [Attachment.model_validate(so.data) for so in self.tx.get_many("attachment", ids)]
+
+    def members(self, vpc_id: str) -> list[Attachment]:
+        """A VPC's attachments, through its membership index (not a scan of all attachments)."""
+        return self.attachments(self.tx.allocations(alloc.pool_members(vpc_id)))
+
+    def workload_attachments(self, workload: str) -> list[Attachment]:
+        stored = self.tx.get_many("attachment", self.tx.allocations(alloc.pool_ifname(workload)).values())
+        if any(so.tenant != self.tenant for so in stored):
+            # Workload names come from the compute service and are global; a workload's NICs
+            # all belong to the tenant that attached it first.
+            raise ValidationError(f"workload {workload!r} is not available to this tenant", path="workload")
+        return [Attachment.model_validate(so.data) for so in stored]
+
+    # ------------------------------------------------------------------ DHCP placement
+    def replace_dhcp(self, vpc: VPC, hosts: Mapping[str, Host]) -> None:
+        """Place the VPC's DHCP server again after its members changed. `vpc` as read in this
+        transaction (so current: writers hold the store's lock); `hosts`: those read already
+        (the members' other hosts are read here)."""
+        if vpc.dhcp is None and vpc.dhcp_host is None:
+            return  # no DHCP server to place
+        so = self.tx.get("vpc", vpc.id)
+        assert so is not None
+        current = VPC.model_validate(so.data)
+        if current.dhcp is None and current.dhcp_host is None:
+            return  # no DHCP server to place
+        members = self.members(vpc.id)
+        member_hosts = {a.host for a in members if a.host}
+        if not member_hosts <= set(hosts):
+            hosts = {**hosts, **self.hosts_named(member_hosts - set(hosts))}
+        placed = place_dhcp(current, members, hosts)
+        if placed.dhcp_host != current.dhcp_host:
+            self.tx.update("vpc", vpc.id, dump(placed), so.generation)
