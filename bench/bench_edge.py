@@ -32,11 +32,11 @@ from pathlib import Path
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc.agent.drivers.linux import frr
-from l2vpc.agent.drivers.linux.edge import edge_tag, router_netns_name
 from l2vpc.agentapi import wire
 from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.engine.agent_client import engine_tls
 from l2vpc.hostconfig import BgpPeer, EdgeRouter, HostConfig, Observation, Port, Route, Segment
+from l2vpc.hostconfig.names import edge_tag, router_netns_name
 from l2vpc.lab.lab import Lab
 from l2vpc.lab.premises import PremisesConfig
 from l2vpc.lab.state import HostRecord

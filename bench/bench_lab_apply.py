@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from l2vpc.agent.drivers.linux import workload_netns_name
+from l2vpc.hostconfig.names import workload_netns_name
 from l2vpc.lab import probe
 from l2vpc.lab.lab import Lab
 from l2vpc.lab.topology import LabTopology

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from l2vpc.agent.drivers.linux import LinuxDriver, workload_netns_name
+from l2vpc.agent.drivers.linux import LinuxDriver
 from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.hostconfig import (
     HostConfig,
@@ -47,6 +47,7 @@ from l2vpc.hostconfig import (
     validate_host_config,
     vxlan_name,
 )
+from l2vpc.hostconfig.names import workload_netns_name
 
 UNDERLAY_MTU = 9100
 IPERF_PORT = 5201

@@ -32,10 +32,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from l2vpc.agent.credentials import HeartbeatError, TokenSource
 from l2vpc.agent.drivers.linux.vlantag import VlanTagError
-from l2vpc.agent.heartbeat import HeartbeatError, TokenSource
 from l2vpc.cli import CliError
-from l2vpc.lab.lab import DEFAULT_BANDWIDTH_SCALE, Lab, LabController, LabError
+from l2vpc.lab.agents import LabController
+from l2vpc.lab.lab import DEFAULT_BANDWIDTH_SCALE, Lab, LabError
 from l2vpc.lab.netns import LabNetError
 from l2vpc.lab.premises import DEFAULT_ASN, DEFAULT_LAN, DEFAULT_PEERING, PremisesConfig
 from l2vpc.lab.state import LabStateError

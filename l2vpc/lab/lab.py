@@ -6,6 +6,9 @@
     lab.sync_premises()                   # customer side of the direct connects the edges run
     lab.down()                            # removes exactly what up recorded
 
+This module builds and removes; looking at a running lab is inspection.py, the edges' outside
+world (cross-connects, internet, premises) is outside.py.
+
 Layout beside the engine's state file (so the engine finds the lab's agents and TLS material):
 
     .l2vpc/state.db        the engine's state; hosts are registered here
@@ -42,20 +45,13 @@ import contextlib
 import os
 import secrets
 import shutil
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 
-import l2vpc
 from l2vpc._proto import agent_pb2 as pb
-from l2vpc.agent.drivers.linux.driver import BANDWIDTH_SCALE_ENV
-from l2vpc.agentapi import wire
 from l2vpc.agentapi.channel import host_metadata, open_channel, stub
 from l2vpc.embedded import open_engine
 from l2vpc.engine.agent_client import CLIENT_NAME, PKI_DIR, engine_tls
@@ -64,11 +60,14 @@ from l2vpc.engine.errors import ConflictError
 from l2vpc.engine.model import Attachment
 from l2vpc.engine.store import open_store
 from l2vpc.hostconfig import HostConfig
-from l2vpc.lab import netns, premises, premises_vpn, probe, processes
+from l2vpc.hostconfig.names import workload_netns_name
+from l2vpc.lab import agents, inspection, netns, outside, premises, processes
+from l2vpc.lab.agents import LabController
+from l2vpc.lab.inspection import CheckResult, HostStatus
 from l2vpc.lab.premises import Premises, PremisesConfig
 from l2vpc.lab.state import HostRecord, LabState
-from l2vpc.lab.topology import AGENT_PORT, HANDOFF, MANAGEMENT_IP, LabHost, LabTopology
-from l2vpc.pki import CertificateAuthority, files_in, write_private
+from l2vpc.lab.topology import MANAGEMENT_IP, LabTopology
+from l2vpc.pki import CertificateAuthority
 
 LAB_DIR = "lab"
 AGENT_READY_TIMEOUT = 30.0
@@ -93,49 +92,6 @@ def state_file_path(state: str) -> str:
     elif "://" in state:
         raise LabError(f"the lab needs a local state file (SQLite), not {state.split('://', 1)[0]}://")
     return os.path.abspath(state)
-
-
-@dataclass(frozen=True)
-class LabController:
-    """A controller the lab's agents register with (the lab does not run it).
-
-    `address`: where agents dial it; with the linux driver they dial from their host's namespace
-    over the underlay, so the controller listens on MANAGEMENT_IP in the lab's `switch_netns`;
-    with the memory driver agents run here (e.g. 127.0.0.1:PORT). `ca`: the CA certificate of its
-    TLS; `tokens`: each host's agent token; `server_name`: the name its certificate carries
-    (default: the address's host)."""
-
-    address: str
-    ca: Path
-    tokens: Mapping[str, str]
-    server_name: str | None = None
-
-    def __repr__(self) -> str:  # never the tokens
-        return f"LabController(address={self.address!r}, ca={str(self.ca)!r}, {len(self.tokens)} tokens)"
-
-
-@dataclass
-class HostStatus:
-    name: str
-    role: str
-    region: str
-    underlay_ip: str
-    location: str | None
-    address: str
-    pid: int | None
-    running: bool
-    health: dict[str, Any] | None = None
-    error: str = ""
-    ports: list[str] = field(default_factory=list)  # attachment ids the agent reports
-    # Direct connects and VPN gateways the agent reports: {"id", "kind", "state", "detail", "learned"}.
-    items: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class CheckResult:
-    ok: bool
-    lines: list[str]
-    report: probe.Report | None = None
 
 
 class Lab:
@@ -208,7 +164,10 @@ class Lab:
             self._pki(st, topo)
             if driver == "linux":
                 self._network(st, topo, progress)
-                self._edges_and_premises(st, topo, premises, premises_psk, progress)
+                try:
+                    outside.build(st, topo, premises, premises_psk, self.dir, self._record_netns(st), progress)
+                except ValueError as e:
+                    raise LabError(str(e)) from None
             self._agents(st, topo, progress, controller)
             if controller is None:
                 self._register(st, topo, progress)
@@ -268,106 +227,15 @@ class Lab:
         return record
 
     def _site(self, st: LabState) -> Premises:
-        assert st.premises is not None
-        cfg = PremisesConfig(str(st.premises["lan"]), int(st.premises["asn"]))
-        return Premises(st.prefix, self.dir / "premises", cfg)
-
-    def _edges_and_premises(self, st: LabState, topo: LabTopology, config: PremisesConfig | None,
-                            psk: str | None, progress: Progress) -> None:
-        """Cross-connects and the internet for the edges; the premises site if asked for."""
-        edges = [h for h in topo.hosts if h.role == "edge"]
-        record = self._record_netns(st)
-        site: Premises | None = None
-        if config is not None:
-            st.premises = {"lan": config.lan, "asn": config.asn, "vpn": psk is not None}
-            st.save()
-            site = Premises(st.prefix, self.dir / "premises", config)
-            site.build(record)
-        for h in edges:
-            premises.cross_connect(f"{st.prefix}xc{h.edge_index}", h.edge_index, f"{st.prefix}{h.name}", site, record)
-        if site is not None and site.config.peering and any(h.edge_index == 1 for h in edges):
-            site.set_peering(1, [site.config.peering])
-        if edges or site is not None:
-            premises.internet(f"{st.prefix}inet", [(h.edge_index, f"{st.prefix}{h.name}") for h in edges], site,
-                              record)
-        if site is not None:
-            if psk is not None:
-                try:
-                    premises_vpn.setup(site.netns(premises.ROUTER), f"{premises.PREMISES_PUBLIC_IP}/24",
-                                       site.config.lan, psk=psk, state_dir=self.dir / "premises-vpn")
-                except ValueError as e:
-                    raise LabError(f"premises VPN gateway: {e}") from None
-            vpn = f", VPN gateway {premises.PREMISES_PUBLIC_IP}" if psk is not None else ""
-            progress(f"premises: {site.netns(premises.ROUTER)} (AS {site.config.asn}, LAN {site.config.lan}{vpn}), "
-                     f"{site.netns(premises.HOST)}, {site.netns(premises.L2)}")
-        if edges:
-            progress(f"{len(edges)} edges with hand-off {HANDOFF} (cross-connect) and out0 on 203.0.113.0/24")
-
-    def _socket_dir(self, st: LabState) -> Path:
-        run = self.dir / "run"
-        if len(str(run / "host999.sock")) <= _MAX_SOCKET_PATH:
-            return run
-        short = Path(tempfile.mkdtemp(prefix=f"l2lab{st.id}-", dir="/tmp"))
-        st.dirs.append(str(short))
-        return short
+        return outside.site(st, self.dir)
 
     def _agents(self, st: LabState, topo: LabTopology, progress: Progress,
                 controller: LabController | None = None) -> None:
-        sockets = self._socket_dir(st)
-        sockets.mkdir(mode=0o700, exist_ok=True)
-        (self.dir / "run").mkdir(mode=0o700, exist_ok=True)
-        # The agents import this very l2vpc, installed or not.
-        here = str(Path(l2vpc.__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p),
-               BANDWIDTH_SCALE_ENV: str(st.bandwidth_scale)}
-        env.pop("L2VPC_AGENT_TOKEN", None)  # each agent gets its own host's token, from a file
-        for h in topo.hosts:
-            agent_dir = self.dir / "agents" / h.name
-            tls = files_in(self.pki_dir, h.name)
-            rec = HostRecord(
-                name=h.name, region=h.region, role=h.role, underlay_ip=h.underlay_ip, location=h.location,
-                netns=f"{st.prefix}{h.name}" if st.driver == "linux" else None,
-                prefix=f"{st.prefix}{h.name}-", agent_dir=str(agent_dir),
-                address=f"unix:{sockets / (h.name + '.sock')}",
-                pidfile=str(self.dir / "run" / f"{h.name}.pid"), log=str(self.dir / "logs" / f"{h.name}.log"),
-                public_cidr=h.public_cidr,
-            )
-            argv = [sys.executable, "-m", "l2vpc.agent", "run", "--host", h.name, "--underlay-ip", h.underlay_ip,
-                    "--listen", rec.address, "--state-dir", rec.agent_dir, "--driver", st.driver,
-                    "--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key)]
-            if rec.netns:
-                argv += ["--netns", rec.netns, "--prefix", rec.prefix]
-            st.hosts.append(rec)
-            st.save()
-            if controller is not None:
-                argv = self._controller_argv(rec, h, argv, controller)
-                st.save()
-            rec.pid = processes.start(argv, Path(rec.pidfile), Path(rec.log), env=env)
-            st.save()
+        agents.start(st, topo, self.dir, self.pki_dir, controller)
         deadline = time.monotonic() + AGENT_READY_TIMEOUT
         for rec in st.hosts:
             self._wait_ready(rec, deadline)
         progress(f"{len(st.hosts)} agents up ({st.driver} driver), logs in {self.dir / 'logs'}")
-
-    def _controller_argv(self, rec: HostRecord, h: LabHost, argv: list[str], controller: LabController) -> list[str]:
-        """The agent's command line with a controller: its token file, its host document as
-        flags and, with the linux driver, a life inside its host's namespace (see the module doc)."""
-        token = self.dir / "run" / f"{h.name}.token"
-        rec.token_file = str(token)
-        write_private(token, f"{controller.tokens[h.name]}\n".encode())
-        rec.agent_address = rec.address if rec.netns is None else f"{h.underlay_ip}:{AGENT_PORT}"
-        reg = h.registration(rec.agent_address)
-        argv = [*argv, "--controller", controller.address, "--controller-ca", str(controller.ca.absolute()),
-                "--token-file", str(token), "--region", h.region, "--role", h.role,
-                "--agent-address", rec.agent_address]
-        if controller.server_name:
-            argv += ["--controller-name", controller.server_name]
-        for key in ("location", "handoff", "outside", "public_cidr", "public_gateway"):
-            if reg.get(key):
-                argv += [f"--{key.replace('_', '-')}", str(reg[key])]
-        if rec.netns is None:
-            return argv
-        return ["nsenter", f"--net={netns.path(rec.netns)}", "--", *argv, "--listen", rec.agent_address]
 
     def _health(self, rec: HostRecord, timeout: float) -> pb.HealthResponse:
         with open_channel(rec.address, rec.name, engine_tls(self.pki_dir)) as channel:
@@ -439,8 +307,7 @@ class Lab:
                     warnings += self._teardown_host(rec)
         if st.premises is not None:
             try:
-                premises_vpn.teardown(self.dir / "premises-vpn")
-                self._site(st).teardown()
+                outside.teardown(st, self.dir)
             except Exception as e:  # the namespaces (and what runs in them) still go below
                 warnings.append(f"premises: {e}")
         for name in reversed(st.namespaces):
@@ -531,43 +398,12 @@ class Lab:
     def status(self) -> tuple[LabState, list[HostStatus], list[Attachment], dict[str, str]]:
         """The lab record, each agent's health and ports, and the engine's attachments on lab hosts."""
         st = self.require()
-        out: list[HostStatus] = []
-        for rec in st.hosts:
-            hs = HostStatus(rec.name, rec.role, rec.region, rec.underlay_ip, rec.location, rec.address, rec.pid,
-                            processes.alive(rec.pid, rec.agent_dir))
-            try:
-                with open_channel(rec.address, rec.name, engine_tls(self.pki_dir)) as channel:
-                    s = stub(channel)
-                    md = host_metadata(rec.name)
-                    h = s.Health(pb.HealthRequest(), timeout=3, metadata=md)
-                    state = s.GetState(pb.GetStateRequest(), timeout=10, metadata=md)
-                hs.health = {"accepted_generation": h.accepted_generation, "ok": h.last_converge_ok,
-                             "failures": [f"{f.path}: {f.reason}" for f in h.last_failures],
-                             "converging": h.converging}
-                actual = wire.config_from_pb(state.actual)
-                hs.ports = [p.id for p in actual.ports]
-                kinds = {e.id: f"direct connect ({e.mode})" for e in actual.edge_routers}
-                kinds |= {v.id: "vpn" for v in actual.vpn_gateways}
-                hs.items = [{"id": o.id, "kind": kinds.get(o.id, "not in place"), "state": o.state,
-                             "detail": o.detail, "learned": list(o.learned)} for o in actual.observations]
-            except grpc.RpcError as e:
-                hs.error = f"{e.code().name.lower()}: {e.details()}" if isinstance(e, grpc.Call) else str(e)
-            out.append(hs)
+        hosts = inspection.host_statuses(st, self.pki_dir)
         attachments, vpc_names = self._attachments(st)
-        return st, out, attachments, vpc_names
+        return st, hosts, attachments, vpc_names
 
     def _attachments(self, st: LabState) -> tuple[list[Attachment], dict[str, str]]:
-        if not os.path.exists(self.state_path):
-            return [], {}
-        store = open_store(self.state_path)
-        try:
-            topo = Engine(store).topology()
-        finally:
-            store.close()
-        names = {h.name for h in st.hosts}
-        atts = sorted((a for a in topo.attachments.values() if a.host in names),
-                      key=lambda a: (a.workload, a.interface_name or ""))
-        return atts, {v.id: v.name for v in topo.vpcs.values()}
+        return inspection.attachments(st, self.state_path)
 
     # ------------------------------------------------------------------ exec
 
@@ -580,8 +416,6 @@ class Lab:
         if st.driver != "linux":
             raise LabError("this lab runs the memory driver: workloads have no namespaces to run commands in "
                            "(bring the lab up as root for a real dataplane)")
-        from l2vpc.agent.drivers.linux import workload_netns_name
-
         for rec in st.hosts:
             ns = workload_netns_name(rec.prefix, workload)
             if netns.exists(ns):
@@ -603,32 +437,10 @@ class Lab:
         return st, self._site(st)
 
     def sync_premises(self) -> list[str]:
-        """Configure the premises router for the layer-3 direct connects the edges run: the
-        customer address of each on that edge's cross-connect (BGP accepts any peer in
-        169.254.0.0/16 already). Reads what the edge agents were told to run; returns a line
-        per edge."""
+        """Configure the premises router for the layer-3 direct connects the edges run (see
+        outside.sync_peering); returns a line per edge."""
         st, site = self._require_site()
-        lines = []
-        for rec in st.hosts:
-            if rec.role != "edge":
-                continue
-            index = int(rec.name[4:])
-            try:
-                with open_channel(rec.address, rec.name, engine_tls(self.pki_dir)) as channel:
-                    state = stub(channel).GetState(pb.GetStateRequest(), timeout=10,
-                                                   metadata=host_metadata(rec.name))
-            except grpc.RpcError as e:
-                lines.append(f"{rec.name}: agent unavailable ({e.code().name.lower() if isinstance(e, grpc.Call) else e})")
-                continue
-            desired = wire.config_from_pb(state.desired) if state.HasField("desired") else None
-            addresses = sorted({
-                f"{e.bgp.peer_ip}/{e.bgp.local_ip.split('/')[1]}"
-                for e in (desired.edge_routers if desired else ()) if e.bgp is not None and e.handoff == HANDOFF
-            })
-            changes = site.set_peering(index, addresses)
-            what = ", ".join(addresses) or "none"
-            lines.append(f"{rec.name}: xc{index} peering {what}" + (f" ({' '.join(changes)})" if changes else ""))
-        return lines
+        return outside.sync_peering(st, site, self.pki_dir)
 
     def premises_vlan(self, vid: int | None) -> None:
         """premises-l2 tags its frames with `vid` (None: untagged), as a customer's switch port."""
@@ -646,67 +458,5 @@ class Lab:
     # ------------------------------------------------------------------ check
 
     def check(self, timeout: float = 10.0) -> CheckResult:
-        st = self.require()
-        attachments, vpc_names = self._attachments(st)
-        if not attachments:
-            return CheckResult(True, ["no attachments on lab hosts: nothing to check"])
-        if st.driver != "linux":
-            return self._check_reports(st, attachments)
-        from l2vpc.agent.drivers.linux import workload_netns_name
-
-        prefixes = {rec.name: rec.prefix for rec in st.hosts}
-        endpoints = []
-        for a in attachments:
-            if not a.interface_name or not a.host:
-                continue
-            endpoints.append(probe.Endpoint(
-                label=f"{a.workload}.{a.interface_name}", vpc=vpc_names.get(a.vpc_id, a.vpc_id),
-                netns=workload_netns_name(prefixes[a.host], a.workload), ifname=a.interface_name,
-                ip=a.ip_address.split("/")[0] if a.ip_address and a.ip_mode == "static" else None,
-            ))
-        dhcp = {f"{a.workload}.{a.interface_name}" for a in attachments if a.ip_mode == "dhcp"}
-        resolved, report = probe.check(endpoints, timeout=timeout, dhcp=dhcp)
-        lines: list[str] = []
-        missing = [e for e in resolved if not e.mac]
-        for e in missing:
-            lines.append(f"FAIL {e.label} ({e.vpc}): interface missing; the attachment is not realized")
-        for e in resolved:
-            if e.mac and not e.ip and e.label in dhcp:
-                lines.append(f"FAIL {e.label} ({e.vpc}): no DHCP lease within {timeout:.0f}s")
-        for vpc in sorted({e.vpc for e in resolved}):
-            members = [e for e in resolved if e.vpc == vpc]
-            answered = sum(1 for src, _ in report.reachable if src.vpc == vpc)
-            bad = [(src, dst) for src, dst in report.unreachable if src.vpc == vpc]
-            addressed = sum(1 for e in members if e.ip)
-            lines.append(f"vpc {vpc}: {len(members)} interfaces ({addressed} addressed), "
-                         f"{answered}/{answered + len(bad)} pairs answer ping")
-            for src, dst in bad:
-                lines.append(f"FAIL {src.label} ({src.ip}) -> {dst.label} ({dst.ip}): no reply in vpc {vpc}")
-        for sender, at, kind in report.leaks:
-            lines.append(f"FAIL isolation: {kind} from {sender.label} (vpc {sender.vpc}) reached "
-                         f"{at.label} (vpc {at.vpc})")
-        vpcs = len({e.vpc for e in resolved if e.mac})
-        if vpcs > 1:
-            lines.append(f"isolation: {report.isolation_probes} probes between {vpcs} VPCs, "
-                         f"{len(report.leaks)} crossed")
-        ok = report.ok and not missing and not any(line.startswith("FAIL") for line in lines)
-        lines.append(f"check {'passed' if ok else 'FAILED'} in {report.seconds:.2f}s")
-        return CheckResult(ok, lines, report)
-
-    def _check_reports(self, st: LabState, attachments: list[Attachment]) -> CheckResult:
-        lines = ["memory driver: no dataplane to send traffic through; checking that every agent "
-                 "reports its attachments"]
-        _, hosts, _, _ = self.status()
-        ports = {h.name: set(h.ports) for h in hosts}
-        errors = {h.name: h.error for h in hosts if h.error}
-        ok = True
-        for a in attachments:
-            assert a.host is not None
-            if a.host in errors:
-                ok = False
-                lines.append(f"FAIL {a.workload}.{a.interface_name}: agent of {a.host}: {errors[a.host]}")
-            elif a.id not in ports.get(a.host, set()):
-                ok = False
-                lines.append(f"FAIL {a.workload}.{a.interface_name}: not reported by {a.host} (run `l2vpc apply`)")
-        lines.append(f"check {'passed' if ok else 'FAILED'}: {len(attachments)} attachments")
-        return CheckResult(ok, lines)
+        """Traffic within and isolation across the VPCs on lab hosts (see inspection.check)."""
+        return inspection.check(self.require(), self.pki_dir, self.state_path, timeout)

@@ -1,32 +1,30 @@
-"""Namespaces and links of a lab: the underlay switch, host namespaces, sockets inside them.
+"""Namespaces and links of a lab: the underlay switch, host namespaces, what runs inside them.
 
 The underlay is a bridge in a namespace of its own (nothing of the lab lives in the machine's
-namespace), each host a namespace with one veth (`ul0`) to that bridge. Setup runs `ip` (a
-handful of calls per host, once per `lab up`: readability wins over microseconds here);
-`inside()` moves only the calling thread into a namespace, to open sockets there.
+namespace), each host a namespace with one veth (`ul0`) to that bridge. Links are set up with
+`ip` (a handful of calls per host, once per `lab up`: readability wins over microseconds here).
+Namespaces themselves, and entering them, are the agent driver's helpers (one definition for
+both: `path`, `exists`, `inside` and `socket_in` are those); what only a lab does is here:
+refusing a namespace that is not its own, and stopping whatever runs in one before removing it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 
-# Named namespaces live where the agent's driver keeps them; one definition for both.
-from l2vpc.agent.drivers.linux.netns import exists, path
+from l2vpc.agent.drivers.linux import netns as _netns
+from l2vpc.agent.drivers.linux import rtnl
+from l2vpc.agent.drivers.linux.netns import exists, inside, path, socket_in
 
-CLONE_NEWNET = 0x40000000
+__all__ = ["HOST_UPLINK", "UNDERLAY_BRIDGE", "LabNetError", "create", "exists", "inside", "ip", "make_switch",
+           "path", "pids_in", "plug_host", "remove", "socket_in"]
+
 UNDERLAY_BRIDGE = "br0"
 HOST_UPLINK = "ul0"
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_lock = threading.Lock()
 
 
 class LabNetError(Exception):
@@ -43,10 +41,17 @@ def ip(*args: str, netns: str | None = None) -> str:
 
 
 def create(name: str) -> None:
-    if exists(name):
-        raise LabNetError(f"network namespace {name} already exists; it is not ours, so the lab will not use it")
-    ip("netns", "add", name)
-    ip("link", "set", "lo", "up", netns=name)
+    """Namespace `name`, its loopback up; one that exists already is not ours: refused."""
+    try:
+        if not _netns.create(name):
+            raise LabNetError(f"network namespace {name} already exists; it is not ours, so the lab will not use it")
+        nl = rtnl.Rtnl(_netns.netlink_socket(name))
+        try:
+            nl.call(rtnl.set_link(1, up=True))
+        finally:
+            nl.close()
+    except OSError as e:
+        raise LabNetError(f"network namespace {name}: {e.strerror or e}") from None
 
 
 def pids_in(name: str) -> list[int]:
@@ -81,8 +86,7 @@ def remove(name: str, grace: float = 2.0) -> None:
             time.sleep(0.01)
         if not pids:
             break
-    if exists(name):
-        ip("netns", "del", name)
+    _netns.remove(name)
 
 
 def _running(pid: int) -> bool:
@@ -109,29 +113,3 @@ def plug_host(switch: str, port: str, host_ns: str, address: str, prefixlen: int
     ip("link", "set", port, "master", UNDERLAY_BRIDGE, "up", netns=switch)
     ip("addr", "add", f"{address}/{prefixlen}", "dev", HOST_UPLINK, netns=host_ns)
     ip("link", "set", HOST_UPLINK, "up", netns=host_ns)
-
-
-@contextlib.contextmanager
-def inside(name: str) -> Iterator[None]:
-    """Run the body with this thread in namespace `name` (sockets opened there stay there)."""
-    target = os.open(path(name), os.O_RDONLY)
-    with _lock:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"setns {name}: {os.strerror(code)}")
-            try:
-                yield
-            finally:
-                if _libc.setns(home, CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"cannot return from namespace {name}: {os.strerror(code)}")
-        finally:
-            os.close(home)
-            os.close(target)
-
-
-def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
-    with inside(name):
-        return socket.socket(family, kind, proto)

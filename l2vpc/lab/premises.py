@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from l2vpc.agent.drivers.linux import frr, vlantag
-from l2vpc.lab.netns import LabNetError, create, exists, ip
+from l2vpc.agent.drivers.linux.netns import sysctl
+from l2vpc.lab.netns import LabNetError, create, exists, ip, path
 from l2vpc.lab.topology import HANDOFF, INTERNET_CIDR, INTERNET_GATEWAY, OUTSIDE, public_gateway, public_pool
 
 ROUTER, HOST, L2 = "premises-router", "premises-host", "premises-l2"
@@ -124,7 +124,7 @@ class Premises:
     @property
     def router(self) -> frr.Router:
         ns = self.netns(ROUTER)
-        return frr.Router(ns, self.state / "frr", f"/run/netns/{ns}")
+        return frr.Router(ns, self.state / "frr", path(ns))
 
     def build(self, record: Record) -> None:
         """Create the three namespaces, the LAN, and start the router's FRR."""
@@ -141,7 +141,7 @@ class Premises:
         ip("addr", "add", f"{cfg.host_ip}/{plen}", "dev", HOST_IF, netns=host)
         ip("link", "set", HOST_IF, "up", netns=host)
         ip("route", "add", "default", "via", cfg.router_ip, netns=host)
-        _sysctl(router, "net.ipv4.ip_forward", "1")
+        _sysctl(router, "net/ipv4/ip_forward", "1")
         self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self.router.start(render_router(cfg), ROUTER)
@@ -221,7 +221,7 @@ def internet(switch: str, edges: list[tuple[int, str]], site: Premises | None, r
     """The internet bridge: every edge's `out0`, and the premises router's out0 at .10."""
     record(switch)
     make_switch(switch, address=f"{INTERNET_GATEWAY}/24")
-    _sysctl(switch, "net.ipv4.ip_forward", "1")
+    _sysctl(switch, "net/ipv4/ip_forward", "1")
     for i, edge_ns in edges:
         plug(switch, f"edge{i}", edge_ns, OUTSIDE)
         pool = public_pool(i)
@@ -235,7 +235,7 @@ def internet(switch: str, edges: list[tuple[int, str]], site: Premises | None, r
 def _sysctl(ns: str, key: str, value: str) -> None:
     if not exists(ns):
         raise LabNetError(f"namespace {ns} is missing")
-    out = subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}={value}"], capture_output=True,
-                         text=True, timeout=10)
-    if out.returncode != 0:
-        raise LabNetError(f"sysctl {key} in {ns}: {out.stderr.strip()}")
+    try:
+        sysctl(ns, {key: value})
+    except OSError as e:
+        raise LabNetError(f"sysctl {key} in {ns}: {e.strerror or e}") from None

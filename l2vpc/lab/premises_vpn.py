@@ -10,7 +10,7 @@
 The namespace is the lab's (the premises router): it must already hold `outside_ip` and an
 address inside `lan_cidr` (charon routes the cloud's networks into its TUN device from there).
 setup turns ip_forward on there and runs charon-systemd with kernel-libipsec, as the cloud
-side does (`l2vpc.agent.drivers.linux.vpn.Charon`), accepting:
+side does (`l2vpc.agent.drivers.linux.charon.Charon`), accepting:
 
 - any peer that authenticates with the PSK (remote id %any), one IKE_SA per peer id;
 - every proposal the engine can produce (AES-CBC/GCM, SHA-2, MODP/ECP/Curve25519), unless
@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from l2vpc.agent.drivers.linux import netns, procs, rtnl
-from l2vpc.agent.drivers.linux.vpn import Charon, supported_subset, sysctl, write_private
+from l2vpc.agent.drivers.linux.charon import Charon, supported_subset
+from l2vpc.pki import write_private
 
 CONN = "premises"
 _ENC = ["aes128", "aes256"]
@@ -74,7 +75,7 @@ def setup(
     try:
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o700)
-        write_private(state / "premises.json", json.dumps(asdict(cfg), sort_keys=True))
+        write_private(state / "premises.json", json.dumps(asdict(cfg), sort_keys=True).encode())
         _start(cfg, state)
     except BaseException:
         teardown(state)
@@ -111,7 +112,7 @@ def _charon(cfg: PremisesVpn, state: Path) -> Charon:
 
 
 def _start(cfg: PremisesVpn, state: Path) -> None:
-    sysctl(cfg.netns, {"net/ipv4/ip_forward": "1"})
+    netns.sysctl(cfg.netns, {"net/ipv4/ip_forward": "1"})
     charon = _charon(cfg, state)
     charon.stop()  # a gateway left by an earlier setup on this state dir: one charon only
     charon.configure()

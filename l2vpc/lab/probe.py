@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from l2vpc.lab.netns import socket_in
+from l2vpc.agent.drivers.linux.netns import socket_in
 
 SIOCGIFADDR = 0x8915
 SIOCGIFHWADDR = 0x8927

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from l2vpc.agent.drivers.linux import LinuxDriver, owned_device, workload_netns_name
+from l2vpc.agent.drivers.linux import LinuxDriver
 from l2vpc.agent.drivers.linux import netns as nsmod
+from l2vpc.hostconfig.names import owned_device, workload_netns_name
 from l2vpc.testing.leftovers import leftovers
 
 UNDERLAY_MTU = 9100

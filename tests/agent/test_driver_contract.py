@@ -56,7 +56,7 @@ def host_devices(driver: Driver) -> list[str]:
     if isinstance(driver, MemoryDriver):
         return driver.devices()
     assert isinstance(driver, LinuxDriver)
-    from l2vpc.agent.drivers.linux import owned_device
+    from l2vpc.hostconfig.names import owned_device
 
     return sorted(lk.name for lk in driver._nl.links() if owned_device(lk.name))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from l2vpc.agent.drivers.linux.vpn import host_device_name, vpn_netns_name
 from l2vpc.hostconfig import HostConfig, Port, Route, Segment, VpnGateway
+from l2vpc.hostconfig.names import vpn_device_name, vpn_netns_name
 from l2vpc.lab import netns as labnet
 from l2vpc.lab import premises_vpn
 from l2vpc.lab.premises import PREMISES_PUBLIC_IP, ROUTER, Premises, internet
@@ -74,7 +74,7 @@ def test_vpn_gateway_converges_carries_traffic_and_goes(lab: Lab, vpn_site: tupl
 
     r = d.converge(replace(cfg, generation=4, vpn_gateways=()))
     assert r.ok and [str(a) for a in r.actions] == ["delete vpn_gateways[id=vpn-1]"]
-    assert host_device_name(GW.id) not in edge.links()
+    assert vpn_device_name(GW.id) not in edge.links()
     assert not labnet.exists(vpn_netns_name(edge.prefix, GW.id))
     assert not [c for c in _processes(str(d.state)) if "charon" in c]
     d.teardown()

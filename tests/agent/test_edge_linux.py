@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from l2vpc.agent.drivers.linux import LinuxDriver, frr
-from l2vpc.agent.drivers.linux.edge import edge_tag, handoff_veth, router_netns_name, vpc_veth
 from l2vpc.hostconfig import BgpPeer, DhcpServer, EdgeRouter, HostConfig, Observation, Port, Route, Segment
+from l2vpc.hostconfig.names import edge_tag, edge_vpc_veth, handoff_veth, router_netns_name
 from l2vpc.lab import netns as labnet
 from l2vpc.lab.premises import HOST, L2, Premises, cross_connect
 
@@ -307,7 +307,7 @@ def test_layer2_extension_dhcp_vlan_and_carrier(lab: Lab, site: Site, prefix: st
     # ...and another tag is dropped before the VPC sees it.
     site.premises.set_l2_vlan(200)
     inside = subprocess.Popen(
-        ["ip", "netns", "exec", edge.netns, "tcpdump", "-c", "1", "-n", "-i", vpc_veth(edge_tag("dx-2")), "icmp"],
+        ["ip", "netns", "exec", edge.netns, "tcpdump", "-c", "1", "-n", "-i", edge_vpc_veth(edge_tag("dx-2")), "icmp"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         time.sleep(0.5)

@@ -32,8 +32,10 @@ import pytest
 from l2vpc.agent.drivers.base import DataplaneError
 from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.agent.drivers.linux import procs
-from l2vpc.agent.drivers.linux.vpn import Charon, VpnManager, host_device_name
+from l2vpc.agent.drivers.linux.charon import Charon
+from l2vpc.agent.drivers.linux.vpn import VpnManager
 from l2vpc.hostconfig import VpnGateway, bridge_name
+from l2vpc.hostconfig.names import vpn_device_name
 from l2vpc.lab import premises_vpn
 
 pytestmark = pytest.mark.root
@@ -307,7 +309,7 @@ def test_failures_leave_nothing_behind(site: Site) -> None:
     assert not [n for n in nsmod.list_names() if n.startswith(site.prefix + "l2v")]
     assert not _charons(site.tmp / "vpn")
     assert not list((site.tmp / "vpn").rglob("gateway.json"))
-    assert host_device_name(gw.id) not in sh("ip", "-n", site.edge, "link").stdout
+    assert vpn_device_name(gw.id) not in sh("ip", "-n", site.edge, "link").stdout
 
 
 def test_repairs_and_teardown(site: Site) -> None:
@@ -330,7 +332,7 @@ def test_repairs_and_teardown(site: Site) -> None:
     assert not [n for n in nsmod.list_names() if n.startswith(site.prefix + "l2v")]
     assert not _charons(site.tmp / "vpn")
     assert not (site.tmp / "vpn").exists()
-    assert host_device_name(gw.id) not in sh("ip", "-n", site.edge, "link").stdout
+    assert vpn_device_name(gw.id) not in sh("ip", "-n", site.edge, "link").stdout
 
 
 def test_deep_state_dir_gets_a_short_socket(tmp_path: Path) -> None:

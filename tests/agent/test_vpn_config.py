@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from l2vpc.agent.drivers.linux import vpn
+from l2vpc.agent.drivers.linux.charon import (
+    LOG_KEEP,
+    LOG_MAX,
+    Charon,
+    retransmit_schedule,
+    supported_subset,
+    unsupported,
+)
+from l2vpc.agent.drivers.linux.vpn_failures import failure_reason
 from l2vpc.hostconfig import OBSERVATION_REASONS, VpnGateway
+from l2vpc.hostconfig.names import vpn_device_name, vpn_netns_name
 
 GW = VpnGateway(
     id="vpn-0123456789ab", vni=100, gateway_ip="10.0.0.1/24", outside_ip="203.0.113.33/24", outside="out0",
@@ -21,15 +31,15 @@ FIELDS = {"ike": GW.ike_proposal, "esp": GW.esp_proposal, "peer": GW.peer_addres
 
 
 def test_names_fit_and_are_stable() -> None:
-    assert vpn.host_device_name(GW.id) == "l2v0123456789ab" and len(vpn.host_device_name(GW.id)) <= 15
-    assert vpn.vpn_netns_name("t1-", GW.id) == "t1-l2v-0123456789ab"
+    assert vpn_device_name(GW.id) == "l2v0123456789ab" and len(vpn_device_name(GW.id)) <= 15
+    assert vpn_netns_name("t1-", GW.id) == "t1-l2v-0123456789ab"
     assert vpn._mac(GW.id, "vpc") == vpn._mac(GW.id, "vpc") != vpn._mac(GW.id, "outside")
     assert int(vpn._mac(GW.id, "vpc")[:2], 16) & 0b11 == 0b10  # unicast, locally administered
 
 
 @pytest.mark.parametrize("timeout", [3, 11, 120, 3600])
 def test_retransmit_schedule_spans_dpd_timeout(timeout: int) -> None:
-    first, tries, base = vpn.retransmit_schedule(timeout)
+    first, tries, base = retransmit_schedule(timeout)
     span = sum(first * base**n for n in range(tries + 1))
     assert abs(span - timeout) / timeout < 0.01
 
@@ -50,8 +60,8 @@ def test_connection_carries_the_gateway_settings() -> None:
 
 
 def test_strongswan_conf_is_self_contained() -> None:
-    charon = vpn.Charon(Path("/tmp/x/gw/0123456789ab"), None)
-    text = charon.render_conf(vpn.retransmit_schedule(120))
+    charon = Charon(Path("/tmp/x/gw/0123456789ab"), None)
+    text = charon.render_conf(retransmit_schedule(120))
     load = next(line for line in text.splitlines() if "load =" in line).split()
     assert load.index("kernel-libipsec") < load.index("kernel-netlink")  # libipsec must win
     assert "include" not in text and "/etc" not in text  # nothing read from the host's config
@@ -62,10 +72,10 @@ def test_strongswan_conf_is_self_contained() -> None:
 def test_unsupported_proposal_tokens() -> None:
     algs = {"encryption": {"AES_CBC"}, "integrity": {"HMAC_SHA2_256_128"}, "prf": {"PRF_HMAC_SHA2_256"},
             "dh": {"MODP_2048"}, "aead": set()}
-    assert vpn.unsupported("aes256-sha256-modp2048", algs) == []
-    assert vpn.unsupported("aes256gcm16-prfsha256-ecp256", algs) == ["aes256gcm16", "ecp256"]
-    assert vpn.unsupported("aes256-sha256-modp2048-esn", algs) == []  # unknown tokens: charon decides
-    assert vpn.supported_subset(["aes256-sha256-modp2048", "aes128gcm16-modp2048"], algs) == [
+    assert unsupported("aes256-sha256-modp2048", algs) == []
+    assert unsupported("aes256gcm16-prfsha256-ecp256", algs) == ["aes256gcm16", "ecp256"]
+    assert unsupported("aes256-sha256-modp2048-esn", algs) == []  # unknown tokens: charon decides
+    assert supported_subset(["aes256-sha256-modp2048", "aes128gcm16-modp2048"], algs) == [
         "aes256-sha256-modp2048"]
 
 
@@ -93,23 +103,23 @@ LOG = """\
      "203.0.113.10 does not answer (no reply after 5 retransmits)"),
 ])
 def test_failure_reasons(line: str, code: str, reason: str) -> None:
-    got_code, words = vpn.failure_reason([f"2026-01-01T00:00:00 {line}"], FIELDS)
+    got_code, words = failure_reason([f"2026-01-01T00:00:00 {line}"], FIELDS)
     assert got_code == code and got_code in OBSERVATION_REASONS
     assert reason in words, words
 
 
 def test_an_established_sa_clears_older_failures() -> None:
     lines = LOG.splitlines()
-    assert vpn.failure_reason(lines, FIELDS)[0] == "auth_failed"
+    assert failure_reason(lines, FIELDS)[0] == "auth_failed"
     lines.append("2026-01-01T00:00:01 05[IKE] IKE_SA vpn-1[2] established between 203.0.113.33[a]...b[b]")
-    assert vpn.failure_reason(lines, FIELDS) == ("", "")
+    assert failure_reason(lines, FIELDS) == ("", "")
     lines.append("2026-01-01T00:00:02 05[IKE] received TS_UNACCEPTABLE notify, no CHILD_SA built")
-    assert vpn.failure_reason(lines, FIELDS) == (
+    assert failure_reason(lines, FIELDS) == (
         "selectors_rejected", "the peer refused the traffic selectors (local 10.0.0.0/24 remote 192.168.50.0/24)")
 
 
 def test_log_reads_from_an_offset_and_is_cut_back(tmp_path: Path) -> None:
-    charon = vpn.Charon(tmp_path, None)
+    charon = Charon(tmp_path, None)
     charon.log.write_text("old failure\n")
     since = charon.log_size()
     with open(charon.log, "a") as f:
@@ -118,6 +128,6 @@ def test_log_reads_from_an_offset_and_is_cut_back(tmp_path: Path) -> None:
     assert charon.read_log(since + 1000) == ["old failure", "new line"]  # cut back: read it all
     assert not charon.trim_log()
     with open(charon.log, "a") as f:
-        f.write("x" * vpn.LOG_MAX + "\nlast\n")
-    assert charon.trim_log() and charon.log_size() == vpn.LOG_KEEP
+        f.write("x" * LOG_MAX + "\nlast\n")
+    assert charon.trim_log() and charon.log_size() == LOG_KEEP
     assert charon.read_log(0)[-1] == "last"

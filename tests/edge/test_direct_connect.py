@@ -17,7 +17,7 @@ import pytest
 
 from l2vpc.agent.drivers.linux import frr
 from l2vpc.agent.drivers.linux import netns as nsmod
-from l2vpc.agent.drivers.linux.edge import edge_tag, router_netns_name, vpc_veth
+from l2vpc.hostconfig.names import edge_tag, edge_vpc_veth, router_netns_name
 from l2vpc.lab.premises import Premises, PremisesConfig, render_router
 from l2vpc.testing.leftovers import processes_mentioning
 
@@ -226,12 +226,12 @@ def test_layer2_vlan_lease_tag_on_the_wire_and_wrong_tag_dropped(edge_lab: EdgeL
 
         # A frame with the wrong tag stops at the edge: nothing of premises-l2 enters the VPC.
         lab.lab.premises_vlan(121)
-        with Capture(lab.edge_netns, vpc_veth(tag), f"ether src {l2_mac}") as inside:
+        with Capture(lab.edge_netns, edge_vpc_veth(tag), f"ether src {l2_mac}") as inside:
             assert dhcp_lease(lab) is None
         assert inside.lines == []
 
         lab.lab.premises_vlan(120)
-        with Capture(cross_connect, "edge") as wire, Capture(lab.edge_netns, vpc_veth(tag),
+        with Capture(cross_connect, "edge") as wire, Capture(lab.edge_netns, edge_vpc_veth(tag),
                                                              f"ether src {l2_mac}") as inside:
             address = dhcp_lease(lab)
         assert address is not None and address.startswith("10.82.0.")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from l2vpc.agent.drivers.linux import netns as nsmod
-from l2vpc.agent.drivers.linux.vpn import Charon, host_device_name, short_id, vpn_netns_name
+from l2vpc.agent.drivers.linux.charon import Charon
+from l2vpc.hostconfig.names import vpn_device_name, vpn_netns_name, vpn_short_id
 from l2vpc.lab import premises_vpn
 from l2vpc.lab.premises import PREMISES_PUBLIC_IP
 from l2vpc.testing.leftovers import processes_mentioning
@@ -115,7 +116,7 @@ def test_vpn_tunnel_wrong_psk_peer_restart_and_destroy(edge_lab: EdgeLab, worksp
     ws.apply("-refresh-only")
     assert ws.resource("l2vpc_vpn.office")["status"] == "up"
 
-    gw_dir = lab.driver_dir / "vpn" / "gw" / short_id(vpn["id"])
+    gw_dir = lab.driver_dir / "vpn" / "gw" / vpn_short_id(vpn["id"])
     ns = vpn_netns_name(lab.edge.prefix, vpn["id"])
     assert processes_mentioning(str(gw_dir)), "charon should run before the destroy"
     ws.destroy()
@@ -125,7 +126,7 @@ def test_vpn_tunnel_wrong_psk_peer_restart_and_destroy(edge_lab: EdgeLab, worksp
     assert not Charon(gw_dir, None).socket.exists()  # its vici socket, wherever it was
     links = subprocess.run(["ip", "-n", lab.edge_netns, "-o", "link", "show"], capture_output=True, text=True,
                            check=True).stdout
-    assert host_device_name(vpn["id"]) not in links
+    assert vpn_device_name(vpn["id"]) not in links
     # charon said goodbye: the premises gateway holds no SA any more.
     deadline = time.monotonic() + 5
     while premises_vpn.status(gateway_state) and time.monotonic() < deadline:

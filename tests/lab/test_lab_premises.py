@@ -14,13 +14,13 @@ import pytest
 
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc.agent.drivers.linux import frr
-from l2vpc.agent.drivers.linux.edge import edge_tag, handoff_veth
 from l2vpc.agentapi import wire
 from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.engine.agent_client import engine_tls
 from l2vpc.engine.api import Engine
 from l2vpc.engine.store import open_store
 from l2vpc.hostconfig import BgpPeer, EdgeRouter, HostConfig, Port, Route, Segment
+from l2vpc.hostconfig.names import edge_tag, handoff_veth
 from l2vpc.lab import premises_vpn
 from l2vpc.lab.lab import Lab, LabError
 from l2vpc.lab.netns import ip

@@ -17,9 +17,7 @@ from pathlib import Path
 
 from l2vpc.agent.drivers.linux import procs
 from l2vpc.hostconfig import DhcpServer, HostConfig
-
-# Interface name of the server's side of its veth, inside the server's namespace.
-SERVER_IFNAME = "dhcp0"
+from l2vpc.hostconfig.names import DHCP_SERVER_IFNAME
 
 
 def render_conf(d: DhcpServer, state: Path) -> str:
@@ -34,7 +32,7 @@ def render_conf(d: DhcpServer, state: Path) -> str:
         "no-resolv",
         "no-hosts",
         "bind-interfaces",
-        f"interface={SERVER_IFNAME}",
+        f"interface={DHCP_SERVER_IFNAME}",
         "dhcp-authoritative",
         # Without no-ping dnsmasq probes each new address for ~3 s before offering it.
         "no-ping",

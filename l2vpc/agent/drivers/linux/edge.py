@@ -29,50 +29,34 @@ bandwidth_mbps 0 or vlan 0, which the planner repairs with an in-place update.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import ipaddress
 import json
-import os
-import re
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from l2vpc.agent.drivers.base import Action, DataplaneError
-from l2vpc.agent.drivers.linux import frr, netns, rtnl, tc, vlantag
-from l2vpc.agent.drivers.linux.names import OWN_GROUP
+from l2vpc.agent.drivers.linux import frr, netlink, netns, rtnl, tc, vlantag
+from l2vpc.agent.drivers.linux.marks import OWN_GROUP
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
-from l2vpc.hostconfig import DEVICE_PREFIX, EdgeRouter, HostConfig, Observation, bridge_name
+from l2vpc.hostconfig import EdgeRouter, HostConfig, Observation
 from l2vpc.hostconfig.diff import edge_path
+from l2vpc.hostconfig.names import (
+    EDGE_DEVICE_RE,
+    ROUTER_HANDOFF_IF,
+    ROUTER_VPC_IF,
+    bridge_name,
+    edge_tag,
+    edge_vpc_veth,
+    handoff_bridge,
+    handoff_veth,
+    router_netns,
+)
 from l2vpc.pki import write_private
 
-EDGE_DEVICE_RE = re.compile(rf"^{DEVICE_PREFIX}e[bhv]([0-9a-f]{{8}})$")
-ROUTER_HANDOFF_IF = "dx0"
-ROUTER_VPC_IF = "vpc0"
 IFF_LOWER_UP = 0x10000
 RECORD = "edge.json"
-
-
-def edge_tag(edge_id: str) -> str:
-    return hashlib.sha256(edge_id.encode()).hexdigest()[:8]
-
-
-def handoff_bridge(tag: str) -> str:
-    return f"{DEVICE_PREFIX}eb{tag}"
-
-
-def handoff_veth(tag: str) -> str:
-    return f"{DEVICE_PREFIX}eh{tag}"
-
-
-def vpc_veth(tag: str) -> str:
-    return f"{DEVICE_PREFIX}ev{tag}"
-
-
-def router_netns_name(prefix: str, edge_id: str) -> str:
-    """The router namespace of a layer-3 edge router of a driver with `prefix`."""
-    return f"{prefix}{DEVICE_PREFIX}e-{edge_tag(edge_id)}"
 
 
 def _mac(edge_id: str, role: str) -> str:
@@ -122,7 +106,7 @@ class EdgeManager:
     # -- names -----------------------------------------------------------------------------
 
     def router_netns(self, tag: str) -> str:
-        return f"{self.prefix}{DEVICE_PREFIX}e-{tag}"
+        return router_netns(self.prefix, tag)
 
     def _router(self, tag: str) -> frr.Router:
         ns = self.router_netns(tag)
@@ -181,7 +165,7 @@ class EdgeManager:
             return _Health(None, Observation(e.id, "down", f"not in place: {reason}", reason="not_in_place"))
 
         hb, ho = links.get(handoff_bridge(tag)), links.get(e.handoff)
-        eh, ev, vb = links.get(handoff_veth(tag)), links.get(vpc_veth(tag)), links.get(bridge_name(e.vni))
+        eh, ev, vb = links.get(handoff_veth(tag)), links.get(edge_vpc_veth(tag)), links.get(bridge_name(e.vni))
         if ho is None:
             return broken(f"hand-off device {e.handoff} is missing")
         if hb is None or not hb.up or ho.master != hb.index:
@@ -189,16 +173,16 @@ class EdgeManager:
         if eh is None or not eh.up or eh.master != hb.index:
             return broken(f"{handoff_veth(tag)} is not on bridge {handoff_bridge(tag)}")
         if vb is None or ev is None or not ev.up or ev.master != vb.index:
-            return broken(f"{vpc_veth(tag)} is not on the VPC bridge {bridge_name(e.vni)}")
+            return broken(f"{edge_vpc_veth(tag)} is not on the VPC bridge {bridge_name(e.vni)}")
         if ev.mtu != e.mtu or eh.mtu != e.mtu:
-            return broken(f"MTU of {vpc_veth(tag)}/{handoff_veth(tag)} is not {e.mtu}")
+            return broken(f"MTU of {edge_vpc_veth(tag)}/{handoff_veth(tag)} is not {e.mtu}")
         want = self.rate_bits(e.bandwidth_mbps)
         carrier = bool(ho.flags & IFF_LOWER_UP) and ho.up
         no_carrier = f"hand-off {e.handoff} has no carrier"
         if e.mode == "layer2":
             if eh.netnsid >= 0 or eh.link != ev.index or ev.link != eh.index:
-                return broken(f"{handoff_veth(tag)} and {vpc_veth(tag)} are not a veth pair")
-            shaped = all(tc.rate_matches(host_rates.get(d), want) for d in (handoff_veth(tag), vpc_veth(tag)))
+                return broken(f"{handoff_veth(tag)} and {edge_vpc_veth(tag)} are not a veth pair")
+            shaped = all(tc.rate_matches(host_rates.get(d), want) for d in (handoff_veth(tag), edge_vpc_veth(tag)))
             vlan = self._vlan(tag, e)
             actual = replace(e, bandwidth_mbps=e.bandwidth_mbps if shaped else 0, vlan=vlan)
             return _Health(actual, Observation(e.id, "up" if carrier else "down", "" if carrier else no_carrier,
@@ -270,9 +254,9 @@ class EdgeManager:
         (self.dir / tag).mkdir(mode=0o700, exist_ok=True)
 
         hb_name = handoff_bridge(tag)
-        self._batch(path, [rtnl.new_bridge(hb_name, e.mtu, OWN_GROUP), *_bring_up(hb_name)])
+        netlink.apply(self.nl, path, [rtnl.new_bridge(hb_name, e.mtu, OWN_GROUP), *netlink.bring_up(hb_name)])
         hb = self._must(hb_name, path)
-        self._batch(path, [rtnl.set_link(handoff.index, master=hb.index, up=True)])
+        netlink.apply(self.nl, path, [rtnl.set_link(handoff.index, master=hb.index, up=True)])
 
         if e.mode == "layer3":
             self._create_router(path, tag, e, hb.index, vpc_br.index)
@@ -285,18 +269,15 @@ class EdgeManager:
         ns = self.router_netns(tag)
         rnl = self.spaces.socket(ns, create=True)
         assert rnl is not None
-        fd = os.open(netns.path(ns), os.O_RDONLY)
-        try:
-            self._batch(path, [
+        with netns.opened(ns) as fd:
+            netlink.apply(self.nl, path, [
                 rtnl.new_veth(handoff_veth(tag), e.mtu, hb, ROUTER_HANDOFF_IF, _mac(e.id, "dx"), fd, OWN_GROUP),
-                *_bring_up(handoff_veth(tag)),
-                rtnl.new_veth(vpc_veth(tag), e.mtu, vpc_br, ROUTER_VPC_IF, _mac(e.id, "gw"), fd, OWN_GROUP),
-                *_bring_up(vpc_veth(tag)),
+                *netlink.bring_up(handoff_veth(tag)),
+                rtnl.new_veth(edge_vpc_veth(tag), e.mtu, vpc_br, ROUTER_VPC_IF, _mac(e.id, "gw"), fd, OWN_GROUP),
+                *netlink.bring_up(edge_vpc_veth(tag)),
             ])
-        finally:
-            os.close(fd)
         pairs = ((ROUTER_HANDOFF_IF, e.bgp.local_ip), (ROUTER_VPC_IF, e.gateway_ip))
-        self._batch_in(rnl, path, [r for ifname, _ in pairs for r in _bring_up(ifname)])
+        netlink.apply(rnl, path, [r for ifname, _ in pairs for r in netlink.bring_up(ifname)])
         reqs: list[rtnl.Request] = []
         for ifname, address in pairs:
             lk = rnl.link(ifname)
@@ -304,23 +285,20 @@ class EdgeManager:
                 raise DataplaneError(path, f"{ifname} did not appear in namespace {ns}")
             ip = ipaddress.IPv4Interface(address)
             reqs.append(rtnl.new_addr(lk.index, str(ip.ip), ip.network.prefixlen))
-        self._batch_in(rnl, path, reqs)
-        _sysctl(ns, "net/ipv4/ip_forward", "1")
+        netlink.apply(rnl, path, reqs)
+        netns.sysctl(ns, {"net/ipv4/ip_forward": "1"})
         rate = self.rate_bits(e.bandwidth_mbps)
         tc.shape(self.host_netns, handoff_veth(tag), rate)
         tc.shape(ns, ROUTER_HANDOFF_IF, rate)
         self._router(tag).start(frr.render_bgpd(_spec(e, ns)), ns)
 
     def _create_extension(self, path: str, tag: str, e: EdgeRouter, hb: int, vpc_br: int) -> None:
-        eh, ev = handoff_veth(tag), vpc_veth(tag)
-        fd = os.open(netns.path(self.host_netns) if self.host_netns else "/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            self._batch(path, [rtnl.new_veth(eh, e.mtu, hb, ev, _mac(e.id, "l2"), fd, OWN_GROUP)])
-        finally:
-            os.close(fd)
-        self._batch(path, [
+        eh, ev = handoff_veth(tag), edge_vpc_veth(tag)
+        with netns.opened(self.host_netns) as fd:
+            netlink.apply(self.nl, path, [rtnl.new_veth(eh, e.mtu, hb, ev, _mac(e.id, "l2"), fd, OWN_GROUP)])
+        netlink.apply(self.nl, path, [
             rtnl.set_link(name=ev, master=vpc_br, group=OWN_GROUP, no_ipv6=True), rtnl.set_link(name=ev, up=True),
-            *_bring_up(eh),
+            *netlink.bring_up(eh),
         ])
         rate = self.rate_bits(e.bandwidth_mbps)
         tc.shape(self.host_netns, eh, rate)
@@ -345,7 +323,7 @@ class EdgeManager:
             if new.mode == "layer3":
                 tc.shape(self.router_netns(tag), ROUTER_HANDOFF_IF, rate)
             else:
-                tc.shape(self.host_netns, vpc_veth(tag), rate)
+                tc.shape(self.host_netns, edge_vpc_veth(tag), rate)
         if new.mode == "layer2" and old.vlan != new.vlan:
             if new.vlan is None:
                 vlantag.detach(self.host_netns, handoff_veth(tag))
@@ -373,8 +351,8 @@ class EdgeManager:
         """Remove everything of edge router `tag`; whatever is already gone is fine."""
         self._router(tag).stop()  # before its namespace goes
         # Deleting one end of a veth deletes the other; deleting the bridge frees the hand-off.
-        names = [vpc_veth(tag), handoff_veth(tag), handoff_bridge(tag)]
-        self._batch("edge_routers", [rtnl.del_link(name=n) for n in names], ignore=(errno.ENODEV,))
+        names = [edge_vpc_veth(tag), handoff_veth(tag), handoff_bridge(tag)]
+        netlink.apply(self.nl, "edge_routers", [rtnl.del_link(name=n) for n in names])
         self.spaces.drop(self.router_netns(tag))
         shutil.rmtree(self.dir / tag, ignore_errors=True)
 
@@ -392,7 +370,7 @@ class EdgeManager:
         stray = [n for n in links if (m := EDGE_DEVICE_RE.match(n)) and m.group(1) not in wanted
                  and self.nl.link(n) is not None]
         if stray:
-            self._batch("edge_routers", [rtnl.del_link(name=n) for n in stray], ignore=(errno.ENODEV,))
+            netlink.apply(self.nl, "edge_routers", [rtnl.del_link(name=n) for n in stray])
             actions += [Action("delete", f"device {n}", "orphan") for n in stray]
         return actions
 
@@ -400,40 +378,16 @@ class EdgeManager:
         for tag in self.tags():
             self.remove_tag(tag)
         stray = [lk.name for lk in self.nl.links() if EDGE_DEVICE_RE.match(lk.name)]
-        self._batch("edge_routers", [rtnl.del_link(name=n) for n in stray], ignore=(errno.ENODEV,))
+        netlink.apply(self.nl, "edge_routers", [rtnl.del_link(name=n) for n in stray])
         shutil.rmtree(self.bpf_cache, ignore_errors=True)
 
-    # -- netlink helpers -------------------------------------------------------------------
-
-    def _batch(self, path: str, requests: list[rtnl.Request], ignore: tuple[int, ...] = ()) -> None:
-        self._batch_in(self.nl, path, requests, ignore)
-
-    @staticmethod
-    def _batch_in(nl: rtnl.Rtnl, path: str, requests: list[rtnl.Request], ignore: tuple[int, ...] = ()) -> None:
-        for err in nl.batch(requests):
-            if err is not None and err.errno not in ignore:
-                raise DataplaneError(path, f"netlink: {err.strerror}")
+    # -- helpers ---------------------------------------------------------------------------
 
     def _must(self, name: str, path: str) -> rtnl.Link:
         lk = self.nl.link(name)
         if lk is None:
             raise DataplaneError(path, f"{name} vanished after creation")
         return lk
-
-
-def _bring_up(name: str) -> list[rtnl.Request]:
-    """IPv6 off before up (see driver._bring_up): nothing of ours speaks IPv6 on a customer link."""
-    return [rtnl.set_link(name=name, no_ipv6=True), rtnl.set_link(name=name, up=True)]
-
-
-def _sysctl(ns: str, key: str, value: str) -> None:
-    """Write /proc/sys/<key> inside namespace `ns` (net sysctls follow the writer's namespace)."""
-    fd = os.open(netns.path(ns), os.O_RDONLY)
-    try:
-        with netns._entered(fd), open(f"/proc/sys/{key}", "w") as f:
-            f.write(value)
-    finally:
-        os.close(fd)
 
 
 def stray_devices(links: list[rtnl.Link]) -> list[str]:

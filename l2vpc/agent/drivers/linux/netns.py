@@ -1,9 +1,17 @@
 """Named network namespaces (`/run/netns/<name>`, as `ip netns` keeps them), without forking.
 
-setns(2) and unshare(2) with CLONE_NEWNET change only the calling thread, so the driver can
-step into a namespace, open a socket there (sockets stay in the namespace they were created
-in) or create a namespace, and step back, in microseconds. pyroute2 forks a helper process
-for each of these (~13-15 ms), which is too slow for a host with a hundred workloads.
+The one place that enters namespaces, for the driver, its edge and VPN managers and the lab:
+
+    netns.create(name) / remove(name) / exists(name) / list_names()
+    with netns.inside(name): ...          # this thread in `name` (sockets opened there stay there)
+    with netns.opened(name) as fd: ...    # an fd of `name`, e.g. to create a device in it
+    netns.netlink_socket(name); netns.socket_in(name, family, kind)
+    netns.sysctl(name, {"net/ipv4/ip_forward": "1"})
+
+setns(2) and unshare(2) with CLONE_NEWNET change only the calling thread, so a thread can
+step into a namespace, open a socket there or create a namespace, and step back, in
+microseconds. pyroute2 forks a helper process for each of these (~13-15 ms), which is too slow
+for a host with a hundred workloads.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -22,7 +30,9 @@ MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
 MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_lock = threading.Lock()  # one namespace switch at a time per process keeps reasoning simple
+# One namespace switch at a time per process keeps reasoning simple; reentrant, so a body
+# inside one namespace may open a socket in another.
+_lock = threading.RLock()
 
 
 def path(name: str) -> str:
@@ -47,34 +57,59 @@ def _check(rc: int, what: str, name: str) -> None:
 
 
 @contextlib.contextmanager
-def _entered(fd: int | None) -> Iterator[None]:
-    """Run the body with this thread in namespace `fd` (None: stay where we are)."""
-    if fd is None:
-        yield
-        return
+def _coming_back(name: str) -> Iterator[None]:
+    """Hold the lock; after the body, put this thread back in the namespace it is in now."""
     with _lock:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            _check(_libc.setns(fd, CLONE_NEWNET), "setns", str(fd))
-            try:
-                yield
-            finally:
-                # Failing to get back would leave this thread in the wrong namespace for good.
-                _check(_libc.setns(home, CLONE_NEWNET), "setns back from", str(fd))
+            yield
         finally:
-            os.close(home)
+            try:
+                # Failing to get back would leave this thread in the wrong namespace for good.
+                _check(_libc.setns(home, CLONE_NEWNET), "setns back from", name)
+            finally:
+                os.close(home)
+
+
+@contextlib.contextmanager
+def opened(name: str | None) -> Iterator[int]:
+    """An fd of namespace `name` (None: this thread's own) for the body, closed after it."""
+    fd = os.open(path(name) if name is not None else "/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def inside(name: str | None) -> Iterator[None]:
+    """Run the body with this thread in namespace `name` (None: stay where it is)."""
+    if name is None:
+        yield
+        return
+    with opened(name) as fd, _coming_back(name):
+        _check(_libc.setns(fd, CLONE_NEWNET), "setns", name)
+        yield
+
+
+def socket_in(name: str | None, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket created inside namespace `name` (it stays there; None: the current one)."""
+    with inside(name):
+        return socket.socket(family, kind, proto)
 
 
 def netlink_socket(name: str | None) -> socket.socket:
     """A NETLINK_ROUTE socket inside namespace `name` (None: the current one)."""
-    if name is None:
-        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    fd = os.open(path(name), os.O_RDONLY)
-    try:
-        with _entered(fd):
-            return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    finally:
-        os.close(fd)
+    return socket_in(name, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+
+
+def sysctl(name: str, values: Mapping[str, str]) -> None:
+    """Write /proc/sys/<key> inside namespace `name` (keys as paths: `net/ipv4/ip_forward`).
+    /proc/sys/net follows the calling thread's network namespace: no `sysctl` process needed."""
+    with inside(name):
+        for key, value in values.items():
+            with open(f"/proc/sys/{key}", "w") as f:
+                f.write(value)
 
 
 def _share_netns_dir() -> None:
@@ -102,20 +137,10 @@ def create(name: str) -> bool:
     except FileExistsError:
         return False
     try:
-        with _lock:
-            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            try:
-                _check(_libc.unshare(CLONE_NEWNET), "unshare for", name)
-                try:
-                    _check(
-                        _libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
-                        "bind-mount",
-                        name,
-                    )
-                finally:
-                    _check(_libc.setns(home, CLONE_NEWNET), "setns back after creating", name)
-            finally:
-                os.close(home)
+        with _coming_back(name):
+            _check(_libc.unshare(CLONE_NEWNET), "unshare for", name)
+            _check(_libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None), "bind-mount",
+                   name)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(target)

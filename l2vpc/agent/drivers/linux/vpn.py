@@ -14,12 +14,10 @@ What one VPN gateway is on an edge host (`short` = the last 12 characters of the
   - `unreachable` routes for `remote_cidrs` in the main table: while no tunnel (or no charon)
     routes them, traffic for the premises is dropped instead of leaking in clear to the
     outside default route.
-- `charon-systemd` inside the namespace with its own STRONGSWAN_CONF (no /etc file is read or
-  written), configured over its vici socket: IKEv2, PSK, `start_action = trap|start`,
-  `close_action = restart`, `dpd_action = restart`, `keyingtries = 0`, so the tunnel comes up
-  by itself and comes back after the peer restarts. IKEv2 has no DPD timeout of its own (a dead
-  peer is one that stops answering retransmits), so the retransmit schedule is derived from
-  `dpd_timeout`: the last retransmit gives up `dpd_timeout` seconds after the first try.
+- `charon-systemd` inside the namespace (charon.py), configured over its vici socket: IKEv2,
+  PSK, `start_action = trap|start`, `close_action = restart`, `dpd_action = restart`,
+  `keyingtries = 0`, so the tunnel comes up by itself and comes back after the peer restarts;
+  the last retransmit gives up `dpd_timeout` seconds after the first try.
 
 Files (state dir 0700, every file 0600): `<state>/gw/<short>/` holds `gateway.json` (the
 VpnGateway it runs, with its PSK, so `running()` can report it after an agent restart),
@@ -29,25 +27,18 @@ over vici (`load-shared`, from memory); it is never in strongswan.conf, the log 
 prints keys) or any other file. `<state>/netns/` records the namespaces this manager created.
 
 `observe()` reads the IKE and CHILD SAs over vici and, for the reason of a failure, charon's log
-since the last (re)configuration: authentication failures, proposals or traffic selectors
-refused, a peer that does not answer.
+since the last (re)configuration (vpn_failures.py). Names of devices and namespaces come from
+l2vpc.hostconfig.names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
-import ipaddress
 import json
 import os
-import re
 import shutil
-import socket
-import struct
 import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -55,43 +46,23 @@ from typing import Any
 import vici
 
 from l2vpc.agent.drivers.base import DataplaneError
-from l2vpc.agent.drivers.linux import netns, procs, rtnl
-from l2vpc.agent.drivers.linux.names import OWN_GROUP, RTPROT_L2VPC
+from l2vpc.agent.drivers.linux import netlink, netns, rtnl
+from l2vpc.agent.drivers.linux.charon import Charon, retransmit_schedule, sa_summary, unsupported
+from l2vpc.agent.drivers.linux.marks import OWN_GROUP, RTPROT_L2VPC
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
-from l2vpc.hostconfig import DEVICE_PREFIX, HostConfig, Observation, VpnGateway
+from l2vpc.agent.drivers.linux.vpn_failures import failure_reason
+from l2vpc.hostconfig import HostConfig, Observation, VpnGateway
 from l2vpc.hostconfig.diff import vpn_path
+from l2vpc.hostconfig.names import (
+    VPN_OUTSIDE_IFNAME,
+    VPN_VPC_IFNAME,
+    vpn_device_name,
+    vpn_netns_name,
+    vpn_short_id,
+)
+from l2vpc.pki import write_private
 
-CHARON = "/usr/sbin/charon-systemd"
-PLUGIN_DIR = Path("/usr/lib/ipsec/plugins")
-# kernel-libipsec must come before kernel-netlink: the first plugin offering an IPsec backend
-# wins, and kernel-netlink's (kernel ESP, absent here) fails every SA with EPROTONOSUPPORT.
-# openssl and gcm (libstrongswan-standard-plugins) bring AES-GCM, ECP and Curve25519.
-PLUGINS = ("random", "nonce", "openssl", "gcm", "aes", "sha1", "sha2", "hmac", "gmp", "kdf", "curve25519",
-           "pem", "pkcs1", "pubkey", "x509", "socket-default", "kernel-libipsec", "kernel-netlink", "vici")
-VPC_IFNAME = "vpc0"
-OUTSIDE_IFNAME = "ext0"
-HOST_DEVICE_RE = re.compile(rf"^{DEVICE_PREFIX}v[A-Za-z0-9_-]+$")
-UNIX_PATH_MAX = 107
-RUNTIME_DIR = Path("/run/l2vpc-vici")
-LOG_MAX = 4 << 20  # charon.log is cut back to its last LOG_KEEP bytes beyond this
-LOG_KEEP = 64 << 10
-RETRANSMIT_TRIES, RETRANSMIT_BASE = 5, 1.8
-# IKE and CHILD SA states that carry traffic (a rekeying SA still does).
-_IKE_UP = {"ESTABLISHED", "REKEYING", "REKEYED"}
-_CHILD_UP = {"INSTALLED", "REKEYING", "REKEYED", "UPDATING"}
-
-
-def short_id(vpn_id: str) -> str:
-    return vpn_id[-12:]
-
-
-def host_device_name(vpn_id: str) -> str:
-    """The VPN's veth on the VPC bridge, in the host namespace (`l2v` + 12 = IFNAMSIZ - 1)."""
-    return f"{DEVICE_PREFIX}v{short_id(vpn_id)}"
-
-
-def vpn_netns_name(prefix: str, vpn_id: str) -> str:
-    return f"{prefix}{DEVICE_PREFIX}v-{short_id(vpn_id)}"
+UNREACHABLE_METRIC = 4242  # only matters against other main-table routes for the same prefix
 
 
 def _mac(vpn_id: str, role: str) -> str:
@@ -99,295 +70,6 @@ def _mac(vpn_id: str, role: str) -> str:
     nor the outside router need to re-learn it."""
     digest = hashlib.sha256(f"{role}\0{vpn_id}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
-
-
-# -- proposals ---------------------------------------------------------------------------------
-
-_DH = {"modp2048": "MODP_2048", "modp3072": "MODP_3072", "modp4096": "MODP_4096", "ecp256": "ECP_256",
-       "ecp384": "ECP_384", "ecp521": "ECP_521", "curve25519": "CURVE_25519", "curve448": "CURVE_448"}
-_TOKENS: dict[str, tuple[str, str]] = {
-    "aes128": ("encryption", "AES_CBC"), "aes192": ("encryption", "AES_CBC"), "aes256": ("encryption", "AES_CBC"),
-    "aes128gcm16": ("aead", "AES_GCM_16"), "aes256gcm16": ("aead", "AES_GCM_16"),
-    "sha1": ("integrity", "HMAC_SHA1_96"), "sha256": ("integrity", "HMAC_SHA2_256_128"),
-    "sha384": ("integrity", "HMAC_SHA2_384_192"), "sha512": ("integrity", "HMAC_SHA2_512_256"),
-    "prfsha1": ("prf", "PRF_HMAC_SHA1"), "prfsha256": ("prf", "PRF_HMAC_SHA2_256"),
-    "prfsha384": ("prf", "PRF_HMAC_SHA2_384"), "prfsha512": ("prf", "PRF_HMAC_SHA2_512"),
-    **{k: ("dh", v) for k, v in _DH.items()},
-}
-
-
-def unsupported(proposal: str, algorithms: dict[str, set[str]]) -> list[str]:
-    """Tokens of a strongSwan proposal that this charon has no implementation for.
-
-    Unknown tokens are left to charon, whose load-conn error names them.
-    """
-    out = []
-    for token in proposal.split("-"):
-        kind_alg = _TOKENS.get(token)
-        if kind_alg is not None and kind_alg[1] not in algorithms.get(kind_alg[0], set()):
-            out.append(token)
-    return out
-
-
-def supported_subset(tokens: list[str], algorithms: dict[str, set[str]]) -> list[str]:
-    return [t for t in tokens if not unsupported(t, algorithms)]
-
-
-# -- one charon ----------------------------------------------------------------------------------
-
-
-def write_private(path: Path, data: str | bytes) -> None:
-    """Write a file 0600 from the start (never briefly world-readable), atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    tmp.replace(path)
-
-
-def retransmit_schedule(dpd_timeout: float) -> tuple[float, int, float]:
-    """(timeout, tries, base) so that the first try plus all retransmits span `dpd_timeout`."""
-    span = sum(RETRANSMIT_BASE**n for n in range(RETRANSMIT_TRIES + 1))
-    return max(0.05, round(dpd_timeout / span, 3)), RETRANSMIT_TRIES, RETRANSMIT_BASE
-
-
-class Charon:
-    """One charon-systemd in a namespace, its files in `state` (created 0700).
-
-    The daemon is started as `charon-systemd --l2vpc-state=<state>`: charon-systemd ignores its
-    arguments, and the marker lets `procs` tell our daemon from a recycled pid.
-    """
-
-    def __init__(self, state: Path, netns_path: str | None) -> None:
-        self.state = state
-        self.netns_path = netns_path
-        self.conf = state / "strongswan.conf"
-        self.log = state / "charon.log"
-        self.pidfile = state / "charon.pid"
-        self.socket = state / "vici.sock"
-        if len(str(self.socket)) > UNIX_PATH_MAX:
-            # A deep state dir cannot hold a unix socket: use a private one keyed by the state dir.
-            key = hashlib.sha256(str(state).encode()).hexdigest()[:24]
-            self.socket = RUNTIME_DIR / key / "vici.sock"
-        self.marker = f"--l2vpc-state={state}"
-
-    def render_conf(self, retransmit: tuple[float, int, float] | None = None, threads: int = 16) -> str:
-        plugins = " ".join(p for p in PLUGINS if (PLUGIN_DIR / f"libstrongswan-{p}.so").exists())
-        lines = [
-            "# written by l2vpc; no secrets here (the PSK is loaded over vici)",
-            "charon-systemd {",
-            "  load_modular = no",
-            f"  load = {plugins}",
-            # Receiver, sender, TUN reader, netlink and vici listeners each hold a worker for
-            # good; with 8 threads none was left to answer vici.
-            f"  threads = {threads}",
-            "  install_virtual_ip = no",
-        ]
-        if retransmit is not None:
-            timeout, tries, base = retransmit
-            lines += [f"  retransmit_timeout = {timeout}", f"  retransmit_tries = {tries}",
-                      f"  retransmit_base = {base}"]
-        lines += [
-            "  plugins {",
-            f"    vici {{ socket = unix://{self.socket} }}",
-            "  }",
-            # Level 1 at most: higher levels may print key material. No packet-level noise.
-            "  filelog {",
-            "    l2vpc {",
-            f"      path = {self.log}",
-            "      time_format = %Y-%m-%dT%H:%M:%S",
-            "      append = yes",
-            "      flush_line = yes",
-            "      default = 1",
-            "      enc = 0",
-            "      net = 0",
-            "      asn = 0",
-            "      job = 0",
-            "    }",
-            "  }",
-            "  journal { default = -1 }",
-            "  syslog { daemon { default = -1 } auth { default = -1 } }",
-            "}",
-        ]
-        return "\n".join(lines) + "\n"
-
-    def configure(self, retransmit: tuple[float, int, float] | None = None) -> bool:
-        """Write strongswan.conf; True if it changed (a running charon then needs `reload`)."""
-        self.state.mkdir(parents=True, exist_ok=True)
-        self.state.chmod(0o700)
-        text = self.render_conf(retransmit)
-        with contextlib.suppress(FileNotFoundError):
-            if self.conf.read_text() == text:
-                return False
-        write_private(self.conf, text)
-        return True
-
-    def alive(self) -> bool:
-        return procs.alive(procs.read_pid(self.pidfile), self.marker)
-
-    def start(self, timeout: float = 3.0) -> None:
-        if not self.log.exists():
-            os.close(os.open(self.log, os.O_WRONLY | os.O_CREAT, 0o600))
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()
-        if self.socket.parent != self.state:
-            RUNTIME_DIR.mkdir(mode=0o700, exist_ok=True)
-            self.socket.parent.mkdir(mode=0o700, exist_ok=True)
-        env = {"STRONGSWAN_CONF": str(self.conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        pid = procs.start(self.netns_path, [CHARON, self.marker], self.pidfile, self.log, env=env)
-        self.pidfile.chmod(0o600)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if procs.exited(pid):
-                raise OSError(errno.ESRCH, f"charon exited at start: {self.log_tail() or 'no output'}")
-            if self.socket.exists():
-                try:
-                    with self.session():
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.005)
-        raise OSError(errno.ETIMEDOUT, f"charon did not open {self.socket} within {timeout} s")
-
-    def stop(self) -> None:
-        """SIGTERM: charon sends DELETE for its SAs, so the peer learns at once."""
-        procs.stop(self.pidfile, self.marker)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()
-        if self.socket.parent != self.state:
-            with contextlib.suppress(OSError):
-                self.socket.parent.rmdir()
-                RUNTIME_DIR.rmdir()  # only once empty: other charons may still use it
-
-    @contextlib.contextmanager
-    def session(self, timeout: float = 5.0) -> Iterator[Any]:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(str(self.socket))
-            yield vici.Session(sock)
-        finally:
-            sock.close()
-
-    def algorithms(self, session: Any) -> dict[str, set[str]]:
-        return {_s(k): {_s(a) for a in v} for k, v in session.get_algorithms().items()}
-
-    def log_size(self) -> int:
-        try:
-            return self.log.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def read_log(self, since: int, limit: int = 256 << 10) -> list[str]:
-        """Lines written at or after byte `since` (at most the last `limit` bytes of them)."""
-        try:
-            with open(self.log, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                start = since if since <= size else 0  # cut back since: read it all
-                start = max(start, size - limit)
-                f.seek(start)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        lines = data.decode(errors="replace").splitlines()
-        return lines[1:] if start > since and lines else lines  # first line may be partial
-
-    def trim_log(self) -> bool:
-        """Cut the log back to its tail once it is big. charon appends (O_APPEND), so its next
-        line lands after what we keep. True if it was cut."""
-        if self.log_size() <= LOG_MAX:
-            return False
-        with open(self.log, "r+b") as f:
-            f.seek(-LOG_KEEP, os.SEEK_END)
-            tail = f.read()
-            f.seek(0)
-            f.truncate()
-            f.write(tail)
-        return True
-
-    def log_tail(self, lines: int = 3) -> str:
-        return " | ".join(self.read_log(max(0, self.log_size() - 4096))[-lines:])
-
-
-def sa_summary(session: Any, name: str) -> tuple[str, str]:
-    """(state, detail) of the SAs of connection `name`; state is `up` (IKE and CHILD SA),
-    `ike` (IKE SA only), `connecting` (IKE SA negotiating) or `none`."""
-    best, detail = "none", ""
-    for entry in session.list_sas({"ike": name}):
-        for ike in entry.values():
-            state = _s(ike.get("state"))
-            children = [c for c in (ike.get("child-sas") or {}).values() if _s(c.get("state")) in _CHILD_UP]
-            if state in _IKE_UP and children:
-                c = children[0]
-                cipher = "_".join(x for x in (_s(c.get("encr-alg")), _s(c.get("encr-keysize"))) if x)
-                algs = "/".join(x for x in (cipher, _s(c.get("integ-alg"))) if x)
-                ts = f"{','.join(_s(t) for t in c.get('local-ts', []))} === " \
-                     f"{','.join(_s(t) for t in c.get('remote-ts', []))}"
-                return "up", f"IKE_SA established with {_s(ike.get('remote-host'))}, CHILD_SA {ts} ({algs})"
-            if state in _IKE_UP:
-                best, detail = "ike", "IKE_SA established, CHILD_SA not (yet) installed"
-            elif best == "none":
-                best, detail = "connecting", f"IKE_SA {state.lower()}"
-    return best, detail
-
-
-def _s(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return "" if value is None else str(value)
-
-
-# -- failure reasons from charon's log -----------------------------------------------------------
-
-_RESET = re.compile(r"\[IKE\] (IKE_SA \S+\[\d+\] established|CHILD_SA \S+\{\d+\} established)")
-# charon's log line → (reason code of hostconfig.OBSERVATION_REASONS, the words for people)
-_FAILURES: list[tuple[re.Pattern[str], str, str]] = [
-    (re.compile(r"received AUTHENTICATION_FAILED notify"), "auth_failed",
-     "authentication failed: the peer rejected our pre-shared key or identity (AUTHENTICATION_FAILED)"),
-    (re.compile(r"tried \d+ shared keys? for '([^']*)' - '([^']*)', but MAC mismatched"), "auth_failed",
-     "authentication failed: the peer's pre-shared key does not match ours"),
-    (re.compile(r"no shared key found for '([^']*)' - '([^']*)'"), "auth_failed",
-     "authentication failed: no pre-shared key for {0} - {1}"),
-    (re.compile(r"constraint check failed: identity '([^']*)' required"), "auth_failed",
-     "authentication failed: the peer did not identify as {0} (peer_id)"),
-    (re.compile(r"received NO_PROPOSAL_CHOSEN notify, no CHILD_SA built"), "proposal_rejected",
-     "the peer accepts none of our ESP proposal ({esp})"),
-    (re.compile(r"received NO_PROPOSAL_CHOSEN notify"), "proposal_rejected",
-     "the peer accepts none of our IKE proposal ({ike})"),
-    (re.compile(r"received proposals? .* inacceptable|no acceptable proposal found"), "proposal_rejected",
-     "no proposal in common with the peer (ours: IKE {ike}, ESP {esp})"),
-    (re.compile(r"received TS_UNACCEPTABLE notify"), "selectors_rejected",
-     "the peer refused the traffic selectors (local {local} remote {remote})"),
-    (re.compile(r"received INVALID_KE_PAYLOAD notify|received (\w+) notify error"), "negotiation_refused",
-     "the peer refused the negotiation ({0})"),
-    (re.compile(r"giving up after (\d+) retransmits"), "peer_not_responding",
-     "the peer {peer} does not answer (no reply after {0} retransmits)"),
-    (re.compile(r"establishing IKE_SA failed, peer not responding"), "peer_not_responding",
-     "the peer {peer} does not answer"),
-    (re.compile(r"unable to install (.*)"), "install_failed", "could not install {0}"),
-]
-
-
-def failure_reason(lines: list[str], fields: dict[str, str]) -> tuple[str, str]:
-    """(code, words) of the last failure in these log lines that no later established SA
-    cleared; ("", "") if none."""
-    reason = ("", "")
-    for line in lines:
-        if _RESET.search(line):
-            reason = ("", "")
-            continue
-        for pattern, code, text in _FAILURES:
-            m = pattern.search(line)
-            if m:
-                groups = [g or "" for g in m.groups()] or [""]
-                reason = (code, text.format(*groups, **fields))
-                break
-    return reason
-
-
-# -- the manager ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,7 +127,7 @@ class VpnManager:
         return vpn_netns_name(self.prefix, vpn_id)
 
     def _dir(self, vpn_id: str) -> Path:
-        return self.state / "gw" / short_id(vpn_id)
+        return self.state / "gw" / vpn_short_id(vpn_id)
 
     def _charon(self, vpn_id: str) -> Charon:
         return Charon(self._dir(vpn_id), netns.path(self.netns_name(vpn_id)))
@@ -478,7 +160,7 @@ class VpnManager:
 
     def _save(self, rec: _Record) -> None:
         data = {"gateway": _gw_to_dict(rec.gw), "bridge": rec.bridge, "since": rec.since}
-        write_private(self._dir(rec.gw.id) / "gateway.json", json.dumps(data, sort_keys=True))
+        write_private(self._dir(rec.gw.id) / "gateway.json", json.dumps(data, sort_keys=True).encode())
 
     def configured(self) -> list[str]:
         """Ids of every gateway this manager holds state for, running or not (for garbage
@@ -520,8 +202,8 @@ class VpnManager:
                         rec = None
                     built = True
                     self._build(gw, bridge)
-                    changes.append(f"create {self.netns_name(gw.id)} ({VPC_IFNAME} {gw.gateway_ip} on {bridge}, "
-                                   f"{OUTSIDE_IFNAME} {gw.outside_ip} on {gw.outside})")
+                    changes.append(f"create {self.netns_name(gw.id)} ({VPN_VPC_IFNAME} {gw.gateway_ip} on {bridge}, "
+                                   f"{VPN_OUTSIDE_IFNAME} {gw.outside_ip} on {gw.outside})")
                 elif rec.gw.remote_cidrs != gw.remote_cidrs:
                     self._set_unreachable(gw, old=rec.gw.remote_cidrs)
                 charon = self._charon(gw.id)
@@ -545,6 +227,8 @@ class VpnManager:
                 if built:  # a half-built gateway would only confuse the next run
                     with contextlib.suppress(Exception):
                         self._remove(gw.id)
+                if isinstance(e, rtnl.NetlinkError):
+                    raise netlink.refused(path, e) from e
                 if isinstance(e, OSError | vici.exception.SessionException):
                     raise DataplaneError(path, f"{e.strerror or e}" if isinstance(e, OSError) else str(e)) from e
                 raise
@@ -555,14 +239,14 @@ class VpnManager:
         if not netns.exists(ns):
             return False
         nl = self._host()
-        hl, br, out = nl.link(host_device_name(gw.id)), nl.link(bridge), nl.link(gw.outside)
+        hl, br, out = nl.link(vpn_device_name(gw.id)), nl.link(bridge), nl.link(gw.outside)
         if hl is None or br is None or out is None or hl.master != br.index or not hl.up:
             return False
         view = self._ns().read(ns, addrs=True, routes=True)
         if view is None:
             return False
         by_name = {lk.name: lk for lk in view.links.values()}
-        vpc, ext = by_name.get(VPC_IFNAME), by_name.get(OUTSIDE_IFNAME)
+        vpc, ext = by_name.get(VPN_VPC_IFNAME), by_name.get(VPN_OUTSIDE_IFNAME)
         if vpc is None or ext is None or not (vpc.up and ext.up) or ext.kind != "macvlan" or ext.link != out.index:
             return False
         if vpc.link != hl.index or vpc.mtu != gw.mtu:
@@ -594,31 +278,26 @@ class VpnManager:
         assert nsl is not None
         # Before any device exists, so none of them ever gets an IPv6 address on the VPC or
         # the outside network.
-        sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1",
+        netns.sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1",
                      "net/ipv4/ip_forward": "1"})
-        hname = host_device_name(gw.id)
-        _batch(nl, path, [rtnl.del_link(name=hname)], ignore=(errno.ENODEV,))
-        fd = os.open(netns.path(ns), os.O_RDONLY)
-        try:
-            _batch(nl, path, [
-                rtnl.new_veth(hname, gw.mtu, br.index, VPC_IFNAME, _mac(gw.id, "vpc"), fd, OWN_GROUP),
-                # IPv6 off before up: the host itself has no presence on the VPC.
-                rtnl.set_link(name=hname, no_ipv6=True),
-                rtnl.set_link(name=hname, up=True),
-                _new_macvlan(OUTSIDE_IFNAME, out.index, _mac(gw.id, "outside"), fd),
+        hname = vpn_device_name(gw.id)
+        netlink.apply(nl, path, [rtnl.del_link(name=hname)])
+        with netns.opened(ns) as fd:
+            netlink.apply(nl, path, [
+                rtnl.new_veth(hname, gw.mtu, br.index, VPN_VPC_IFNAME, _mac(gw.id, "vpc"), fd, OWN_GROUP),
+                *netlink.bring_up(hname),  # the host itself has no presence on the VPC
+                rtnl.new_macvlan(VPN_OUTSIDE_IFNAME, out.index, _mac(gw.id, "outside"), fd),
             ])
-        finally:
-            os.close(fd)
-        vpc, ext = nsl.link(VPC_IFNAME), nsl.link(OUTSIDE_IFNAME)
+        vpc, ext = nsl.link(VPN_VPC_IFNAME), nsl.link(VPN_OUTSIDE_IFNAME)
         if vpc is None or ext is None:
-            raise DataplaneError(path, f"{VPC_IFNAME}/{OUTSIDE_IFNAME} did not appear in namespace {ns}")
+            raise DataplaneError(path, f"{VPN_VPC_IFNAME}/{VPN_OUTSIDE_IFNAME} did not appear in namespace {ns}")
         gip, gplen = gw.gateway_ip.split("/")
         oip, oplen = gw.outside_ip.split("/")
         reqs = [rtnl.set_link(vpc.index, up=True), rtnl.new_addr(vpc.index, gip, int(gplen)),
                 rtnl.set_link(ext.index, up=True), rtnl.new_addr(ext.index, oip, int(oplen))]
         if gw.outside_gateway:
             reqs.append(rtnl.new_route("0.0.0.0/0", gw.outside_gateway, ext.index, RTPROT_L2VPC))
-        _batch(nsl, path, reqs)
+        netlink.apply(nsl, path, reqs)
         self._set_unreachable(gw, old=())
 
     def _set_unreachable(self, gw: VpnGateway, old: tuple[str, ...]) -> None:
@@ -626,8 +305,9 @@ class VpnManager:
         if nsl is None:
             return
         gone = [c for c in old if c not in gw.remote_cidrs]
-        reqs = [_unreachable(c, delete=True) for c in gone] + [_unreachable(c) for c in gw.remote_cidrs]
-        _batch(nsl, f"{vpn_path(gw.id)}.remote_cidrs", reqs, ignore=(errno.ESRCH, errno.ENOENT))
+        reqs = [rtnl.unreachable_route(c, RTPROT_L2VPC, UNREACHABLE_METRIC, delete=True) for c in gone]
+        reqs += [rtnl.unreachable_route(c, RTPROT_L2VPC, UNREACHABLE_METRIC) for c in gw.remote_cidrs]
+        netlink.apply(nsl, f"{vpn_path(gw.id)}.remote_cidrs", reqs)
 
     def _loaded(self, charon: Charon, name: str) -> bool:
         with charon.session() as s:
@@ -664,9 +344,8 @@ class VpnManager:
     def _remove(self, vpn_id: str) -> None:
         self._charon(vpn_id).stop()
         self._ns().drop(self.netns_name(vpn_id))
-        if self._host().link(host_device_name(vpn_id)) is not None:
-            _batch(self._host(), vpn_path(vpn_id), [rtnl.del_link(name=host_device_name(vpn_id))],
-                   ignore=(errno.ENODEV,))
+        if self._host().link(vpn_device_name(vpn_id)) is not None:
+            netlink.apply(self._host(), vpn_path(vpn_id), [rtnl.del_link(name=vpn_device_name(vpn_id))])
         shutil.rmtree(self._dir(vpn_id), ignore_errors=True)
 
     def teardown_all(self) -> None:
@@ -770,57 +449,3 @@ def _conn(gw: VpnGateway) -> dict[str, Any]:
             }
         },
     }
-
-
-# -- netlink and sysctl bits the shared helpers lack -----------------------------------------------
-
-IFLA_MACVLAN_MODE, MACVLAN_MODE_BRIDGE = 1, 4
-RTN_UNREACHABLE = 7
-RTA_PRIORITY = 6
-UNREACHABLE_METRIC = 4242  # only matters against other main-table routes for the same prefix
-_RTMSG = struct.Struct("=BBBBBBBBI")
-
-
-def _new_macvlan(name: str, parent: int, mac: str, ns_fd: int) -> rtnl.Request:
-    """A bridge-mode macvlan on `parent`, born in namespace `ns_fd` (created down)."""
-    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0)
-    body += rtnl.attr_str(rtnl.IFLA_IFNAME, name) + rtnl.attr_u32(rtnl.IFLA_LINK, parent)
-    body += rtnl.attr(rtnl.IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
-    body += rtnl.attr_u32(rtnl.IFLA_NET_NS_FD, ns_fd)
-    body += rtnl.attr_nested(
-        rtnl.IFLA_LINKINFO,
-        rtnl.attr_str(rtnl.IFLA_INFO_KIND, "macvlan"),
-        rtnl.attr_nested(rtnl.IFLA_INFO_DATA, rtnl.attr_u32(IFLA_MACVLAN_MODE, MACVLAN_MODE_BRIDGE)),
-    )
-    return rtnl.RTM_NEWLINK, rtnl.F_CREATE | rtnl.F_EXCL, body
-
-
-def _unreachable(cidr: str, delete: bool = False) -> rtnl.Request:
-    net = ipaddress.IPv4Network(cidr)
-    body = _RTMSG.pack(socket.AF_INET, net.prefixlen, 0, 0, rtnl.RT_TABLE_MAIN, RTPROT_L2VPC,
-                       rtnl.RT_SCOPE_UNIVERSE, RTN_UNREACHABLE, 0)
-    if net.prefixlen:
-        body += rtnl.attr(rtnl.RTA_DST, net.network_address.packed)
-    body += rtnl.attr_u32(RTA_PRIORITY, UNREACHABLE_METRIC)
-    if delete:
-        return rtnl.RTM_DELROUTE, 0, body
-    return rtnl.RTM_NEWROUTE, rtnl.F_CREATE | rtnl.F_REPLACE, body
-
-
-def _batch(nl: rtnl.Rtnl, path: str, requests: list[rtnl.Request], ignore: tuple[int, ...] = ()) -> None:
-    for err in nl.batch(requests):
-        if err is not None and err.errno not in ignore:
-            raise DataplaneError(path, f"netlink: {err.strerror}")
-
-
-def sysctl(ns: str, values: dict[str, str]) -> None:
-    """Write /proc/sys/<key> inside namespace `ns`: /proc/sys/net follows the calling thread's
-    network namespace, so a setns of this thread is enough (no nsenter + sysctl fork)."""
-    fd = os.open(netns.path(ns), os.O_RDONLY)
-    try:
-        with netns._entered(fd):
-            for key, value in values.items():
-                with open(f"/proc/sys/{key}", "w") as f:
-                    f.write(value)
-    finally:
-        os.close(fd)

@@ -1,0 +1,108 @@
+"""DHCP servers on Linux: namespace `<prefix>l2d-<vni>` with veth `l2d<vni>` on the segment's
+bridge, the peer `dhcp0` holding server_ip, and dnsmasq in it (dnsmasq.py); its files in
+`<state>/dhcp/<vni>/`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from l2vpc.agent.drivers.base import Action, DataplaneError
+from l2vpc.agent.drivers.linux import dnsmasq, netlink, netns, procs, rtnl
+from l2vpc.agent.drivers.linux.host import Host, HostView
+from l2vpc.agent.drivers.linux.marks import OWN_GROUP
+from l2vpc.agent.drivers.linux.namespaces import Namespaces
+from l2vpc.hostconfig import DhcpServer, HostConfig
+from l2vpc.hostconfig.diff import dhcp_path
+from l2vpc.hostconfig.names import DHCP_SERVER_IFNAME, bridge_name, dhcp_device_name, dhcp_netns_name
+
+
+class DhcpServers:
+    """The DHCP servers of one LinuxDriver; their files below `state` (a directory)."""
+
+    def __init__(self, host: Host, spaces: Namespaces, prefix: str, state: Path) -> None:
+        self.host = host
+        self.spaces = spaces
+        self.prefix = prefix
+        self.state = state
+
+    def netns(self, vni: int) -> str:
+        return dhcp_netns_name(self.prefix, vni)
+
+    def _dir(self, vni: int) -> Path:
+        return self.state / str(vni)
+
+    def facts(self, view: HostView) -> list[DhcpServer]:
+        servers: list[DhcpServer] = []
+        for d in sorted(self.state.iterdir()):
+            server = dnsmasq.running(d)
+            if server is None or not netns.exists(self.netns(server.vni)):
+                continue
+            dl = view.links.get(dhcp_device_name(server.vni))
+            dbr = view.links.get(bridge_name(server.vni))
+            if dl is None or dbr is None or dl.master != dbr.index or not dl.up:
+                continue
+            servers.append(server)
+        return servers
+
+    def create(self, d: DhcpServer) -> None:
+        path = dhcp_path(d.vni)
+        self.remove(d.vni)
+        br = self.host.view.links.get(bridge_name(d.vni))
+        if br is None:
+            raise DataplaneError(path, f"no bridge for VNI {d.vni}")
+        ns = self.netns(d.vni)
+        nl = self.spaces.socket(ns, create=True)
+        assert nl is not None
+        hname = dhcp_device_name(d.vni)
+        with netns.opened(ns) as fd:
+            mac = "02:00:" + ":".join(f"{b:02x}" for b in os.urandom(4))
+            veth = rtnl.new_veth(hname, min(br.mtu, 1500), br.index, DHCP_SERVER_IFNAME, mac, fd, OWN_GROUP)
+            netlink.apply(self.host.nl, path, [veth, *netlink.bring_up(hname)])
+        peer = nl.link(DHCP_SERVER_IFNAME)
+        if peer is None:
+            raise DataplaneError(path, f"{DHCP_SERVER_IFNAME} did not appear in namespace {ns}")
+        ip, plen = d.server_ip.split("/")
+        netlink.apply(nl, path, [rtnl.set_link(peer.index, up=True), rtnl.new_addr(peer.index, ip, int(plen))])
+        state = self._dir(d.vni)
+        dnsmasq.start(d, state, netns.path(ns))
+        self._wait_ready(path, state)
+
+    def reload(self, d: DhcpServer) -> None:
+        """New reservations or options: dnsmasq re-reads them (or, if that fails, starts anew)."""
+        if not dnsmasq.reload(d, self._dir(d.vni)):
+            self.create(d)
+
+    def _wait_ready(self, path: str, state: Path, timeout: float = 2.0) -> None:
+        """dnsmasq writes its pid-file once its sockets are bound: then it serves."""
+        deadline = time.monotonic() + timeout
+        pid = procs.read_pid(state / "pid")
+        while time.monotonic() < deadline:
+            if (state / "dnsmasq.pid").exists():
+                return
+            if pid is None or procs.exited(pid):
+                break
+            time.sleep(0.005)
+        raise DataplaneError(path, f"dnsmasq did not start: {dnsmasq.log_tail(state) or 'no output'}")
+
+    def remove(self, vni: int) -> None:
+        dnsmasq.remove(self._dir(vni))
+        self.host.delete(dhcp_path(vni), [dhcp_device_name(vni)])
+        self.spaces.drop(self.netns(vni))
+
+    def collect_garbage(self, desired: HostConfig) -> list[Action]:
+        """Stop dnsmasq instances no DHCP server of `desired` wants (their devices and namespaces
+        go with the driver's sweep)."""
+        actions: list[Action] = []
+        servers = {str(d.vni) for d in desired.dhcp_servers}
+        for d in sorted(self.state.iterdir()):
+            if d.name not in servers:
+                dnsmasq.remove(d)
+                actions.append(Action("delete", f"dnsmasq {d.name}", "orphan"))
+        return actions
+
+    def stop_all(self) -> None:
+        for d in sorted(self.state.iterdir()):
+            dnsmasq.remove(d)

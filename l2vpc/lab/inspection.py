@@ -1,0 +1,156 @@
+"""Looking at a running lab: each agent's health and what it reports, the engine's attachments
+on lab hosts, and a traffic check between them (probe.py), or with the memory driver a check
+that every agent reports its attachments.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from l2vpc._proto import agent_pb2 as pb
+from l2vpc.agentapi import wire
+from l2vpc.agentapi.channel import host_metadata, open_channel, stub
+from l2vpc.engine.agent_client import engine_tls
+from l2vpc.engine.api import Engine
+from l2vpc.engine.model import Attachment
+from l2vpc.engine.store import open_store
+from l2vpc.hostconfig.names import workload_netns_name
+from l2vpc.lab import probe, processes
+from l2vpc.lab.state import LabState
+
+
+@dataclass
+class HostStatus:
+    name: str
+    role: str
+    region: str
+    underlay_ip: str
+    location: str | None
+    address: str
+    pid: int | None
+    running: bool
+    health: dict[str, Any] | None = None
+    error: str = ""
+    ports: list[str] = field(default_factory=list)  # attachment ids the agent reports
+    # Direct connects and VPN gateways the agent reports: {"id", "kind", "state", "detail", "learned"}.
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    lines: list[str]
+    report: probe.Report | None = None
+
+
+def host_statuses(st: LabState, pki_dir: Path) -> list[HostStatus]:
+    """Each agent's health, ports and observations, asked over its socket."""
+    out: list[HostStatus] = []
+    for rec in st.hosts:
+        hs = HostStatus(rec.name, rec.role, rec.region, rec.underlay_ip, rec.location, rec.address, rec.pid,
+                        processes.alive(rec.pid, rec.agent_dir))
+        try:
+            with open_channel(rec.address, rec.name, engine_tls(pki_dir)) as channel:
+                s = stub(channel)
+                md = host_metadata(rec.name)
+                h = s.Health(pb.HealthRequest(), timeout=3, metadata=md)
+                state = s.GetState(pb.GetStateRequest(), timeout=10, metadata=md)
+            hs.health = {"accepted_generation": h.accepted_generation, "ok": h.last_converge_ok,
+                         "failures": [f"{f.path}: {f.reason}" for f in h.last_failures],
+                         "converging": h.converging}
+            actual = wire.config_from_pb(state.actual)
+            hs.ports = [p.id for p in actual.ports]
+            kinds = {e.id: f"direct connect ({e.mode})" for e in actual.edge_routers}
+            kinds |= {v.id: "vpn" for v in actual.vpn_gateways}
+            hs.items = [{"id": o.id, "kind": kinds.get(o.id, "not in place"), "state": o.state,
+                         "detail": o.detail, "learned": list(o.learned)} for o in actual.observations]
+        except grpc.RpcError as e:
+            hs.error = f"{e.code().name.lower()}: {e.details()}" if isinstance(e, grpc.Call) else str(e)
+        out.append(hs)
+    return out
+
+
+def attachments(st: LabState, state_path: str) -> tuple[list[Attachment], dict[str, str]]:
+    """The engine's attachments on the lab's hosts (by workload, interface) and VPC names by id."""
+    if not os.path.exists(state_path):
+        return [], {}
+    store = open_store(state_path)
+    try:
+        topo = Engine(store).topology()
+    finally:
+        store.close()
+    names = {h.name for h in st.hosts}
+    atts = sorted((a for a in topo.attachments.values() if a.host in names),
+                  key=lambda a: (a.workload, a.interface_name or ""))
+    return atts, {v.id: v.name for v in topo.vpcs.values()}
+
+
+def check(st: LabState, pki_dir: Path, state_path: str, timeout: float = 10.0) -> CheckResult:
+    """Ping every pair inside each VPC and probe isolation across VPCs (linux driver)."""
+    found, vpc_names = attachments(st, state_path)
+    if not found:
+        return CheckResult(True, ["no attachments on lab hosts: nothing to check"])
+    if st.driver != "linux":
+        return _check_reports(st, pki_dir, found)
+    prefixes = {rec.name: rec.prefix for rec in st.hosts}
+    endpoints = []
+    for a in found:
+        if not a.interface_name or not a.host:
+            continue
+        endpoints.append(probe.Endpoint(
+            label=f"{a.workload}.{a.interface_name}", vpc=vpc_names.get(a.vpc_id, a.vpc_id),
+            netns=workload_netns_name(prefixes[a.host], a.workload), ifname=a.interface_name,
+            ip=a.ip_address.split("/")[0] if a.ip_address and a.ip_mode == "static" else None,
+        ))
+    dhcp = {f"{a.workload}.{a.interface_name}" for a in found if a.ip_mode == "dhcp"}
+    resolved, report = probe.check(endpoints, timeout=timeout, dhcp=dhcp)
+    lines: list[str] = []
+    missing = [e for e in resolved if not e.mac]
+    for e in missing:
+        lines.append(f"FAIL {e.label} ({e.vpc}): interface missing; the attachment is not realized")
+    for e in resolved:
+        if e.mac and not e.ip and e.label in dhcp:
+            lines.append(f"FAIL {e.label} ({e.vpc}): no DHCP lease within {timeout:.0f}s")
+    for vpc in sorted({e.vpc for e in resolved}):
+        members = [e for e in resolved if e.vpc == vpc]
+        answered = sum(1 for src, _ in report.reachable if src.vpc == vpc)
+        bad = [(src, dst) for src, dst in report.unreachable if src.vpc == vpc]
+        addressed = sum(1 for e in members if e.ip)
+        lines.append(f"vpc {vpc}: {len(members)} interfaces ({addressed} addressed), "
+                     f"{answered}/{answered + len(bad)} pairs answer ping")
+        for src, dst in bad:
+            lines.append(f"FAIL {src.label} ({src.ip}) -> {dst.label} ({dst.ip}): no reply in vpc {vpc}")
+    for sender, at, kind in report.leaks:
+        lines.append(f"FAIL isolation: {kind} from {sender.label} (vpc {sender.vpc}) reached "
+                     f"{at.label} (vpc {at.vpc})")
+    vpcs = len({e.vpc for e in resolved if e.mac})
+    if vpcs > 1:
+        lines.append(f"isolation: {report.isolation_probes} probes between {vpcs} VPCs, "
+                     f"{len(report.leaks)} crossed")
+    ok = report.ok and not missing and not any(line.startswith("FAIL") for line in lines)
+    lines.append(f"check {'passed' if ok else 'FAILED'} in {report.seconds:.2f}s")
+    return CheckResult(ok, lines, report)
+
+
+def _check_reports(st: LabState, pki_dir: Path, found: list[Attachment]) -> CheckResult:
+    lines = ["memory driver: no dataplane to send traffic through; checking that every agent "
+             "reports its attachments"]
+    hosts = host_statuses(st, pki_dir)
+    ports = {h.name: set(h.ports) for h in hosts}
+    errors = {h.name: h.error for h in hosts if h.error}
+    ok = True
+    for a in found:
+        assert a.host is not None
+        if a.host in errors:
+            ok = False
+            lines.append(f"FAIL {a.workload}.{a.interface_name}: agent of {a.host}: {errors[a.host]}")
+        elif a.id not in ports.get(a.host, set()):
+            ok = False
+            lines.append(f"FAIL {a.workload}.{a.interface_name}: not reported by {a.host} (run `l2vpc apply`)")
+    lines.append(f"check {'passed' if ok else 'FAILED'}: {len(found)} attachments")
+    return CheckResult(ok, lines)
