@@ -1,15 +1,19 @@
-"""Our small rtnetlink reader agrees with pyroute2's full decoder on a real namespace."""
+"""Our small rtnetlink reader agrees with pyroute2's full decoder on a real namespace; kernel
+refusals map to dataplane errors at one seam (netlink.apply); the namespace helper enters and
+leaves namespaces (netns)."""
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
 from pyroute2 import IPRoute
 
+from l2vpc.agent.drivers.base import DataplaneError
+from l2vpc.agent.drivers.linux import netlink, rtnl
 from l2vpc.agent.drivers.linux import netns as nsmod
-from l2vpc.agent.drivers.linux import rtnl
 
 from .conftest import IS_ROOT, sh
 
@@ -105,3 +109,61 @@ def test_watcher_sees_changes_and_only_changes(ns: str) -> None:
         assert not watch.changed()  # drained
     finally:
         watch.close()
+
+
+def test_netlink_apply_maps_kernel_refusals(ns: str) -> None:
+    nl = rtnl.Rtnl(nsmod.netlink_socket(ns))
+    try:
+        path = "segments[vni=1]"
+        netlink.apply(nl, path, [rtnl.new_bridge("l2b1", 1500), *netlink.bring_up("l2b1", alias="vpc-1")])
+        br = nl.link("l2b1")
+        assert br is not None and br.up and br.alias == "vpc-1"
+        assert sh("ip", "-n", ns, "-6", "addr", "show", "dev", "l2b1").stdout == ""  # IPv6 off before up
+
+        # Already so: deletes of what is gone, an address or route that is not there.
+        netlink.apply(nl, path, [rtnl.del_link(name="l2b9"), rtnl.del_addr(br.index, "10.9.9.9", 32),
+                                 rtnl.del_route("10.8.0.0/16", "10.9.9.1", br.index, 76)])
+        # A fine refusal does not stop the rest of the batch.
+        netlink.apply(nl, path, [rtnl.del_link(name="l2b9"), rtnl.new_bridge("l2b2", 1500)])
+        assert nl.link("l2b2") is not None
+
+        # ENODEV elsewhere: not found (a DataplaneError naming the path), unless missing is fine.
+        with pytest.raises(netlink.DeviceNotFound) as missing:
+            netlink.apply(nl, path, [rtnl.set_link(name="l2b9", up=True)])
+        assert (missing.value.path, missing.value.reason) == (path, "netlink: No such device")
+        netlink.apply(nl, path, [rtnl.set_link(name="l2b9", up=True)], missing_ok=True)
+
+        # An exclusive create of what exists is refused, with the kernel's words.
+        with pytest.raises(DataplaneError) as exists:
+            netlink.apply(nl, path + ".x", [rtnl.new_bridge("l2b1", 1500)])
+        assert not isinstance(exists.value, netlink.DeviceNotFound)
+        assert exists.value.path == path + ".x" and exists.value.reason.startswith("netlink: File exists")
+    finally:
+        nl.close()
+
+
+def test_one_namespace_helper_enters_and_leaves(ns: str) -> None:
+    home = os.stat("/proc/thread-self/ns/net").st_ino
+    there = os.stat(nsmod.path(ns)).st_ino
+    other = f"{ns}-o"
+    assert nsmod.create(other) and not nsmod.create(other)
+    try:
+        with nsmod.inside(ns):
+            assert os.stat("/proc/thread-self/ns/net").st_ino == there
+            # Reentrant: a body inside one namespace may open a socket in another and come back here.
+            nl = rtnl.Rtnl(nsmod.socket_in(other, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))
+            assert os.stat("/proc/thread-self/ns/net").st_ino == there
+        assert os.stat("/proc/thread-self/ns/net").st_ino == home
+        nl.call(rtnl.new_bridge("l2b3", 1500))  # the socket stayed in `other`
+        nl.close()
+        assert "l2b3" in sh("ip", "-n", other, "link", "show").stdout
+    finally:
+        nsmod.remove(other)
+    before = open("/proc/sys/net/ipv4/ip_forward").read()
+    nsmod.sysctl(ns, {"net/ipv4/ip_forward": "1"})
+    assert sh("ip", "netns", "exec", ns, "cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+    assert open("/proc/sys/net/ipv4/ip_forward").read() == before
+    with nsmod.opened(ns) as fd:
+        assert os.fstat(fd).st_ino == there
+    with pytest.raises(FileNotFoundError):
+        nsmod.sysctl(f"{ns}-gone", {"net/ipv4/ip_forward": "1"})
