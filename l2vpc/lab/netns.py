@@ -17,7 +17,7 @@ import subprocess
 import time
 
 from l2vpc.agent.drivers.linux import netns as _netns
-from l2vpc.agent.drivers.linux import rtnl
+from l2vpc.agent.drivers.linux import procs, rtnl
 from l2vpc.agent.drivers.linux.netns import exists, inside, path, socket_in
 
 __all__ = ["HOST_UPLINK", "UNDERLAY_BRIDGE", "LabNetError", "create", "exists", "inside", "ip", "make_switch",
@@ -82,21 +82,11 @@ def remove(name: str, grace: float = 2.0) -> None:
                 os.kill(pid, sig)
         deadline = time.monotonic() + grace
         while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _running(p)]
+            pids = [p for p in pids if not procs.exited(p)]
             time.sleep(0.01)
         if not pids:
             break
     _netns.remove(name)
-
-
-def _running(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def make_switch(name: str, mtu: int) -> None:

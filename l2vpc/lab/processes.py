@@ -1,7 +1,8 @@
 """The lab's agent processes: started in the foreground of their own session, tracked by pidfile.
 
 A pid is only ever signalled if its command line still contains the marker it was started
-with (the agent's state dir, unique per lab and host), so a recycled pid is never hit.
+with (the agent's state dir, unique per lab and host), so a recycled pid is never hit: the
+driver's daemon helpers (linux/procs.py) decide that, for the lab too.
 Output goes to a log file in the lab dir.
 """
 
@@ -13,6 +14,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+
+from l2vpc.agent.drivers.linux import procs
+from l2vpc.agent.drivers.linux.procs import alive
+
+__all__ = ["alive", "log_tail", "start", "stop"]
 
 
 def start(argv: list[str], pidfile: Path, log: Path, env: dict[str, str] | None = None) -> int:
@@ -28,36 +34,11 @@ def start(argv: list[str], pidfile: Path, log: Path, env: dict[str, str] | None 
     return proc.pid
 
 
-def read_pid(pidfile: Path) -> int | None:
-    try:
-        return int(pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def alive(pid: int | None, marker: str) -> bool:
-    """pid runs (not a zombie) and its command line contains marker."""
-    if not pid:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)  # our own children linger as zombies until reaped
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[-1].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except OSError:
-        return False
-    return state != b"Z" and marker.encode() in cmdline
-
-
 def stop(pid: int | None, marker: str, timeout: float = 5.0) -> bool:
     """SIGTERM, then SIGKILL after `timeout`. True if it was running. Gone already is fine."""
-    if not alive(pid, marker):
+    if not procs.signal_if_ours(pid, marker, signal.SIGTERM):
         return False
     assert pid is not None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while alive(pid, marker):
         if time.monotonic() > deadline:

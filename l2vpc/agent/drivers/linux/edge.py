@@ -1,6 +1,7 @@
 """Direct connects on an edge host: the EdgeRouters of a HostConfig, on Linux.
 
-Every edge router has a short tag (8 hex digits of a hash of its id) that names what it owns:
+Every edge router has a short tag (8 hex digits of a hash of its id) that names what it owns
+(the names are derived in l2vpc.hostconfig.names):
 
     host devices   l2eb<tag>  a bridge joining the hand-off device (e.g. xc0) and l2eh<tag>
                    l2eh<tag>  the hand-off side of a veth pair
