@@ -75,7 +75,7 @@ def setup(
     try:
         state.mkdir(parents=True, exist_ok=True)
         state.chmod(0o700)
-        write_private(state / "premises.json", json.dumps(asdict(cfg), sort_keys=True).encode())
+        write_private(state / "premises.json", json.dumps(asdict(cfg), sort_keys=True).encode(), durable=False)
         _start(cfg, state)
     except BaseException:
         teardown(state)

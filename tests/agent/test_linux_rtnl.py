@@ -4,6 +4,7 @@ leaves namespaces (netns)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Iterator
@@ -136,7 +137,8 @@ def test_netlink_apply_maps_kernel_refusals(ns: str) -> None:
         # An exclusive create of what exists is refused, with the kernel's words.
         with pytest.raises(DataplaneError) as exists:
             netlink.apply(nl, path + ".x", [rtnl.new_bridge("l2b1", 1500)])
-        assert not isinstance(exists.value, netlink.DeviceNotFound)
+        assert isinstance(exists.value, netlink.KernelRefused) and not isinstance(exists.value, netlink.DeviceNotFound)
+        assert exists.value.errno == errno.EEXIST
         assert exists.value.path == path + ".x" and exists.value.reason.startswith("netlink: File exists")
     finally:
         nl.close()

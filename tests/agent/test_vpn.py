@@ -335,6 +335,17 @@ def test_repairs_and_teardown(site: Site) -> None:
     assert vpn_device_name(gw.id) not in sh("ip", "-n", site.edge, "link").stdout
 
 
+def test_recreated_at_once_after_removal(site: Site) -> None:
+    # The kernel destroys a removed namespace's macvlan in the background; a gateway created
+    # again at once must not fail on its outside MAC still being taken (EADDRINUSE).
+    gw = site.gateway()
+    for _ in range(5):
+        site.vpns.ensure(gw, bridge_name(VNI))
+        site.vpns.remove(gw.id)
+    site.vpns.ensure(gw, bridge_name(VNI))
+    site.wait_state(gw.id, "up")
+
+
 def test_deep_state_dir_gets_a_short_socket(tmp_path: Path) -> None:
     ns = f"l2vt{os.getpid() % 10000}{secrets.token_hex(2)}-sock"
     charon = Charon(tmp_path / ("d" * 80), nsmod.path(ns))

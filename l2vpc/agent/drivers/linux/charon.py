@@ -151,7 +151,7 @@ class Charon:
         with contextlib.suppress(FileNotFoundError):
             if self.conf.read_text() == text:
                 return False
-        write_private(self.conf, text.encode())
+        write_private(self.conf, text.encode(), durable=False)
         return True
 
     def alive(self) -> bool:

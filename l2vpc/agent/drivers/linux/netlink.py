@@ -8,9 +8,11 @@ What each refusal means is decided here, by the request's kind, not by every cal
     already so: fine      a delete of what is gone (link ENODEV, address EADDRNOTAVAIL,
                           route ESRCH or ENOENT, fdb entry ENOENT); an append or replace that
                           finds its entry there (EEXIST without NLM_F_EXCL)
-    ENODEV elsewhere      DeviceNotFound (a DataplaneError); fine with `missing_ok`, for
-                          changes to devices that may have gone meanwhile
-    anything else         DataplaneError(path, "netlink: <errno text>")
+    ENODEV elsewhere      DeviceNotFound; fine with `missing_ok`, for changes to devices
+                          that may have gone meanwhile
+    anything else         KernelRefused(path, "netlink: <errno text>"), its `errno` for code
+
+Both are DataplaneErrors: a failed step of a converge.
 
 Errors raised outside a batch (a dump, a single call) become the same DataplaneError through
 `refused`.
@@ -33,15 +35,21 @@ _ALREADY: dict[int, frozenset[int]] = {
 }
 
 
-class DeviceNotFound(DataplaneError):
+class KernelRefused(DataplaneError):
+    """The kernel refused a request at `path`; `errno` says why (for code), the reason in words."""
+
+    def __init__(self, path: str, err: rtnl.NetlinkError) -> None:
+        super().__init__(path, f"netlink: {err.strerror}")
+        self.errno = err.errno
+
+
+class DeviceNotFound(KernelRefused):
     """A request named a device (by name or index) the kernel does not have (ENODEV)."""
 
 
-def refused(path: str, err: rtnl.NetlinkError) -> DataplaneError:
+def refused(path: str, err: rtnl.NetlinkError) -> KernelRefused:
     """The DataplaneError for a kernel refusal at `path`."""
-    if err.errno == errno.ENODEV:
-        return DeviceNotFound(path, f"netlink: {err.strerror}")
-    return DataplaneError(path, f"netlink: {err.strerror}")
+    return DeviceNotFound(path, err) if err.errno == errno.ENODEV else KernelRefused(path, err)
 
 
 def _fine(request: rtnl.Request, err: rtnl.NetlinkError, missing_ok: bool) -> bool:

@@ -34,11 +34,13 @@ l2vpc.hostconfig.names.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,7 @@ from l2vpc.hostconfig.names import (
 from l2vpc.pki import write_private
 
 UNREACHABLE_METRIC = 4242  # only matters against other main-table routes for the same prefix
+MAC_RELEASE_TIMEOUT = 2.0
 
 
 def _mac(vpn_id: str, role: str) -> str:
@@ -160,7 +163,8 @@ class VpnManager:
 
     def _save(self, rec: _Record) -> None:
         data = {"gateway": _gw_to_dict(rec.gw), "bridge": rec.bridge, "since": rec.since}
-        write_private(self._dir(rec.gw.id) / "gateway.json", json.dumps(data, sort_keys=True).encode())
+        write_private(self._dir(rec.gw.id) / "gateway.json", json.dumps(data, sort_keys=True).encode(),
+                      durable=False)
 
     def configured(self) -> list[str]:
         """Ids of every gateway this manager holds state for, running or not (for garbage
@@ -279,7 +283,7 @@ class VpnManager:
         # Before any device exists, so none of them ever gets an IPv6 address on the VPC or
         # the outside network.
         netns.sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1",
-                     "net/ipv4/ip_forward": "1"})
+                          "net/ipv4/ip_forward": "1"})
         hname = vpn_device_name(gw.id)
         netlink.apply(nl, path, [rtnl.del_link(name=hname)])
         with netns.opened(ns) as fd:
@@ -297,7 +301,18 @@ class VpnManager:
                 rtnl.set_link(ext.index, up=True), rtnl.new_addr(ext.index, oip, int(oplen))]
         if gw.outside_gateway:
             reqs.append(rtnl.new_route("0.0.0.0/0", gw.outside_gateway, ext.index, RTPROT_L2VPC))
-        netlink.apply(nsl, path, reqs)
+        # A gateway of this id removed a moment ago may still hold the outside MAC: the kernel
+        # destroys a removed namespace's devices in the background, and until then ext0 cannot
+        # go up (EADDRINUSE). Deleting ext0 at removal instead would cost ~30 ms per gateway.
+        deadline = time.monotonic() + MAC_RELEASE_TIMEOUT
+        while True:
+            try:
+                netlink.apply(nsl, path, reqs)
+                break
+            except netlink.KernelRefused as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
         self._set_unreachable(gw, old=())
 
     def _set_unreachable(self, gw: VpnGateway, old: tuple[str, ...]) -> None:
