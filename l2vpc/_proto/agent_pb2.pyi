@@ -16,19 +16,21 @@ class Route(_message.Message):
     def __init__(self, prefix: _Optional[str] = ..., via: _Optional[str] = ...) -> None: ...
 
 class Segment(_message.Message):
-    __slots__ = ("vni", "vpc_id", "mtu", "remotes")
+    __slots__ = ("vni", "vpc_id", "mtu", "remotes", "vpc_name")
     VNI_FIELD_NUMBER: _ClassVar[int]
     VPC_ID_FIELD_NUMBER: _ClassVar[int]
     MTU_FIELD_NUMBER: _ClassVar[int]
     REMOTES_FIELD_NUMBER: _ClassVar[int]
+    VPC_NAME_FIELD_NUMBER: _ClassVar[int]
     vni: int
     vpc_id: str
     mtu: int
     remotes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, vni: _Optional[int] = ..., vpc_id: _Optional[str] = ..., mtu: _Optional[int] = ..., remotes: _Optional[_Iterable[str]] = ...) -> None: ...
+    vpc_name: str
+    def __init__(self, vni: _Optional[int] = ..., vpc_id: _Optional[str] = ..., mtu: _Optional[int] = ..., remotes: _Optional[_Iterable[str]] = ..., vpc_name: _Optional[str] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch")
+    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch", "sandbox")
     ID_FIELD_NUMBER: _ClassVar[int]
     VNI_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +42,7 @@ class Port(_message.Message):
     IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     RESTART_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
     id: str
     vni: int
     workload: str
@@ -51,7 +54,8 @@ class Port(_message.Message):
     ip_address: str
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     restart_epoch: int
-    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ...) -> None: ...
+    sandbox: str
+    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ..., sandbox: _Optional[str] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("mac", "ip")

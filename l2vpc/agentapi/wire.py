@@ -104,12 +104,13 @@ def config_to_pb(cfg: HostConfig, *, secrets: bool = False) -> pb.HostConfig:
         host=cfg.host,
         underlay_ip=cfg.underlay_ip,
         generation=cfg.generation,
-        segments=[pb.Segment(vni=s.vni, vpc_id=s.vpc_id, mtu=s.mtu, remotes=list(s.remotes)) for s in cfg.segments],
+        segments=[pb.Segment(vni=s.vni, vpc_id=s.vpc_id, mtu=s.mtu, remotes=list(s.remotes), vpc_name=s.vpc_name)
+                  for s in cfg.segments],
         ports=[
             pb.Port(
                 id=p.id, vni=p.vni, workload=p.workload, interface_name=p.interface_name, mac=p.mac,
                 mtu=p.mtu, workload_kind=p.workload_kind, ip_mode=p.ip_mode, ip_address=p.ip_address or "",
-                routes=_routes_to_pb(p.routes), restart_epoch=p.restart_epoch,
+                routes=_routes_to_pb(p.routes), restart_epoch=p.restart_epoch, sandbox=p.sandbox,
             )
             for p in cfg.ports
         ],
@@ -137,12 +138,13 @@ def config_from_pb(msg: pb.HostConfig) -> HostConfig:
         host=msg.host,
         underlay_ip=msg.underlay_ip,
         generation=msg.generation,
-        segments=tuple(Segment(s.vni, s.vpc_id, s.mtu, tuple(s.remotes)) for s in msg.segments),
+        segments=tuple(Segment(s.vni, s.vpc_id, s.mtu, tuple(s.remotes), s.vpc_name) for s in msg.segments),
         ports=tuple(
             Port(
                 id=p.id, vni=p.vni, workload=p.workload, interface_name=p.interface_name, mac=p.mac.lower(),
                 mtu=p.mtu, workload_kind=p.workload_kind or "virtual_server", ip_mode=p.ip_mode or "none",
                 ip_address=p.ip_address or None, routes=_routes_from_pb(p.routes), restart_epoch=p.restart_epoch,
+                sandbox=p.sandbox,
             )
             for p in msg.ports
         ),

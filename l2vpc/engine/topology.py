@@ -76,7 +76,8 @@ def make_port(a: Attachment, vpc: VPC, routes: tuple[Route, ...] = ()) -> Port:
 def make_segment(vpc: VPC, own_ip: str, carrier_ips: tuple[str, ...]) -> Segment:
     """`carrier_ips`: sorted underlay addresses of every host carrying the VPC."""
     assert vpc.vni
-    return Segment(vni=vpc.vni, vpc_id=vpc.id, mtu=vpc.mtu, remotes=tuple(ip for ip in carrier_ips if ip != own_ip))
+    return Segment(vni=vpc.vni, vpc_id=vpc.id, mtu=vpc.mtu, remotes=tuple(ip for ip in carrier_ips if ip != own_ip),
+                   vpc_name=vpc.name)
 
 
 def make_dhcp(vpc: VPC, reservations: Iterable[Reservation], routes: tuple[Route, ...] = ()) -> DhcpServer:

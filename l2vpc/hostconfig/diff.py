@@ -199,7 +199,7 @@ def segment_change(old: Segment, new: Segment) -> tuple[ChangeAction, How, str]:
     added = sorted(set(new.remotes) - set(old.remotes))
     gone = sorted(set(old.remotes) - set(new.remotes))
     remotes = "remotes " + " ".join([f"+{r}" for r in added] + [f"-{r}" for r in gone]) if added or gone else ""
-    return "update", "live", _join(_changes(old, new, ("vpc_id", "mtu")), remotes)
+    return "update", "live", _join(_changes(old, new, ("vpc_id", "vpc_name", "mtu")), remotes)
 
 
 def edge_change(old: EdgeRouter, new: EdgeRouter) -> tuple[ChangeAction, How, str]:

@@ -35,6 +35,7 @@ class Segment:
     mtu: int
     # Underlay addresses of the other hosts carrying this VNI (head-end replication), sorted.
     remotes: tuple[str, ...] = ()
+    vpc_name: str = ""  # what Pods name the VPC by (CNI network configs say `vpc = "<name>"`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,9 @@ class Port:
     # Bumped by the engine when the workload must restart its interface (scope change); a change
     # of epoch means "recreate this port", even if nothing else differs.
     restart_epoch: int = 0
+    # Where a runtime-owned workload's interface lives: the network namespace a CNI ADD named
+    # (pods). Set by the agent only, never pushed: a pod port without one waits for its pod.
+    sandbox: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,7 @@ class HostConfig:
                         vpc_id=str(s["vpc_id"]),
                         mtu=int(s["mtu"]),
                         remotes=tuple(str(r) for r in s.get("remotes", ())),
+                        vpc_name=str(s.get("vpc_name", "")),
                     )
                     for s in data.get("segments", ())
                 ),
@@ -264,6 +269,7 @@ class HostConfig:
                         ip_address=(str(p["ip_address"]) if p.get("ip_address") else None),
                         routes=tuple(Route(str(r["prefix"]), str(r["via"])) for r in p.get("routes", ())),
                         restart_epoch=int(p.get("restart_epoch", 0)),
+                        sandbox=str(p.get("sandbox", "")),
                     )
                     for p in data.get("ports", ())
                 ),
@@ -366,13 +372,14 @@ def _vpn_gateway(v: dict[str, Any]) -> VpnGateway:
 
 
 def _norm_segment(s: Segment) -> Segment:
-    return Segment(s.vni, s.vpc_id, s.mtu, tuple(sorted(set(s.remotes))))
+    return Segment(s.vni, s.vpc_id, s.mtu, tuple(sorted(set(s.remotes))), s.vpc_name)
 
 
 def _norm_port(p: Port) -> Port:
     return Port(
         p.id, p.vni, p.workload, p.interface_name, p.mac.lower(), p.mtu, p.workload_kind,
         p.ip_mode, p.ip_address, tuple(sorted(p.routes, key=lambda r: (r.prefix, r.via))), p.restart_epoch,
+        p.sandbox,
     )
 
 

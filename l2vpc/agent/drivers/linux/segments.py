@@ -1,5 +1,5 @@
 """Segments on Linux: bridge `l2b<vni>` (alias = vpc id) and VXLAN `l2x<vni>` (VNI, local =
-underlay, dstport 4789, no learning) enslaved to it, head-end replication as all-zero-MAC fdb
+underlay, dstport 4789, no learning, alias = vpc name) enslaved to it, head-end replication as all-zero-MAC fdb
 entries (`00:00:00:00:00:00 dst <remote>`), one per remote.
 """
 
@@ -33,7 +33,7 @@ class Segments:
                 continue
             mtu = br.mtu if br.mtu == vx.mtu else 0  # 0: the two disagree, an update fixes it
             remotes = tuple(sorted(view.floods.get(vx.index, ())))
-            segments.append(Segment(vni=vni, vpc_id=br.alias, mtu=mtu, remotes=remotes))
+            segments.append(Segment(vni=vni, vpc_id=br.alias, mtu=mtu, remotes=remotes, vpc_name=vx.alias))
         return segments
 
     def _vxlan_ok(self, vx: rtnl.Link, vni: int) -> bool:
@@ -70,13 +70,14 @@ class Segments:
         if vx is None:
             netlink.apply(nl, path, [
                 rtnl.new_vxlan(xname, seg.vni, self.underlay_ip, self.vxlan_port, seg.mtu, br.index, OWN_GROUP),
-                *netlink.bring_up(xname),
+                *netlink.bring_up(xname, alias=seg.vpc_name),
             ])
             vx = self.host.link(xname)
             if vx is None:
                 raise DataplaneError(path, f"vxlan {xname} vanished after creation")
-        elif (vx.mtu, vx.master, vx.up) != (seg.mtu, br.index, True):
-            netlink.apply(nl, path, [rtnl.set_link(vx.index, up=True, mtu=seg.mtu, master=br.index)])
+        elif (vx.mtu, vx.master, vx.up, vx.alias) != (seg.mtu, br.index, True, seg.vpc_name):
+            netlink.apply(nl, path, [rtnl.set_link(vx.index, up=True, mtu=seg.mtu, master=br.index,
+                                                   alias=seg.vpc_name)])
 
         have = view.floods.get(vx.index, set())
         want = set(seg.remotes)
