@@ -4,7 +4,7 @@ controllers."""
 from __future__ import annotations
 
 from l2vpc.engine.errors import StoreError
-from l2vpc.engine.store.base import KINDS, Event, Heartbeat, HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.base import KINDS, HostReport, Store, StoredObject, Transaction
 from l2vpc.engine.store.sqlite import SqliteStore
 
 
@@ -33,8 +33,6 @@ def open_store(path: str) -> Store:
 
 __all__ = [
     "KINDS",
-    "Event",
-    "Heartbeat",
     "HostReport",
     "SqliteStore",
     "Store",
