@@ -73,21 +73,35 @@ class Event:
     what: str
 
 
-class Lease(Protocol):
+class Lease(abc.ABC):
     """Leadership of a name, held until released or lost. `term` grows with every new holder
     (a durable counter in the store): a fencing token against a deposed leader's late writes."""
 
-    name: str
-    term: int
+    def __init__(self, name: str, term: int) -> None:
+        self.name = name
+        self.term = term
 
+    @abc.abstractmethod
     def is_held(self) -> bool:
         """Whether this holder still leads; it must stop acting as leader once False."""
 
+    @abc.abstractmethod
     def release(self) -> None:
         """Give up leadership (idempotent)."""
 
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, term={self.term})"
+
 
 class Subscription(Protocol):
+    """A listener (PlaneStore.listen); `close()` stops it."""
+
     def close(self) -> None: ...
 
 

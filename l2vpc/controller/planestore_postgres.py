@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from l2vpc.controller.planestore import PlaneStore
+from l2vpc.controller.planestore import Lease, PlaneStore
 from l2vpc.engine.errors import L2vpcError, StoreError
 from l2vpc.engine.store.migrations import Migration
 from l2vpc.engine.store.postgres import PostgresStore
@@ -70,7 +70,7 @@ class PostgresPlaneStore(PlaneStore):
         tx.rows("SELECT pg_notify(%s, %s)", (self.qualified(channel), payload))
 
 
-class Leadership:
+class Leadership(Lease):
     """Leadership of `name` among the controllers of one database: a session-level advisory
     lock held by a connection of its own.
 
@@ -84,8 +84,7 @@ class Leadership:
     """
 
     def __init__(self, name: str, term: int, conn: psycopg.Connection[Any], key: int) -> None:
-        self.name = name
-        self.term = term
+        super().__init__(name, term)
         self._conn: psycopg.Connection[Any] | None = conn
         self._key = key
         self._lock = threading.Lock()
@@ -128,15 +127,6 @@ class Leadership:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-
-    def __enter__(self) -> Leadership:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"Leadership(name={self.name!r}, term={self.term}, held={self._conn is not None})"
 
 
 class Listener:

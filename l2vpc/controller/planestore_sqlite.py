@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from l2vpc.controller.planestore import PlaneStore, Subscription
+from l2vpc.controller.planestore import Lease, PlaneStore, Subscription
 from l2vpc.engine.errors import StoreError
 from l2vpc.engine.store.migrations import Migration
 from l2vpc.engine.store.sql import SqlTransaction
@@ -46,15 +46,14 @@ class SqlitePlaneStore(PlaneStore):
         pass
 
 
-class FileLeadership:
+class FileLeadership(Lease):
     """Leadership of `name` among the processes using one state file: an exclusive flock on
     `<state>.<name>.leader`, which the kernel frees when the holder closes it or dies.
     A lock on a local file cannot be lost while held, so `is_held()` only says whether
     `release()` was called."""
 
     def __init__(self, name: str, term: int, fd: int) -> None:
-        self.name = name
-        self.term = term
+        super().__init__(name, term)
         self._fd: int | None = fd
         self._lock = threading.Lock()
 
@@ -66,15 +65,6 @@ class FileLeadership:
             fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # frees the flock
-
-    def __enter__(self) -> FileLeadership:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"FileLeadership(name={self.name!r}, term={self.term}, held={self._fd is not None})"
 
 
 __all__ = ["FileLeadership", "SqlitePlaneStore"]

@@ -69,7 +69,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
         return Backend("sqlite", str(path), raw, r"l2vpc\.db is busy")
     db = request.getfixturevalue("db")
-    return Backend("postgres", db.url, db.raw, r"postgresql://l2vpc@127\.0\.0\.1:\d+/l2vpc_tests is busy",
+    return Backend("postgres", db.url, db.raw, rf"postgresql://l2vpc@127\.0\.0\.1:\d+/{db.database} is busy",
                    db.server.password)
 
 

@@ -136,8 +136,7 @@ class SqlTransaction(Transaction):
     def _open(self) -> Any:
         conn = self._conn
         if conn is None:
-            # The connection may already serve another thread's transaction.
-            raise RuntimeError("store transaction used after its `with` block ended")
+            raise _ended()
         return conn
 
     def rows(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -146,7 +145,9 @@ class SqlTransaction(Transaction):
         Always fetching everything matters: errors such as a damaged page surface while
         stepping, inside the try; and a half-stepped write statement would block COMMIT.
         """
-        conn = self._open()
+        conn = self._conn
+        if conn is None:
+            raise _ended()
         try:
             return conn.execute(statement, params).fetchall()
         except self.dialect.error as exc:
@@ -156,7 +157,9 @@ class SqlTransaction(Transaction):
 
     def change(self, statement: str, params: Sequence[Any] = ()) -> int:
         """Run a write statement; the number of rows it changed."""
-        conn = self._open()
+        conn = self._conn
+        if conn is None:
+            raise _ended()
         try:
             return conn.execute(statement, params).rowcount
         except self.dialect.error as exc:
@@ -171,7 +174,7 @@ class SqlTransaction(Transaction):
     # --- objects -----------------------------------------------------------------------
     def get(self, kind: str, ident: str, tenant: str | None = None) -> StoredObject | None:
         check_kind(kind)
-        if not lookup_key("id", ident):
+        if (type(ident) is not str or "\x00" in ident) and not lookup_key("id", ident):
             return None  # no stored id contains NUL
         rows = self.rows(self._sql.get, (kind, ident))
         if not rows or (tenant is not None and rows[0][0] != tenant):
@@ -209,11 +212,13 @@ class SqlTransaction(Transaction):
     @staticmethod
     def _check_new(kind: str, ident: str, tenant: str, data: dict[str, Any]) -> str:
         check_kind(kind)
-        check_key("id", ident)
-        if not isinstance(tenant, str):
-            raise ValidationError(f"must be a string, got {type(tenant).__name__}", path="tenant")
-        if "\x00" in tenant:
-            raise ValidationError("must not contain NUL characters", path="tenant")
+        if type(ident) is not str or not ident or "\x00" in ident:
+            check_key("id", ident)
+        if type(tenant) is not str or "\x00" in tenant:
+            if not isinstance(tenant, str):
+                raise ValidationError(f"must be a string, got {type(tenant).__name__}", path="tenant")
+            if "\x00" in tenant:
+                raise ValidationError("must not contain NUL characters", path="tenant")
         return encode(kind, ident, data)
 
     def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
@@ -352,6 +357,11 @@ def check_keys(keys: Iterable[str]) -> list[str]:
     for i, k in enumerate(keys):
         check_key(f"keys[{i}]", k)
     return keys
+
+
+def _ended() -> RuntimeError:
+    # The connection may already serve another thread's transaction.
+    return RuntimeError("store transaction used after its `with` block ended")
 
 
 def not_unicode(exc: UnicodeEncodeError) -> ValidationError:
