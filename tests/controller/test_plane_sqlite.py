@@ -65,3 +65,25 @@ def test_leadership_is_a_lock_file_beside_the_state_file_and_nothing_listens(tmp
         with pb.try_leadership("reconciler") as again:  # type: ignore[union-attr]
             assert again.is_held() and again.term == lease.term + 1
         assert not again.is_held()
+
+
+def test_the_heartbeat_of_a_deregistered_host_goes_with_the_leaders_next_round(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    pool, box = LocalAgentPool(), SecretBox.for_state(str(path))
+    with SqliteStore(path) as s:
+        plane = ClusterPlane(s, pool, box, controller_id="a", heartbeat_interval=0.2, down_after=1.0, tick=0.1)
+        plane.start()
+
+        def beating() -> set[str]:
+            with plane.plane.transaction() as p:
+                return set(p.heartbeats())
+
+        try:
+            wait_for(lambda: plane.leading, 5, "a to lead")
+            for i in (1, 2):
+                plane.register({"name": f"h{i}", "region": "r1", "underlay_ip": f"10.0.0.{i}"})
+            wait_for(lambda: beating() == {"h1", "h2"}, 3, "both heartbeats recorded")
+            Engine(s, pool, secrets=box).deregister_host("h1")  # the engine knows no heartbeats
+            wait_for(lambda: beating() == {"h2"}, 3, "h1's heartbeat to go")
+        finally:
+            plane.stop()

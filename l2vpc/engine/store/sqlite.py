@@ -51,7 +51,6 @@ _SQLITE_NOTADB = 26
 _SQLITE_BUSY_SNAPSHOT = _SQLITE_BUSY | (2 << 8)  # only if a transaction were not IMMEDIATE
 
 
-
 class SqliteDialect(Dialect):
     name = "sqlite"
     param = "?"
