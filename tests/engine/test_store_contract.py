@@ -2,7 +2,8 @@
 PostgreSQL alike: objects and generations, allocations, host reports, counters, transactions in
 threads and processes, migrations, and the engine's cross-object rules on top. What only one
 backend has (files, WAL and damage; lost connections, URLs, advisory locks) is tested in
-test_store_sqlite.py and test_store_postgres.py."""
+test_store_sqlite.py and test_store_postgres.py. Longer than most test modules: it is the
+whole contract of both stores in one place."""
 
 from __future__ import annotations
 
