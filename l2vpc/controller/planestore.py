@@ -304,6 +304,10 @@ class PlaneStore(abc.ABC):
     def _notify(self, tx: SqlTransaction, channel: str, payload: str) -> None:
         """Send a checked notification when `tx` commits (or not at all)."""
 
+    @abc.abstractmethod
+    def _opened(self, tx: SqlTransaction) -> None:
+        """Read what the backend needs once, in the transaction that opens the plane."""
+
     # --- migrations --------------------------------------------------------------------
     def _migrate(self) -> None:
         latest = self._migrations[-1].version if self._migrations else 0
@@ -315,6 +319,7 @@ class PlaneStore(abc.ABC):
             for mig in self._migrations[current:]:
                 tx.script(mig.sql)
                 tx.change(self.statements.record_version, (mig.version, mig.name))
+            self._opened(tx)
 
     def _read_version(self, tx: SqlTransaction) -> int:
         exists = tx.dialect.table_exists()

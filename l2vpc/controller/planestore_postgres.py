@@ -27,9 +27,11 @@ class PostgresPlaneStore(PlaneStore):
     store: PostgresStore
 
     def __init__(self, store: PostgresStore, *, migrations: tuple[Migration, ...] | None = None) -> None:
+        self._tag = ""
         super().__init__(store, migrations=migrations)
-        with store.transaction() as tx:
-            schema = tx.rows("SELECT current_schema()")[0][0]
+
+    def _opened(self, tx: SqlTransaction) -> None:
+        schema = tx.rows("SELECT current_schema()")[0][0]
         self._tag = hashlib.blake2b(str(schema).encode(), digest_size=4).hexdigest()
 
     def qualified(self, channel: str) -> str:

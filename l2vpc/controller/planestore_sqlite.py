@@ -45,6 +45,9 @@ class SqlitePlaneStore(PlaneStore):
     def _notify(self, tx: SqlTransaction, channel: str, payload: str) -> None:
         pass
 
+    def _opened(self, tx: SqlTransaction) -> None:
+        pass
+
 
 class FileLeadership(Lease):
     """Leadership of `name` among the processes using one state file: an exclusive flock on
