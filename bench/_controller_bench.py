@@ -20,14 +20,13 @@ from typing import Any
 
 import grpc
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
-import pg_server  # noqa: E402  (the test helper that runs a throwaway server)
+from l2vpc._proto import controller_pb2 as cpb
+from l2vpc._proto import controller_pb2_grpc as cpb_grpc
+from l2vpc.agent.fleet import issue_fleet_certificate
+from l2vpc.pki import CertificateAuthority, write_private
+from l2vpc.testing import postgres as pg_server
 
-from l2vpc._proto import controller_pb2 as cpb  # noqa: E402
-from l2vpc._proto import controller_pb2_grpc as cpb_grpc  # noqa: E402
-from l2vpc.agent.fleet import issue_fleet_certificate  # noqa: E402
-from l2vpc.pki import CertificateAuthority, write_private  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PY = [sys.executable, "-c", "import sys; from l2vpc.cli import main; sys.exit(main())"]

@@ -1,7 +1,7 @@
 """Controller scale: 1,000 hosts registered over gRPC, one converge of 10,000 attachments, and
 the heartbeat load.
 
-Starts a throwaway PostgreSQL (tests/engine/pg_server.py), one controller process (`--controllers
+Starts a throwaway PostgreSQL (l2vpc/testing/postgres.py), one controller process (`--controllers
 2`: two on the same database; fleets spread over them), and F fleet processes (`l2vpc agent
 fleet`) carrying the hosts between them (memory driver, full agents, one TLS server per
 process). Each host has its own role-agent token and registers and heartbeats by itself.

@@ -11,7 +11,7 @@ Prints, for 1 and 2 writer processes (each its own PostgresStore, as two control
 Transactions are serial across processes (see l2vpc/engine/store/postgres.py), so a second
 process adds little: it overlaps only its client-side work with the other's transaction.
 
-By default a throwaway server is started (tests/engine/pg_server.py) with fsync on, so every
+By default a throwaway server is started (l2vpc/testing/postgres.py) with fsync on, so every
 commit waits for its WAL flush as in production; `--url` uses an existing database instead
 (a fresh schema per run is created in it and dropped afterwards).
 
@@ -33,12 +33,11 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
-import pg_server  # the test helper that runs a throwaway server
 from bench_store import attachment, reserves  # the same documents as the SQLite bench
 
 from l2vpc.engine.api import Engine
 from l2vpc.engine.store.postgres import PostgresStore
+from l2vpc.testing import postgres as pg_server
 
 HOSTS = [{"name": f"c{i}", "region": "us-east", "underlay_ip": f"10.200.0.{i + 1}"} for i in range(4)]
 PER_VPC = 10  # attachments per VPC: the engine reads a VPC's members on every create

@@ -3,6 +3,8 @@
 - Root-only tests are skipped (with a reason) when not running as root.
 - Providers that Terraform starts during the tests keep their warm-start zygotes in a runtime
   directory of this test session, and those zygotes are stopped when the session ends.
+- `pg`: one throwaway PostgreSQL server per session (l2vpc.testing.postgres), started by the
+  first test that needs it; `db`: a fresh schema of it per test (skipped where no server runs).
 """
 
 from __future__ import annotations
@@ -10,8 +12,16 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from itertools import count
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from l2vpc.testing.postgres import PgServer, Schema
+
+PG_DATABASE = "l2vpc_tests"
+_schemas = count()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -40,3 +50,25 @@ def provider_runtime_dir() -> Iterator[str]:
                 os.environ.pop(RUNTIME_DIR_ENV, None)
             else:
                 os.environ[RUNTIME_DIR_ENV] = previous
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    from l2vpc.testing import postgres
+
+    reason = postgres.missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres.running_server() as server:
+        server.create_database(PG_DATABASE)
+        yield server
+
+
+@pytest.fixture
+def db(pg: PgServer) -> Iterator[Schema]:
+    """A fresh, empty schema first on the search_path of `db.url`; `db.raw()` reads and writes
+    behind the back of stores and controllers."""
+    from l2vpc.testing.postgres import Schema
+
+    with Schema(pg, PG_DATABASE, f"s{next(_schemas)}") as d:
+        yield d

@@ -1,9 +1,10 @@
 """API tokens of the controller: who may call what.
 
-A token is `l2vpc_<id>_<secret>`: the id names the store object (kind "token") that records its
-role, scope and expiry; the secret (32 random bytes, url-safe base64) is shown once, when the
-token is created, and only its SHA-256 digest is kept. A plain hash is enough here (no salt, no
-slow KDF): the secret has 256 bits of entropy, so there is nothing to guess offline.
+A token is `l2vpc_<id>_<secret>`: the id names the record in the plane store (planestore.py)
+that keeps its role, scope and expiry; the secret (32 random bytes, url-safe base64) is shown
+once, when the token is created, and only its SHA-256 digest is kept. A plain hash is enough
+here (no salt, no slow KDF): the secret has 256 bits of entropy, so there is nothing to guess
+offline.
 
 Roles:
     tenant   bound to one tenant name: object calls for that tenant only
@@ -36,10 +37,11 @@ from typing import Any
 
 import grpc
 
-from l2vpc.engine.errors import NotFoundError, ValidationError
+from l2vpc.controller.planestore import TOKEN, PlaneStore, open_plane
+from l2vpc.engine.errors import ConflictError, NotFoundError, ValidationError
 from l2vpc.engine.store.base import Store, StoredObject
 
-KIND = "token"
+KIND = TOKEN
 ROLES = ("tenant", "agent", "admin")
 TOKEN_PREFIX = "l2vpc_"
 SECRET_BYTES = 32
@@ -127,7 +129,7 @@ def validate_scope(role: str, tenant: str, host: str) -> None:
         raise ValidationError(problems)
 
 
-def create_token(store: Store, role: str, *, tenant: str = "", host: str = "",
+def create_token(store: Store | PlaneStore, role: str, *, tenant: str = "", host: str = "",
                  ttl: float = 0.0) -> tuple[str, str]:
     """A new token: returns (id, text). `ttl` seconds until it expires, 0 for never.
     The text is the only copy of the secret: hand it to its user, do not keep it."""
@@ -147,19 +149,20 @@ def create_token(store: Store, role: str, *, tenant: str = "", host: str = "",
         "expires": now + ttl if ttl else 0,
         "revoked": 0,
     }
-    with store.transaction() as tx:
-        tx.create(KIND, token_id, data)
+    with open_plane(store).transaction() as p:
+        p.create_token(token_id, data)
     return token_id, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
 
-def revoke_token(store: Store, token_id: str) -> None:
+def revoke_token(store: Store | PlaneStore, token_id: str) -> None:
     """Revoke a token (kept, marked revoked, so `list` still shows it); NotFoundError if unknown."""
-    with store.transaction() as tx:
-        so = tx.get(KIND, token_id)
+    with open_plane(store).transaction() as p:
+        so = p.get_token(token_id)
         if so is None:
             raise NotFoundError(KIND, token_id)
-        if not so.data.get("revoked"):
-            tx.update(KIND, token_id, {**so.data, "revoked": time.time()}, so.generation)
+        if not so.data.get("revoked") and not p.update_token(token_id, {**so.data, "revoked": time.time()},
+                                                                so.generation):
+            raise ConflictError(f"token {token_id} was changed concurrently; retry")
 
 
 def _info(so: StoredObject) -> TokenInfo:
@@ -168,10 +171,10 @@ def _info(so: StoredObject) -> TokenInfo:
                      float(d.get("created", 0)), float(d.get("expires", 0)), float(d.get("revoked", 0)))
 
 
-def list_tokens(store: Store) -> list[TokenInfo]:
+def list_tokens(store: Store | PlaneStore) -> list[TokenInfo]:
     """Every token (revoked and expired ones too), by id; never the secret nor its digest."""
-    with store.transaction() as tx:
-        return [_info(so) for so in tx.list(KIND)]
+    with open_plane(store).transaction() as p:
+        return [_info(so) for so in p.tokens()]
 
 
 def parse_token(text: str) -> tuple[str, str] | None:
@@ -204,9 +207,9 @@ INVALID = "invalid token"
 class Authenticator:
     """Verifies bearer tokens against the store; see the module docstring for the caching."""
 
-    def __init__(self, store: Store, *, cache_seconds: float = DEFAULT_CACHE_SECONDS,
+    def __init__(self, store: Store | PlaneStore, *, cache_seconds: float = DEFAULT_CACHE_SECONDS,
                  clock: Callable[[], float] = time.time) -> None:
-        self.store = store
+        self.plane = open_plane(store)
         self.cache_seconds = cache_seconds
         self._clock = clock
         self._lock = threading.Lock()  # guards the snapshot's dict and set
@@ -229,8 +232,8 @@ class Authenticator:
             if time.monotonic() - self._loaded_at < self.cache_seconds:
                 return self._entries, self._missing  # another thread just did it
             started = time.monotonic()
-            with self.store.transaction() as tx:
-                objs = tx.list(KIND)
+            with self.plane.transaction() as p:
+                objs = p.tokens()
             entries = {so.id: _entry(so) for so in objs}
             with self._lock:
                 self._entries, self._missing, self._loaded_at = entries, set(), started
@@ -247,8 +250,8 @@ class Authenticator:
         # at a bounded rate, so a flood of made-up ids cannot queue up store transactions.
         if not self._take_miss_budget():
             return None
-        with self.store.transaction() as tx:
-            so = tx.get(KIND, token_id)
+        with self.plane.transaction() as p:
+            so = p.get_token(token_id)
         with self._lock:
             if so is None:
                 if entries is self._entries and len(missing) < 100_000:

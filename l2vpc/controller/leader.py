@@ -1,10 +1,10 @@
 """Leader election among the controllers of one store, and the leader record everyone reads.
 
-Who leads is decided by the store's lock (`try_leadership`): on PostgreSQL a session advisory
-lock that the server frees the moment the holder's connection dies (a killed controller), on
-SQLite an flock on a file beside the state file, which the kernel frees when the process dies.
-Every controller tries once per tick, so a successor takes over within a tick of the lock
-being freed. A store without such a lock has one controller by construction: it leads.
+Who leads is decided by the plane store's lock (`PlaneStore.try_leadership`): on PostgreSQL a
+session advisory lock that the server frees the moment the holder's connection dies (a killed
+controller), on SQLite an flock on a file beside the state file, which the kernel frees when
+the process dies. Every controller tries once per tick, so a successor takes over within a tick
+of the lock being freed.
 
 The lock decides; the record in the store (`plane_state['leader']`: id, term, lease expiry)
 only tells: Status on any controller names the leader, and a waiter tells "no controller is
@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from l2vpc.controller.planestore import Event, Lease, PlaneStore, PlaneTransaction, open_plane
 from l2vpc.engine.errors import TemporaryError
-from l2vpc.engine.store.base import Event, Store, Transaction
+from l2vpc.engine.store.base import Store, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -33,30 +34,8 @@ ELECTION = "reconciler"
 CHANNEL = "l2vpc_plane"  # notifications: desired:<rev>, converged:<rev>, leader:<id>
 
 
-class Lease(Protocol):
-    term: int
-
-    def is_held(self) -> bool: ...
-
-    def release(self) -> None: ...
-
-
 class LostLeadership(TemporaryError):
     """This controller no longer leads; what it was about to write is dropped."""
-
-
-class _SoleLease:
-    """For stores without a lock shared between processes: this process is the controller."""
-
-    def __init__(self, term: int) -> None:
-        self.term = term
-        self._held = True
-
-    def is_held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        self._held = False
 
 
 @dataclass(frozen=True)
@@ -79,8 +58,8 @@ class LeaderRecord:
         return {"id": self.id, "term": self.term, "since": self.since, "expires": self.expires}
 
 
-def read_leader(tx: Transaction) -> LeaderRecord | None:
-    return LeaderRecord.parse(tx.get_state(LEADER_KEY))
+def read_leader(p: PlaneTransaction) -> LeaderRecord | None:
+    return LeaderRecord.parse(p.get_state(LEADER_KEY))
 
 
 class Elector:
@@ -89,8 +68,9 @@ class Elector:
     Called from the control loop (try_acquire, check) and the heartbeat flusher (renew);
     `lease` is replaced atomically, so both see a consistent value."""
 
-    def __init__(self, store: Store, controller_id: str, lease_seconds: float, name: str = ELECTION) -> None:
-        self.store = store
+    def __init__(self, store: Store | PlaneStore, controller_id: str, lease_seconds: float,
+                 name: str = ELECTION) -> None:
+        self.plane = open_plane(store)
         self.controller_id = controller_id
         self.lease_seconds = lease_seconds
         self.name = name
@@ -106,32 +86,24 @@ class Elector:
         lease = self.lease
         return lease.term if lease is not None else 0
 
-    def _try_lock(self) -> Lease | None:
-        take = getattr(self.store, "try_leadership", None)
-        if take is None:
-            with self.store.transaction() as tx:
-                return _SoleLease(tx.next_sequence(f"leader:{self.name}"))
-        lease: Lease | None = take(self.name)
-        return lease
-
     def try_acquire(self) -> bool:
         """Take the lock if it is free; on success record this controller as the leader."""
         if self.lease is not None:
             return True
-        lease = self._try_lock()
+        lease = self.plane.try_leadership(self.name)
         if lease is None:
             return False
         try:
-            with self.store.transaction() as tx:
-                now = tx.clock()
-                previous = read_leader(tx)
+            with self.plane.transaction() as p:
+                now = p.clock()
+                previous = read_leader(p)
                 if previous is not None and previous.term >= lease.term:
                     raise LostLeadership(f"a newer leader ({previous.id}, term {previous.term}) is recorded")
-                tx.put_state(LEADER_KEY, LeaderRecord(self.controller_id, lease.term, now,
-                                                      now + self.lease_seconds).to_dict())
+                p.put_state(LEADER_KEY, LeaderRecord(self.controller_id, lease.term, now,
+                                                     now + self.lease_seconds).to_dict())
                 was = f" after {previous.id} (term {previous.term})" if previous else ""
-                tx.add_events([Event(now, "", f"leader changed: {self.controller_id} leads (term {lease.term}){was}")])
-                tx.notify(CHANNEL, f"leader:{self.controller_id}")
+                p.add_events([Event(now, "", f"leader changed: {self.controller_id} leads (term {lease.term}){was}")])
+                p.notify(CHANNEL, f"leader:{self.controller_id}")
         except BaseException:
             lease.release()
             raise
@@ -157,17 +129,18 @@ class Elector:
             lease.release()
 
     def fence(self, tx: Transaction) -> None:
-        """Refuse (LostLeadership) unless the store still records this controller's term."""
-        record = read_leader(tx)
+        """Refuse (LostLeadership) unless the store still records this controller's term; `tx`
+        is an engine transaction (Engine.set_host_status runs this first in its own)."""
+        record = read_leader(self.plane.on(tx))
         term = self.term
         if not term or record is None or record.term != term or record.id != self.controller_id:
             raise LostLeadership(f"controller {self.controller_id} no longer leads")
 
-    def renew(self, tx: Transaction, now: float) -> None:
+    def renew(self, p: PlaneTransaction, now: float) -> None:
         """Extend the lease in the record (inside the heartbeat flush's transaction)."""
-        self.fence(tx)
-        tx.put_state(LEADER_KEY, LeaderRecord(self.controller_id, self.term, self.since,
-                                              now + self.lease_seconds).to_dict())
+        self.fence(p.tx)
+        p.put_state(LEADER_KEY, LeaderRecord(self.controller_id, self.term, self.since,
+                                             now + self.lease_seconds).to_dict())
 
     def resign(self) -> None:
         """Step down (stopping): end the lease in the record and free the lock, so another
@@ -175,12 +148,12 @@ class Elector:
         if self.lease is None:
             return
         try:
-            with self.store.transaction() as tx:
-                self.fence(tx)
-                now = tx.clock()
-                tx.put_state(LEADER_KEY, LeaderRecord(self.controller_id, self.term, self.since, now).to_dict())
-                tx.add_events([Event(now, "", f"leader {self.controller_id} stepped down (term {self.term})")])
-                tx.notify(CHANNEL, "leader:")
+            with self.plane.transaction() as p:
+                self.fence(p.tx)
+                now = p.clock()
+                p.put_state(LEADER_KEY, LeaderRecord(self.controller_id, self.term, self.since, now).to_dict())
+                p.add_events([Event(now, "", f"leader {self.controller_id} stepped down (term {self.term})")])
+                p.notify(CHANNEL, "leader:")
         except Exception as e:  # the lock is freed below anyway; the record then expires
             log.warning("could not record stepping down: %s", e)
         lease, self.lease = self.lease, None

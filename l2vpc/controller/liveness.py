@@ -3,7 +3,7 @@
 A heartbeat must cost next to nothing: 1,000 hosts every 2 s is 500 a second spread over the
 controllers. So `heartbeat()` only checks its input and overwrites the host's slot in a dict;
 a flusher thread drains the dict and writes the whole batch in one statement per flush
-(Transaction.put_heartbeats). Only the newest heartbeat of a host in a flush interval matters.
+(PlaneTransaction.put_heartbeats). Only the newest heartbeat of a host in a flush interval matters.
 
 The leader reads the recorded heartbeats and decides (`verdicts`); times are the store's clock
 (the flusher converts local receive times with a measured offset), so controllers whose clocks

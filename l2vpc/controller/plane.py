@@ -40,6 +40,7 @@ from l2vpc.controller.contract import (
 )
 from l2vpc.controller.leader import CHANNEL, Elector, LeaderRecord, LostLeadership, read_leader
 from l2vpc.controller.liveness import Beat, HeartbeatBuffer, check_heartbeat
+from l2vpc.controller.planestore import Heartbeat, PlaneStore, Subscription, open_plane
 from l2vpc.controller.reconciler import (
     CONVERGED_KEY,
     CONVERGING_KEY,
@@ -53,7 +54,7 @@ from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, Valid
 from l2vpc.engine.executor import AgentPool
 from l2vpc.engine.model import Host, parse
 from l2vpc.engine.secrets import SecretBox
-from l2vpc.engine.store.base import Heartbeat, Store
+from l2vpc.engine.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,16 @@ class _View:
     converging: dict[str, Any]
 
 
-def read_status(store: Store, controller_id: str = "") -> PlaneStatus:
+def read_status(store: Store | PlaneStore, controller_id: str = "") -> PlaneStatus:
     """What Status shows, read from the store (any controller, leading or not)."""
-    with store.transaction() as tx:
-        now = tx.clock()
-        leader = read_leader(tx)
-        desired = tx.current_sequence(DESIRED)
-        converged = tx.get_state(CONVERGED_KEY) or {}
-        stored = tx.list("host")
-        beats = tx.heartbeats()
-        events = tx.events(200)
+    with open_plane(store).transaction() as p:
+        now = p.clock()
+        leader = read_leader(p)
+        desired = p.tx.current_sequence(DESIRED)
+        converged = p.get_state(CONVERGED_KEY) or {}
+        stored = p.tx.list("host")
+        beats = p.heartbeats()
+        events = p.events(200)
     hosts = [(o.id, str(o.data.get("status", "up"))) for o in stored]  # decoded outside the lock
     live = leader is not None and now < leader.expires
     return PlaneStatus(
@@ -107,7 +108,7 @@ DEFAULT_MAX_HEARTBEAT_RATE = 150.0  # heartbeats/s the cluster is paced to (see 
 class ClusterPlane:
     """contract.ControlPlane for one controller; see the module docstring."""
 
-    def __init__(self, store: Store, agents: AgentPool, secrets: SecretBox, *, controller_id: str,
+    def __init__(self, store: Store | PlaneStore, agents: AgentPool, secrets: SecretBox, *, controller_id: str,
                  heartbeat_interval: float = 2.0, down_after: float | None = None,
                  resync_interval: float = 30.0, tick: float = 1.0,
                  max_heartbeat_rate: float = DEFAULT_MAX_HEARTBEAT_RATE) -> None:
@@ -123,12 +124,13 @@ class ClusterPlane:
         self.max_heartbeat_rate = _positive("max_heartbeat_rate", max_heartbeat_rate)
         self.tick = _positive("tick", tick)
         self.controller_id = controller_id
-        self.store = store
-        self.engine = Engine(store, agents, secrets=secrets)
+        self.plane = open_plane(store)
+        self.store = self.plane.store
+        self.engine = Engine(self.store, agents, secrets=secrets)
         # Flush at least twice per heartbeat interval: a live host's recorded heartbeat is
         # then never older than interval + flush, well inside down_after.
         self.flush_every = min(1.0, self.heartbeat_interval / 2)
-        self.elector = Elector(store, controller_id, lease_seconds=max(5 * self.flush_every, 3 * self.tick, 2.0))
+        self.elector = Elector(self.plane, controller_id, lease_seconds=max(5 * self.flush_every, 3 * self.tick, 2.0))
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._buffer = HeartbeatBuffer()
@@ -143,7 +145,7 @@ class ClusterPlane:
         self._offset = 0.0  # store clock - time.time()
         self._offset_at = -math.inf
         self._threads: list[threading.Thread] = []
-        self._listener: Any = None
+        self._listener: Subscription | None = None
         self._started = False
         self.reconciler = Reconciler(
             self.engine, self.elector, down_after=self.down_after, resync_interval=self.resync_interval,
@@ -156,18 +158,16 @@ class ClusterPlane:
         if self._started:
             return
         self._started = True
-        with self.store.transaction() as tx:
-            self._offset, self._offset_at = tx.clock() - time.time(), time.monotonic()
-            known = {o.id for o in tx.list("host")}
-            state = tx.get_state(CONVERGED_KEY)
+        with self.plane.transaction() as p:
+            self._offset, self._offset_at = p.clock() - time.time(), time.monotonic()
+            known = {o.id for o in p.tx.list("host")}
+            state = p.get_state(CONVERGED_KEY)
         with self._known_lock:
             self._known |= known
         self._pace()
         if state:
             self._set_converged(int(state.get("revision", 0)), parse_failures(state))
-        listen = getattr(self.store, "listen", None)
-        if listen is not None:
-            self._listener = listen(CHANNEL, self._on_notify)
+        self._listener = self.plane.listen(CHANNEL, self._on_notify)
         for name, target in (("loop", self._run), ("flush", self._flush_loop)):
             t = threading.Thread(target=target, name=f"plane-{name}-{self.controller_id}", daemon=True)
             t.start()
@@ -261,17 +261,17 @@ class ClusterPlane:
             return
         lost = False
         try:
-            with self.store.transaction() as tx:
+            with self.plane.transaction() as p:
                 if time.monotonic() - self._offset_at > CLOCK_EVERY:
-                    self._offset, self._offset_at = tx.clock() - time.time(), time.monotonic()
+                    self._offset, self._offset_at = p.clock() - time.time(), time.monotonic()
                 unknown: set[str] = set()
                 if beats:
-                    unknown = tx.put_heartbeats([
+                    unknown = p.put_heartbeats([
                         Heartbeat(h, b.received + self._offset, b.accepted_generation, b.converged_generation,
                                   b.converging, b.digest, self.controller_id) for h, b in beats.items()])
                 if leading:
                     try:
-                        self.elector.renew(tx, time.time() + self._offset)
+                        self.elector.renew(p, time.time() + self._offset)
                     except LostLeadership:
                         lost = True
         except L2vpcError as e:
@@ -338,9 +338,9 @@ class ClusterPlane:
 
     # ------------------------------------------------------------------ converge
     def request_converge(self) -> int:
-        with self.store.transaction() as tx:
-            revision = tx.next_sequence(DESIRED)
-            tx.notify(CHANNEL, f"desired:{revision}")
+        with self.plane.transaction() as p:
+            revision = p.tx.next_sequence(DESIRED)
+            p.notify(CHANNEL, f"desired:{revision}")
         if self.elector.leading:
             self._wake.set()
         return revision
@@ -415,11 +415,11 @@ class ClusterPlane:
             view = self._view
             if view is not None and time.monotonic() - view.read_at < max_age:
                 return view
-            with self.store.transaction() as tx:
-                now = tx.clock()
-                leader = read_leader(tx)
-                converging = tx.get_state(CONVERGING_KEY) or {}
-                state = tx.get_state(CONVERGED_KEY)
+            with self.plane.transaction() as p:
+                now = p.clock()
+                leader = read_leader(p)
+                converging = p.get_state(CONVERGING_KEY) or {}
+                state = p.get_state(CONVERGED_KEY)
             view = self._view = _View(time.monotonic(), now, leader, converging)
         if state:
             self._set_converged(int(state.get("revision", 0)), parse_failures(state))
@@ -463,7 +463,7 @@ class ClusterPlane:
 
     # ------------------------------------------------------------------ status
     def status(self) -> PlaneStatus:
-        return read_status(self.store, self.controller_id)
+        return read_status(self.plane, self.controller_id)
 
 
 def _names(hosts: list[str], count: int | None = None) -> str:

@@ -29,11 +29,11 @@ from typing import Any
 from l2vpc.controller.contract import HostFailure
 from l2vpc.controller.leader import CHANNEL, Elector
 from l2vpc.controller.liveness import verdicts
+from l2vpc.controller.planestore import Event, Heartbeat
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import L2vpcError
 from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
-from l2vpc.engine.store.base import Event, Heartbeat
 from l2vpc.hostconfig import HostConfig, config_digest
 from l2vpc.hostconfig.diff import Change
 
@@ -76,6 +76,7 @@ class Reconciler:
                  refresh_timeout: float = 5.0, push_timeout: float = 30.0) -> None:
         self.engine = engine
         self.store = engine.store
+        self.plane = elector.plane
         self.elector = elector
         self.down_after = down_after
         self.resync_interval = resync_interval
@@ -114,9 +115,9 @@ class Reconciler:
         events: list[Event] = []
         if not self.elector.check():
             return events
-        with self.store.transaction() as tx:
-            desired = tx.current_sequence(DESIRED)
-            state = tx.get_state(CONVERGED_KEY) or {}
+        with self.plane.transaction() as p:
+            desired = p.tx.current_sequence(DESIRED)
+            state = p.get_state(CONVERGED_KEY) or {}
         converged = int(state.get("revision", 0))
         need = desired > converged
         drift: dict[str, str] = {}
@@ -132,11 +133,15 @@ class Reconciler:
 
     def _observe(self, drift: dict[str, str], events: list[Event]) -> bool:
         """Liveness, failover and drift detection; True when a converge is due."""
-        with self.store.transaction() as tx:
-            now = tx.clock()
-            hosts = tx.list("host")
-            beats = tx.heartbeats()
-            stamps = tx.host_report_stamps()
+        with self.plane.transaction() as p:
+            now = p.clock()
+            hosts = p.tx.list("host")
+            beats = p.heartbeats()
+            stamps = p.tx.host_report_stamps()
+            gone = beats.keys() - {o.id for o in hosts}
+            if gone:  # deregistered hosts (Engine.deregister_host): their heartbeats go too
+                p.delete_heartbeats(gone)
+                beats = {h: b for h, b in beats.items() if h not in gone}
         # Decoded after the transaction: the store's write lock is not held meanwhile.
         statuses = {o.id: str(o.data.get("status", "up")) for o in hosts}
         need = False
@@ -282,10 +287,10 @@ class Reconciler:
             plan_ops = {h: hp.changes for h, hp in p.hosts.items() if hp.changes}
             self.in_flight = tuple(sorted(plan_ops))
             if plan_ops:
-                with self.store.transaction() as tx:
-                    self.elector.fence(tx)
-                    tx.put_state(CONVERGING_KEY, {"revision": desired, "hosts": list(self.in_flight[:MAX_LISTED]),
-                                                  "count": len(plan_ops), "since": tx.clock()})
+                with self.plane.transaction() as ptx:
+                    self.elector.fence(ptx.tx)
+                    ptx.put_state(CONVERGING_KEY, {"revision": desired, "hosts": list(self.in_flight[:MAX_LISTED]),
+                                                   "count": len(plan_ops), "since": ptx.clock()})
 
         def progress(host: str, message: str) -> None:
             if message == "converged":
@@ -298,9 +303,9 @@ class Reconciler:
         finally:
             self.in_flight = ()
         failures = tuple(result.failures)
-        with self.store.transaction() as tx:
-            self.elector.fence(tx)
-            now = tx.clock()
+        with self.plane.transaction() as p:
+            self.elector.fence(p.tx)
+            now = p.clock()
             new: list[Event] = []
             for host, reason in sorted(drift.items()):
                 ops = plan_ops.get(host, ())
@@ -317,16 +322,16 @@ class Reconciler:
                 # A down host's failure is its "host down" event already.
                 if f.step != "down" and self._failed.get(f.host) != text:
                     new.append(Event(now, f.host, text))
-            tx.put_state(CONVERGED_KEY, {
+            p.put_state(CONVERGED_KEY, {
                 "revision": desired, "term": self.elector.term, "time": now,
                 "seconds": round(time.monotonic() - started, 3),
                 "failures": [f.to_dict() for f in failures[:MAX_FAILURES]],
             })
             if plan_ops:
-                tx.put_state(CONVERGING_KEY, {})
+                p.put_state(CONVERGING_KEY, {})
             if new:
-                tx.add_events(new)
-            tx.notify(CHANNEL, f"converged:{desired}")
+                p.add_events(new)
+            p.notify(CHANNEL, f"converged:{desired}")
         self._failed = {f.host: f"converge failed: {f.step}: {f.detail}" for f in failures}
         events.extend(new)
         retry = [f for f in failures if f.code not in ("down", "stopped")]
@@ -340,7 +345,7 @@ class Reconciler:
 
     def _record_events(self, events: list[Event]) -> None:
         try:
-            with self.store.transaction() as tx:
-                tx.add_events(events)
+            with self.plane.transaction() as p:
+                p.add_events(events)
         except L2vpcError as e:
             log.warning("could not record %d events: %s", len(events), e)

@@ -84,7 +84,6 @@ class Engine:
                 raise ConflictError(f"host {name} still carries attachments {', '.join(users[:5])}; delete them first")
             tx.delete("host", name)
             tx.delete_host_report(name)
-            tx.delete_heartbeat(name)
 
     # ------------------------------------------------------------------ liveness (controllers)
     def set_host_status(self, name: str, status: str, *,

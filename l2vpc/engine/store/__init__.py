@@ -1,10 +1,19 @@
-"""Durable state of the engine behind one interface (base.py): SQLite embedded, PostgreSQL for
-controllers."""
+"""Durable desired state of the engine behind one interface (base.py): SQLite embedded,
+PostgreSQL for controllers, both through one SQL layer (sql.py over each backend's dialect).
+
+    base.py       the interface: objects, allocations, host reports, counters
+    documents.py  what both accept and refuse; objects decoded on first access
+    sql.py        every statement once: Dialect, Statements, SqlTransaction, SqlStore
+    sqlite.py     SQLite: one connection, BEGIN IMMEDIATE, migrations, its dialect
+    postgres.py   PostgreSQL: a pool, advisory locks, migrations, deferred writes, its dialect
+    cached.py     a transaction read ahead for a batch of creates
+    migrations/   the schema ladder of each dialect
+"""
 
 from __future__ import annotations
 
 from l2vpc.engine.errors import StoreError
-from l2vpc.engine.store.base import KINDS, Event, Heartbeat, HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.base import KINDS, HostReport, Store, StoredObject, Transaction
 from l2vpc.engine.store.sqlite import SqliteStore
 
 
@@ -33,8 +42,6 @@ def open_store(path: str) -> Store:
 
 __all__ = [
     "KINDS",
-    "Event",
-    "Heartbeat",
     "HostReport",
     "SqliteStore",
     "Store",

@@ -1,8 +1,12 @@
 """The store interface: durable desired state, allocations and what hosts reported.
 
-SQLite (embedded) and PostgreSQL (controllers) implement it. Objects are stored as JSON
-documents keyed by (kind, id) with a per-object generation: every write names the generation it
-read, and a mismatch raises ConflictError instead of overwriting a concurrent change.
+SQLite (embedded) and PostgreSQL (controllers) implement it through one SQL layer (sql.py).
+What controllers keep beside it to run together (heartbeats, leadership, events, API tokens)
+is their plane store (l2vpc/controller/planestore.py), built on these stores.
+
+Objects are stored as JSON documents keyed by (kind, id) with a per-object generation: every
+write names the generation it read, and a mismatch raises ConflictError instead of overwriting
+a concurrent change.
 
 Allocations (VNIs, MACs, interface names, addresses) are rows in named pools with a unique
 (pool, value) key, so two writers can never hand out the same value: the loser gets
@@ -15,15 +19,13 @@ an exception rolls everything back.
 from __future__ import annotations
 
 import abc
-import builtins
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 # Object kinds the store holds.
-# "token": the controller's API tokens (digests only), kept beside the objects they guard.
-KINDS = ("host", "vpc", "attachment", "direct_connect", "vpn", "token")
+KINDS = ("host", "vpc", "attachment", "direct_connect", "vpn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,28 +45,6 @@ class HostReport:
     generation: int  # the config generation the host has converged to
     config: dict[str, Any]
     updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """The last time a host's agent was heard from, and what it said then."""
-
-    host: str
-    last_seen: float  # unix seconds in the store's clock (Transaction.clock)
-    accepted_generation: int  # 0: the agent holds no config (restarted empty)
-    converged_generation: int
-    converging: bool  # the agent is applying a config right now
-    digest: str  # hostconfig.config_digest of what the host runs ('' unknown)
-    controller: str = ""  # the controller that received it
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One thing the control loop did (host down, service moved, drift repaired)."""
-
-    time: float  # unix seconds
-    host: str  # '' for cluster-wide events
-    what: str
 
 
 class Transaction(abc.ABC):
@@ -165,44 +145,6 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def current_sequence(self, name: str) -> int:
         """The counter's last value (0 if never advanced), without advancing it."""
-
-    # --- control plane (controllers) ----------------------------------------------------
-    @abc.abstractmethod
-    def clock(self) -> float:
-        """Now, in unix seconds, by the store's clock: every controller of a database times
-        heartbeats and leases with it, so their own clocks need not agree."""
-
-    @abc.abstractmethod
-    def put_heartbeats(self, beats: Sequence[Heartbeat]) -> set[str]:
-        """Record a batch of heartbeats in one statement; a heartbeat older than the one
-        recorded for its host is ignored. Returns the hosts that are not registered (skipped).
-        `beats` holds at most one heartbeat per host."""
-
-    @abc.abstractmethod
-    def heartbeats(self) -> dict[str, Heartbeat]:
-        """The last heartbeat of every host that ever sent one."""
-
-    @abc.abstractmethod
-    def delete_heartbeat(self, host: str) -> None: ...
-
-    @abc.abstractmethod
-    def get_state(self, key: str) -> dict[str, Any] | None:
-        """A small shared record of the control plane (leader, revisions), or None."""
-
-    @abc.abstractmethod
-    def put_state(self, key: str, value: dict[str, Any]) -> None: ...
-
-    @abc.abstractmethod
-    def add_events(self, events: Sequence[Event], keep: int = 200) -> None:
-        """Append events and drop all but the newest `keep`."""
-
-    @abc.abstractmethod
-    def events(self, limit: int = 200) -> builtins.list[Event]:
-        """The newest `limit` events, oldest first."""
-
-    def notify(self, channel: str, payload: str) -> None:  # noqa: B027  # optional, deliberately empty
-        """Wake listeners of `channel` in other processes once this transaction commits,
-        where the store can (PostgreSQL); elsewhere a no-op and listeners poll."""
 
 
 class Store(abc.ABC):

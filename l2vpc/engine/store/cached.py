@@ -151,27 +151,3 @@ class CachedTransaction(Transaction):
 
     def delete_host_report(self, host: str) -> None:
         self._tx.delete_host_report(host)
-
-    def clock(self) -> float:
-        return self._tx.clock()
-
-    def put_heartbeats(self, beats: Any) -> set[str]:
-        return self._tx.put_heartbeats(beats)
-
-    def heartbeats(self) -> Any:
-        return self._tx.heartbeats()
-
-    def delete_heartbeat(self, host: str) -> None:
-        self._tx.delete_heartbeat(host)
-
-    def get_state(self, key: str) -> Any:
-        return self._tx.get_state(key)
-
-    def put_state(self, key: str, value: Any) -> None:
-        self._tx.put_state(key, value)
-
-    def add_events(self, events: Any, keep: int = 200) -> None:
-        self._tx.add_events(events, keep)
-
-    def events(self, limit: int = 200) -> Any:
-        return self._tx.events(limit)

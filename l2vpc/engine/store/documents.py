@@ -1,17 +1,21 @@
 """What both stores share about documents: strict JSON encoding, input checks, and the
 StoredObject whose JSON is decoded only when `.data` is first read.
 
-Both SQLite and PostgreSQL go through these, so they accept and refuse exactly the same input.
+Both SQLite and PostgreSQL go through these, so they accept and refuse exactly the same input:
+strict JSON without NUL characters (PostgreSQL's jsonb holds neither NaN nor "\\u0000"), keys
+that are non-empty strings without NUL (PostgreSQL's text cannot hold it; a read by such a key
+matches nothing). Every check runs before anything is sent: on PostgreSQL a failed statement
+would abort the whole transaction, so the caller can go on after a ValidationError.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import re
 from typing import Any
 
 from l2vpc.engine.errors import ValidationError
-from l2vpc.engine.store.base import KINDS, Event, Heartbeat, StoredObject
+from l2vpc.engine.store.base import KINDS, StoredObject
 
 dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 loads = json.JSONDecoder().decode
@@ -98,56 +102,41 @@ def check_text(field: str, value: object) -> None:
         raise ValidationError(f"must be a non-empty string, got {value!r}", path=field)
 
 
+def check_key(field: str, value: object) -> None:
+    """A key written to the store: a non-empty string without NUL."""
+    check_text(field, value)
+    if "\x00" in value:  # type: ignore[operator]  # a str after check_text
+        raise ValidationError("must not contain NUL characters", path=field)
+
+
+def lookup_key(field: str, value: object) -> bool:
+    """For reads by key: a non-string is a caller bug (ValidationError); a string with NUL
+    cannot be stored, so it matches nothing (False)."""
+    if type(value) is not str:
+        raise ValidationError(f"must be a string, got {type(value).__name__}", path=field)
+    return "\x00" not in value
+
+
+def check_generation(field: str, value: object, minimum: int = 1) -> None:
+    if type(value) is not int or value < minimum:
+        raise ValidationError(f"must be an integer >= {minimum}, got {value!r}", path=field)
+
+
+# A NUL escape in encoded JSON: "\u0000" preceded by an even number of backslashes (an odd
+# number means the backslash itself was escaped and the rest is plain text).
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def encode(kind: str, ident: str, data: object, field: str = "data") -> str:
     if not isinstance(data, dict):
         raise ValidationError(
             f"{kind} {ident!r}: must be a JSON object, got {type(data).__name__}", path=field
         )
     try:
-        return dumps(data)
+        text = dumps(data)
     except (TypeError, ValueError) as exc:
         # Strict JSON (no NaN/Infinity) so PostgreSQL's jsonb accepts the same documents.
         raise ValidationError(f"{kind} {ident!r}: not storable as JSON: {exc}", path=field) from exc
-
-
-def check_heartbeats(beats: object) -> None:
-    """A batch for put_heartbeats: heartbeats, at most one per host (one upsert per row)."""
-    if not isinstance(beats, list | tuple):
-        raise ValidationError(f"must be a list of heartbeats, got {type(beats).__name__}", path="beats")
-    seen: set[str] = set()
-    for i, b in enumerate(beats):
-        check_heartbeat(f"beats[{i}]", b)
-        if b.host in seen:
-            raise ValidationError(f"host {b.host!r} appears twice in one batch", path=f"beats[{i}].host")
-        seen.add(b.host)
-
-
-def check_heartbeat(field: str, beat: object) -> None:
-    """Types of a heartbeat going into the store (the control plane validated the values)."""
-    if not isinstance(beat, Heartbeat):
-        raise ValidationError(f"must be a Heartbeat, got {type(beat).__name__}", path=field)
-    check_text(f"{field}.host", beat.host)
-    if not _finite(beat.last_seen):
-        raise ValidationError(f"must be a finite number, got {beat.last_seen!r}", path=f"{field}.last_seen")
-    for name in ("accepted_generation", "converged_generation"):
-        value = getattr(beat, name)
-        if type(value) is not int or not 0 <= value < 2**63:
-            raise ValidationError(f"must be an integer from 0 to 2^63-1, got {value!r}", path=f"{field}.{name}")
-    if type(beat.converging) is not bool:
-        raise ValidationError(f"must be true or false, got {beat.converging!r}", path=f"{field}.converging")
-    for name in ("digest", "controller"):
-        if not isinstance(getattr(beat, name), str):
-            raise ValidationError("must be a string", path=f"{field}.{name}")
-
-
-def check_event(field: str, event: object) -> None:
-    if not isinstance(event, Event):
-        raise ValidationError(f"must be an Event, got {type(event).__name__}", path=field)
-    if not _finite(event.time):
-        raise ValidationError(f"must be a finite number, got {event.time!r}", path=f"{field}.time")
-    if not isinstance(event.host, str) or not isinstance(event.what, str):
-        raise ValidationError("host and what must be strings", path=field)
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if "\\u0000" in text and _JSON_NUL.search(text):
+        raise ValidationError(f"{kind} {ident!r}: not storable as JSON: contains a NUL character", path=field)
+    return text

@@ -1,6 +1,12 @@
 """The store on PostgreSQL: shared state of controllers that run replicated.
 
-Same interface and semantics as the SQLite store (sqlite.py), through psycopg 3.
+Same interface and semantics as the SQLite store (sqlite.py), through psycopg 3. The statements
+are the SQL layer's (sql.py); this module holds the connections, the locking, the migrations,
+the deferred writes and PostgresDialect: `%s` parameters, jsonb, lists as arrays (`= ANY`),
+batches as unnest(), the database's clock, and the mapping of SQLSTATEs to the engine's errors.
+It is longer than most (~640 lines) because a shared server over the network needs all of
+these and SQLite none of them: a pool that replaces dead sessions, two advisory lock modes, a
+schema check per transaction, pipelined writes; they share the connection handling.
 
 Concurrency: one writer at a time, like SQLite
 - Every transaction runs at READ COMMITTED and its first statement takes one exclusive,
@@ -37,14 +43,13 @@ the child. A pooled connection that died while idle (server restart) is replaced
 on the next BEGIN; one that dies inside a transaction raises TemporaryError (during COMMIT: the
 outcome is unknown, the message says so).
 
-Leadership: `try_leadership(name)` takes a session-level advisory lock on a dedicated
-connection; see `Leadership`.
+Deferred writes: `create_new` and `claim` (a new id, a value just seen free) are not sent at
+once but with the next statement of the transaction, as one multi-row statement per table in
+the same pipeline: an attachment create costs two round trips fewer. A clash still raises
+ConflictError, at that statement, and fails the transaction.
 
-Notifications: `Transaction.notify(channel, payload)` is NOTIFY, delivered when the
-transaction commits; `listen(channel, callback)` LISTENs on a connection of its own (see
-`Listener`). Channel names get a tag of the schema, so deployments sharing a database in
-different schemas do not hear each other. They are hints to re-read, never data: a listener
-that reconnects has missed what was sent meanwhile.
+Controllers take leadership and notify each other through their plane store
+(l2vpc/controller/planestore_postgres.py), on connections this store opens (`connect`).
 
 Documents are JSONB. jsonb cannot hold a NUL character ("\\u0000"), which we refuse as a
 ValidationError naming the field; it keeps numbers exactly but writes floats >= 1e16 without an
@@ -56,15 +61,14 @@ never with the password or query parameters.
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -72,25 +76,11 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.types.string import TextLoader
 
-from l2vpc.engine.errors import (
-    ConflictError,
-    L2vpcError,
-    NotFoundError,
-    StoreError,
-    TemporaryError,
-    ValidationError,
-)
-from l2vpc.engine.store.base import Event, Heartbeat, HostReport, Store, StoredObject, Transaction
-from l2vpc.engine.store.documents import (
-    LazyObject,
-    check_event,
-    check_heartbeats,
-    check_kind,
-    check_text,
-    encode,
-    loads,
-)
+from l2vpc.engine.errors import ConflictError, L2vpcError, StoreError, TemporaryError
+from l2vpc.engine.store.base import StoredObject
+from l2vpc.engine.store.documents import LazyObject, check_key
 from l2vpc.engine.store.migrations import Migration, check_sequence, load_migrations
+from l2vpc.engine.store.sql import Dialect, SqlStore, SqlTransaction, Statements, check_keys, not_unicode
 
 DEFAULT_BUSY_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 60.0
@@ -98,7 +88,7 @@ DEFAULT_CONNECT_TIMEOUT = 10
 DEFAULT_MAX_CONNECTIONS = 4
 
 # Advisory lock keys. The two-int form (class, object) for the write lock and the one-bigint
-# form for leadership: PostgreSQL keeps the two key spaces apart, so they never collide.
+# form for the controllers' leadership: PostgreSQL keeps the two key spaces apart.
 _LOCK_CLASS = 0x6C327670  # "l2vp"
 _WRITE_LOCK = 1
 # One round trip: begin, wait for the write lock, read the schema version.
@@ -121,10 +111,6 @@ _BEGIN_MIGRATE = (
     f"SELECT pg_advisory_xact_lock({_LOCK_CLASS}, {_WRITE_LOCK})"
 )
 
-# A NUL escape in encoded JSON: "\u0000" preceded by an even number of backslashes (an odd
-# number means the backslash itself was escaped and the rest is plain text).
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
 # The session ended or a statement was cancelled (admin shutdown, crash, too many connections,
 # idle-in-transaction timeout, cancel): retrying later helps.
 _TEMPORARY_STATES = {"57P01", "57P02", "57P03", "53300", "25P03", "57014"}
@@ -144,18 +130,82 @@ _CLAIM_MANY = ("INSERT INTO allocations (pool, value, owner) "
                "SELECT p, v, o FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(p, v, o) "
                "ON CONFLICT (pool, value) DO UPDATE SET owner = excluded.owner "
                "WHERE allocations.owner = excluded.owner RETURNING pool, value")
-_INSERT_OBJECT = ("INSERT INTO objects (kind, id, tenant, generation, data) VALUES (%s, %s, %s, 1, %s::jsonb) "
-                  "ON CONFLICT (kind, id) DO NOTHING")
 
 
-class PostgresTransaction(Transaction):
+class PostgresDialect(Dialect):
+    name = "postgres"
+    param = "%s"
+    json = "%s::jsonb"
+    greatest = "greatest"
+    clock_timestamp = "clock_timestamp()"
+    clock_seconds = "extract(epoch FROM clock_timestamp())::float8"
+    error = psycopg.Error
+
+    def __init__(self, name: str, busy_timeout: float, secret: str) -> None:
+        self.db = name  # postgresql://user@host:port/db, without the password
+        self.busy_timeout = busy_timeout
+        self._secret = secret
+
+    def seconds(self, column: str) -> str:
+        return f"extract(epoch FROM {column})::float8"
+
+    def one_of(self, column: str) -> str:
+        return f"{column} = ANY(%s::text[])"
+
+    def values(self, items: Sequence[str]) -> object:
+        return list(items)
+
+    def batch(self, columns: Sequence[tuple[str, str]]) -> str:
+        arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+        return f"unnest({arrays}) AS b({', '.join(name for name, _ in columns)})"
+
+    def batch_params(self, rows: Sequence[Sequence[object]], width: int) -> tuple[object, ...]:
+        return tuple([r[i] for r in rows] for i in range(width))
+
+    def table_exists(self) -> str:
+        return "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = %s)"
+
+    def translate(self, exc: Exception, action: str, conn: Any = None) -> L2vpcError:
+        name = self.db
+        state = getattr(exc, "sqlstate", None) or ""
+        text = self.scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        if isinstance(exc, pgerrors.LockNotAvailable):
+            return TemporaryError(
+                f"state database {name} is busy: another transaction held its write lock for more "
+                f"than {self.busy_timeout:g} s ({action}); retry later"
+            )
+        if isinstance(exc, pgerrors.SerializationFailure | pgerrors.DeadlockDetected):
+            return TemporaryError(
+                f"state database {name}: {action} collided with a concurrent transaction ({text}); retry"
+            )
+        if state == "23505":
+            return ConflictError(f"state database {name}: {action}: {text}")
+        if state == "25P02":
+            return StoreError(
+                f"state database {name}: an earlier statement of this transaction failed; "
+                "leave the `with` block to roll it back"
+            )
+        if state.startswith(_CONFIG_CLASSES) or (isinstance(exc, psycopg.ProgrammingError) and not state):
+            hint = " (a read-only server? point the URL at the primary)" if state == "25006" else ""
+            return StoreError(f"state database {name}: {action} failed: {text}{hint}")
+        if state.startswith("08") or (conn is not None and conn.broken) or (
+                isinstance(exc, psycopg.OperationalError) and not state):
+            return TemporaryError(f"state database {name} is unreachable ({action}): {text}; retry later")
+        if state in _TEMPORARY_STATES:
+            return TemporaryError(f"state database {name}: {action} failed: {text}; retry later")
+        return StoreError(f"state database {name}: {action} failed: {text}")
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+class PostgresTransaction(SqlTransaction):
     """One BEGIN ... COMMIT holding the write lock; see the module docstring."""
 
-    __slots__ = ("_claims", "_conn", "_inserts", "_store")
+    __slots__ = ("_claims", "_inserts")
 
     def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
-        self._store = store
-        self._conn: psycopg.Connection[Any] | None = conn
+        super().__init__(store, conn)
         # Writes whose outcome nobody reads at once (inserts of new ids, claims of values seen
         # free): sent with the next statement, as one multi-row statement per table.
         self._claims: dict[tuple[str, str], str] = {}
@@ -168,9 +218,7 @@ class PostgresTransaction(Transaction):
     def _flush(self, query: str | None = None, params: Sequence[Any] = ()) -> psycopg.Cursor[Any] | None:
         """Send the pending writes (and `query`, whose cursor is returned) in one round trip;
         then check them, so a clash raises ConflictError here."""
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("store transaction used after its `with` block ended")
+        conn = self._open()
         claims, self._claims = self._claims, {}
         inserts, self._inserts = self._inserts, []
         try:
@@ -183,7 +231,7 @@ class PostgresTransaction(Transaction):
             done = {(k, i) for k, i in made.fetchall()} if made is not None else set()
             got = {(p, v) for p, v in held.fetchall()} if held is not None else set()
         except psycopg.Error as exc:
-            raise self._store._translate(exc, "write", conn) from exc
+            raise self.dialect.translate(exc, "write", conn) from exc
         for kind, ident, _, _ in inserts:
             if (kind, ident) not in done:
                 raise ConflictError(f"{kind} {ident!r} already exists")
@@ -192,366 +240,60 @@ class PostgresTransaction(Transaction):
                 raise ConflictError(f"{pool} {value!r} is already held (requested by {owner!r})")
         return last
 
-    def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("store transaction used after its `with` block ended")
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        if not (self._claims or self._inserts):
+            return super().rows(statement, params)
+        conn = self._open()
         try:
-            if self._pending:
-                cur = self._flush(query, params)
-                assert cur is not None
-                return cur.fetchall()
-            return conn.execute(query, params).fetchall()
+            cur = self._flush(statement, params)
+            assert cur is not None
+            return cur.fetchall()
         except psycopg.Error as exc:
-            raise self._store._translate(exc, "query", conn) from exc
+            raise self.dialect.translate(exc, "query", conn) from exc
         except UnicodeEncodeError as exc:
-            # Checked before anything is sent: the transaction is still usable.
-            raise ValidationError(
-                f"text is not valid Unicode (a lone surrogate at position {exc.start}): {exc.object!r}"
-            ) from None
+            raise not_unicode(exc) from None
 
-    def _change(self, query: str, params: Sequence[Any]) -> int:
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("store transaction used after its `with` block ended")
+    def change(self, statement: str, params: Sequence[Any] = ()) -> int:
+        if not (self._claims or self._inserts):
+            return super().change(statement, params)
+        conn = self._open()
         try:
-            if self._pending:
-                cur = self._flush(query, params)
-                assert cur is not None
-                return cur.rowcount
-            return conn.execute(query, params).rowcount
+            cur = self._flush(statement, params)
+            assert cur is not None
+            return cur.rowcount
         except psycopg.Error as exc:
-            raise self._store._translate(exc, "write", conn) from exc
+            raise self.dialect.translate(exc, "write", conn) from exc
         except UnicodeEncodeError as exc:
-            raise ValidationError(
-                f"text is not valid Unicode (a lone surrogate at position {exc.start}): {exc.object!r}"
-            ) from None
+            raise not_unicode(exc) from None
 
-    # --- objects -----------------------------------------------------------------------
-    def get(self, kind: str, ident: str, tenant: str | None = None) -> StoredObject | None:
-        check_kind(kind)
-        if not _lookup_key("id", ident):
-            return None  # no stored id contains NUL
-        rows = self._rows("SELECT tenant, generation, data FROM objects WHERE kind = %s AND id = %s", (kind, ident))
-        if not rows or (tenant is not None and rows[0][0] != tenant):
-            return None
-        tenant_, generation, text = rows[0]
-        return LazyObject.from_row(kind, ident, generation, text, tenant_)
-
-    def get_many(self, kind: str, idents: Iterable[str]) -> list[StoredObject]:
-        check_kind(kind)
-        wanted = sorted({str(i) for i in idents if _lookup_key("id", str(i))})
-        if not wanted:
-            return []
-        rows = self._rows(
-            "SELECT id, tenant, generation, data FROM objects WHERE kind = %s AND id = ANY(%s) ORDER BY id",
-            (kind, wanted),
-        )
-        new = LazyObject.from_row
-        return [new(kind, i, g, d, t) for i, t, g, d in rows]
-
-    def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
-        check_kind(kind)
-        if tenant is None:
-            rows = self._rows(
-                "SELECT id, tenant, generation, data FROM objects WHERE kind = %s ORDER BY id", (kind,)
-            )
-        else:
-            if not _lookup_key("tenant", tenant):
-                return []
-            rows = self._rows(
-                "SELECT id, tenant, generation, data FROM objects WHERE kind = %s AND tenant = %s ORDER BY id",
-                (kind, tenant),
-            )
-        new = LazyObject.from_row
-        return [new(kind, i, g, d, t) for i, t, g, d in rows]
-
-    def create(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
-        text = self._check_new(kind, ident, tenant, data)
-        inserted = self._change(_INSERT_OBJECT, (kind, ident, tenant, text))
-        if inserted != 1:
-            raise ConflictError(f"{kind} {ident!r} already exists")
-        # What a later get() returns (jsonb's text), not the caller's mutable dict.
-        return LazyObject.from_row(kind, ident, 1, text, tenant)
+    def script(self, sql: str) -> None:
+        if self._pending:
+            self._flush()
+        conn = self._open()
+        try:
+            conn.execute(sql, prepare=False)  # no parameters: the simple protocol runs a whole script
+        except psycopg.Error as exc:
+            raise self.dialect.translate(exc, "write", conn) from exc
 
     def create_new(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
         text = self._check_new(kind, ident, tenant, data)
-
-        if self._conn is None:
-            raise RuntimeError("store transaction used after its `with` block ended")
+        self._open()
         # Nobody reads the outcome now (the returned object is built here): sent with the next
         # statement; a duplicate id then raises there and fails the transaction.
         self._inserts.append((kind, ident, tenant, text))
         return LazyObject.from_row(kind, ident, 1, text, tenant)
 
-    @staticmethod
-    def _check_new(kind: str, ident: str, tenant: str, data: dict[str, Any]) -> str:
-        check_kind(kind)
-        _check_key("id", ident)
-        if not isinstance(tenant, str):
-            raise ValidationError(f"must be a string, got {type(tenant).__name__}", path="tenant")
-        if "\x00" in tenant:
-            raise ValidationError("must not contain NUL characters", path="tenant")
-        return _encode_pg(kind, ident, data)
-
-    def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
-        check_kind(kind)
-        _check_generation("expected_generation", expected_generation)
-        text = _encode_pg(kind, ident, data)
-        if not _lookup_key("id", ident):
-            raise NotFoundError(kind, ident)
-        rows = self._rows(
-            "UPDATE objects SET data = %s::jsonb, generation = generation + 1 "
-            "WHERE kind = %s AND id = %s AND generation = %s RETURNING generation, tenant",
-            (text, kind, ident, expected_generation),
-        )
-        if not rows:
-            self._raise_missing_or_stale(kind, ident, expected_generation)
-        generation, tenant = rows[0]
-        return LazyObject.from_row(kind, ident, generation, text, tenant)
-
-    def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
-        check_kind(kind)
-        if expected_generation is not None:
-            _check_generation("expected_generation", expected_generation)
-        if not _lookup_key("id", ident):
-            raise NotFoundError(kind, ident)
-        if expected_generation is None:
-            if self._change("DELETE FROM objects WHERE kind = %s AND id = %s", (kind, ident)) != 1:
-                raise NotFoundError(kind, ident)
-            return
-        deleted = self._change(
-            "DELETE FROM objects WHERE kind = %s AND id = %s AND generation = %s",
-            (kind, ident, expected_generation),
-        )
-        if deleted != 1:
-            self._raise_missing_or_stale(kind, ident, expected_generation)
-
-    def _raise_missing_or_stale(self, kind: str, ident: str, expected: int) -> NoReturn:
-        rows = self._rows("SELECT generation FROM objects WHERE kind = %s AND id = %s", (kind, ident))
-        if not rows:
-            raise NotFoundError(kind, ident)
-        raise ConflictError(
-            f"{kind} {ident!r} was changed concurrently: expected generation {expected}, "
-            f"actual generation {rows[0][0]}; re-read it and retry"
-        )
-
-    # --- allocations -------------------------------------------------------------------
-    def reserve(self, pool: str, value: str, owner: str) -> None:
-        if not (type(pool) is str and type(value) is str and type(owner) is str and pool and value and owner
-                and "\x00" not in pool + value + owner):
-            for field, text in (("pool", pool), ("value", value), ("owner", owner)):
-                _check_key(field, text)
-        # One round trip: the insert, or else the current holder. The CTE's new row is not
-        # visible to the SELECT (same snapshot), so exactly one branch returns a row.
-        rows = self._rows(
-            "WITH claimed AS (INSERT INTO allocations (pool, value, owner) VALUES (%s, %s, %s) "
-            "ON CONFLICT (pool, value) DO NOTHING RETURNING owner) "
-            "SELECT owner FROM claimed UNION ALL SELECT owner FROM allocations WHERE pool = %s AND value = %s",
-            (pool, value, owner, pool, value),
-        )
-        holder = rows[0][0] if rows else "?"
-        if holder != owner:
-            raise ConflictError(f"{pool} {value!r} is already held by {holder!r} (requested by {owner!r})")
-
     def claim(self, pool: str, value: str, owner: str) -> None:
         for field, text in (("pool", pool), ("value", value), ("owner", owner)):
-            _check_key(field, text)
-
-        if self._conn is None:
-            raise RuntimeError("store transaction used after its `with` block ended")
+            check_key(field, text)
+        self._open()
         # Idempotent like reserve: the same owner claiming again is no clash.
         earlier = self._claims.setdefault((pool, value), owner)
         if earlier != owner:
             raise ConflictError(f"{pool} {value!r} is already held by {earlier!r} (requested by {owner!r})")
 
-    def release_owner(self, owner: str, pool: str | None = None) -> None:
-        if not _lookup_key("owner", owner) or (pool is not None and not _lookup_key("pool", pool)):
-            return
-        if pool is None:
-            self._change("DELETE FROM allocations WHERE owner = %s", (owner,))
-        else:
-            self._change("DELETE FROM allocations WHERE owner = %s AND pool = %s", (owner, pool))
 
-    def allocations(self, pool: str) -> dict[str, str]:
-        if not _lookup_key("pool", pool):
-            return {}
-        return dict(self._rows("SELECT value, owner FROM allocations WHERE pool = %s", (pool,)))
-
-    def allocations_many(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
-        names = sorted({p for p in pools if _lookup_key("pool", p)})
-        out: dict[str, dict[str, str]] = {p: {} for p in names}
-        if names:
-            for pool, value, owner in self._rows(
-                    "SELECT pool, value, owner FROM allocations WHERE pool = ANY(%s::text[])", (names,)):
-                out[pool][value] = owner
-        return out
-
-    def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
-        names = [p for p in pools if _lookup_key("pool", p)]
-        if not names:
-            return {}
-        return {p: int(n) for p, n in self._rows(
-            "SELECT pool, count(*) FROM allocations WHERE pool = ANY(%s::text[]) GROUP BY pool", (names,))}
-
-    # --- host reports ------------------------------------------------------------------
-    def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:
-        _check_key("host", host)
-        _check_generation("generation", generation, minimum=0)
-        text = _encode_pg("host report", host, config, field="config")
-        # The database's clock, like heartbeats' last_seen, so the two compare across controllers.
-        self._change(
-            "INSERT INTO host_reports (host, generation, config, updated_at) "
-            "VALUES (%s, %s, %s::jsonb, clock_timestamp()) "
-            "ON CONFLICT (host) DO UPDATE SET generation = excluded.generation, config = excluded.config, "
-            "updated_at = excluded.updated_at",
-            (host, generation, text),
-        )
-
-    def host_reports(self, hosts: Iterable[str] | None = None) -> dict[str, HostReport]:
-        if hosts is None:
-            rows = self._rows(
-                "SELECT host, generation, config, extract(epoch FROM updated_at)::float8 FROM host_reports"
-            )
-        else:
-            wanted = sorted({str(h) for h in hosts if _lookup_key("host", str(h))})
-            rows = self._rows(
-                "SELECT host, generation, config, extract(epoch FROM updated_at)::float8 FROM host_reports "
-                "WHERE host = ANY(%s)", (wanted,),
-            )
-        return {h: HostReport(h, g, loads(c), u) for h, g, c, u in rows}
-
-    def host_report_stamps(self) -> dict[str, tuple[int, float]]:
-        rows = self._rows("SELECT host, generation, extract(epoch FROM updated_at)::float8 FROM host_reports")
-        return {h: (g, u) for h, g, u in rows}
-
-    def delete_host_report(self, host: str) -> None:
-        if _lookup_key("host", host):
-            self._change("DELETE FROM host_reports WHERE host = %s", (host,))
-
-    # --- counters ----------------------------------------------------------------------
-    def next_sequence(self, name: str) -> int:
-        _check_key("name", name)
-        rows = self._rows(
-            "INSERT INTO sequences (name, value) VALUES (%s, 1) "
-            "ON CONFLICT (name) DO UPDATE SET value = sequences.value + 1 RETURNING value",
-            (name,),
-        )
-        return int(rows[0][0])
-
-    def next_sequence_block(self, name: str, count: int) -> int:
-        _check_key("name", name)
-        if type(count) is not int or count < 1:
-            raise ValidationError(f"must be a positive integer, got {count!r}", path="count")
-        rows = self._rows(
-            "INSERT INTO sequences (name, value) VALUES (%s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET value = sequences.value + excluded.value RETURNING value",
-            (name, count),
-        )
-        return int(rows[0][0])
-
-    def current_sequence(self, name: str) -> int:
-        if not _lookup_key("name", name):
-            return 0
-        rows = self._rows("SELECT value FROM sequences WHERE name = %s", (name,))
-        return int(rows[0][0]) if rows else 0
-
-    # --- control plane -------------------------------------------------------------------
-    def clock(self) -> float:
-        rows = self._rows("SELECT extract(epoch FROM clock_timestamp())::float8")
-        return float(rows[0][0])
-
-    def put_heartbeats(self, beats: Sequence[Heartbeat]) -> set[str]:
-        check_heartbeats(beats)
-        for i, b in enumerate(beats):
-            for field in ("host", "digest", "controller"):
-                if "\x00" in getattr(b, field):
-                    raise ValidationError("must not contain NUL characters", path=f"beats[{i}].{field}")
-        if not beats:
-            return set()
-        # One statement for the whole batch: arrays in, unnest, upsert. A heartbeat older than
-        # the recorded one (another controller flushed a newer one) keeps the newer values.
-        newer = "excluded.last_seen >= h.last_seen"
-        written = self._rows(
-            "INSERT INTO heartbeats AS h (host, last_seen, accepted_generation, converged_generation, converging, "
-            "digest, controller) "
-            "SELECT u.host, u.seen, u.acc, u.conv, u.busy, u.digest, u.ctl "
-            "FROM unnest(%s::text[], %s::float8[], %s::int8[], %s::int8[], %s::bool[], %s::text[], %s::text[]) "
-            "AS u(host, seen, acc, conv, busy, digest, ctl) "
-            "WHERE EXISTS (SELECT 1 FROM objects o WHERE o.kind = 'host' AND o.id = u.host) "
-            "ON CONFLICT (host) DO UPDATE SET "
-            f"accepted_generation = CASE WHEN {newer} THEN excluded.accepted_generation "
-            "ELSE h.accepted_generation END, "
-            f"converged_generation = CASE WHEN {newer} THEN excluded.converged_generation "
-            "ELSE h.converged_generation END, "
-            f"converging = CASE WHEN {newer} THEN excluded.converging ELSE h.converging END, "
-            f"digest = CASE WHEN {newer} THEN excluded.digest ELSE h.digest END, "
-            f"controller = CASE WHEN {newer} THEN excluded.controller ELSE h.controller END, "
-            "last_seen = greatest(h.last_seen, excluded.last_seen) "
-            "RETURNING host",
-            (
-                [b.host for b in beats], [float(b.last_seen) for b in beats],
-                [b.accepted_generation for b in beats], [b.converged_generation for b in beats],
-                [b.converging for b in beats], [b.digest for b in beats], [b.controller for b in beats],
-            ),
-        )
-        return {b.host for b in beats} - {r[0] for r in written}
-
-    def heartbeats(self) -> dict[str, Heartbeat]:
-        rows = self._rows(
-            "SELECT host, last_seen, accepted_generation, converged_generation, converging, digest, controller "
-            "FROM heartbeats"
-        )
-        return {r[0]: Heartbeat(*r) for r in rows}
-
-    def delete_heartbeat(self, host: str) -> None:
-        if _lookup_key("host", host):
-            self._change("DELETE FROM heartbeats WHERE host = %s", (host,))
-
-    def get_state(self, key: str) -> dict[str, Any] | None:
-        if not _lookup_key("key", key):
-            return None
-        rows = self._rows("SELECT value FROM plane_state WHERE key = %s", (key,))
-        return loads(rows[0][0]) if rows else None
-
-    def put_state(self, key: str, value: dict[str, Any]) -> None:
-        _check_key("key", key)
-        text = _encode_pg("state", key, value, field="value")
-        self._change(
-            "INSERT INTO plane_state (key, value) VALUES (%s, %s::jsonb) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, text),
-        )
-
-    def add_events(self, events: Sequence[Event], keep: int = 200) -> None:
-        for i, e in enumerate(events):
-            check_event(f"events[{i}]", e)
-            if "\x00" in e.host + e.what:
-                raise ValidationError("must not contain NUL characters", path=f"events[{i}]")
-        if not events:
-            return
-        self._change(
-            "INSERT INTO plane_events (time, host, what) SELECT * FROM unnest(%s::float8[], %s::text[], %s::text[])",
-            ([float(e.time) for e in events], [e.host for e in events], [e.what for e in events]),
-        )
-        self._change("DELETE FROM plane_events WHERE id <= (SELECT max(id) FROM plane_events) - %s", (keep,))
-
-    def events(self, limit: int = 200) -> builtins.list[Event]:
-        rows = self._rows(
-            "SELECT time, host, what FROM (SELECT id, time, host, what FROM plane_events ORDER BY id DESC LIMIT %s) "
-            "AS newest ORDER BY id", (limit,),
-        )
-        return [Event(t, h, w) for t, h, w in rows]
-
-    def notify(self, channel: str, payload: str) -> None:
-        _check_channel(channel)
-        if len(payload.encode()) >= 8000 or "\x00" in payload:
-            raise ValidationError("must be shorter than 8000 bytes, without NUL", path="payload")
-        # Delivered when (and only if) this transaction commits.
-        self._rows("SELECT pg_notify(%s, %s)", (self._store._qualified(channel), payload))
-
-
-class _TransactionContext(AbstractContextManager[Transaction]):
+class _TransactionContext(AbstractContextManager[PostgresTransaction]):
     __slots__ = ("_conn", "_keys", "_store", "_tx")
 
     def __init__(self, store: PostgresStore, keys: Iterable[str] | None = None) -> None:
@@ -560,7 +302,7 @@ class _TransactionContext(AbstractContextManager[Transaction]):
         self._conn: psycopg.Connection[Any] | None = None
         self._keys = None if keys is None else sorted({_key_number(k) for k in keys})
 
-    def __enter__(self) -> Transaction:
+    def __enter__(self) -> PostgresTransaction:
         store = self._store
         conn = store._begin(self._keys)
         self._conn = conn
@@ -609,7 +351,7 @@ class _TransactionContext(AbstractContextManager[Transaction]):
                             "is unknown whether the transaction was committed; re-read and retry"
                         ) from commit_exc
                     _rollback(conn)
-                    raise store._translate(commit_exc, "commit", conn) from commit_exc
+                    raise store.dialect.translate(commit_exc, "commit", conn) from commit_exc
             else:
                 _rollback(conn)
             reusable = True
@@ -617,128 +359,7 @@ class _TransactionContext(AbstractContextManager[Transaction]):
             store._release_conn(conn, reusable)
 
 
-class Leadership:
-    """Leadership of `name` among everyone calling `PostgresStore.try_leadership(name)` on the
-    same database: a session-level advisory lock held by a connection of its own.
-
-    The server frees the lock when the holder calls `release()` (or leaves its `with` block),
-    closes the connection, or dies: at once when its process ends (the socket closes), and for a
-    holder that vanished from the network once the server's TCP keepalives give up on it
-    (`tcp_keepalives_idle` + `count` x `interval` = 5 + 3 x 2 s on this connection). The holder
-    must call `is_held()` before acting as leader (each reconcile round) and stop when it
-    returns False: its own TCP user timeout (4 s) is shorter than the server's detection, so
-    after a partition the old leader learns it lost first.
-
-    `term` grows by one with every new holder of `name` (a durable counter in the store): a
-    fencing token that lets followers and agents refuse a deposed leader's late writes.
-    """
-
-    def __init__(self, name: str, term: int, conn: psycopg.Connection[Any], key: int) -> None:
-        self.name = name
-        self.term = term
-        self._conn: psycopg.Connection[Any] | None = conn
-        self._key = key
-        self._lock = threading.Lock()
-
-    def is_held(self) -> bool:
-        """Ask the server whether this session still holds the lock (one round trip)."""
-        with self._lock:
-            conn = self._conn
-            if conn is None or conn.closed:
-                return False
-            try:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND pid = pg_backend_pid() AND objsubid = 1 "
-                    "AND ((classid::bigint << 32) | objid::bigint) = %s",
-                    (self._key,),
-                ).fetchone()
-            except psycopg.Error:
-                self._drop()
-                return False
-            if not row or row[0] != 1:
-                self._drop()
-                return False
-            return True
-
-    def release(self) -> None:
-        """Give up leadership (idempotent)."""
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                return
-            try:
-                if not conn.closed:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
-            except psycopg.Error:
-                pass  # closing the session frees it anyway
-            self._drop()
-
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self) -> Leadership:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __repr__(self) -> str:
-        return f"Leadership(name={self.name!r}, term={self.term}, held={self._conn is not None})"
-
-
-class Listener:
-    """LISTEN on one channel on a connection of its own, in a daemon thread.
-
-    `callback(payload)` runs in that thread for each notification, and `callback(None)` after
-    every (re)connection: notifications sent while the connection was down are lost, so the
-    callback should then re-read what it waits for. A lost connection is retried with backoff.
-    `close()` stops the thread (within half a second) and closes the connection.
-    """
-
-    def __init__(self, store: PostgresStore, channel: str, callback: Callable[[str | None], None]) -> None:
-        self.channel = channel
-        self._store = store
-        self._callback = callback
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"listen-{channel}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        delay = 0.1
-        while not self._stop.is_set():
-            conn: psycopg.Connection[Any] | None = None
-            try:
-                conn = self._store._connect(application_name=f"l2vpc listen {self.channel}"[:63])
-                conn.execute(f"LISTEN {self._store._qualified(self.channel)}")  # a checked identifier
-                delay = 0.1
-                self._callback(None)
-                while not self._stop.is_set():
-                    for note in conn.notifies(timeout=0.5):
-                        self._callback(note.payload)
-            except (psycopg.Error, L2vpcError):
-                if self._stop.wait(delay):
-                    break
-                delay = min(delay * 2, 5.0)
-            finally:
-                if conn is not None:
-                    conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> Listener:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     """The store in one PostgreSQL database (tables in the first schema of its search_path).
 
     `url` is a libpq URL or connection string (`postgresql://user:pw@host:port/db`; libpq's
@@ -747,6 +368,8 @@ class PostgresStore(Store):
     lock, so controllers starting at once migrate one after the other; an unreachable server
     raises TemporaryError, a bad URL, refused login or newer schema StoreError.
     """
+
+    dialect: PostgresDialect
 
     def __init__(
         self,
@@ -761,8 +384,10 @@ class PostgresStore(Store):
     ) -> None:
         if busy_timeout <= 0 or idle_timeout <= 0 or connect_timeout <= 0 or max_connections < 1:
             raise ValueError("timeouts must be positive and max_connections at least 1")
-        self._params, self.name, self._secret = _parse_url(url)
+        self._params, self.name, secret = _parse_url(url)
         self.busy_timeout = busy_timeout
+        self.dialect = PostgresDialect(self.name, busy_timeout, secret)
+        self.statements = Statements(self.dialect)
         self.idle_timeout = idle_timeout
         self._params.setdefault("connect_timeout", str(connect_timeout))
         self._params.setdefault("application_name", application_name)
@@ -779,11 +404,14 @@ class PostgresStore(Store):
         self._idle: list[psycopg.Connection[Any]] = []
         self._pool_lock = threading.Lock()
         self._closed = False
-        self._channel_tag = ""  # set from the schema's name by _read_version
         self._migrate()
 
     # --- connections -------------------------------------------------------------------
-    def _connect(self, **extra: Any) -> psycopg.Connection[Any]:
+    def connect(self, **extra: Any) -> psycopg.Connection[Any]:
+        """A new session of this store's database (autocommit; `extra` libpq parameters on top of
+        the URL's): the pool's, and those of the controllers' leadership and listeners."""
+        if self._closed:
+            raise StoreError(f"state database {self.name}: the store is closed")
         try:
             conn = psycopg.connect(**{**self._params, **extra}, autocommit=True)
         except psycopg.Error as exc:
@@ -798,7 +426,7 @@ class PostgresStore(Store):
             )
         except psycopg.Error as exc:
             conn.close()
-            raise self._translate(exc, "connect", None) from None
+            raise self.dialect.translate(exc, "connect", None) from None
         return conn
 
     def _acquire(self) -> psycopg.Connection[Any]:
@@ -818,7 +446,7 @@ class PostgresStore(Store):
             with self._pool_lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                conn = self._connect()
+                conn = self.connect()
         except BaseException:
             self._slots.release()
             raise
@@ -857,7 +485,7 @@ class PostgresStore(Store):
                 self._release_conn(conn, reusable=not dead)
                 if dead and attempt == 1:
                     continue
-                raise self._translate(exc, "begin a transaction", None) from exc
+                raise self.dialect.translate(exc, "begin a transaction", None) from exc
             except BaseException:
                 self._release_conn(conn, reusable=False)
                 raise
@@ -900,7 +528,7 @@ class PostgresStore(Store):
                 dead = conn.broken or conn.closed
                 if not dead:
                     _rollback(conn)
-                raise self._translate(exc, step, None) from None
+                raise self.dialect.translate(exc, step, None) from None
             except BaseException:
                 _rollback(conn)
                 raise
@@ -914,10 +542,6 @@ class PostgresStore(Store):
         ).fetchone()
         assert row is not None
         schema, has_version, tables = row
-        if schema is not None:
-            # Notification channels are per database, not per schema: qualify ours so that
-            # deployments in different schemas of one database do not wake each other.
-            self._channel_tag = hashlib.blake2b(str(schema).encode(), digest_size=4).hexdigest()
         if schema is None:
             raise StoreError(
                 f"state database {self.name}: no schema of the search_path exists to hold the tables; "
@@ -934,39 +558,10 @@ class PostgresStore(Store):
         return int(version[0]) if version else 0
 
     # --- errors ------------------------------------------------------------------------
-    def _translate(self, exc: psycopg.Error, action: str, conn: psycopg.Connection[Any] | None) -> L2vpcError:
-        state = exc.sqlstate or ""
-        text = self._scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        if isinstance(exc, pgerrors.LockNotAvailable):
-            return TemporaryError(
-                f"state database {self.name} is busy: another transaction held its write lock for more "
-                f"than {self.busy_timeout:g} s ({action}); retry later"
-            )
-        if isinstance(exc, pgerrors.SerializationFailure | pgerrors.DeadlockDetected):
-            return TemporaryError(
-                f"state database {self.name}: {action} collided with a concurrent transaction ({text}); retry"
-            )
-        if state == "23505":
-            return ConflictError(f"state database {self.name}: {action}: {text}")
-        if state == "25P02":
-            return StoreError(
-                f"state database {self.name}: an earlier statement of this transaction failed; "
-                "leave the `with` block to roll it back"
-            )
-        if state.startswith(_CONFIG_CLASSES) or (isinstance(exc, psycopg.ProgrammingError) and not state):
-            hint = " (a read-only server? point the URL at the primary)" if state == "25006" else ""
-            return StoreError(f"state database {self.name}: {action} failed: {text}{hint}")
-        if state.startswith("08") or (conn is not None and conn.broken) or (
-                isinstance(exc, psycopg.OperationalError) and not state):
-            return TemporaryError(f"state database {self.name} is unreachable ({action}): {text}; retry later")
-        if state in _TEMPORARY_STATES:
-            return TemporaryError(f"state database {self.name}: {action} failed: {text}; retry later")
-        return StoreError(f"state database {self.name}: {action} failed: {text}")
-
     def _connect_error(self, exc: psycopg.Error) -> L2vpcError:
         """libpq reports connection failures without SQLSTATE: tell by its words whether the
         server refused us (configuration: wrong password, no such database) or is away."""
-        text = self._scrub(" ".join(str(exc).split()))
+        text = self.dialect.scrub(" ".join(str(exc).split()))
         if "Name or service not known" in text:  # NXDOMAIN, unlike "Temporary failure in name resolution"
             return StoreError(f"state database {self.name}: unknown host: {text}")
         if "FATAL:" in text and not any(w in text for w in _TRANSIENT_FATAL):
@@ -974,21 +569,15 @@ class PostgresStore(Store):
                               f"{text.split('FATAL:', 1)[1].strip()}")
         return TemporaryError(f"state database {self.name} is unreachable: {text}; retry later")
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
-
     # --- Store -------------------------------------------------------------------------
     def __enter__(self) -> PostgresStore:
         return self
 
-    def transaction(self) -> AbstractContextManager[Transaction]:
+    def transaction(self) -> AbstractContextManager[PostgresTransaction]:
         return _TransactionContext(self)
 
-    def keyed_transaction(self, keys: Iterable[str]) -> AbstractContextManager[Transaction]:
-        keys = list(keys)
-        for i, k in enumerate(keys):
-            _check_key(f"keys[{i}]", k)
-        return _TransactionContext(self, keys)
+    def keyed_transaction(self, keys: Iterable[str]) -> AbstractContextManager[PostgresTransaction]:
+        return _TransactionContext(self, check_keys(keys))
 
     def schema_version(self) -> int:
         inside = getattr(self._local, "conn", None)  # reads on the open transaction's connection
@@ -999,51 +588,14 @@ class PostgresStore(Store):
             ok = True
             return version
         except psycopg.Error as exc:
-            raise self._translate(exc, "read the schema version", conn) from exc
+            raise self.dialect.translate(exc, "read the schema version", conn) from exc
         finally:
             if inside is None:
                 self._release_conn(conn, reusable=ok)
 
-    def try_leadership(self, name: str) -> Leadership | None:
-        """Become the leader for `name` if nobody is (never waits); see Leadership."""
-        _check_key("name", name)
-        if self._closed:
-            raise StoreError(f"state database {self.name}: the store is closed")
-        # 63 bits: non-negative, so is_held() can rebuild it from pg_locks' two unsigned halves.
-        key = int.from_bytes(hashlib.blake2b(f"l2vpc leader:{name}".encode(), digest_size=8).digest(), "big") >> 1
-        conn = self._connect(tcp_user_timeout=4000, application_name=f"l2vpc leader {name}"[:63])
-        try:
-            conn.execute(
-                "SELECT set_config('tcp_keepalives_idle', '5', false), "
-                "set_config('tcp_keepalives_interval', '2', false), "
-                "set_config('tcp_keepalives_count', '3', false), "
-                "set_config('idle_in_transaction_session_timeout', '0', false)"
-            )
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-        except psycopg.Error as exc:
-            conn.close()
-            raise self._translate(exc, "take leadership", None) from exc
-        if not row or not row[0]:
-            conn.close()
-            return None
-        try:
-            with self.transaction() as tx:
-                term = tx.next_sequence(f"leader:{name}")
-        except BaseException:
-            conn.close()
-            raise
-        return Leadership(name, term, conn, key)
-
-    def _qualified(self, channel: str) -> str:
-        return f"{channel}_{self._channel_tag}"
-
-    def listen(self, channel: str, callback: Callable[[str | None], None]) -> Listener:
-        """Call `callback(payload)` for every notification on `channel` (Transaction.notify),
-        from a thread of its own; see Listener."""
-        _check_channel(channel)
-        if self._closed:
-            raise StoreError(f"state database {self.name}: the store is closed")
-        return Listener(self, channel, callback)
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         if getattr(self._local, "conn", None) is not None:
@@ -1085,43 +637,9 @@ def _rollback(conn: psycopg.Connection[Any]) -> None:
             pass
 
 
-def _check_key(field: str, value: object) -> None:
-    check_text(field, value)
-    if "\x00" in value:  # type: ignore[operator]  # a str after check_text
-        raise ValidationError("must not contain NUL characters", path=field)
-
-
-def _lookup_key(field: str, value: object) -> bool:
-    """For reads by key: a non-string is a caller bug (ValidationError); a string with NUL
-    cannot be stored, so it matches nothing (False)."""
-    if type(value) is not str:
-        raise ValidationError(f"must be a string, got {type(value).__name__}", path=field)
-    return "\x00" not in value
-
-
-_CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,49}")  # + "_<8 hex>" of the schema: at most 63
-
-
-def _check_channel(channel: object) -> None:
-    if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
-        raise ValidationError("must be a lowercase identifier (letters, digits, '_'), at most 50", path="channel")
-
-
-def _check_generation(field: str, value: object, minimum: int = 1) -> None:
-    if type(value) is not int or value < minimum:
-        raise ValidationError(f"must be an integer >= {minimum}, got {value!r}", path=field)
-
-
-def _encode_pg(kind: str, ident: str, data: object, field: str = "data") -> str:
-    text = encode(kind, ident, data, field)
-    if "\\u0000" in text and _JSON_NUL.search(text):
-        raise ValidationError(f"{kind} {ident!r}: not storable as JSON: contains a NUL character", path=field)
-    return text
-
-
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "Leadership", "Listener", "PostgresStore", "PostgresTransaction"]
-
-
 def _key_number(key: str) -> int:
     """A key's advisory lock number (int4); a collision only makes two keys share a lock."""
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
+
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "PostgresDialect", "PostgresStore", "PostgresTransaction"]

@@ -5,6 +5,12 @@ dialect must follow N-1 with no gaps, so every state file climbs the same ladder
 runs inside the store's write transaction together with the row recording it, so it is applied
 completely or not at all. Never edit a released migration: add the next one.
 
+These are the engine's tables (versions in `schema_version`). The controller's tables have a
+ladder of their own (l2vpc/controller/migrations, versions in `plane_schema_version`), loaded
+with the same `load_migrations`. Version 2 here created the controller's tables until they
+moved there; it is kept, empty, so that version numbers keep their meaning, and the
+controller's version 1 adopts the tables that databases migrated by it hold.
+
 SQLite statements that cannot run inside a transaction (VACUUM, PRAGMA journal_mode) do not
 belong here.
 """
@@ -29,10 +35,11 @@ class Migration:
         return split_statements(self.sql)
 
 
-def load_migrations(dialect: str) -> tuple[Migration, ...]:
-    """The shipped migrations of one dialect, in order. A gap or duplicate is a packaging bug."""
+def load_migrations(dialect: str, package: str = __package__) -> tuple[Migration, ...]:
+    """The shipped migrations of one dialect in `package`, in order. A gap or duplicate is a
+    packaging bug."""
     found: list[Migration] = []
-    for entry in resources.files(__package__).iterdir():
+    for entry in resources.files(package).iterdir():
         m = _FILE_RE.match(entry.name)
         if m and m["dialect"] == dialect:
             found.append(Migration(int(m["version"]), m["name"], entry.read_text(encoding="utf-8")))

@@ -1,31 +1,4 @@
--- Version 2: the controllers' control loop (the same tables as sqlite_0002_control_plane.sql).
-
--- The last heartbeat of each host's agent. `last_seen` is unix seconds by the database's
--- clock, so controllers with skewed clocks agree on who is late. Every controller writes its
--- buffered heartbeats in one statement per flush; rows are updated in place all the time, so
--- leave room on each page for HOT updates.
-CREATE TABLE heartbeats (
-    host                 text COLLATE "C" PRIMARY KEY,
-    last_seen            double precision NOT NULL,
-    accepted_generation  bigint NOT NULL,
-    converged_generation bigint NOT NULL,
-    converging           boolean NOT NULL,
-    digest               text NOT NULL,
-    controller           text NOT NULL
-) WITH (fillfactor = 50);
-
--- Small shared records of the control loop: who leads (id, term, lease), the converged
--- revision and its failures, the hosts a converge is working on.
-CREATE TABLE plane_state (
-    key   text COLLATE "C" PRIMARY KEY,
-    value jsonb NOT NULL CHECK (jsonb_typeof(value) = 'object')
-);
-
--- What the reconciler did (host down/up, service moved, drift repaired), newest = highest id;
--- trimmed to the last few hundred by the writer.
-CREATE TABLE plane_events (
-    id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    time double precision NOT NULL,
-    host text NOT NULL,
-    what text NOT NULL
-);
+-- Version 2 created the controllers' tables (heartbeats, plane_state, plane_events). They are
+-- the controller's now: l2vpc/controller/migrations/postgres_0001_plane.sql creates them when a
+-- controller first opens the database, and takes over those this version made in databases
+-- migrated before. Kept, without statements, so that version numbers keep their meaning.

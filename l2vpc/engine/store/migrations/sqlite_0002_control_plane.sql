@@ -1,26 +1,4 @@
--- Version 2: the controllers' control loop (the same tables as postgres_0002_control_plane.sql).
-
--- The last heartbeat of each host's agent (`last_seen`: unix seconds).
-CREATE TABLE heartbeats (
-    host                 TEXT PRIMARY KEY,
-    last_seen            REAL NOT NULL,
-    accepted_generation  INTEGER NOT NULL,
-    converged_generation INTEGER NOT NULL,
-    converging           INTEGER NOT NULL,
-    digest               TEXT NOT NULL,
-    controller           TEXT NOT NULL
-) WITHOUT ROWID;
-
--- Small shared records of the control loop: leader, converged revision, hosts converging.
-CREATE TABLE plane_state (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL CHECK (json_valid(value))
-) WITHOUT ROWID;
-
--- What the reconciler did, newest = highest id; trimmed to the last few hundred by the writer.
-CREATE TABLE plane_events (
-    id   INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    host TEXT NOT NULL,
-    what TEXT NOT NULL
-);
+-- Version 2 created the controllers' tables (heartbeats, plane_state, plane_events). They are
+-- the controller's now: l2vpc/controller/migrations/sqlite_0001_plane.sql creates them when a
+-- controller first opens the database, and takes over those this version made in databases
+-- migrated before. Kept, without statements, so that version numbers keep their meaning.

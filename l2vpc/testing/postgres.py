@@ -12,6 +12,8 @@ controller's would be.
 
     with running_server() as pg:
         url = pg.create_database("t1")   # postgresql://l2vpc:<pw>@127.0.0.1:<port>/t1
+        with Schema(pg, "t1", "s1") as db:   # a fresh schema first on db.url's search_path
+            ...
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -105,6 +108,34 @@ class PgServer:
         with self.admin() as conn:
             row = conn.execute(query, params).fetchone()
         return int(row[0]) if row else 0
+
+
+class Schema:
+    """A fresh, empty schema of `database`, first on the search_path of `url` (what a store or a
+    controller under test gets): a schema costs a millisecond, a database a third of a second.
+    Dropped with everything in it on leaving the `with` block (or by `drop()`)."""
+
+    def __init__(self, server: PgServer, database: str, schema: str) -> None:
+        self.server, self.database, self.schema = server, database, schema
+        self.raw(f"CREATE SCHEMA {schema} AUTHORIZATION {ROLE}", search_path=False)
+        self.url = f"{server.url(database)}?options=-csearch_path%3D{schema}"
+
+    def raw(self, query: str, params: tuple[Any, ...] = (), *, search_path: bool = True) -> list[Any]:
+        """Read or write behind the store's back, as the superuser."""
+        with self.server.admin(self.database) as conn:
+            if search_path:
+                conn.execute(f"SET search_path = {self.schema}")
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def drop(self) -> None:
+        self.raw(f"DROP SCHEMA {self.schema} CASCADE", search_path=False)
+
+    def __enter__(self) -> Schema:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drop()
 
 
 def _free_port() -> int:
@@ -209,4 +240,4 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-__all__ = ["ADMIN", "ROLE", "PgServer", "find_bin_dir", "missing_reason", "running_server"]
+__all__ = ["ADMIN", "ROLE", "PgServer", "Schema", "find_bin_dir", "missing_reason", "running_server"]
