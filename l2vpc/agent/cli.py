@@ -79,6 +79,9 @@ def add_agent_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--digest-max-age", type=float, default=None,
                    help="seconds a heartbeat may reuse the last facts read (default: 0 memory, 1 linux; "
                         "every converge reads them anyway)")
+    r.add_argument("--cni-socket", default=None, metavar="PATH",
+                   help="answer the l2vpc-cni plugin's requests on this unix socket (Pods; the plugin's "
+                        "default is /run/l2vpc/cni.sock)")
     r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     r.set_defaults(func=_run)
 
@@ -249,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
                 if not 0 <= max_age <= 3600:
                     raise AgentCliError(f"--digest-max-age: {max_age} is outside 0..3600 seconds")
                 beats = HeartbeatScheduler(settings, [ControllerLink(agent, doc, tokens, digest_max_age=max_age)])
-            return run(agent, args.listen, tls, heartbeats=beats)
+            return run(agent, args.listen, tls, heartbeats=beats, cni_socket=args.cni_socket)
         except BaseException:
             agent.close()
             raise

@@ -13,6 +13,11 @@ converging is idempotent, segments that did not change see no change at all (no 
 Without a persisted config it touches nothing and waits for a push. With `state_dir=None` it
 keeps its config in memory only (in-process agents, see local.py).
 
+Pod ports are realised once a CNI ADD bound them to their Pod's namespace (pods.py: the driver
+converges to the pushed config with bound pod ports carrying their sandbox, unbound ones left
+out). What the agent reports lists the unbound ones too, without a sandbox: they are placed here
+and wait for their Pod, so the engine sees nothing to change and calls them pending.
+
 Logs name generations, counts and failure paths, never config contents (configs carry keys,
 and the state file is the only place they are written).
 
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from l2vpc.agent.drivers.base import ConvergeResult, Driver
+from l2vpc.agent.pods import PodBindings
 from l2vpc.hostconfig import HostConfig, config_digest, validate_host_config
 from l2vpc.hostconfig.diff import Action
 from l2vpc.hostconfig.failures import Failure, split_reason
@@ -111,6 +117,7 @@ class Agent:
         self._started = time.monotonic()
         self._resync_pending = False
         self._lock_fd: int | None = None
+        self.pods = PodBindings(state_dir)
         if state_dir is not None:
             self._prepare_state_dir(state_dir)
             self._load_persisted()
@@ -252,7 +259,8 @@ class Agent:
                 assert current is not None
                 log.warning("refused generation %d: %s", cfg.generation, stale)
                 return PushOutcome("stale", failures=(Failure("generation", stale),),
-                                   actual=self.driver.facts(), accepted_generation=current.generation)
+                                   actual=self._reported(self.driver.facts(), current),
+                                   accepted_generation=current.generation)
             # Persist first: a crash during the converge must not lose the accepted config.
             try:
                 self._persist(cfg)
@@ -281,11 +289,12 @@ class Agent:
             self._converging = True
         started = time.monotonic()
         try:
-            result = self.driver.converge(cfg)
+            result = self.driver.converge(self.pods.apply(cfg))
         except Exception as e:  # a driver bug must not take the agent down
             log.exception("converge of generation %d crashed", cfg.generation)
             result = ConvergeResult((), (Failure("", f"internal error in the {self.driver_name} driver: {e}"),),
                                     self._safe_facts(cfg))
+        result = dataclasses.replace(result, actual=self._reported(result.actual, cfg))
         seconds = time.monotonic() - started
         digest = config_digest(result.actual)
         with self._status_lock:
@@ -306,12 +315,38 @@ class Agent:
             log.exception("reading facts failed")
             return HostConfig(fallback.host, fallback.underlay_ip)
 
+    def _reported(self, facts: HostConfig, desired: HostConfig | None) -> HostConfig:
+        """What the host reports: its facts, plus the pod ports of `desired` that wait for their
+        Pod (no sandbox: nothing of them exists yet), so the engine sees them placed, pending."""
+        if desired is None or not any(p.workload_kind == "pod" for p in desired.ports):
+            return facts
+        have = {p.id for p in facts.ports}
+        waiting = [p for p in desired.ports if p.workload_kind == "pod" and p.id not in have
+                   and self.pods.of_port(p.id) is None]
+        if not waiting:
+            return facts
+        return dataclasses.replace(facts, ports=tuple(sorted((*facts.ports, *waiting), key=lambda p: p.id)))
+
+    def reconverge(self) -> PushOutcome | None:
+        """Converge the accepted config again now (a Pod was bound or unbound); None without one."""
+        with self._converge_lock:
+            with self._status_lock:
+                desired = self._desired
+            return self._converge(desired) if desired is not None else None
+
+    @property
+    def desired(self) -> HostConfig | None:
+        """The last accepted config (as pushed)."""
+        with self._status_lock:
+            return self._desired
+
     def state(self) -> tuple[HostConfig | None, HostConfig]:
         """(last accepted config, what the host runs now)."""
         with self._converge_lock:
-            actual = self.driver.facts()
-        with self._status_lock:
-            return self._desired, actual
+            with self._status_lock:
+                desired = self._desired
+            actual = self._reported(self.driver.facts(), desired)
+        return desired, actual
 
     def actual_digest(self, max_age: float = 0.0) -> str:
         """`config_digest` of what the host runs. Facts are read again only when the last read
@@ -326,7 +361,7 @@ class Agent:
         try:  # under the converge lock: no converge can record newer facts meanwhile
             read_at = time.monotonic()
             try:
-                facts = self.driver.facts()
+                facts = self._reported(self.driver.facts(), self.desired)
             except Exception:
                 log.exception("reading facts for the heartbeat failed")
                 with self._status_lock:

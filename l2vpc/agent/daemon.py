@@ -183,16 +183,23 @@ def stop_on_signals() -> threading.Event:
 
 
 def run(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, ready: Callable[[grpc.Server], Any] | None = None,
-        heartbeats: HeartbeatScheduler | None = None) -> int:
+        heartbeats: HeartbeatScheduler | None = None, cni_socket: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the dataplane is left running (a restart must not disturb it).
 
     With `heartbeats`, the host registers with its controller once the agent serves, and
-    heartbeats until the agent stops."""
+    heartbeats until the agent stops. With `cni_socket`, the CNI plugin's requests are answered
+    there (cni.py)."""
+    from l2vpc.agent.cni import CniServer, CniService
+
     stop = stop_on_signals()
     server, _ = serve(agent, listen, tls)
+    cni = CniServer(CniService(agent, agent.host), cni_socket) if cni_socket else None
     log.info("agent for %s (%s driver) listening on %s", agent.host, agent.driver_name,
              listen if isinstance(listen, str) else ", ".join(listen))
     agent.start()
+    if cni is not None:
+        cni.start()
+        log.info("CNI requests on %s", cni_socket)
     if heartbeats is not None:
         heartbeats.start()
     if ready is not None:
@@ -202,6 +209,8 @@ def run(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, ready: Callabl
     finally:
         if heartbeats is not None:
             heartbeats.stop()
+        if cni is not None:
+            cni.stop()
         server.stop(grace=2).wait()
         agent.close()
     log.info("stopped")

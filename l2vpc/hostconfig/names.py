@@ -45,6 +45,34 @@ def workload_netns_name(prefix: str, workload: str) -> str:
     return prefix + workload_netns(workload)
 
 
+# -- workloads a runtime names -----------------------------------------------------------------
+
+MAX_WORKLOAD_NAME = 63
+_NOT_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+def workload_name(text: str) -> str:
+    """`text` as a workload name (1-63 lowercase letters, digits and '-', starting and ending
+    with a letter or digit): other characters become '-', and a name longer than 63 keeps its
+    first 54 characters and gets '-' + 8 hex digits of a hash of the whole, so two long names
+    stay apart and the same name always maps the same way."""
+    name = _NOT_NAME.sub("-", text.lower()).strip("-")
+    if len(name) > MAX_WORKLOAD_NAME:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        name = f"{name[:54].rstrip('-')}-{digest}"
+    return name or "w-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def pod_workload(namespace: str, pod: str) -> str:
+    """The workload a Kubernetes Pod is: `<namespace>-<pod name>` (e.g. `default-web-0`)."""
+    return workload_name(f"{namespace}-{pod}")
+
+
+def container_workload(container_id: str) -> str:
+    """The workload of a container named by nothing else: `ctr-` + its id's first 12 digits."""
+    return workload_name("ctr-" + container_id[:12])
+
+
 # -- DHCP servers --------------------------------------------------------------------------------
 
 DHCP_SERVER_IFNAME = "dhcp0"  # in the server's namespace: holds server_ip, dnsmasq listens there

@@ -43,6 +43,13 @@ def _is_ipv4_interface(value: str) -> bool:
     return True
 
 
+def workload_name_problem(name: str) -> str:
+    """Why `name` is not a workload name ('' when it is one)."""
+    if _WORKLOAD_RE.fullmatch(name):
+        return ""
+    return f"{name[:80]!r} must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+
+
 def validate_host_config(cfg: HostConfig) -> list[str]:
     """Every reason this config cannot be applied; empty when it is acceptable.
 

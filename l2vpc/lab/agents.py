@@ -73,11 +73,12 @@ def start(st: LabState, topo: LabTopology, lab_dir: Path, pki_dir: Path, control
             prefix=f"{st.prefix}{h.name}-", agent_dir=str(agent_dir),
             address=f"unix:{sockets / (h.name + '.sock')}",
             pidfile=str(lab_dir / "run" / f"{h.name}.pid"), log=str(lab_dir / "logs" / f"{h.name}.log"),
-            public_cidr=h.public_cidr,
+            public_cidr=h.public_cidr, cni_socket=str(sockets / f"{h.name}.cni.sock"),
         )
         argv = [sys.executable, "-m", "l2vpc.agent", "run", "--host", h.name, "--underlay-ip", h.underlay_ip,
                 "--listen", rec.address, "--state-dir", rec.agent_dir, "--driver", st.driver,
-                "--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key)]
+                "--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key),
+                "--cni-socket", str(rec.cni_socket)]
         if rec.netns:
             argv += ["--netns", rec.netns, "--prefix", rec.prefix]
         st.hosts.append(rec)

@@ -36,6 +36,8 @@ class HostStatus:
     running: bool
     health: dict[str, Any] | None = None
     error: str = ""
+    netns: str | None = None  # the host's namespace under /run/netns (linux driver)
+    agent_socket: str | None = None  # where the agent answers l2vpc-cni (`agent_socket` in a netconf)
     ports: list[str] = field(default_factory=list)  # attachment ids the agent reports
     # Direct connects and VPN gateways the agent reports: {"id", "kind", "state", "detail", "learned"}.
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -53,7 +55,7 @@ def host_statuses(st: LabState, pki_dir: Path) -> list[HostStatus]:
     out: list[HostStatus] = []
     for rec in st.hosts:
         hs = HostStatus(rec.name, rec.role, rec.region, rec.underlay_ip, rec.location, rec.address, rec.pid,
-                        processes.alive(rec.pid, rec.agent_dir))
+                        processes.alive(rec.pid, rec.agent_dir), netns=rec.netns, agent_socket=rec.cni_socket)
         try:
             with open_channel(rec.address, rec.name, engine_tls(pki_dir)) as channel:
                 s = stub(channel)
@@ -64,7 +66,7 @@ def host_statuses(st: LabState, pki_dir: Path) -> list[HostStatus]:
                          "failures": [f"{f.path}: {f.reason}" for f in h.last_failures],
                          "converging": h.converging}
             actual = wire.config_from_pb(state.actual)
-            hs.ports = [p.id for p in actual.ports]
+            hs.ports = [p.id for p in actual.ports if p.workload_kind != "pod" or p.sandbox]  # a Pod's: once bound
             kinds = {e.id: f"direct connect ({e.mode})" for e in actual.edge_routers}
             kinds |= {v.id: "vpn" for v in actual.vpn_gateways}
             hs.items = [{"id": o.id, "kind": kinds.get(o.id, "not in place"), "state": o.state,

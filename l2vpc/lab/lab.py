@@ -298,6 +298,11 @@ class Lab:
         if st is None:
             return [f"no lab is up for state {self.state_path}"]
         warnings: list[str] = []
+        if st.pods or st.containerd:  # while the agents still answer the Pods' CNI DELs
+            from l2vpc.lab import lab_pods
+
+            warnings += lab_pods.remove_all(st)
+            progress("removed the lab's Pods")
         for rec in st.hosts:
             if processes.stop(rec.pid, rec.agent_dir):
                 progress(f"stopped agent of {rec.name} (pid {rec.pid})")
@@ -322,7 +327,7 @@ class Lab:
         except Exception as e:  # the rest of the cleanup must still happen
             warnings.append(f"could not unregister {', '.join(st.registered) or 'hosts'} from {self.state_path}: {e}")
         for rec in st.hosts:
-            for path in (rec.pidfile, rec.log, rec.address[len("unix:"):], rec.token_file):
+            for path in (rec.pidfile, rec.log, rec.address[len("unix:"):], rec.token_file, rec.cni_socket):
                 if path is None:
                     continue
                 with contextlib.suppress(FileNotFoundError):

@@ -42,6 +42,7 @@ class HostRecord:
     # holding the host's agent token (0600, removed at down).
     agent_address: str | None = None
     token_file: str | None = None
+    cni_socket: str | None = None  # where the agent answers the l2vpc-cni plugin (Pods)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class LabState:
     # registers its hosts in the local state and converges them itself.
     controller: str | None = None
     pki_dir: str | None = None  # the CA the agents' certificates come from (None: pki/ beside the state)
+    containerd: dict[str, Any] | None = None  # the lab's containerd (lab_pods.py), started on first Pod
+    pods: list[dict[str, Any]] = field(default_factory=list)  # lab Pods (pods.PodRecord as dicts)
 
     @property
     def path(self) -> Path:

@@ -77,6 +77,7 @@ class Lab:
         self.tmp = tmp
         self.underlay = f"{prefix}u"
         self.hosts: list[Host] = []
+        self.pods: list[str] = []
         nsmod.create(self.underlay)
         sh("ip", "-n", self.underlay, "link", "add", "br0", "mtu", str(UNDERLAY_MTU), "type", "bridge")
         sh("ip", "-n", self.underlay, "link", "set", "br0", "up")
@@ -96,6 +97,13 @@ class Lab:
         host = Host(name, ns, ip, f"{ns}-", self.tmp / name)
         self.hosts.append(host)
         return host
+
+    def pod_sandbox(self, name: str) -> str:
+        """A namespace as a container runtime makes one for a Pod (not the driver's): its path."""
+        ns = f"{self.prefix}pod-{name}"
+        nsmod.create(ns)
+        self.pods.append(ns)
+        return nsmod.path(ns)
 
     def teardown(self) -> None:
         errors: list[str] = []
@@ -117,6 +125,8 @@ class Lab:
                 d.close()
         for host in self.hosts:
             nsmod.remove(host.netns)
+        for ns in self.pods:
+            nsmod.remove(ns)
         nsmod.remove(self.underlay)
         if errors:
             raise AssertionError("teardown failed: " + "; ".join(errors))

@@ -12,6 +12,8 @@ from l2vpc.agent.drivers.linux import LinuxDriver
 from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Route, Segment
 
 HOST, UNDERLAY = "h1", "10.99.0.1"
+# The Pod's namespace the pod port lives in (its runtime made it; make_driver sets it up).
+POD_SANDBOX = "/run/netns/memory-driver-pod"
 
 
 def base_config(generation: int = 1) -> HostConfig:
@@ -30,7 +32,7 @@ def base_config(generation: int = 1) -> HostConfig:
             Port(id="att-b1", vni=200, workload="web1", interface_name="net2", mac="02:00:00:00:02:01",
                  mtu=1500, ip_mode="none"),
             Port(id="att-b2", vni=200, workload="db1", interface_name="net1", mac="02:00:00:00:02:02",
-                 mtu=1500, workload_kind="pod", ip_mode="static", ip_address="10.20.0.2/24"),
+                 mtu=1500, workload_kind="pod", ip_mode="static", ip_address="10.20.0.2/24", sandbox=POD_SANDBOX),
         ),
         dhcp_servers=(
             DhcpServer(vni=200, server_ip="10.20.0.254/24", range_start="10.20.0.100",
@@ -49,7 +51,12 @@ def make_driver(request: pytest.FixtureRequest) -> Iterator[Callable[[], Driver]
     lab = request.getfixturevalue("lab")
     host = lab.add_host()
     assert host.underlay_ip == UNDERLAY
-    yield host.driver
+    global POD_SANDBOX
+    default, POD_SANDBOX = POD_SANDBOX, lab.pod_sandbox("db1")
+    try:
+        yield host.driver
+    finally:
+        POD_SANDBOX = default
 
 
 def host_devices(driver: Driver) -> list[str]:

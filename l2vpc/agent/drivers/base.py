@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from types import TracebackType
 
-from l2vpc.hostconfig import HostConfig, validate_host_config
+from l2vpc.hostconfig import HostConfig, Port, validate_host_config
 from l2vpc.hostconfig.diff import Action, Change, diff, steps
 from l2vpc.hostconfig.failures import Failure, split_reason
 
@@ -119,6 +119,11 @@ class Driver(abc.ABC):
                 # is the common case and should cost one read of the host, not two).
                 return ConvergeResult((), (), dataclasses.replace(before, generation=desired.generation))
         return ConvergeResult(tuple(actions), tuple(failures), self.facts())
+
+    @abc.abstractmethod
+    def sandbox_drift(self, port: Port) -> list[str]:
+        """How the end of pod port `port` inside its Pod's namespace differs from what the
+        driver set up there (missing, MAC, MTU, address), read only: the runtime owns it."""
 
     @abc.abstractmethod
     def teardown(self) -> None:

@@ -42,6 +42,7 @@ class MemoryDriver(Driver):
         self._observed: dict[str, Observation] = {}
         self._generation = 0
         self._faults: dict[str, str] = {}
+        self._drift: dict[str, tuple[str, ...]] = {}
         # Every step applied, in order: lets tests see what a converge did (or that it did nothing).
         self.applied: list[Change] = []
 
@@ -72,6 +73,19 @@ class MemoryDriver(Driver):
             self._observed.pop(ident, None)
         else:
             self._observed[ident] = observation
+
+    def sandbox_drift(self, port: Port) -> list[str]:
+        """What `drift(port_id, ...)` set (none by default) for a port this driver set up."""
+        if port.id not in self._ports:
+            return [f"interface {port.interface_name} was never set up in {port.sandbox or '(no namespace)'}"]
+        return list(self._drift.get(port.id, ()))
+
+    def drift(self, port_id: str, *problems: str) -> None:
+        """Make sandbox_drift report `problems` for a port (none: back to clean)."""
+        if problems:
+            self._drift[port_id] = problems
+        else:
+            self._drift.pop(port_id, None)
 
     def restore(self, cfg: HostConfig) -> None:
         """Start from `cfg` as if it had been converged (a simulated host resumed from its last

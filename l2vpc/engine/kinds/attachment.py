@@ -115,8 +115,10 @@ class AttachmentKind(Kind[Attachment]):
         return obj.host
 
     def with_status(self, obj: Attachment, report: HostReport | None) -> Attachment:
-        """Active once its host runs the port."""
-        ports = {p["id"] for p in report.config.get("ports", ())} if report else set()
+        """Active once its host runs the port (a Pod's port: once the Pod is there, which its
+        host reports as the port's sandbox)."""
+        ports = {p["id"] for p in report.config.get("ports", ())
+                 if p.get("workload_kind") != "pod" or p.get("sandbox")} if report else set()
         return obj.model_copy(update={"status": "active" if obj.id in ports else "pending"})
 
     def same_objects(self, cx: Context, data: Mapping[str, Any]) -> list[str]:

@@ -43,7 +43,8 @@ SCHEMA = Schema(
                                  description="Interface name inside the workload (`net1`…`net10`), fixed for the life "
                                  "of the attachment."),
         "mtu": integer(computed=True, description="MTU of the interface (the VPC's)."),
-        "status": string(computed=True, description="`active` when the host runs the interface, `pending` otherwise."),
+        "status": string(computed=True, description="`active` when the host runs the interface, `pending` otherwise "
+                         "(a Pod's attachment: until the Pod starts on its host and the CNI plugin adds it)."),
         "timeouts": timeouts(),
     },
 )
@@ -91,9 +92,11 @@ class AttachmentResource(EngineResource):
         planned, prior = plan.planned, plan.prior
         if planned is None:
             return
-        if prior is not None and not plan.requires_replace and prior.get("status") != "active":
+        if (prior is not None and not plan.requires_replace and prior.get("status") != "active"
+                and prior.get("workload_kind") != "pod"):
             # Drift: the host does not run this interface (deleted by hand, host was down...).
-            # Plan an update; applying it converges the host again.
+            # Plan an update; applying it converges the host again. (A Pod's attachment is
+            # pending until its Pod starts on the host: no apply can change that.)
             planned["status"] = Unknown()
             planned["mtu"] = Unknown()  # the VPC's MTU may change in the same apply
         self.check_plan(planned, diags)

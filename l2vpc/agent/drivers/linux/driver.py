@@ -101,13 +101,13 @@ class LinuxDriver(Driver):
         self.state = Path(state_dir)
         self.state.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o700)
-        for sub in ("dhcp", "clients"):
+        for sub in ("dhcp", "clients", "pods"):
             (self.state / sub).mkdir(mode=0o700, exist_ok=True)
         self._spaces = Namespaces(self.state / "netns")
         self._host = Host(netns)
         self._nl = self._host.nl
         self._segments = Segments(self._host, underlay_ip, vxlan_port)
-        self._ports = Ports(self._host, self._spaces, prefix, self.state / "clients")
+        self._ports = Ports(self._host, self._spaces, prefix, self.state / "clients", self.state / "pods")
         self._dhcp = DhcpServers(self._host, self._spaces, prefix, self.state / "dhcp")
         self._edges = EdgeManager(nl=self._nl, spaces=self._spaces, host_netns=netns, prefix=prefix,
                                   state=self.state, bandwidth_scale=self.bandwidth_scale)
@@ -157,10 +157,11 @@ class LinuxDriver(Driver):
                 raise DataplaneError("host", f"teardown: devices still present: {', '.join(left[:5])}")
             time.sleep(0.02)
         self._invalidate()
-        shutil.rmtree(self.state / "clients", ignore_errors=True)
+        for sub in ("clients", "pods"):
+            shutil.rmtree(self.state / sub, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (self.state / "generation").unlink()
-        for sub in ("dhcp", "clients"):
+        for sub in ("dhcp", "clients", "pods"):
             (self.state / sub).mkdir(exist_ok=True)
 
     def _set_generation(self, generation: int) -> None:
@@ -267,10 +268,16 @@ class LinuxDriver(Driver):
             assert isinstance(step.after, VpnGateway)
             self._vpns.ensure(step.after, bridge_name(step.after.vni))
 
+    def sandbox_drift(self, port: Port) -> list[str]:
+        self._invalidate()
+        self.facts()  # a fresh host view
+        return self._ports.sandbox_drift(port)
+
     # -- garbage -------------------------------------------------------------------------
 
     def _collect_garbage(self, desired: HostConfig) -> list[Action]:
         actions = self._ports.collect_clients(desired)
+        self._ports.collect_pods(desired)
         actions += self._dhcp.collect_garbage(desired)
 
         expected = {n for s in desired.segments for n in (bridge_name(s.vni), vxlan_name(s.vni))}
@@ -292,7 +299,7 @@ class LinuxDriver(Driver):
                     self._vpns.remove(obs.id)
                     actions.append(Action("delete", vpn_path(obs.id), "orphan"))
 
-        namespaces = {self.workload_netns(p.workload) for p in desired.ports}
+        namespaces = {self.workload_netns(p.workload) for p in desired.ports if p.workload_kind != "pod"}
         namespaces |= {self.dhcp_netns(d.vni) for d in desired.dhcp_servers}
         namespaces |= self._edges.namespaces(desired)
         for name in self._spaces.created():

@@ -36,7 +36,9 @@ _lock = threading.RLock()
 
 
 def path(name: str) -> str:
-    return os.path.join(NETNS_DIR, name)
+    """The file of namespace `name`: a name under /run/netns, or a path as it is (a runtime's
+    namespace, e.g. /var/run/netns/cni-... or /proc/<pid>/ns/net)."""
+    return name if name.startswith("/") else os.path.join(NETNS_DIR, name)
 
 
 def exists(name: str) -> bool:

@@ -1,16 +1,24 @@
 """Ports on Linux: veth `l2p<id tail>` on the segment's bridge, its peer renamed `net1`..`net10`
 in the workload's namespace `<prefix>l2w-<workload>`, MAC/MTU set, up, a static address and
-routes (protocol 76), or a udhcpc client tracked by pidfile.
+routes (protocol 76), or a udhcpc client tracked by pidfile (the lab's synthetic workloads: a
+real workload runs its own DHCP client).
 
 What the kernel cannot tell about a port (its id, workload, kind, address mode, restart epoch)
 is in the host side's alias, so facts need no memory of the driver.
+
+A pod port lives in a namespace its runtime made (`Port.sandbox`, from a CNI ADD): its peer is
+born there, named, addressed and routed once, and from then on nothing inside is touched (the
+runtime owns it; `sandbox_drift` only reads). Facts of a pod port are its host side plus what was
+set up, recorded in `pods/<id>.json`; changes later pushed for the inside (address, routes)
+reach the Pod when it is re-created, and `sandbox_drift` says so meanwhile.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from l2vpc.agent.drivers.base import Action, DataplaneError
@@ -57,13 +65,15 @@ class _PortMeta:
 
 
 class Ports:
-    """The ports of one LinuxDriver; DHCP clients' files in `clients` (a directory)."""
+    """The ports of one LinuxDriver; DHCP clients' files in `clients`, pod ports' records in
+    `pods` (directories)."""
 
-    def __init__(self, host: Host, spaces: Namespaces, prefix: str, clients: Path) -> None:
+    def __init__(self, host: Host, spaces: Namespaces, prefix: str, clients: Path, pods: Path) -> None:
         self.host = host
         self.spaces = spaces
         self.prefix = prefix
         self.clients = clients
+        self.pods = pods
 
     def netns(self, workload: str) -> str:
         return workload_netns_name(self.prefix, workload)
@@ -73,6 +83,7 @@ class Ports:
     def facts(self, view: HostView) -> list[Port]:
         # Port identity comes from the host side's alias; the workload side is read once per
         # namespace, addresses and routes only where some port there has them.
+        ports: list[Port] = []
         metas: list[tuple[rtnl.Link, _PortMeta]] = []
         needs: dict[str, tuple[bool, bool]] = {}
         for name, hl in view.links.items():
@@ -81,13 +92,17 @@ class Ports:
             meta = _PortMeta.parse(hl.alias)
             if meta is None or port_device_name(meta.id) != name:
                 continue
+            if meta.kind == "pod":
+                pod = self._pod_port(hl, meta, view)
+                if pod is not None:
+                    ports.append(pod)
+                continue
             ns = self.netns(meta.workload)
             addrs, routes = needs.get(ns, (False, False))
             needs[ns] = (addrs or meta.mode == "static", routes or meta.routes)
             metas.append((hl, meta))
         views = {ns: self.spaces.read(ns, addrs, routes) for ns, (addrs, routes) in needs.items()}
         by_index = {lk.index: lk for lk in view.links.values()}
-        ports: list[Port] = []
         for hl, meta in metas:
             port = self._port(hl, meta, by_index, views[self.netns(meta.workload)])
             if port is not None:
@@ -128,9 +143,68 @@ class Ports:
             restart_epoch=meta.epoch,
         )
 
+    def _pod_port(self, hl: rtnl.Link, meta: _PortMeta, view: HostView) -> Port | None:
+        """What was set up for a pod port, if its host side still sits on its bridge and its peer
+        is in another namespace (a Pod that died took the pair with it)."""
+        record = self._record(meta.id)
+        if record is None or hl.netnsid < 0:
+            return None
+        br = next((lk for lk in view.links.values() if lk.index == hl.master), None)
+        m = BRIDGE_RE.match(br.name) if br is not None else None
+        if m is None or int(m.group(1)) != record.vni:
+            return None
+        return replace(record, mtu=hl.mtu)
+
+    def _record(self, port_id: str) -> Port | None:
+        try:
+            data = json.loads((self.pods / f"{port_id}.json").read_bytes())
+            routes = tuple(Route(str(r["prefix"]), str(r["via"])) for r in data.pop("routes", ()))
+            return Port(**data, routes=routes)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+
+    def _keep_record(self, p: Port) -> None:
+        tmp = self.pods / f".{p.id}.tmp"
+        tmp.write_text(json.dumps(asdict(p), sort_keys=True))
+        os.replace(tmp, self.pods / f"{p.id}.json")
+
+    def sandbox_drift(self, p: Port) -> list[str]:
+        """How the Pod's end of a pod port differs from what was set up (read only)."""
+        record = self._record(p.id) or p
+        if not p.sandbox or not os.path.exists(p.sandbox):
+            return [f"the Pod's namespace {p.sandbox or '(none)'} is gone"]
+        hl = self.host.view.links.get(port_device_name(p.id))
+        if hl is None:
+            return [f"the host side {port_device_name(p.id)} of {p.interface_name} is missing"]
+        nl = rtnl.Rtnl(netns.netlink_socket(p.sandbox))
+        try:
+            peer = nl.link(record.interface_name)
+            if peer is None:
+                return [f"interface {record.interface_name} is missing in {p.sandbox}"]
+            out = []
+            if peer.mac != record.mac:
+                out.append(f"{record.interface_name} has MAC {peer.mac}, set up with {record.mac}")
+            if peer.mtu != record.mtu:
+                out.append(f"{record.interface_name} has MTU {peer.mtu}, set up with {record.mtu}")
+            if peer.link != hl.index:
+                out.append(f"{record.interface_name} is not the peer of {hl.name}")
+            if record.ip_mode == "static" and record.ip_address:
+                have = {f"{a.address}/{a.prefixlen}" for a in nl.addrs() if a.index == peer.index}
+                if record.ip_address not in have:
+                    out.append(f"{record.interface_name} lacks its address {record.ip_address}")
+            if (p.ip_mode, p.ip_address, p.routes) != (record.ip_mode, record.ip_address, record.routes):
+                out.append(f"the attachment's addressing changed since the Pod started "
+                           f"({record.ip_address or record.ip_mode} -> {p.ip_address or p.ip_mode}): re-create the Pod")
+            return out
+        finally:
+            nl.close()
+
     # -- operations ------------------------------------------------------------------------
 
     def create(self, p: Port) -> None:
+        if p.workload_kind == "pod":
+            self._create_in_sandbox(p)
+            return
         path = port_path(p.id)
         br = self.host.view.links.get(bridge_name(p.vni))
         if br is None:
@@ -161,6 +235,42 @@ class Ports:
         if p.ip_mode == "dhcp":
             udhcpc.start(self.clients, p.id, p.interface_name, netns.path(ns), p.workload)
 
+    def _create_in_sandbox(self, p: Port) -> None:
+        path = port_path(p.id)
+        if not p.sandbox:
+            raise DataplaneError(path, "a pod port needs its Pod's namespace (from a CNI ADD)")
+        br = self.host.view.links.get(bridge_name(p.vni))
+        if br is None:
+            raise DataplaneError(path, f"no bridge for VNI {p.vni}")
+        hname = port_device_name(p.id)
+        self._remove_devices(p.id, hname)
+        try:
+            nl = rtnl.Rtnl(netns.netlink_socket(p.sandbox))
+        except OSError as e:
+            raise DataplaneError(path, f"the Pod's namespace {p.sandbox}: {e.strerror or e}") from None
+        try:
+            if nl.link(p.interface_name) is not None:
+                # The runtime's namespace: what is there is not ours to delete.
+                raise DataplaneError(path, f"{p.interface_name} already exists in the Pod's namespace {p.sandbox}")
+            address = p.ip_address if p.ip_mode == "static" else None
+            with netns.opened(p.sandbox) as fd:
+                netlink.apply(self.host.nl, path, [
+                    rtnl.new_veth(hname, p.mtu, br.index, p.interface_name, p.mac, fd, OWN_GROUP),
+                    *netlink.bring_up(hname, alias=_port_alias(p, address)),
+                ])
+            peer = nl.link(p.interface_name)
+            if peer is None:
+                raise DataplaneError(path, f"{p.interface_name} did not appear in the Pod's namespace {p.sandbox}")
+            reqs = [rtnl.set_link(peer.index, up=True)]
+            if address:
+                ip, plen = address.split("/")
+                reqs.append(rtnl.new_addr(peer.index, ip, int(plen)))
+            reqs += [rtnl.new_route(r.prefix, r.via, peer.index, RTPROT_L2VPC) for r in p.routes]
+            netlink.apply(nl, path, reqs)
+        finally:
+            nl.close()
+        self._keep_record(p)
+
     def _remove_devices(self, port_id: str, hname: str) -> None:
         udhcpc.stop(self.clients, port_id)
         # Deleting one end of a veth deletes its peer in the workload namespace too.
@@ -168,8 +278,13 @@ class Ports:
 
     def remove(self, p: Port) -> None:
         self._remove_devices(p.id, port_device_name(p.id))
+        if p.workload_kind == "pod":
+            (self.pods / f"{p.id}.json").unlink(missing_ok=True)
 
     def update(self, old: Port, new: Port) -> None:
+        if new.workload_kind == "pod":
+            self._update_pod(old, new)
+            return
         path = port_path(new.id)
         hname = port_device_name(new.id)
         hl = self.host.view.links.get(hname)
@@ -206,6 +321,27 @@ class Ports:
             udhcpc.start(self.clients, new.id, new.interface_name, netns.path(ns), new.workload)
         address = new.ip_address if new.ip_mode == "static" else None
         netlink.apply(self.host.nl, path, [rtnl.set_link(hl.index, up=True, alias=_port_alias(new, address))])
+
+    def _update_pod(self, old: Port, new: Port) -> None:
+        """Only the host side changes (its MTU); the inside is the runtime's (see the module
+        docstring): the record keeps what the Pod runs, sandbox_drift names the difference."""
+        path = port_path(new.id)
+        hl = self.host.view.links.get(port_device_name(new.id))
+        if hl is None:
+            raise DataplaneError(path, "port devices missing; the next converge recreates them")
+        if old.mtu != new.mtu:
+            netlink.apply(self.host.nl, path + ".mtu", [rtnl.set_link(hl.index, mtu=new.mtu)])
+        record = self._record(new.id)
+        if record is not None:
+            self._keep_record(replace(record, mtu=new.mtu, ip_mode=new.ip_mode, ip_address=new.ip_address,
+                                      routes=new.routes))
+
+    def collect_pods(self, desired: HostConfig) -> None:
+        """Forget records of pod ports no longer wanted here."""
+        wanted = {p.id for p in desired.ports if p.workload_kind == "pod"}
+        for f in self.pods.glob("*.json"):
+            if f.stem not in wanted:
+                f.unlink(missing_ok=True)
 
     # -- clients ---------------------------------------------------------------------------
 

@@ -1,0 +1,264 @@
+"""The agent's side of `l2vpc-cni`: CNI requests over a local unix socket, answered by binding
+pod ports to the Pods' namespaces and converging.
+
+    server = CniServer(CniService(agent, host="h1"), "/run/l2vpc/cni.sock")
+    server.start() ... server.stop()
+
+One request line in, one answer line out (see l2vpc/cni/plugin.py). What each command does:
+
+- ADD: the attachment of this Pod's workload to the VPC the network configuration names must be
+  one the engine placed on this host (a declared `l2vpc_attachment` with `workload_kind = "pod"`);
+  it is bound to CNI_NETNS, the agent converges, and the result carries the interface (MAC, MTU,
+  sandbox) and, for a static address, the address and routes. The workload is `workload` from
+  the configuration, else `<K8S_POD_NAMESPACE>-<K8S_POD_NAME>` from CNI_ARGS, else `ctr-` + the
+  container id's first 12 digits (hostconfig.names).
+- DEL: unbinds (the host side goes, and with it the Pod's end); twice, or for an unknown
+  container, or after the namespace is gone, it succeeds.
+- CHECK: reads the Pod's end (never changes it) and reports any difference from what ADD set up.
+- STATUS: ready when the agent holds a config; GC: unbinds what the runtime no longer lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from l2vpc.agent.core import Agent
+from l2vpc.agent.pods import Binding
+from l2vpc.cni import spec
+from l2vpc.cni.spec import CniError
+from l2vpc.hostconfig import HostConfig, Port, Segment
+from l2vpc.hostconfig.diff import port_path
+from l2vpc.hostconfig.names import container_workload, pod_workload
+from l2vpc.hostconfig.validate import workload_name_problem
+
+log = logging.getLogger("l2vpc.agent.cni")
+
+MAX_REQUEST = 1 << 20
+
+
+class CniService:
+    """Answers CNI requests for one agent (thread-safe: the agent serialises converges)."""
+
+    def __init__(self, agent: Agent, host: str) -> None:
+        self.agent = agent
+        self.host = host
+
+    def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        command = str(request.get("command", ""))
+        try:
+            if command == "ADD":
+                return {"ok": True, "result": self._add(request)}
+            if command == "DEL":
+                self._del(request)
+            elif command == "CHECK":
+                self._check(request)
+            elif command == "GC":
+                self._gc(request)
+            elif command == "STATUS":
+                if self.agent.desired is None:
+                    raise CniError(spec.PLUGIN_NOT_AVAILABLE, f"the agent of {self.host} has no config yet")
+            else:
+                raise CniError(spec.INVALID_ENVIRONMENT, f"CNI_COMMAND {command[:20]!r} is not handled by the agent")
+            return {"ok": True}
+        except CniError as e:
+            log.info("%s %s: refused (%d): %s", command, request.get("container_id", ""), e.code, e)
+            return {"ok": False, "code": e.code, "msg": e.msg, "details": e.details}
+
+    # -- ADD ----------------------------------------------------------------------------------
+
+    def _add(self, req: Mapping[str, Any]) -> dict[str, Any]:
+        config = _config(req)
+        netns = str(req.get("netns", ""))
+        if not os.path.exists(netns):
+            raise CniError(spec.UNKNOWN_CONTAINER, f"CNI_NETNS {netns!r} does not exist")
+        ifname = str(req.get("ifname", ""))
+        desired = self.agent.desired
+        if desired is None:
+            raise CniError(spec.TRY_AGAIN_LATER, f"the agent of {self.host} has no config from the engine yet")
+        workload = self._workload(req, config)
+        vpc = str(config.get("vpc") or _args(req).get("VPC", ""))
+        port = self._declared(desired, workload, vpc)
+        if port.workload_kind != "pod":
+            raise CniError(spec.RULE_VIOLATED, f"attachment {port.id} of workload {workload!r} is a "
+                           f"{port.workload_kind} attachment, not a Pod's (workload_kind must be \"pod\")")
+        if port.interface_name != ifname:
+            raise CniError(spec.INTERFACE_MISMATCH, f"CNI_IFNAME {ifname} differs from the interface_name "
+                           f"{port.interface_name} of attachment {port.id}",
+                           "call the plugin for this VPC with CNI_IFNAME=" + port.interface_name)
+        wanted_ip = _args(req).get("IP")
+        if wanted_ip and wanted_ip != (port.ip_address or ""):
+            raise CniError(spec.RULE_VIOLATED, f"CNI_ARGS IP={wanted_ip} differs from attachment {port.id}'s "
+                           f"address {port.ip_address or '(' + port.ip_mode + ')'}")
+        held = self.agent.pods.of_port(port.id)
+        if held is not None and held.container_id != req["container_id"] and os.path.exists(held.sandbox):
+            raise CniError(spec.RULE_VIOLATED, f"attachment {port.id} is already bound to container "
+                           f"{held.container_id} ({held.sandbox})")
+        binding = Binding(port.id, netns, str(req["container_id"]), ifname, str(config.get("name", "")))
+        self.agent.pods.bind(binding)
+        outcome = self.agent.reconverge()
+        actual = outcome.actual if outcome is not None and outcome.actual is not None else None
+        realized = actual is not None and any(p.id == port.id and p.sandbox == netns for p in actual.ports)
+        if not realized:
+            self.agent.pods.unbind(port.id)
+            self.agent.reconverge()  # whatever half of it exists goes
+            why = "; ".join(str(f) for f in (outcome.failures if outcome else ()) if f.path.startswith(port_path(port.id)))
+            raise CniError(spec.IO_FAILURE, f"could not set up {ifname} for attachment {port.id}",
+                           why or "the agent did not converge")
+        return _result(dataclasses.replace(port, sandbox=netns))
+
+    def _workload(self, req: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+        given = config.get("workload")
+        if given:
+            problem = workload_name_problem(str(given))
+            if problem:
+                raise CniError(spec.INVALID_CONFIG, f"workload: {problem}")
+            return str(given)
+        args = _args(req)
+        if args.get("K8S_POD_NAMESPACE") and args.get("K8S_POD_NAME"):
+            return pod_workload(args["K8S_POD_NAMESPACE"], args["K8S_POD_NAME"])
+        return container_workload(str(req.get("container_id", "")))
+
+    def _declared(self, desired: HostConfig, workload: str, vpc: str) -> Port:
+        seg = _segment(desired, vpc)
+        port = next((p for p in desired.ports if p.workload == workload and seg is not None and p.vni == seg.vni),
+                    None)
+        if port is None:
+            raise CniError(spec.NOT_PLACED_HERE, f"no attachment of workload {workload!r} to VPC {vpc!r} is placed "
+                           f"on host {self.host}",
+                           "declare an l2vpc_attachment with workload_kind = \"pod\" for it on this host")
+        return port
+
+    # -- DEL, CHECK, GC -----------------------------------------------------------------------
+
+    def _binding(self, req: Mapping[str, Any]) -> Binding | None:
+        return self.agent.pods.find(str(_config(req).get("name", "")), str(req.get("container_id", "")),
+                                    str(req.get("ifname", "")))
+
+    def _del(self, req: Mapping[str, Any]) -> None:
+        binding = self._binding(req)
+        if binding is None:
+            return  # never added, or deleted already: DEL is idempotent
+        self.agent.pods.unbind(binding.port_id)
+        self.agent.reconverge()
+
+    def _check(self, req: Mapping[str, Any]) -> None:
+        binding = self._binding(req)
+        if binding is None:
+            raise CniError(spec.DRIFT, f"no interface {req.get('ifname')} of container {req.get('container_id')} "
+                           "was set up by an ADD on this host")
+        desired = self.agent.desired
+        port = next((p for p in desired.ports if p.id == binding.port_id), None) if desired else None
+        if port is None:
+            raise CniError(spec.DRIFT, f"attachment {binding.port_id} is no longer placed on host {self.host}")
+        with self.agent.exclusive():
+            problems = self.agent.driver.sandbox_drift(dataclasses.replace(port, sandbox=binding.sandbox))
+        if problems:
+            raise CniError(spec.DRIFT, f"{binding.ifname} of attachment {port.id} is not as it was set up",
+                           "; ".join(problems))
+
+    def _gc(self, req: Mapping[str, Any]) -> None:
+        config = _config(req)
+        valid = {(str(a.get("containerID", "")), str(a.get("ifname", "")))
+                 for a in config.get("cni.dev/valid-attachments", ()) if isinstance(a, dict)}
+        gone = [b for b in self.agent.pods.all()
+                if b.network == config.get("name") and (b.container_id, b.ifname) not in valid]
+        for b in gone:
+            self.agent.pods.unbind(b.port_id)
+        if gone:
+            self.agent.reconverge()
+
+
+def _config(req: Mapping[str, Any]) -> Mapping[str, Any]:
+    config = req.get("config")
+    return config if isinstance(config, dict) else {}
+
+
+def _args(req: Mapping[str, Any]) -> dict[str, str]:
+    args = req.get("args")
+    return {str(k): str(v) for k, v in args.items()} if isinstance(args, dict) else {}
+
+
+def _segment(desired: HostConfig, vpc: str) -> Segment | None:
+    return next((s for s in desired.segments if vpc in (s.vpc_name, s.vpc_id)), None)
+
+
+def _result(port: Port) -> dict[str, Any]:
+    out: dict[str, Any] = {"interfaces": [{"name": port.interface_name, "mac": port.mac, "sandbox": port.sandbox,
+                                           "mtu": port.mtu}]}
+    if port.ip_mode == "static" and port.ip_address:
+        out["ips"] = [{"address": port.ip_address, "interface": 0}]
+        out["routes"] = [{"dst": r.prefix, "gw": r.via} for r in port.routes]
+    return out
+
+
+class CniServer:
+    """The unix socket (0600) the plugin talks to; a thread per request."""
+
+    def __init__(self, service: CniService, path: str | os.PathLike[str]) -> None:
+        self.service = service
+        self.path = Path(path)
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.is_socket():
+                self.path.unlink()  # a previous run's (it would block the bind)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        sock.listen(64)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._accept, name="cni", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed by stop()
+            threading.Thread(target=self._serve, args=(conn,), name="cni-request", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            try:
+                while len(data) <= MAX_REQUEST and (chunk := conn.recv(65536)):
+                    data += chunk
+                request = json.loads(data.decode())
+                if not isinstance(request, dict):
+                    raise ValueError("not an object")
+            except (OSError, UnicodeDecodeError, ValueError) as e:
+                answer: dict[str, Any] = {"ok": False, "code": spec.DECODE_FAILURE, "msg": f"bad request: {e}"}
+            else:
+                try:
+                    answer = self.service.handle(request)
+                except Exception as e:  # a bug must not leave the runtime waiting
+                    log.exception("CNI request failed")
+                    answer = {"ok": False, "code": spec.IO_FAILURE, "msg": f"internal error in the agent: {e}"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+            self._sock = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
