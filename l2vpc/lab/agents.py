@@ -59,11 +59,7 @@ def start(st: LabState, topo: LabTopology, lab_dir: Path, pki_dir: Path, control
     sockets = _socket_dir(st, lab_dir)
     sockets.mkdir(mode=0o700, exist_ok=True)
     (lab_dir / "run").mkdir(mode=0o700, exist_ok=True)
-    # The agents import this very l2vpc, installed or not.
-    here = str(Path(l2vpc.__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p),
-           BANDWIDTH_SCALE_ENV: str(st.bandwidth_scale)}
-    env.pop("L2VPC_AGENT_TOKEN", None)  # each agent gets its own host's token, from a file
+    env = environment(st)
     for h in topo.hosts:
         agent_dir = lab_dir / "agents" / h.name
         tls = files_in(pki_dir, h.name)
@@ -86,8 +82,31 @@ def start(st: LabState, topo: LabTopology, lab_dir: Path, pki_dir: Path, control
         if controller is not None:
             argv = _controller_argv(rec, h, argv, controller, lab_dir)
             st.save()
+        rec.argv = argv
         rec.pid = processes.start(argv, Path(rec.pidfile), Path(rec.log), env=env)
         st.save()
+
+
+def environment(st: LabState) -> dict[str, str]:
+    # The agents import this very l2vpc, installed or not.
+    here = str(Path(l2vpc.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p),
+           BANDWIDTH_SCALE_ENV: str(st.bandwidth_scale)}
+    env.pop("L2VPC_AGENT_TOKEN", None)  # each agent gets its own host's token, from a file
+    return env
+
+
+def restart(st: LabState, rec: HostRecord, kill: bool = False) -> None:
+    """Stop the host's agent (SIGKILL with `kill`: a crash) and start it again as it was started;
+    the dataplane stays (the restarted agent re-converges its persisted config)."""
+    if rec.argv is None:
+        raise RuntimeError(f"no command line recorded for the agent of {rec.name} (lab from an older version)")
+    if kill:
+        processes.kill(rec.pid, rec.agent_dir)
+    else:
+        processes.stop(rec.pid, rec.agent_dir)
+    rec.pid = processes.start(rec.argv, Path(rec.pidfile), Path(rec.log), env=environment(st))
+    st.save()
 
 
 def _controller_argv(rec: HostRecord, h: LabHost, argv: list[str], controller: LabController,

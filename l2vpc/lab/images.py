@@ -74,6 +74,10 @@ def fetch_busybox(into: Path) -> Path:
         return found[-1]
     with tempfile.TemporaryDirectory(dir=into) as tmp:
         run = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True, timeout=300)
+        if run.returncode != 0 and os.geteuid() == 0:  # no package lists yet (a fresh machine)
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
+            run = subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, capture_output=True, text=True,
+                                 timeout=300)
         debs = sorted(Path(tmp).glob(f"{PACKAGE}_*.deb"))
         if run.returncode != 0 or not debs:
             raise ImageError(f"apt-get download {PACKAGE} failed ({(run.stderr or run.stdout).strip()[-200:]}); "

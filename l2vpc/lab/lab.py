@@ -257,6 +257,15 @@ class Lab:
                                f"{processes.log_tail(Path(rec.log))}")
             time.sleep(0.05)
 
+    def restart_agent(self, host: str, kill: bool = False) -> None:
+        """Restart the agent of `host` (SIGKILL first with `kill`) and wait until it answers."""
+        st = self.require()
+        rec = st.host(host)
+        if rec is None:
+            raise LabError(f"no lab host {host!r}")
+        agents.restart(st, rec, kill=kill)
+        self._wait_ready(rec, time.monotonic() + AGENT_READY_TIMEOUT)
+
     def _register(self, st: LabState, topo: LabTopology, progress: Progress) -> None:
         store = open_store(self.state_path)
         try:

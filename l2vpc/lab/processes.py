@@ -18,7 +18,7 @@ from pathlib import Path
 from l2vpc.agent.drivers.linux import procs
 from l2vpc.agent.drivers.linux.procs import alive
 
-__all__ = ["alive", "log_tail", "start", "stop"]
+__all__ = ["alive", "kill", "log_tail", "start", "stop"]
 
 
 def start(argv: list[str], pidfile: Path, log: Path, env: dict[str, str] | None = None) -> int:
@@ -45,6 +45,16 @@ def stop(pid: int | None, marker: str, timeout: float = 5.0) -> bool:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + timeout
+        time.sleep(0.01)
+    return True
+
+
+def kill(pid: int | None, marker: str) -> bool:
+    """SIGKILL (a crash: nothing of the process's own cleanup runs) and wait until it is gone."""
+    if not procs.signal_if_ours(pid, marker, signal.SIGKILL):
+        return False
+    assert pid is not None
+    while alive(pid, marker):
         time.sleep(0.01)
     return True
 

@@ -43,6 +43,7 @@ class HostRecord:
     agent_address: str | None = None
     token_file: str | None = None
     cni_socket: str | None = None  # where the agent answers the l2vpc-cni plugin (Pods)
+    argv: list[str] | None = None  # the agent's command line (to start it again)
 
 
 @dataclass

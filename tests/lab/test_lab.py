@@ -14,8 +14,7 @@ from l2vpc.engine.store import open_store
 from l2vpc.lab.lab import Lab, LabError
 from l2vpc.lab.state import LabState
 from l2vpc.lab.topology import LabTopology, TopologyError
-
-from .helpers import leftovers, run, status_json, topology_file
+from l2vpc.testing.lab import leftovers, run, status_json, topology_file
 
 DOC = {
     "vpcs": [{"name": "apps", "region": "us-east", "cidr": "10.20.0.0/24"}],

@@ -13,8 +13,7 @@ import pytest
 
 from l2vpc.lab.lab import Lab
 from l2vpc.lab.netns import ip
-
-from .helpers import leftovers, run, topology_file
+from l2vpc.testing.lab import leftovers, run, topology_file
 
 pytestmark = pytest.mark.root
 

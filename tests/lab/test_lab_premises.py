@@ -26,8 +26,7 @@ from l2vpc.lab.lab import Lab, LabError
 from l2vpc.lab.netns import ip
 from l2vpc.lab.state import LabState
 from l2vpc.lab.topology import LabTopology
-
-from .helpers import leftovers, run, status_json
+from l2vpc.testing.lab import leftovers, run, status_json
 
 pytestmark = pytest.mark.root
 

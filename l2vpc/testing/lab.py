@@ -1,4 +1,4 @@
-"""Shared pieces of the lab tests: topology files for a lab, the `l2vpc` CLI in-process, leftovers."""
+"""Lab tests' shared pieces: topology files for a lab, the `l2vpc` CLI in-process, leftovers."""
 
 from __future__ import annotations
 
