@@ -100,18 +100,24 @@ def check(st: LabState, pki_dir: Path, state_path: str, timeout: float = 10.0) -
     if st.driver != "linux":
         return _check_reports(st, pki_dir, found)
     prefixes = {rec.name: rec.prefix for rec in st.hosts}
+    pods = {p["workload"]: p["netns"] for p in st.pods}  # lab Pods (lab_pods.py) by workload
     endpoints = []
+    lines: list[str] = []
     for a in found:
         if not a.interface_name or not a.host:
             continue
+        if a.workload_kind == "pod" and a.workload not in pods:
+            lines.append(f"pending {a.workload}.{a.interface_name} ({vpc_names.get(a.vpc_id, a.vpc_id)}): waits for "
+                         "its Pod (no lab Pod runs it; `l2vpc lab pod run` starts one)")
+            continue
         endpoints.append(probe.Endpoint(
             label=f"{a.workload}.{a.interface_name}", vpc=vpc_names.get(a.vpc_id, a.vpc_id),
-            netns=workload_netns_name(prefixes[a.host], a.workload), ifname=a.interface_name,
+            netns=pods[a.workload] if a.workload_kind == "pod" else workload_netns_name(prefixes[a.host], a.workload),
+            ifname=a.interface_name,
             ip=a.ip_address.split("/")[0] if a.ip_address and a.ip_mode == "static" else None,
         ))
     dhcp = {f"{a.workload}.{a.interface_name}" for a in found if a.ip_mode == "dhcp"}
     resolved, report = probe.check(endpoints, timeout=timeout, dhcp=dhcp)
-    lines: list[str] = []
     missing = [e for e in resolved if not e.mac]
     for e in missing:
         lines.append(f"FAIL {e.label} ({e.vpc}): interface missing; the attachment is not realized")

@@ -434,6 +434,9 @@ class Lab:
             ns = workload_netns_name(rec.prefix, workload)
             if netns.exists(ns):
                 return ns
+        pod = next((p["netns"] for p in st.pods if p["workload"] == workload or p["name"] == workload), None)
+        if pod is not None:  # a lab Pod: its namespace (the container's), commands from the host
+            return str(pod)
         raise LabError(f"workload {workload!r} runs on no host of this lab (is it attached and applied? "
                        "see `l2vpc lab status`)")
 

@@ -17,6 +17,7 @@ import pytest
 
 from l2vpc.cli import main as cli
 from l2vpc.embedded import open_engine
+from l2vpc.lab import lab_pods
 from l2vpc.lab.lab import Lab
 from l2vpc.lab.topology import LabTopology
 
@@ -80,13 +81,20 @@ def example_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mak
 def test_quickstart(example_lab: MakeLab) -> None:
     ex = example_lab("quickstart")
     ex.tf("apply", "-auto-approve")
-    assert ex.objects() == {"vpc": 1, "attachment": 3, "direct_connect": 0, "vpn": 0}
+    assert ex.objects() == {"vpc": 1, "attachment": 4, "direct_connect": 0, "vpn": 0}
     result = ex.lab.check(timeout=10)
     assert result.ok, "\n".join(result.lines)
+    assert any(line.startswith("pending default-cache.net1") for line in result.lines), result.lines
     if ROOT:
         # The first workload holds its DHCP reservation; a 9000-byte frame crosses unfragmented.
         assert "10.50.0.10/24" in ex.exec("web1", "ip", "-4", "addr", "show", "net1").stdout
         assert ex.exec("web2", "ping", "-c1", "-W2", "-M", "do", "-s", "8972", "10.50.0.10").returncode == 0
+        if shutil.which("containerd"):
+            # The Pod starts: its declared attachment becomes its interface, and it reaches the rest.
+            lab_pods.run(ex.lab.require(), ex.lab.dir, "cache", ["quickstart"])
+            result = ex.lab.check(timeout=10)
+            assert result.ok and "vpc quickstart: 4 interfaces" in "\n".join(result.lines), result.lines
+            lab_pods.remove(ex.lab.require(), "cache")
     ex.tf("destroy", "-auto-approve")
     assert ex.objects() == {"vpc": 0, "attachment": 0, "direct_connect": 0, "vpn": 0}
 

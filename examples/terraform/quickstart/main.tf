@@ -1,7 +1,8 @@
-# Quickstart: one VPC with a managed DHCP server and three workloads on it.
+# Quickstart: one VPC with a managed DHCP server, three workloads and a Pod on it.
 #
 #   l2vpc lab up --hosts 3          # simulated hosts with real agents (as root)
 #   l2vpc tf -C examples/terraform/quickstart apply
+#   l2vpc lab pod run cache --vpc quickstart   # the Pod default/cache starts (containerd)
 #   l2vpc lab check                 # every workload reaches the others
 #   l2vpc tf -C examples/terraform/quickstart destroy
 
@@ -61,9 +62,23 @@ output "vpc" {
   }
 }
 
+# A Kubernetes Pod (namespace "default", name "cache") on the VPC. Its interface appears when the
+# Pod starts on its host and the l2vpc-cni plugin adds it; until then the attachment is pending.
+resource "l2vpc_attachment" "pod" {
+  vpc_id        = l2vpc_vpc.main.id
+  workload      = "default-cache"
+  workload_kind = "pod"
+  ip_mode       = "dhcp"
+}
+
 output "interfaces" {
   description = "Where each workload runs and its interface on the VPC."
   value = {
     for name, a in l2vpc_attachment.workload : name => "${a.host}/${a.interface_name} ${a.mac_address}"
   }
+}
+
+output "pod" {
+  description = "Where the Pod default/cache gets its interface, and whether it runs yet."
+  value       = "${l2vpc_attachment.pod.host}/${l2vpc_attachment.pod.interface_name} ${l2vpc_attachment.pod.status}"
 }
