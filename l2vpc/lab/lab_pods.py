@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from l2vpc.lab.pods import Containerd, ContainerdRecord, PodError, PodRecord
 from l2vpc.lab.state import HostRecord, LabState
 
 Progress = Callable[[str], None]
+MAX_SOCKET_PATH = 100  # a unix socket's path has at most 104 bytes (with room to spare)
 
 
 def runtime(st: LabState, lab_dir: Path) -> Containerd:
@@ -32,7 +34,11 @@ def runtime(st: LabState, lab_dir: Path) -> Containerd:
         if rt.ctr("version", check=False).returncode == 0:
             return rt
         rt.stop()
-    rt = Containerd.start(lab_dir / "containerd")
+    directory = lab_dir / "containerd"
+    sockets = None
+    if len(str(directory / "containerd.sock.ttrpc")) > MAX_SOCKET_PATH:
+        sockets = Path(tempfile.mkdtemp(prefix=f"l2lab{st.id}-ctd-", dir="/tmp"))
+    rt = Containerd.start(directory, sockets)
     st.containerd = dataclasses.asdict(rt.record)
     st.save()
     return rt

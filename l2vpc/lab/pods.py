@@ -41,6 +41,7 @@ class ContainerdRecord:
     dir: str
     socket: str
     pid: int | None = None
+    socket_dir: str | None = None  # a short directory for the sockets when `dir` is too deep
 
     @property
     def marker(self) -> str:
@@ -65,9 +66,11 @@ class Containerd:
         self.record = record
 
     @classmethod
-    def start(cls, directory: Path) -> Containerd:
+    def start(cls, directory: Path, socket_dir: Path | None = None) -> Containerd:
+        """Start it below `directory`, its sockets in `socket_dir` (default: `directory`; unix
+        socket paths are limited to 104 bytes)."""
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        sock = directory / "containerd.sock"
+        sock = (socket_dir or directory) / "containerd.sock"
         config = directory / "config.toml"
         config.write_text(
             "version = 2\n"
@@ -78,7 +81,7 @@ class Containerd:
             f'[ttrpc]\n  address = "{sock}.ttrpc"\n'
             f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{directory / "opt"}"\n'
         )
-        rec = ContainerdRecord(str(directory), str(sock))
+        rec = ContainerdRecord(str(directory), str(sock), socket_dir=str(socket_dir) if socket_dir else None)
         rec.pid = start(["containerd", "--config", str(config)], directory / "containerd.pid",
                         directory / "containerd.log")
         rt = cls(rec)
@@ -112,6 +115,8 @@ class Containerd:
             stop(rec.pid, rec.marker)
         _unmount_below(Path(rec.dir))
         shutil.rmtree(rec.dir, ignore_errors=True)
+        if rec.socket_dir:
+            shutil.rmtree(rec.socket_dir, ignore_errors=True)
 
     def delete(self, cid: str) -> None:
         """Container `cid` killed and deleted (gone already is fine)."""
