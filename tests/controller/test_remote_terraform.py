@@ -107,10 +107,12 @@ def test_quickstart_through_a_controller_and_tenants_apart(cluster: Cluster, mon
     state = acme.resources()
     vpc = state["l2vpc_vpc.main"]
     atts = {k: a for k, a in state.items() if k.startswith("l2vpc_attachment")}
+    # The quickstart's Pod waits for its Pod (no runtime here): placed, reported, pending.
+    assert atts.pop("l2vpc_attachment.pod")["status"] == "pending"
     assert len(atts) == 3 and {a["status"] for a in atts.values()} == {"active"}
     assert vpc["dhcp"]["server_ip"] == "10.50.0.254"
     reports = cluster.reports()
-    assert set().union(*reports.values()) == {a["id"] for a in atts.values()}
+    assert set().union(*reports.values()) == {a["id"] for a in atts.values()} | {state["l2vpc_attachment.pod"]["id"]}
     for a in atts.values():
         assert a["id"] in reports[a["host"]]
     acme.assert_plan_empty()
