@@ -251,6 +251,13 @@ def test_gateway_forwards_only_through_the_tunnel_and_answers_only_the_peer(site
     assert _holes(site, ns) == []
     assert site.ping(2)
 
+    # Another peer: the rules follow in place, and the old peer is a stranger now.
+    moved = site.gateway(peer_address="203.0.113.1")
+    assert site.vpns.ensure(moved, bridge_name(VNI)) == [f"filter {ns}", "re-key (IKE config changed)"]
+    got = answers([Probe(site.prem, "ike", "203.0.113.33", 500, source=a) for a in ("203.0.113.10", "203.0.113.1")])
+    assert [p.source for p in got] == ["203.0.113.1"], got
+    assert site.vpns.running() == [moved]
+
 
 def test_wrong_psk_is_down_with_reason_then_fixed_in_place(site: Site) -> None:
     gw = site.gateway(psk="not.the.right.key", secret_digest="d0")
@@ -303,9 +310,7 @@ def test_changes_rekey_in_place(site: Site) -> None:
 
     narrower = dataclasses.replace(gw, remote_cidrs=("192.168.50.0/25", "192.168.60.0/24"),
                                    ike_proposal="aes128gcm16-prfsha384-ecp256", esp_proposal="aes128gcm16-ecp256")
-    # The gateway's filter follows the selectors in place (what it forwards, see below).
-    assert site.vpns.ensure(narrower, bridge_name(VNI)) == [f"filter {site.vpns.netns_name(gw.id)}",
-                                                            "re-key (IKE config changed)"]
+    assert site.vpns.ensure(narrower, bridge_name(VNI)) == ["re-key (IKE config changed)"]
     _, detail = site.wait_state(gw.id, "up")
     assert "192.168.50.0/25" in detail and "AES_GCM_16" in detail, detail
     assert os.stat(nsmod.path(site.vpns.netns_name(gw.id))).st_ino == ns_ino

@@ -282,7 +282,7 @@ class EdgeManager:
         assert rnl is not None
         # Before any device is in the namespace: none gets an IPv6 address, none is unfiltered.
         netns.sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"})
-        gateway_filter.install(ns, gateway_filter.edge_router(e))
+        gateway_filter.install(ns, gateway_filter.edge_router(e), fresh=True)
         with netns.opened(ns) as fd:
             netlink.apply(self.nl, path, [
                 rtnl.new_veth(handoff_veth(tag), e.mtu, hb, ROUTER_HANDOFF_IF, _mac(e.id, "dx"), fd, OWN_GROUP),

@@ -213,7 +213,7 @@ class VpnManager:
                 else:
                     if rec.gw.remote_cidrs != gw.remote_cidrs:
                         self._set_unreachable(gw, old=rec.gw.remote_cidrs)
-                    if not self._filtered(gw):  # selectors or peer changed, or the rules were lost
+                    if not self._filtered(gw):  # the peer changed, or the rules were lost
                         gateway_filter.install(self.netns_name(gw.id), gateway_filter.vpn_gateway(gw))
                         changes.append(f"filter {self.netns_name(gw.id)}")
                 charon = self._charon(gw.id)
@@ -295,7 +295,7 @@ class VpnManager:
         # Before any device exists, so none of them ever gets an IPv6 address on the VPC or
         # the outside network, and none is ever without the filter.
         netns.sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"})
-        gateway_filter.install(ns, gateway_filter.vpn_gateway(gw))
+        gateway_filter.install(ns, gateway_filter.vpn_gateway(gw), fresh=True)
         netns.sysctl(ns, {"net/ipv4/ip_forward": "1"})
         hname = vpn_device_name(gw.id)
         netlink.apply(nl, path, [rtnl.del_link(name=hname)])
