@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from l2vpc.agent.drivers.linux import LinuxDriver, frr
+from l2vpc.agent.drivers.linux import LinuxDriver, frr, gateway_filter
+from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.hostconfig import BgpPeer, DhcpServer, EdgeRouter, HostConfig, Observation, Port, Route, Segment
 from l2vpc.hostconfig.names import edge_tag, edge_vpc_veth, handoff_veth, router_netns_name
 from l2vpc.lab import netns as labnet
-from l2vpc.lab.premises import HOST, L2, Premises, cross_connect
+from l2vpc.lab.premises import HOST, L2, ROUTER, Premises, cross_connect
+from l2vpc.testing.gateway_probes import Probe, UdpCatcher, answers, mac_of, send_forged_udp
 
 from .conftest import Host, Lab, sh
 
@@ -124,6 +126,19 @@ def layer3_configs(edge: Host, other: Host | None, dx: EdgeRouter = DX, generati
     )
 
 
+def layer3_established(lab: Lab, site: Site) -> tuple[Host, LinuxDriver, HostConfig]:
+    """A new edge host running the direct connect and its workload, BGP established."""
+    edge = lab.add_host()
+    site.connect(edge)
+    site.premises.set_peering(1, ["169.254.10.1/31"])
+    d = edge.driver()
+    cfg, _ = layer3_configs(edge, None)
+    assert d.converge(cfg).ok
+    obs = wait_observation(d, DX.id, established)
+    assert obs is not None and established(obs), obs
+    return edge, d, cfg
+
+
 def assert_gone(d: LinuxDriver, edge: Host, prefix: str) -> None:
     d.teardown()
     tag = edge_tag(DX.id)
@@ -199,6 +214,66 @@ def test_layer3_session_routes_traffic_and_md5(lab: Lab, site: Site, prefix: str
     assert_gone(d_edge, edge, prefix)
 
 
+def _router_holes(site: Site, workload: str, router: str) -> list[str]:
+    """Every way past the router namespace `router` other than between the VPC's prefixes and
+    the routes learned from the peer, and every answer it gives but BGP to the peer (issue 15)."""
+    holes: set[str] = set()
+    # Forged sources on the hand-off (a VPC address, one the peer never announced) to a workload.
+    with UdpCatcher(workload, 40001) as catch:
+        for source in ("10.30.0.99", "203.0.113.77"):
+            send_forged_udp(site.premises.netns(L2), "eth0", mac_of(router, "dx0"), source, "10.30.0.11", 40001)
+        holes |= {f"hand-off -> workload from forged {src}" for _, src in catch.received()}
+    # Forged sources from the VPC (foreign, or the premises' own) to the premises.
+    with UdpCatcher(site.premises.netns(HOST), 40002) as catch:
+        for source in ("172.16.5.5", "192.168.50.77"):
+            send_forged_udp(workload, "net1", mac_of(router, "vpc0"), source, PREMISES_HOST, 40002)
+        holes |= {f"workload -> premises from forged {src}" for _, src in catch.received()}
+    # The router itself: nothing for the VPC (bgpd's port above all, on either address), and
+    # from the hand-off nothing but BGP.
+    probes = [Probe(workload, "tcp", address, 179) for address in ("10.30.0.1", "169.254.10.0")]
+    probes += [Probe(site.premises.netns(ROUTER), "tcp", "169.254.10.0", 22),
+               Probe(site.premises.netns(ROUTER), "ike", "169.254.10.0", 500)]
+    holes |= {f"{probe} answered: {answer}" for probe, answer in answers(probes).items()}
+    return sorted(holes)
+
+
+def test_layer3_router_forwards_only_for_the_vpc_and_answers_only_bgp(lab: Lab, site: Site, prefix: str) -> None:
+    edge, d, cfg = layer3_established(lab, site)
+    router = router_netns_name(edge.prefix, DX.id)
+    workload = edge.workload("w1")
+    sh("ip", "-n", workload, "route", "add", "169.254.10.0/31", "via", "10.30.0.1")
+    holes = _router_holes(site, workload, router)
+    assert holes == [], "\n".join(holes)
+    # bgpd listens on the peering address only; strict reverse-path filtering.
+    listening = sh("ip", "netns", "exec", router, "ss", "-Hltn").stdout.split("\n")
+    assert [line.split()[3] for line in listening if line] == ["169.254.10.0:179"], listening
+    with nsmod.inside(router), open("/proc/sys/net/ipv4/conf/all/rp_filter") as f:
+        assert f.read().strip() == "1"
+    # What the direct connect is for still works, both ways.
+    assert ping(edge, "w1", PREMISES_HOST)
+    assert site.run(HOST, "ping", "-c", "1", "-W", "2", "10.30.0.11").returncode == 0
+
+    # Another advertised prefix: the filter follows in place, with BGP (reconfigure).
+    more = replace(DX, bgp=replace(BGP, advertised=("10.30.0.0/24", "10.31.0.0/24")))
+    r = d.converge(replace(cfg, generation=2, edge_routers=(more,)))
+    assert r.ok and [(a.verb, a.path) for a in r.actions] == [("reconfigure", "edge_routers[id=dx-1]")]
+    assert gateway_filter.in_place(router) == gateway_filter.edge_router(more).digest
+    assert wait_observation(d, DX.id, established) is not None
+    assert d.facts().edge_routers == (more,)
+    # The rules lost: the router is not in place, and the next converge rebuilds it.
+    sh("ip", "netns", "exec", router, "nft", "delete", "table", "inet", "l2vpc")
+    obs = d.facts().observation(DX.id)
+    assert d.facts().edge_routers == () and obs is not None and "filter" in obs.detail, obs
+    r = d.converge(replace(cfg, generation=3, edge_routers=(more,)))
+    assert r.ok and ("create", "edge_routers[id=dx-1]") in [(a.verb, a.path) for a in r.actions], r.actions
+    obs = wait_observation(d, DX.id, established)
+    assert obs is not None and established(obs), obs
+    assert ping(edge, "w1", PREMISES_HOST)
+    holes = _router_holes(site, workload, router)
+    assert holes == [], "\n".join(holes)
+    assert_gone(d, edge, prefix)
+
+
 def _iperf(client_ns: str, server: str, reverse: bool) -> float:
     cmd = ["ip", "netns", "exec", client_ns, "iperf3", "-c", server, "-t", "1.5", "-O", "0.3", "-J"]
     out = subprocess.run(cmd + (["-R"] if reverse else []), capture_output=True, text=True, timeout=20)
@@ -207,14 +282,7 @@ def _iperf(client_ns: str, server: str, reverse: bool) -> float:
 
 
 def test_layer3_bandwidth_cap_is_measured_and_changed_live(lab: Lab, site: Site, prefix: str) -> None:
-    edge = lab.add_host()
-    site.connect(edge)
-    site.premises.set_peering(1, ["169.254.10.1/31"])
-    d = edge.driver()
-    cfg, _ = layer3_configs(edge, None)
-    assert d.converge(cfg).ok
-    obs = wait_observation(d, DX.id, established)
-    assert obs is not None and established(obs), obs
+    edge, d, cfg = layer3_established(lab, site)
     assert ping(edge, "w1", PREMISES_HOST)
 
     server = subprocess.Popen(["ip", "netns", "exec", site.premises.netns(HOST), "iperf3", "-s", "-p", "5201"],

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import secrets
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -37,6 +38,7 @@ from l2vpc.agent.drivers.linux.vpn import VpnManager
 from l2vpc.hostconfig import VpnGateway, bridge_name
 from l2vpc.hostconfig.names import vpn_device_name
 from l2vpc.lab import premises_vpn
+from l2vpc.testing.gateway_probes import Probe, UdpCatcher, answers, mac_of, send_forged_udp
 
 pytestmark = pytest.mark.root
 
@@ -196,6 +198,65 @@ def test_tunnel_up_fast_ping_through_esp_only(site: Site) -> None:
         assert again.ensure(gw, bridge_name(VNI)) == []
     finally:
         again.close()
+
+
+def _holes(site: Site, ns: str) -> list[str]:
+    """Every way past the gateway `ns` other than the tunnel, and every answer it gives the VPC
+    (issue 15): [] when there is none."""
+    holes: set[str] = set()
+    # Forged sources from the outside, the premises' above all, straight to a workload.
+    with UdpCatcher(site.work, 40001) as catch:
+        for source in (LAN_HOST, "203.0.113.77", "10.0.0.99"):
+            send_forged_udp(site.prem, "wan0", mac_of(ns, "ext0"), source, "10.0.0.10", 40001)
+        holes |= {f"outside -> workload in clear from forged {src}" for _, src in catch.received()}
+    # A workload routed to the outside through the gateway: nothing may leave in clear.
+    with UdpCatcher(site.prem, 40002) as catch, nsmod.socket_in(site.work, socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(3):
+            s.sendto(b"cleartext", ("203.0.113.10", 40002))
+        holes |= {f"workload -> outside in clear from {src}" for _, src in catch.received()}
+    # charon's ports and TCP, on the VPC address and on the outside one, from the VPC; outside,
+    # only the peer may talk to charon.
+    probes = [Probe(site.work, proto, address, port) for address in ("10.0.0.1", "203.0.113.33")
+              for proto, port in (("ike", 500), ("ike", 4500), ("tcp", 179))]
+    probes.append(Probe(site.prem, "ike", "203.0.113.33", 500, source="203.0.113.1"))
+    holes |= {f"{probe} answered: {answer}" for probe, answer in answers(probes).items()}
+    return sorted(holes)
+
+
+def test_gateway_forwards_only_through_the_tunnel_and_answers_only_the_peer(site: Site) -> None:
+    gw = site.gateway()
+    site.vpns.ensure(gw, bridge_name(VNI))
+    site.wait_state(gw.id, "up")
+    ns = site.vpns.netns_name(gw.id)
+    sh("ip", "-n", site.work, "route", "add", "203.0.113.0/24", "via", "10.0.0.1")
+    holes = _holes(site, ns)
+    assert holes == [], "\n".join(holes)
+    with nsmod.inside(ns), open("/proc/sys/net/ipv4/conf/all/rp_filter") as f:
+        assert f.read().strip() == "1"  # strict reverse-path filtering
+    sockets = sh("ip", "netns", "exec", ns, "ss", "-Hlun").stdout
+    assert ":500 " in sockets and ":4500 " in sockets and "[::]" not in sockets, sockets
+    # The tunnel carries traffic both ways with the filter in place.
+    assert site.ping(2)
+    assert sh("ip", "netns", "exec", site.lan, "ping", "-c1", "-W2", "10.0.0.10", check=False).returncode == 0
+
+    # Rules lost or reverse-path filtering loosened: not running as asked; ensure() repairs it
+    # in place (the tunnel stays up).
+    sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "l2vpc")
+    assert site.vpns.running() == []
+    assert site.vpns.ensure(gw, bridge_name(VNI)) == [f"filter {ns}"]
+    nsmod.sysctl(ns, {"net/ipv4/conf/all/rp_filter": "0"})
+    assert site.vpns.running() == []
+    assert site.vpns.ensure(gw, bridge_name(VNI)) == [f"filter {ns}"]
+    assert site.vpns.running() == [gw] and site.vpns.observe(gw.id).state == "up"
+    assert _holes(site, ns) == []
+    assert site.ping(2)
+
+    # Another peer: the rules follow in place, and the old peer is a stranger now.
+    moved = site.gateway(peer_address="203.0.113.1")
+    assert site.vpns.ensure(moved, bridge_name(VNI)) == [f"filter {ns}", "re-key (IKE config changed)"]
+    got = answers([Probe(site.prem, "ike", "203.0.113.33", 500, source=a) for a in ("203.0.113.10", "203.0.113.1")])
+    assert [p.source for p in got] == ["203.0.113.1"], got
+    assert site.vpns.running() == [moved]
 
 
 def test_wrong_psk_is_down_with_reason_then_fixed_in_place(site: Site) -> None:

@@ -19,6 +19,7 @@ from l2vpc.agent.drivers.linux import frr
 from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.hostconfig.names import edge_tag, edge_vpc_veth, router_netns_name
 from l2vpc.lab.premises import Premises, PremisesConfig, render_router
+from l2vpc.testing.gateway_probes import Probe, UdpCatcher, answers, mac_of, send_forged_udp
 from l2vpc.testing.leftovers import processes_mentioning
 
 from .conftest import Capture, EdgeLab, MakeWorkspace, iperf_mbps
@@ -136,6 +137,13 @@ def test_layer3_bgp_route_ping_bandwidth_in_place_and_destroy(edge_lab: EdgeLab,
     router = frr.Router(router_ns, lab.driver_dir / "edges" / tag, nsmod.path(router_ns))
     session = bgp_neighbor(router, CUSTOMER_IP)
     assert session["bgpState"] == "Established"
+    # The router answers the VPC nothing (bgpd listens on the peering address only), the
+    # hand-off nothing but BGP, and forged sources on the hand-off do not reach the VPC.
+    probes = [Probe(lab.netns("dxw1"), "tcp", gateway, 179), Probe(lab.netns("premises-router"), "tcp", "169.254.10.1", 22)]
+    assert answers(probes) == {}
+    with UdpCatcher(lab.netns("dxw1"), 40001) as catch:
+        send_forged_udp(lab.netns("premises-l2"), "eth0", mac_of(router_ns, "dx0"), "10.81.0.99", "10.81.0.10", 40001)
+        assert catch.received() == []
 
     ws.write(LAYER3 + WORKLOAD, bandwidth=2000)
     changed = ws.apply()

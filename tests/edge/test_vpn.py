@@ -7,6 +7,7 @@ reaches premises-host through the tunnel, and only ESP-in-UDP and IKE cross the 
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from l2vpc.agent.drivers.linux.charon import Charon
 from l2vpc.hostconfig.names import vpn_device_name, vpn_netns_name, vpn_short_id
 from l2vpc.lab import premises_vpn
 from l2vpc.lab.premises import PREMISES_PUBLIC_IP
+from l2vpc.testing.gateway_probes import Probe, UdpCatcher, answers, mac_of, send_forged_udp
 from l2vpc.testing.leftovers import processes_mentioning
 
 from .conftest import PSK, Capture, EdgeLab, MakeWorkspace
@@ -132,3 +134,34 @@ def test_vpn_tunnel_wrong_psk_peer_restart_and_destroy(edge_lab: EdgeLab, worksp
     while premises_vpn.status(gateway_state) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert premises_vpn.status(gateway_state) == []
+
+
+def test_vpn_gateway_passes_nothing_in_clear_and_answers_the_vpc_nothing(edge_lab: EdgeLab,
+                                                                         workspace: MakeWorkspace) -> None:
+    """Issue 15 as reported: from the lab's internet a packet with a forged premises source
+    reached the workload without IPsec, a workload routed to 203.0.113.0/24 through the gateway
+    leaked in clear, and charon answered the VPC on 500/4500."""
+    lab, ws = edge_lab, workspace("vpn-isolation")
+    ws.write(CONFIG, psk=PSK, psk_version=1)
+    ws.apply()
+    vpn = ws.resource("l2vpc_vpn.office")
+    assert vpn["status"] == "up"
+    gateway, public = vpn["gateway_ip"].split("/")[0], vpn["public_ip"]
+    gw_ns, inet, workload = vpn_netns_name(lab.edge.prefix, vpn["id"]), f"{lab.st.prefix}inet", lab.netns("vpnw1")
+    lab.exec("vpnw1", "ip", "route", "add", "203.0.113.0/24", "via", gateway).check_returncode()
+    holes: set[str] = set()
+    with UdpCatcher(workload, 40001) as catch:
+        send_forged_udp(inet, "br0", mac_of(gw_ns, "ext0"), PREMISES_HOST, "10.83.0.10", 40001)
+        holes |= {f"internet -> workload in clear from forged {src}" for _, src in catch.received()}
+    with UdpCatcher(inet, 40002) as catch, nsmod.socket_in(workload, socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"cleartext", ("203.0.113.1", 40002))
+        holes |= {f"workload -> internet in clear from {src}" for _, src in catch.received()}
+    probes = [Probe(workload, proto, address, port) for address in (gateway, public)
+              for proto, port in (("ike", 500), ("ike", 4500), ("tcp", 179))]
+    probes.append(Probe(inet, "ike", public, 500, source="203.0.113.1"))  # on the internet, but not the peer
+    holes |= {f"{probe} answered: {answer}" for probe, answer in answers(probes).items()}
+    assert sorted(holes) == [], "\n".join(sorted(holes))
+    # The tunnel still carries the premises traffic, both ways.
+    assert lab.ping("vpnw1", PREMISES_HOST, tries=3)
+    assert lab.ping("premises-host", "10.83.0.10", tries=3)
+    ws.destroy()

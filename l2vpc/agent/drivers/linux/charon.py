@@ -122,6 +122,10 @@ class Charon:
         lines += [
             "  plugins {",
             f"    vici {{ socket = unix://{self.socket} }}",
+            # socket-default binds 500 and 4500 to the wildcard address, with no option for one
+            # address: the gateway's filter keeps them closed but on the outside. IPv6 is off
+            # in the namespace, so no IPv6 sockets either.
+            "    socket-default { use_ipv6 = no }",
             "  }",
             # Level 1 at most: higher levels may print key material. No packet-level noise.
             "  filelog {",

@@ -7,8 +7,11 @@ Every edge router has a short tag (8 hex digits of a hash of its id) that names 
                    l2eh<tag>  the hand-off side of a veth pair
                    l2ev<tag>  the VPC side: a veth on the VPC's bridge l2b<vni>
     layer3         namespace <prefix>l2e-<tag> (the router), holding the peers of both veths:
-                   `dx0` (bgp.local_ip, the peering address) and `vpc0` (gateway_ip), IP
-                   forwarding on, FRR (zebra + bgpd) talking BGP to the customer (frr.py)
+                   `dx0` (bgp.local_ip, the peering address) and `vpc0` (gateway_ip), IPv6 off,
+                   IP forwarding on, strict reverse-path filtering and an nftables table that
+                   forwards only between the two for the VPC's prefixes and lets in from dx0
+                   only BGP with the peer (gateway_filter.py); FRR (zebra + bgpd, listening on
+                   the peering address only) talking BGP to the customer (frr.py)
     layer2         l2eh<tag> and l2ev<tag> are the two ends of one veth pair: the VPC bridged
                    to the hand-off; with a `vlan`, a tc-BPF program on l2eh<tag> tags frames
                    towards the premises and accepts only that tag back (vlantag.py)
@@ -38,7 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from l2vpc.agent.drivers.base import Action, DataplaneError
-from l2vpc.agent.drivers.linux import frr, netlink, netns, rtnl, tc, vlantag
+from l2vpc.agent.drivers.linux import frr, gateway_filter, netlink, netns, nftables, rtnl, tc, vlantag
 from l2vpc.agent.drivers.linux.marks import OWN_GROUP
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
 from l2vpc.hostconfig import EdgeRouter, HostConfig, Observation
@@ -73,6 +76,11 @@ def _spec(e: EdgeRouter, hostname: str) -> frr.BgpSpec:
         router_id=e.bgp.local_ip.split("/")[0], peer_ip=e.bgp.peer_ip, advertised=e.bgp.advertised,
         md5_key=e.bgp.md5_key,
     )
+
+
+def _listen(e: EdgeRouter) -> str:
+    assert e.bgp is not None
+    return e.bgp.local_ip.split("/")[0]
 
 
 def _redact(text: str, e: EdgeRouter) -> str:
@@ -200,6 +208,8 @@ class EdgeManager:
             have = {f"{a.address}/{a.prefixlen}" for a in view.addrs.get(lk.index, [])} if lk else set()
             if lk is None or not lk.up or address not in have:
                 return broken(f"{ifname} in {ns} is missing, down or lacks {address}")
+        if gateway_filter.in_place(ns) != gateway_filter.edge_router(e).digest:
+            return broken(f"the filter of {ns} (nftables table, strict rp_filter) is not the one wanted")
         router = self._router(tag)
         if not router.running():
             return broken("FRR (zebra, bgpd) is not running")
@@ -234,7 +244,7 @@ class EdgeManager:
             self._create(path, tag, e)
         except DataplaneError as err:
             raise DataplaneError(err.path, _redact(err.reason, e)) from None
-        except (frr.FrrError, tc.TcError, vlantag.VlanTagError) as err:
+        except (frr.FrrError, tc.TcError, vlantag.VlanTagError, nftables.NftError) as err:
             raise DataplaneError(path, _redact(str(err), e)) from None
 
     def _create(self, path: str, tag: str, e: EdgeRouter) -> None:
@@ -270,6 +280,9 @@ class EdgeManager:
         ns = self.router_netns(tag)
         rnl = self.spaces.socket(ns, create=True)
         assert rnl is not None
+        # Before any device is in the namespace: none gets an IPv6 address, none is unfiltered.
+        netns.sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"})
+        gateway_filter.install(ns, gateway_filter.edge_router(e), fresh=True)
         with netns.opened(ns) as fd:
             netlink.apply(self.nl, path, [
                 rtnl.new_veth(handoff_veth(tag), e.mtu, hb, ROUTER_HANDOFF_IF, _mac(e.id, "dx"), fd, OWN_GROUP),
@@ -291,7 +304,7 @@ class EdgeManager:
         rate = self.rate_bits(e.bandwidth_mbps)
         tc.shape(self.host_netns, handoff_veth(tag), rate)
         tc.shape(ns, ROUTER_HANDOFF_IF, rate)
-        self._router(tag).start(frr.render_bgpd(_spec(e, ns)), ns)
+        self._router(tag).start(frr.render_bgpd(_spec(e, ns)), ns, listen=_listen(e))
 
     def _create_extension(self, path: str, tag: str, e: EdgeRouter, hb: int, vpc_br: int) -> None:
         eh, ev = handoff_veth(tag), edge_vpc_veth(tag)
@@ -339,9 +352,11 @@ class EdgeManager:
             if new.mode == "layer3":
                 if new.bgp is not None and new.bgp.md5_key and (why := frr.check_password(new.bgp.md5_key)):
                     raise DataplaneError(path + ".bgp.md5_key", why)
-                self._router(tag).reconfigure(frr.render_bgpd(_spec(new, self.router_netns(tag))))
+                # Peer or advertised prefixes may have changed: the filter first, then BGP.
+                gateway_filter.install(self.router_netns(tag), gateway_filter.edge_router(new))
+                self._router(tag).reconfigure(frr.render_bgpd(_spec(new, self.router_netns(tag))), listen=_listen(new))
             self._update(tag, old, new)
-        except (frr.FrrError, tc.TcError, vlantag.VlanTagError) as err:
+        except (frr.FrrError, tc.TcError, vlantag.VlanTagError, nftables.NftError) as err:
             raise DataplaneError(path, _redact(str(err), new)) from None
         self._save(new)
 

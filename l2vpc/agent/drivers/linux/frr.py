@@ -13,7 +13,9 @@ FRR drops its privileges to the `frr` user right after start (and refuses to run
 root is not in its vty group), so `<run>` belongs to `frr` and sits where `frr` can reach it:
 below /run, not in the agent's state dir, whose parents are usually private to root. It is
 derived from the router's name, so removal needs no memory. The TCP vty ports are off (`-P 0`):
-the router namespace has an address inside a customer's VPC.
+the router namespace has an address inside a customer's VPC. For the same reason bgpd listens
+on the peering address only (`-l <address>`, given to `start`), not on 0.0.0.0:179; in FRR 8.4
+`-l` no longer implies `-n` (its help text still says so): learned routes still reach the kernel.
 
 FRR also makes a scratch directory /var/tmp/frr/<daemon>.<pid> per process, removed when the
 daemon exits cleanly; `stop` removes the one of the pid it stopped if a kill left it behind,
@@ -126,15 +128,17 @@ class Router:
         self.state = state
         self.netns_path = netns_path
         self.run = run_base / name
+        self.listen: str | None = None  # bgpd's listening address (None: all of them)
 
     def _conf(self, daemon: str) -> Path:
         return self.run / f"{daemon}.conf"
 
     def _argv(self, daemon: str) -> list[str]:
+        listen = ["-l", self.listen] if daemon == "bgpd" and self.listen else []
         return [
             str(FRR_LIBEXEC / daemon), "-f", str(self._conf(daemon)), "-i", str(self.run / f"{daemon}.frrpid"),
             "--vty_socket", str(self.run), "-z", str(self.run / "zserv.api"), "-P", "0",
-            "-u", FRR_USER, "-g", FRR_USER,
+            "-u", FRR_USER, "-g", FRR_USER, *listen,
         ]
 
     def _marker(self, daemon: str) -> str:
@@ -145,8 +149,10 @@ class Router:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, bgpd_conf: str, hostname: str, timeout: float = 5.0) -> None:
-        """Write the configs and start zebra, then bgpd (which needs zebra's socket)."""
+    def start(self, bgpd_conf: str, hostname: str, timeout: float = 5.0, listen: str | None = None) -> None:
+        """Write the configs and start zebra, then bgpd (which needs zebra's socket), listening
+        on address `listen` only (an address the namespace holds; None: on every address)."""
+        self.listen = listen
         try:
             user = pwd.getpwnam(FRR_USER)
         except KeyError:
@@ -167,8 +173,9 @@ class Router:
         self._start("bgpd")
         self._wait_for(self.run / "bgpd.vty", "bgpd", timeout)
 
-    def reconfigure(self, bgpd_conf: str, timeout: float = 5.0) -> None:
+    def reconfigure(self, bgpd_conf: str, timeout: float = 5.0, listen: str | None = None) -> None:
         """A new BGP configuration: bgpd restarts (the session with it), zebra keeps running."""
+        self.listen = listen
         user = pwd.getpwnam(FRR_USER)
         self._stop("bgpd")
         self._write(self._conf("bgpd"), bgpd_conf, user)

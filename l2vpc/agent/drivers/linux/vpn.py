@@ -2,7 +2,9 @@
 
 What one VPN gateway is on an edge host (`short` = the last 12 characters of the VPN id):
 
-- namespace `<prefix>l2v-<short>`, IPv6 off, ip_forward on, holding
+- namespace `<prefix>l2v-<short>`, IPv6 off, ip_forward on, strict reverse-path filtering and
+  an nftables table that forwards only between `vpc0` and the tunnel and lets in only IKE from
+  the peer on `ext0` (gateway_filter.py), holding
   - `vpc0`: veth peer of host device `l2v<short>` on the VPC bridge; holds `gateway_ip`, the
     next hop of workloads towards `remote_cidrs`;
   - `ext0`: a macvlan (bridge mode) on the host's outside device; holds `outside_ip`, default
@@ -48,7 +50,7 @@ from typing import Any
 import vici
 
 from l2vpc.agent.drivers.base import DataplaneError
-from l2vpc.agent.drivers.linux import netlink, netns, rtnl
+from l2vpc.agent.drivers.linux import gateway_filter, netlink, netns, nftables, rtnl
 from l2vpc.agent.drivers.linux.charon import Charon, retransmit_schedule, sa_summary, unsupported
 from l2vpc.agent.drivers.linux.marks import OWN_GROUP, RTPROT_L2VPC
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
@@ -208,8 +210,12 @@ class VpnManager:
                     self._build(gw, bridge)
                     changes.append(f"create {self.netns_name(gw.id)} ({VPN_VPC_IFNAME} {gw.gateway_ip} on {bridge}, "
                                    f"{VPN_OUTSIDE_IFNAME} {gw.outside_ip} on {gw.outside})")
-                elif rec.gw.remote_cidrs != gw.remote_cidrs:
-                    self._set_unreachable(gw, old=rec.gw.remote_cidrs)
+                else:
+                    if rec.gw.remote_cidrs != gw.remote_cidrs:
+                        self._set_unreachable(gw, old=rec.gw.remote_cidrs)
+                    if not self._filtered(gw):  # the peer changed, or the rules were lost
+                        gateway_filter.install(self.netns_name(gw.id), gateway_filter.vpn_gateway(gw))
+                        changes.append(f"filter {self.netns_name(gw.id)}")
                 charon = self._charon(gw.id)
                 conf_changed = charon.configure(retransmit_schedule(gw.dpd_timeout))
                 loaded = rec is not None
@@ -233,6 +239,8 @@ class VpnManager:
                         self._remove(gw.id)
                 if isinstance(e, rtnl.NetlinkError):
                     raise netlink.refused(path, e) from e
+                if isinstance(e, nftables.NftError):
+                    raise DataplaneError(path, str(e)) from e
                 if isinstance(e, OSError | vici.exception.SessionException):
                     raise DataplaneError(path, f"{e.strerror or e}" if isinstance(e, OSError) else str(e)) from e
                 raise
@@ -267,6 +275,10 @@ class VpnManager:
                 return False
         return True
 
+    def _filtered(self, gw: VpnGateway) -> bool:
+        """The namespace holds the filter for `gw` (its digest) and filters reverse paths."""
+        return gateway_filter.in_place(self.netns_name(gw.id)) == gateway_filter.vpn_gateway(gw).digest
+
     def _build(self, gw: VpnGateway, bridge: str) -> None:
         path = vpn_path(gw.id)
         nl = self._host()
@@ -281,9 +293,10 @@ class VpnManager:
         nsl = spaces.socket(ns, create=True)
         assert nsl is not None
         # Before any device exists, so none of them ever gets an IPv6 address on the VPC or
-        # the outside network.
-        netns.sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1",
-                          "net/ipv4/ip_forward": "1"})
+        # the outside network, and none is ever without the filter.
+        netns.sysctl(ns, {"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"})
+        gateway_filter.install(ns, gateway_filter.vpn_gateway(gw), fresh=True)
+        netns.sysctl(ns, {"net/ipv4/ip_forward": "1"})
         hname = vpn_device_name(gw.id)
         netlink.apply(nl, path, [rtnl.del_link(name=hname)])
         with netns.opened(ns) as fd:
@@ -388,7 +401,8 @@ class VpnManager:
             out = []
             for vpn_id in self.configured():
                 rec = self._record(vpn_id)
-                if rec is not None and self._charon(vpn_id).alive() and self._dataplane_ok(rec.gw, rec.bridge):
+                if rec is not None and self._charon(vpn_id).alive() and self._dataplane_ok(rec.gw, rec.bridge) \
+                        and self._filtered(rec.gw):
                     out.append(rec.gw)
             return out
 
