@@ -209,14 +209,22 @@ class Ports:
         br = self.host.view.links.get(bridge_name(p.vni))
         if br is None:
             raise DataplaneError(path, f"no bridge for VNI {p.vni}")
-        hname = port_device_name(p.id)
-        self._remove_devices(p.id, hname)
+        self._remove_devices(p.id, port_device_name(p.id))
         ns = self.netns(p.workload)
         nl = self.spaces.socket(ns, create=True)
         assert nl is not None
         stale = nl.link(p.interface_name)
         if stale is not None:  # a leftover of an interrupted run, or of a foreign tool
             netlink.apply(nl, path, [rtnl.del_link(stale.index)])
+        self._plug(p, br, nl, ns)
+        if p.ip_mode == "dhcp":
+            udhcpc.start(self.clients, p.id, p.interface_name, netns.path(ns), p.workload)
+
+    def _plug(self, p: Port, br: rtnl.Link, nl: rtnl.Rtnl, ns: str) -> None:
+        """The veth: host side on the bridge, the peer born in namespace `ns` (a name or a
+        path; `nl` a socket there), named, MAC and MTU set, up, its static address and routes."""
+        path = port_path(p.id)
+        hname = port_device_name(p.id)
         address = p.ip_address if p.ip_mode == "static" else None
         with netns.opened(ns) as fd:
             netlink.apply(self.host.nl, path, [
@@ -232,8 +240,6 @@ class Ports:
             reqs.append(rtnl.new_addr(peer.index, ip, int(plen)))
         reqs += [rtnl.new_route(r.prefix, r.via, peer.index, RTPROT_L2VPC) for r in p.routes]
         netlink.apply(nl, path, reqs)
-        if p.ip_mode == "dhcp":
-            udhcpc.start(self.clients, p.id, p.interface_name, netns.path(ns), p.workload)
 
     def _create_in_sandbox(self, p: Port) -> None:
         path = port_path(p.id)
@@ -242,8 +248,7 @@ class Ports:
         br = self.host.view.links.get(bridge_name(p.vni))
         if br is None:
             raise DataplaneError(path, f"no bridge for VNI {p.vni}")
-        hname = port_device_name(p.id)
-        self._remove_devices(p.id, hname)
+        self._remove_devices(p.id, port_device_name(p.id))
         try:
             nl = rtnl.Rtnl(netns.netlink_socket(p.sandbox))
         except OSError as e:
@@ -252,21 +257,7 @@ class Ports:
             if nl.link(p.interface_name) is not None:
                 # The runtime's namespace: what is there is not ours to delete.
                 raise DataplaneError(path, f"{p.interface_name} already exists in the Pod's namespace {p.sandbox}")
-            address = p.ip_address if p.ip_mode == "static" else None
-            with netns.opened(p.sandbox) as fd:
-                netlink.apply(self.host.nl, path, [
-                    rtnl.new_veth(hname, p.mtu, br.index, p.interface_name, p.mac, fd, OWN_GROUP),
-                    *netlink.bring_up(hname, alias=_port_alias(p, address)),
-                ])
-            peer = nl.link(p.interface_name)
-            if peer is None:
-                raise DataplaneError(path, f"{p.interface_name} did not appear in the Pod's namespace {p.sandbox}")
-            reqs = [rtnl.set_link(peer.index, up=True)]
-            if address:
-                ip, plen = address.split("/")
-                reqs.append(rtnl.new_addr(peer.index, ip, int(plen)))
-            reqs += [rtnl.new_route(r.prefix, r.via, peer.index, RTPROT_L2VPC) for r in p.routes]
-            netlink.apply(nl, path, reqs)
+            self._plug(p, br, nl, p.sandbox)
         finally:
             nl.close()
         self._keep_record(p)
