@@ -7,6 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RealizeRequest(_message.Message):
+    __slots__ = ("workload", "mode")
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    workload: str
+    mode: str
+    def __init__(self, workload: _Optional[str] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class RealizeResponse(_message.Message):
+    __slots__ = ("changed", "actual", "failures")
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    changed: bool
+    actual: HostConfig
+    failures: _containers.RepeatedCompositeFieldContainer[Failure]
+    def __init__(self, changed: _Optional[bool] = ..., actual: _Optional[_Union[HostConfig, _Mapping]] = ..., failures: _Optional[_Iterable[_Union[Failure, _Mapping]]] = ...) -> None: ...
+
 class Route(_message.Message):
     __slots__ = ("prefix", "via")
     PREFIX_FIELD_NUMBER: _ClassVar[int]
@@ -30,7 +48,7 @@ class Segment(_message.Message):
     def __init__(self, vni: _Optional[int] = ..., vpc_id: _Optional[str] = ..., mtu: _Optional[int] = ..., remotes: _Optional[_Iterable[str]] = ..., vpc_name: _Optional[str] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch", "sandbox")
+    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch", "sandbox", "tap")
     ID_FIELD_NUMBER: _ClassVar[int]
     VNI_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +61,7 @@ class Port(_message.Message):
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     RESTART_EPOCH_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    TAP_FIELD_NUMBER: _ClassVar[int]
     id: str
     vni: int
     workload: str
@@ -55,7 +74,8 @@ class Port(_message.Message):
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     restart_epoch: int
     sandbox: str
-    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ..., sandbox: _Optional[str] = ...) -> None: ...
+    tap: bool
+    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ..., sandbox: _Optional[str] = ..., tap: _Optional[bool] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("mac", "ip")

@@ -49,6 +49,11 @@ class AgentStub:
                 request_serializer=agent__pb2.HealthRequest.SerializeToString,
                 response_deserializer=agent__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.Realize = channel.unary_unary(
+                '/l2vpc.agent.v1.Agent/Realize',
+                request_serializer=agent__pb2.RealizeRequest.SerializeToString,
+                response_deserializer=agent__pb2.RealizeResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -75,6 +80,15 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Realize(self, request, context):
+        """How this host realises a virtual server's ports from now on: as taps a hypervisor opens, or
+        as a namespace of the agent's (the lab). The host's business, not the engine's: the lab's
+        `vm up` asks it. Converges at once; returns what the host runs afterwards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +106,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=agent__pb2.HealthRequest.FromString,
                     response_serializer=agent__pb2.HealthResponse.SerializeToString,
+            ),
+            'Realize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Realize,
+                    request_deserializer=agent__pb2.RealizeRequest.FromString,
+                    response_serializer=agent__pb2.RealizeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +194,33 @@ class Agent:
             '/l2vpc.agent.v1.Agent/Health',
             agent__pb2.HealthRequest.SerializeToString,
             agent__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Realize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/l2vpc.agent.v1.Agent/Realize',
+            agent__pb2.RealizeRequest.SerializeToString,
+            agent__pb2.RealizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

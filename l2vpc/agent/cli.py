@@ -79,6 +79,9 @@ def add_agent_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--digest-max-age", type=float, default=None,
                    help="seconds a heartbeat may reuse the last facts read (default: 0 memory, 1 linux; "
                         "every converge reads them anyway)")
+    r.add_argument("--virtual-servers", default="tap", choices=("tap", "netns"),
+                   help="how virtual servers' ports are realised: tap (default: devices a hypervisor opens, "
+                        "named l2t<id tail>) or netns (a namespace with net1..net10, as the lab runs them)")
     r.add_argument("--cni-socket", default=None, metavar="PATH",
                    help="answer the l2vpc-cni plugin's requests on this unix socket (Pods; the plugin's "
                         "default is /run/l2vpc/cni.sock)")
@@ -239,7 +242,8 @@ def _run(args: argparse.Namespace) -> int:
         tls.read()  # fail with a clear message before touching anything
         driver = build_driver(args)
         try:
-            agent = Agent(driver, Path(args.state_dir), driver_name=args.driver)
+            agent = Agent(driver, Path(args.state_dir), driver_name=args.driver,
+                          virtual_servers=args.virtual_servers)
         except BaseException:
             driver.close()
             raise

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from l2vpc.agent.drivers.base import ConvergeResult, Driver
 from l2vpc.agent.pods import PodBindings
+from l2vpc.agent.virtual_servers import VirtualServers
 from l2vpc.hostconfig import HostConfig, config_digest, validate_host_config
 from l2vpc.hostconfig.diff import Action
 from l2vpc.hostconfig.failures import Failure, split_reason
@@ -98,7 +99,7 @@ class Agent:
     hundreds in one process), whose state does not outlive the machine's uptime anyway."""
 
     def __init__(self, driver: Driver, state_dir: Path | None, driver_name: str = "", *,
-                 durable: bool = True) -> None:
+                 durable: bool = True, virtual_servers: str = "tap") -> None:
         self.driver = driver
         self.state_dir = state_dir
         self.driver_name = driver_name or type(driver).__name__
@@ -118,6 +119,7 @@ class Agent:
         self._resync_pending = False
         self._lock_fd: int | None = None
         self.pods = PodBindings(state_dir)
+        self.vms = VirtualServers(state_dir, virtual_servers)
         if state_dir is not None:
             self._prepare_state_dir(state_dir)
             self._load_persisted()
@@ -289,7 +291,7 @@ class Agent:
             self._converging = True
         started = time.monotonic()
         try:
-            result = self.driver.converge(self.pods.apply(cfg))
+            result = self.driver.converge(self.vms.apply(self.pods.apply(cfg)))
         except Exception as e:  # a driver bug must not take the agent down
             log.exception("converge of generation %d crashed", cfg.generation)
             result = ConvergeResult((), (Failure("", f"internal error in the {self.driver_name} driver: {e}"),),
@@ -333,6 +335,22 @@ class Agent:
             with self._status_lock:
                 desired = self._desired
             return self._converge(desired) if desired is not None else None
+
+    def realize(self, workload: str, mode: str) -> PushOutcome | None:
+        """Realise virtual server `workload` as `mode` (tap | netns) from now on, and converge:
+        its ports are removed as they are, then made anew (how a port is realised is not part
+        of what the diff compares). None when nothing changed or there is no config yet."""
+        with self._converge_lock:
+            if not self.vms.realize(workload, mode):
+                return None
+            with self._status_lock:
+                desired = self._desired
+            if desired is None:
+                return None
+            log.info("virtual server %s realised as %s from now on", workload, mode)
+            self._converge(dataclasses.replace(desired, ports=tuple(p for p in desired.ports
+                                                                    if p.workload != workload)))
+            return self._converge(desired)
 
     @property
     def desired(self) -> HostConfig | None:

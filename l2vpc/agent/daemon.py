@@ -82,6 +82,20 @@ class AgentService(pb_grpc.AgentServicer):
             response.actual.CopyFrom(wire.config_to_pb(outcome.actual))
         return response
 
+    def Realize(self, request: pb.RealizeRequest, context: grpc.ServicerContext) -> pb.RealizeResponse:
+        self._check_host(context)
+        try:
+            outcome = self.agent.realize(request.workload, request.mode)
+        except ValueError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mode: {e}")
+        if outcome is None:
+            _desired, actual = self.agent.state()
+            return pb.RealizeResponse(changed=False, actual=wire.config_to_pb(actual))
+        response = pb.RealizeResponse(changed=True, failures=wire.failures_to_pb(outcome.failures))
+        if outcome.actual is not None:
+            response.actual.CopyFrom(wire.config_to_pb(outcome.actual))
+        return response
+
     def GetState(self, request: pb.GetStateRequest, context: grpc.ServicerContext) -> pb.GetStateResponse:
         self._check_host(context)
         desired, actual = self.agent.state()

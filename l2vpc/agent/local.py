@@ -72,7 +72,7 @@ class LocalAgentClient:
 
     def restart(self) -> None:
         self.driver = MemoryDriver(self.driver.host, self.driver.underlay_ip)
-        self.agent = Agent(self.driver, None, "memory")
+        self.agent = Agent(self.driver, None, "memory", virtual_servers="netns")
 
 
 class LocalAgentPool:
@@ -89,7 +89,8 @@ class LocalAgentPool:
                 seed = self._seed.get(host.name)
                 if seed is not None and seed.underlay_ip == host.underlay_ip:
                     driver.restore(seed)
-                client = self._clients[host.name] = LocalAgentClient(Agent(driver, None, "memory"), driver)
+                client = self._clients[host.name] = LocalAgentClient(
+                    Agent(driver, None, "memory", virtual_servers="netns"), driver)
             return client
 
     def clients(self) -> dict[str, LocalAgentClient]:

@@ -30,7 +30,7 @@ from l2vpc.hostconfig import (
 from l2vpc.hostconfig.diff import Action
 from l2vpc.hostconfig.failures import Failure
 
-API_VERSION = "v1.1"
+API_VERSION = "v1.2"
 
 
 def _routes_to_pb(routes: Iterable[Route]) -> list[pb.Route]:
@@ -110,7 +110,7 @@ def config_to_pb(cfg: HostConfig, *, secrets: bool = False) -> pb.HostConfig:
             pb.Port(
                 id=p.id, vni=p.vni, workload=p.workload, interface_name=p.interface_name, mac=p.mac,
                 mtu=p.mtu, workload_kind=p.workload_kind, ip_mode=p.ip_mode, ip_address=p.ip_address or "",
-                routes=_routes_to_pb(p.routes), restart_epoch=p.restart_epoch, sandbox=p.sandbox,
+                routes=_routes_to_pb(p.routes), restart_epoch=p.restart_epoch, sandbox=p.sandbox, tap=p.tap,
             )
             for p in cfg.ports
         ],
@@ -144,7 +144,7 @@ def config_from_pb(msg: pb.HostConfig) -> HostConfig:
                 id=p.id, vni=p.vni, workload=p.workload, interface_name=p.interface_name, mac=p.mac.lower(),
                 mtu=p.mtu, workload_kind=p.workload_kind or "virtual_server", ip_mode=p.ip_mode or "none",
                 ip_address=p.ip_address or None, routes=_routes_from_pb(p.routes), restart_epoch=p.restart_epoch,
-                sandbox=p.sandbox,
+                sandbox=p.sandbox, tap=p.tap,
             )
             for p in msg.ports
         ),

@@ -64,6 +64,9 @@ class Port:
     # Where a runtime-owned workload's interface lives: the network namespace a CNI ADD named
     # (pods). Set by the agent only, never pushed: a pod port without one waits for its pod.
     sandbox: str = field(default="", compare=False)
+    # A virtual server's port realised as a tap device a hypervisor opens (the host's choice,
+    # made by its agent; never pushed). False: a veth into a namespace (the lab's workloads).
+    tap: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +273,7 @@ class HostConfig:
                         routes=tuple(Route(str(r["prefix"]), str(r["via"])) for r in p.get("routes", ())),
                         restart_epoch=int(p.get("restart_epoch", 0)),
                         sandbox=str(p.get("sandbox", "")),
+                        tap=bool(p.get("tap", False)),
                     )
                     for p in data.get("ports", ())
                 ),
@@ -379,7 +383,7 @@ def _norm_port(p: Port) -> Port:
     return Port(
         p.id, p.vni, p.workload, p.interface_name, p.mac.lower(), p.mtu, p.workload_kind,
         p.ip_mode, p.ip_address, tuple(sorted(p.routes, key=lambda r: (r.prefix, r.via))), p.restart_epoch,
-        p.sandbox,
+        p.sandbox, p.tap,
     )
 
 

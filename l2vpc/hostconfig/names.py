@@ -7,6 +7,7 @@ these names: a change here is a migration, not a rename.
 
     segment        bridge l2b<vni>, VXLAN l2x<vni>
     port           host veth l2p<id tail>; its peer net1..net10 in namespace <prefix>l2w-<workload>
+                   (a Pod's: in the namespace its runtime made); a virtual server's tap l2t<id tail>
     DHCP server    host veth l2d<vni>; its peer dhcp0 in namespace <prefix>l2d-<vni>
     edge router    l2eb<tag> hand-off bridge, l2eh<tag> hand-off veth, l2ev<tag> VPC veth;
                    layer 3: namespace <prefix>l2e-<tag> holding dx0 (peering) and vpc0 (gateway)
@@ -34,6 +35,18 @@ def vxlan_name(vni: int) -> str:
 def port_device_name(port_id: str) -> str:
     """Host side of an attachment's veth: prefix + a short stable id, within IFNAMSIZ (15)."""
     return f"{DEVICE_PREFIX}p{port_id[-10:]}"
+
+
+def tap_device_name(port_id: str) -> str:
+    """A virtual server's tap, which its hypervisor opens by name (`-netdev tap,ifname=...`):
+    prefix + `t` + the id's last 12 characters (15, IFNAMSIZ - 1)."""
+    return f"{DEVICE_PREFIX}t{port_id[-12:]}"
+
+
+def tap_mac(guest_mac: str) -> str:
+    """The tap's own MAC: the guest's with the first byte fe (as libvirt does), never the
+    guest's own (a bridge port holding the guest's MAC would swallow the guest's frames)."""
+    return "fe" + guest_mac[2:]
 
 
 def workload_netns(workload: str) -> str:
@@ -143,10 +156,11 @@ BRIDGE_RE = re.compile(rf"^{DEVICE_PREFIX}b(\d+)$")
 VXLAN_RE = re.compile(rf"^{DEVICE_PREFIX}x(\d+)$")
 DHCP_RE = re.compile(rf"^{DEVICE_PREFIX}d(\d+)$")
 PORT_RE = re.compile(rf"^{DEVICE_PREFIX}p[A-Za-z0-9_-]+$")
+TAP_RE = re.compile(rf"^{DEVICE_PREFIX}t[A-Za-z0-9_-]+$")
 EDGE_DEVICE_RE = re.compile(rf"^{DEVICE_PREFIX}e[bhv]([0-9a-f]{{8}})$")  # group 1: the edge tag
 
 
 def owned_device(name: str) -> bool:
     """True for host devices of segments, ports and DHCP servers (which the driver may delete
     when nothing wants them; edge routers' devices answer to EDGE_DEVICE_RE)."""
-    return any(r.match(name) for r in (BRIDGE_RE, VXLAN_RE, DHCP_RE, PORT_RE))
+    return any(r.match(name) for r in (BRIDGE_RE, VXLAN_RE, DHCP_RE, PORT_RE, TAP_RE))

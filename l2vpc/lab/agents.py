@@ -74,7 +74,7 @@ def start(st: LabState, topo: LabTopology, lab_dir: Path, pki_dir: Path, control
         argv = [sys.executable, "-m", "l2vpc.agent", "run", "--host", h.name, "--underlay-ip", h.underlay_ip,
                 "--listen", rec.address, "--state-dir", rec.agent_dir, "--driver", st.driver,
                 "--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key),
-                "--cni-socket", str(rec.cni_socket)]
+                "--cni-socket", str(rec.cni_socket), "--virtual-servers", "netns"]
         if rec.netns:
             argv += ["--netns", rec.netns, "--prefix", rec.prefix]
         st.hosts.append(rec)

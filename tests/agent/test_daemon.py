@@ -63,7 +63,7 @@ def test_push_state_and_health(running: Running, pki: Pki) -> None:
         assert st.accepted_generation == 1
 
         h = s.Health(pb.HealthRequest(), timeout=5)
-        assert (h.host, h.driver, h.api_version) == ("h1", "memory", "v1.1")
+        assert (h.host, h.driver, h.api_version) == ("h1", "memory", "v1.2")
         assert (h.accepted_generation, h.converged_generation, h.last_converge_ok) == (1, 1, True)
         assert h.pid == os.getpid() and not h.converging
 
@@ -358,7 +358,7 @@ def test_ca_and_health_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
         tls = ["--ca", str(pki / "ca.pem"), "--cert", str(pki / "engine.pem"), "--key", str(pki / "engine.key")]
         assert main(["health", "--address", r.address, "--host", "h1", *tls]) == 0
         out = json.loads(capsys.readouterr().out)
-        assert (out["host"], out["driver"], out["apiVersion"]) == ("h1", "memory", "v1.1")
+        assert (out["host"], out["driver"], out["apiVersion"]) == ("h1", "memory", "v1.2")
         assert main(["health", "--address", r.address, "--host", "h2", "--timeout", "2", *tls]) == 1
         assert "agent h2 at 127.0.0.1:" in capsys.readouterr().err
     finally:

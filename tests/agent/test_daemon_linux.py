@@ -34,7 +34,7 @@ class AgentProcess:
         self.argv = [
             sys.executable, "-m", "l2vpc.agent", "run", "--host", host.name, "--underlay-ip", host.underlay_ip,
             "--listen", self.address, "--state-dir", str(state_dir), "--driver", "linux",
-            "--netns", host.netns, "--prefix", host.prefix,
+            "--netns", host.netns, "--prefix", host.prefix, "--virtual-servers", "netns",
             "--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key),
         ]
         self.log = state_dir.parent / f"{host.name}.log"

@@ -42,7 +42,7 @@ from l2vpc.agent.drivers.linux.host import Host
 from l2vpc.agent.drivers.linux.marks import VXLAN_PORT
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
 from l2vpc.agent.drivers.linux.netlink import refused
-from l2vpc.agent.drivers.linux.ports import Ports
+from l2vpc.agent.drivers.linux.ports import Ports, device_name
 from l2vpc.agent.drivers.linux.segments import Segments
 from l2vpc.agent.drivers.linux.vpn import VpnManager
 from l2vpc.hostconfig import DhcpServer, EdgeRouter, HostConfig, Port, Segment, VpnGateway
@@ -52,7 +52,6 @@ from l2vpc.hostconfig.names import (
     dhcp_device_name,
     dhcp_netns_name,
     owned_device,
-    port_device_name,
     vxlan_name,
     workload_netns_name,
 )
@@ -101,13 +100,13 @@ class LinuxDriver(Driver):
         self.state = Path(state_dir)
         self.state.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o700)
-        for sub in ("dhcp", "clients", "pods"):
+        for sub in ("dhcp", "clients", "records"):
             (self.state / sub).mkdir(mode=0o700, exist_ok=True)
         self._spaces = Namespaces(self.state / "netns")
         self._host = Host(netns)
         self._nl = self._host.nl
         self._segments = Segments(self._host, underlay_ip, vxlan_port)
-        self._ports = Ports(self._host, self._spaces, prefix, self.state / "clients", self.state / "pods")
+        self._ports = Ports(self._host, self._spaces, prefix, self.state / "clients", self.state / "records")
         self._dhcp = DhcpServers(self._host, self._spaces, prefix, self.state / "dhcp")
         self._edges = EdgeManager(nl=self._nl, spaces=self._spaces, host_netns=netns, prefix=prefix,
                                   state=self.state, bandwidth_scale=self.bandwidth_scale)
@@ -157,11 +156,11 @@ class LinuxDriver(Driver):
                 raise DataplaneError("host", f"teardown: devices still present: {', '.join(left[:5])}")
             time.sleep(0.02)
         self._invalidate()
-        for sub in ("clients", "pods"):
+        for sub in ("clients", "records"):
             shutil.rmtree(self.state / sub, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (self.state / "generation").unlink()
-        for sub in ("dhcp", "clients", "pods"):
+        for sub in ("dhcp", "clients", "records"):
             (self.state / sub).mkdir(exist_ok=True)
 
     def _set_generation(self, generation: int) -> None:
@@ -277,11 +276,11 @@ class LinuxDriver(Driver):
 
     def _collect_garbage(self, desired: HostConfig) -> list[Action]:
         actions = self._ports.collect_clients(desired)
-        self._ports.collect_pods(desired)
+        self._ports.collect_records(desired)
         actions += self._dhcp.collect_garbage(desired)
 
         expected = {n for s in desired.segments for n in (bridge_name(s.vni), vxlan_name(s.vni))}
-        expected |= {port_device_name(p.id) for p in desired.ports}
+        expected |= {device_name(p) for p in desired.ports}
         expected |= {dhcp_device_name(d.vni) for d in desired.dhcp_servers}
         # The host view read by facts() and kept current by every operation since.
         links = self._host.view.links
@@ -299,7 +298,7 @@ class LinuxDriver(Driver):
                     self._vpns.remove(obs.id)
                     actions.append(Action("delete", vpn_path(obs.id), "orphan"))
 
-        namespaces = {self.workload_netns(p.workload) for p in desired.ports if p.workload_kind != "pod"}
+        namespaces = {self.workload_netns(p.workload) for p in desired.ports if p.workload_kind != "pod" and not p.tap}
         namespaces |= {self.dhcp_netns(d.vni) for d in desired.dhcp_servers}
         namespaces |= self._edges.namespaces(desired)
         for name in self._spaces.created():

@@ -25,6 +25,7 @@ class Host:
     """Namespace `name` (None: the one this process runs in)."""
 
     def __init__(self, name: str | None) -> None:
+        self.name = name
         self.nl = rtnl.Rtnl(netns.netlink_socket(name))
         self._watch = rtnl.Watcher(netns.netlink_socket(name), rtnl.RTMGRP_LINK | rtnl.RTMGRP_NEIGH)
         self._fresh = False

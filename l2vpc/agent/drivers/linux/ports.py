@@ -8,9 +8,12 @@ is in the host side's alias, so facts need no memory of the driver.
 
 A pod port lives in a namespace its runtime made (`Port.sandbox`, from a CNI ADD): its peer is
 born there, named, addressed and routed once, and from then on nothing inside is touched (the
-runtime owns it; `sandbox_drift` only reads). Facts of a pod port are its host side plus what was
-set up, recorded in `pods/<id>.json`; changes later pushed for the inside (address, routes)
-reach the Pod when it is re-created, and `sandbox_drift` says so meanwhile.
+runtime owns it; `sandbox_drift` only reads). A virtual server's port realised as a tap
+(`Port.tap`) is a persistent tap `l2t<id tail>` on the bridge, MTU the VPC's, its own MAC not the
+guest's, alias the port's metadata; the hypervisor opens it, the guest configures its side.
+Facts of both are their host side plus what was set up, recorded in `records/<id>.json`;
+changes later pushed for the inside (address, routes) reach the workload when it is re-created
+(a Pod: `sandbox_drift` says so meanwhile; a VM: through its own DHCP client).
 """
 
 from __future__ import annotations
@@ -22,13 +25,22 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from l2vpc.agent.drivers.base import Action, DataplaneError
-from l2vpc.agent.drivers.linux import netlink, netns, rtnl, udhcpc
+from l2vpc.agent.drivers.linux import netlink, netns, rtnl, tap, udhcpc
 from l2vpc.agent.drivers.linux.host import Host, HostView
 from l2vpc.agent.drivers.linux.marks import OWN_GROUP, RTPROT_L2VPC
 from l2vpc.agent.drivers.linux.namespaces import Namespaces, NsView
 from l2vpc.hostconfig import HostConfig, Port, Route
 from l2vpc.hostconfig.diff import port_path
-from l2vpc.hostconfig.names import BRIDGE_RE, PORT_RE, bridge_name, port_device_name, workload_netns_name
+from l2vpc.hostconfig.names import (
+    BRIDGE_RE,
+    PORT_RE,
+    TAP_RE,
+    bridge_name,
+    port_device_name,
+    tap_device_name,
+    tap_mac,
+    workload_netns_name,
+)
 
 
 def _port_alias(p: Port, address: str | None) -> str:
@@ -64,16 +76,21 @@ class _PortMeta:
             return None
 
 
-class Ports:
-    """The ports of one LinuxDriver; DHCP clients' files in `clients`, pod ports' records in
-    `pods` (directories)."""
+def device_name(p: Port) -> str:
+    """The host device of a port: its veth end, or its tap."""
+    return tap_device_name(p.id) if p.tap else port_device_name(p.id)
 
-    def __init__(self, host: Host, spaces: Namespaces, prefix: str, clients: Path, pods: Path) -> None:
+
+class Ports:
+    """The ports of one LinuxDriver; DHCP clients' files in `clients`, the records of pods' and
+    taps' ports in `records` (directories)."""
+
+    def __init__(self, host: Host, spaces: Namespaces, prefix: str, clients: Path, records: Path) -> None:
         self.host = host
         self.spaces = spaces
         self.prefix = prefix
         self.clients = clients
-        self.pods = pods
+        self.records = records
 
     def netns(self, workload: str) -> str:
         return workload_netns_name(self.prefix, workload)
@@ -87,6 +104,11 @@ class Ports:
         metas: list[tuple[rtnl.Link, _PortMeta]] = []
         needs: dict[str, tuple[bool, bool]] = {}
         for name, hl in view.links.items():
+            if TAP_RE.match(name) and hl.up:
+                tapped = self._tap_port(hl, view)
+                if tapped is not None:
+                    ports.append(tapped)
+                continue
             if not PORT_RE.match(name) or not hl.up:
                 continue
             meta = _PortMeta.parse(hl.alias)
@@ -155,18 +177,32 @@ class Ports:
             return None
         return replace(record, mtu=hl.mtu)
 
+    def _tap_port(self, hl: rtnl.Link, view: HostView) -> Port | None:
+        """What was set up for a tap, if it is still a tap on its bridge (opened or not)."""
+        meta = _PortMeta.parse(hl.alias)
+        if meta is None or tap_device_name(meta.id) != hl.name or hl.kind != "tun":
+            return None
+        record = self._record(meta.id)
+        if record is None:
+            return None
+        br = next((lk for lk in view.links.values() if lk.index == hl.master), None)
+        m = BRIDGE_RE.match(br.name) if br is not None else None
+        if m is None or int(m.group(1)) != record.vni:
+            return None
+        return replace(record, mtu=hl.mtu, tap=True)
+
     def _record(self, port_id: str) -> Port | None:
         try:
-            data = json.loads((self.pods / f"{port_id}.json").read_bytes())
+            data = json.loads((self.records / f"{port_id}.json").read_bytes())
             routes = tuple(Route(str(r["prefix"]), str(r["via"])) for r in data.pop("routes", ()))
             return Port(**data, routes=routes)
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
     def _keep_record(self, p: Port) -> None:
-        tmp = self.pods / f".{p.id}.tmp"
+        tmp = self.records / f".{p.id}.tmp"
         tmp.write_text(json.dumps(asdict(p), sort_keys=True))
-        os.replace(tmp, self.pods / f"{p.id}.json")
+        os.replace(tmp, self.records / f"{p.id}.json")
 
     def sandbox_drift(self, p: Port) -> list[str]:
         """How the Pod's end of a pod port differs from what was set up (read only)."""
@@ -204,6 +240,9 @@ class Ports:
     def create(self, p: Port) -> None:
         if p.workload_kind == "pod":
             self._create_in_sandbox(p)
+            return
+        if p.tap:
+            self._create_tap(p)
             return
         path = port_path(p.id)
         br = self.host.view.links.get(bridge_name(p.vni))
@@ -262,19 +301,41 @@ class Ports:
             nl.close()
         self._keep_record(p)
 
+    def _create_tap(self, p: Port) -> None:
+        path = port_path(p.id)
+        br = self.host.view.links.get(bridge_name(p.vni))
+        if br is None:
+            raise DataplaneError(path, f"no bridge for VNI {p.vni}")
+        name = tap_device_name(p.id)
+        self._remove_devices(p.id, port_device_name(p.id))  # its veth, if it was a namespace's before
+        existing = self.host.link(name)
+        if existing is not None and existing.kind != "tun":
+            self.host.delete(path, [name])
+        try:
+            tap.create(name, self.host.name)
+        except OSError as e:
+            raise DataplaneError(path, f"tap {name}: {e.strerror or e}") from None
+        address = p.ip_address if p.ip_mode == "static" else None
+        netlink.apply(self.host.nl, path, [
+            rtnl.set_link(name=name, mtu=p.mtu, mac=tap_mac(p.mac), master=br.index, group=OWN_GROUP),
+            *netlink.bring_up(name, alias=_port_alias(p, address)),
+        ])
+        self.host.link(name)
+        self._keep_record(p)
+
     def _remove_devices(self, port_id: str, hname: str) -> None:
         udhcpc.stop(self.clients, port_id)
         # Deleting one end of a veth deletes its peer in the workload namespace too.
         self.host.delete(port_path(port_id), [hname])
 
     def remove(self, p: Port) -> None:
-        self._remove_devices(p.id, port_device_name(p.id))
-        if p.workload_kind == "pod":
-            (self.pods / f"{p.id}.json").unlink(missing_ok=True)
+        self._remove_devices(p.id, device_name(p))
+        if p.workload_kind == "pod" or p.tap:
+            (self.records / f"{p.id}.json").unlink(missing_ok=True)
 
     def update(self, old: Port, new: Port) -> None:
-        if new.workload_kind == "pod":
-            self._update_pod(old, new)
+        if new.workload_kind == "pod" or new.tap:
+            self._update_recorded(old, new)
             return
         path = port_path(new.id)
         hname = port_device_name(new.id)
@@ -313,11 +374,11 @@ class Ports:
         address = new.ip_address if new.ip_mode == "static" else None
         netlink.apply(self.host.nl, path, [rtnl.set_link(hl.index, up=True, alias=_port_alias(new, address))])
 
-    def _update_pod(self, old: Port, new: Port) -> None:
-        """Only the host side changes (its MTU); the inside is the runtime's (see the module
-        docstring): the record keeps what the Pod runs, sandbox_drift names the difference."""
+    def _update_recorded(self, old: Port, new: Port) -> None:
+        """Only the host side changes (its MTU); the inside is the workload's (see the module
+        docstring): the record says what it was given."""
         path = port_path(new.id)
-        hl = self.host.view.links.get(port_device_name(new.id))
+        hl = self.host.view.links.get(device_name(new))
         if hl is None:
             raise DataplaneError(path, "port devices missing; the next converge recreates them")
         if old.mtu != new.mtu:
@@ -327,10 +388,10 @@ class Ports:
             self._keep_record(replace(record, mtu=new.mtu, ip_mode=new.ip_mode, ip_address=new.ip_address,
                                       routes=new.routes))
 
-    def collect_pods(self, desired: HostConfig) -> None:
-        """Forget records of pod ports no longer wanted here."""
-        wanted = {p.id for p in desired.ports if p.workload_kind == "pod"}
-        for f in self.pods.glob("*.json"):
+    def collect_records(self, desired: HostConfig) -> None:
+        """Forget records of pods' and taps' ports no longer wanted here."""
+        wanted = {p.id for p in desired.ports if p.workload_kind == "pod" or p.tap}
+        for f in self.records.glob("*.json"):
             if f.stem not in wanted:
                 f.unlink(missing_ok=True)
 

@@ -146,6 +146,7 @@ def set_link(
     alias: str | None = None,
     group: int | None = None,
     no_ipv6: bool = False,
+    mac: str | None = None,
 ) -> Request:
     flags = IFF_UP if up else 0
     change = IFF_UP if up is not None else 0
@@ -160,6 +161,8 @@ def set_link(
         body += attr_str(IFLA_IFALIAS, alias)
     if group is not None:
         body += attr_u32(IFLA_GROUP, group)
+    if mac is not None:
+        body += attr(IFLA_ADDRESS, _mac(mac))
     if no_ipv6:  # IPv6 address generation off: no link-local address, so no IPv6 traffic
         mode = attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))
         body += attr_nested(IFLA_AF_SPEC, attr_nested(socket.AF_INET6, mode))
