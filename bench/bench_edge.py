@@ -12,9 +12,11 @@ Brings up a lab with one edge host and the premises site (not timed), then:
    changes in place (the BGP session must survive: checked). The lab's agents shape at
    bandwidth_mbps x 0.1 (lab default), so 1000 Mbps is a 100 Mbit/s shaper.
 
-Prints every round and the summary; exits 1 if a target is missed.
+Prints every round and the summary; exits 1 if a target is missed (unless --no-fail-on-target)
+or the session dropped.
 
-    sudo .venv/bin/python bench/bench_edge.py [--rounds 5] [--caps 1000,2000,5000] [--dir DIR]
+    sudo .venv/bin/python bench/bench_edge.py [--rounds 5] [--caps 1000,2000,5000] [--seconds 3] [--dir DIR]
+        [--no-fail-on-target]
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ def main() -> int:
     ap.add_argument("--caps", default="1000,2000,5000", help="bandwidth_mbps values to measure, in order")
     ap.add_argument("--seconds", type=float, default=3.0, help="iperf3 run length per direction")
     ap.add_argument("--dir", default=None, help="where the lab's state goes (default: a temporary dir)")
+    ap.add_argument("--no-fail-on-target", action="store_true",
+                    help="a missed time or bandwidth target is printed but does not fail the exit status "
+                         "(the tests run this small on a busy machine); a dropped BGP session still does")
     args = ap.parse_args()
     caps = [int(c) for c in args.caps.split(",") if c]
     base = Path(args.dir or tempfile.mkdtemp(prefix="l2vpc-bench-edge-"))
@@ -122,7 +127,7 @@ def main() -> int:
         worst = max(times)
         print(f"establish: median {statistics.median(times):.2f}s, max {worst:.2f}s over {len(times)} rounds "
               f"(target <= {ESTABLISH_TARGET:.0f}s): {'ok' if worst <= ESTABLISH_TARGET else 'MISSED'}")
-        ok &= worst <= ESTABLISH_TARGET
+        ok &= worst <= ESTABLISH_TARGET or args.no_fail_on_target
 
         server = subprocess.Popen(lab.exec_argv("premises-host", ["iperf3", "-s"]), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -134,7 +139,7 @@ def main() -> int:
                 up, down = iperf(lab, False, args.seconds), iperf(lab, True, args.seconds)
                 worst_err = max(abs(up - target), abs(down - target)) / target
                 good = worst_err <= BANDWIDTH_TOLERANCE
-                ok &= good
+                ok &= good or args.no_fail_on_target
                 print(f"  bandwidth_mbps {mbps} -> cap {target:.0f} Mbit/s: towards premises {up:.1f}, "
                       f"from premises {down:.1f} Mbit/s (off by at most {worst_err * 100:.1f} %: "
                       f"{'ok' if good else 'MISSED'})")

@@ -10,6 +10,7 @@ from inside the workloads until all answer, and checks isolation between the VPC
 - pairs, DHCP leases, isolation probes; a second (no-op) apply; lab down.
 
     sudo .venv/bin/python bench/bench_lab_apply.py [--hosts 5] [--vpcs 5] [--per-vpc 10] [--dir DIR]
+        [--no-fail-on-target]
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def main() -> int:
     ap.add_argument("--vpcs", type=int, default=5)
     ap.add_argument("--per-vpc", type=int, default=10)
     ap.add_argument("--dir", default=None, help="work dir (default: a temporary one)")
+    ap.add_argument("--no-fail-on-target", action="store_true",
+                    help="over the time target is printed (FAIL) but exits 0 (the tests run this small on a busy "
+                         "machine); unreachable pairs or leaks still exit 1")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_lab_apply needs root (network namespaces)", file=sys.stderr)
@@ -107,7 +111,8 @@ def main() -> int:
         down_s = time.monotonic() - t
     pairs = len(report.reachable) + len(report.unreachable)
     leased = sum(1 for e in resolved if e.label in dhcp and e.ip)
-    ok = not report.unreachable and not report.leaks and all_answer_s <= TARGET_SECONDS
+    works = not report.unreachable and not report.leaks
+    ok = works and all_answer_s <= TARGET_SECONDS
     print(f"lab up ({args.hosts} hosts, agents ready)       {lab_up:6.2f} s")
     print(f"l2vpc apply ({len(endpoints)} attachments, {args.vpcs} VPCs)  {apply_s:6.2f} s  (CLI process, wall clock)")
     print(f"DHCP leases ({leased}/{len(dhcp)}) in place after      {leases_s:6.2f} s  from apply start")
@@ -118,7 +123,7 @@ def main() -> int:
     print(f"second apply (no changes)              {noop_s:6.2f} s  ({'no host changes' if 'changes, ok' not in noop_out else 'CHANGED'})")
     print(f"lab down                               {down_s:6.2f} s")
     print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return 0 if ok or (works and args.no_fail_on_target) else 1
 
 
 if __name__ == "__main__":
