@@ -119,7 +119,7 @@ def config_to_pb(cfg: HostConfig, *, secrets: bool = False) -> pb.HostConfig:
                 vni=d.vni, server_ip=d.server_ip, range_start=d.range_start, range_end=d.range_end,
                 lease_time=d.lease_time, gateway=d.gateway or "", dns_servers=list(d.dns_servers),
                 reservations=[pb.Reservation(mac=r.mac, ip=r.ip) for r in d.reservations],
-                routes=_routes_to_pb(d.routes),
+                routes=_routes_to_pb(d.routes), mtu=d.mtu,
             )
             for d in cfg.dhcp_servers
         ],
@@ -153,7 +153,7 @@ def config_from_pb(msg: pb.HostConfig) -> HostConfig:
                 vni=d.vni, server_ip=d.server_ip, range_start=d.range_start, range_end=d.range_end,
                 lease_time=d.lease_time, gateway=d.gateway or None, dns_servers=tuple(d.dns_servers),
                 reservations=tuple(Reservation(r.mac.lower(), r.ip) for r in d.reservations),
-                routes=_routes_from_pb(d.routes),
+                routes=_routes_from_pb(d.routes), mtu=d.mtu or 1500,
             )
             for d in msg.dhcp_servers
         ),

@@ -93,6 +93,7 @@ def make_dhcp(vpc: VPC, reservations: Iterable[Reservation], routes: tuple[Route
         dns_servers=tuple(vpc.dhcp.dns_servers),
         reservations=tuple(sorted(reservations, key=lambda r: (r.mac, r.ip))),
         routes=routes,
+        mtu=vpc.mtu,
     )
 
 
@@ -201,7 +202,10 @@ class TopologyIndex:
             assert a.host
             self.vpc_hosts[a.vpc_id][a.host] += 1
             self.host_ports[a.host].add(a.id)
-        if a.ip_mode == "dhcp" and a.ip_address and a.mac_address:
+        # A reservation: a DHCP workload's fixed address, and a static virtual server's (a VM's
+        # own DHCP client is the only way its address reaches inside the guest).
+        if a.ip_address and a.mac_address and (
+                a.ip_mode == "dhcp" or (a.ip_mode == "static" and a.workload_kind == "virtual_server")):
             self.reservations[a.vpc_id][a.id] = Reservation(a.mac_address, a.ip_address.split("/")[0])
 
     def _remove(self, a: Attachment) -> None:

@@ -161,7 +161,7 @@ class Change:
 # address on the hand-off, so it is part of where an edge router sits.
 _PORT_IDENTITY = ("vni", "workload", "interface_name", "mac", "workload_kind", "restart_epoch")
 _PORT_LIVE = ("mtu", "ip_mode", "ip_address", "routes")
-_DHCP_RESTART = ("server_ip", "range_start", "range_end", "lease_time", "gateway", "dns_servers", "routes")
+_DHCP_RESTART = ("server_ip", "range_start", "range_end", "lease_time", "gateway", "dns_servers", "routes", "mtu")
 _EDGE_REPLACE = ("vni", "mode", "handoff", "mtu", "gateway_ip")
 _EDGE_LIVE = ("bandwidth_mbps", "vlan")
 _BGP_RECONFIGURE = ("local_asn", "peer_asn", "peer_ip", "advertised")

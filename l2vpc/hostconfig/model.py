@@ -89,6 +89,9 @@ class DhcpServer:
     reservations: tuple[Reservation, ...] = ()
     # Classless static routes (option 121) handed to clients, e.g. towards a direct connect.
     routes: tuple[Route, ...] = ()
+    # The interface MTU offered (option 26): the VPC's, so a guest started without an MTU of
+    # its hypervisor's (QEMU host_mtu) still gets it.
+    mtu: int = 1500
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +294,7 @@ class HostConfig:
                             for r in d.get("reservations", ())
                         ),
                         routes=tuple(Route(str(r["prefix"]), str(r["via"])) for r in d.get("routes", ())),
+                        mtu=int(d.get("mtu", 1500)),
                     )
                     for d in data.get("dhcp_servers", ())
                 ),
@@ -391,5 +395,5 @@ def _norm_dhcp(d: DhcpServer) -> DhcpServer:
     return DhcpServer(
         d.vni, d.server_ip, d.range_start, d.range_end, d.lease_time, d.gateway, tuple(d.dns_servers),
         tuple(sorted(d.reservations, key=lambda r: (r.mac, r.ip))),
-        tuple(sorted(d.routes, key=lambda r: (r.prefix, r.via))),
+        tuple(sorted(d.routes, key=lambda r: (r.prefix, r.via))), d.mtu,
     )

@@ -143,6 +143,8 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
             errors.append(f"{where}.gateway: {d.gateway!r} is not an IPv4 address")
         if not 120 <= d.lease_time <= 604800:
             errors.append(f"{where}.lease_time: {d.lease_time} is outside 120..604800")
+        if not MIN_MTU <= d.mtu <= MAX_MTU:
+            errors.append(f"{where}.mtu: {d.mtu} is outside {MIN_MTU}..{MAX_MTU}")
         for j, dns in enumerate(d.dns_servers):
             if not _is_ipv4(dns):
                 errors.append(f"{where}.dns_servers[{j}]: {dns!r} is not an IPv4 address")

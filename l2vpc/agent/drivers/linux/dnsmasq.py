@@ -46,6 +46,7 @@ def render_conf(d: DhcpServer, state: Path) -> str:
     # An empty option stops dnsmasq from offering itself as router / DNS server.
     lines.append(f"dhcp-option=option:router,{d.gateway}" if d.gateway else "dhcp-option=3")
     lines.append("dhcp-option=option:dns-server," + ",".join(d.dns_servers) if d.dns_servers else "dhcp-option=6")
+    lines.append(f"dhcp-option=option:mtu,{d.mtu}")
     if d.routes:
         # RFC 3442: a client that gets option 121 ignores option 3, so the default route
         # goes into the classless list too.
