@@ -119,9 +119,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _state_arg(md5)
     md5.set_defaults(func=_premises_md5)
 
-    from l2vpc.lab import pod_cli
+    from l2vpc.lab import pod_cli, vm_cli
 
     pod_cli.add_commands(lab, _state_arg, _lab)
+    vm_cli.add_commands(lab, _state_arg, _lab)
 
     check = lab.add_parser("check", help="ping within every VPC, verify isolation between VPCs; exit 1 on failure")
     check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for replies and DHCP leases")

@@ -19,7 +19,7 @@ from l2vpc.engine.agent_client import engine_tls
 from l2vpc.engine.api import Engine
 from l2vpc.engine.model import Attachment
 from l2vpc.engine.store import open_store
-from l2vpc.hostconfig.names import workload_netns_name
+from l2vpc.hostconfig.names import tap_device_name, workload_netns_name
 from l2vpc.lab import probe, processes
 from l2vpc.lab.state import LabState
 
@@ -39,6 +39,7 @@ class HostStatus:
     netns: str | None = None  # the host's namespace under /run/netns (linux driver)
     agent_socket: str | None = None  # where the agent answers l2vpc-cni (`agent_socket` in a netconf)
     ports: list[str] = field(default_factory=list)  # attachment ids the agent reports
+    taps: list[dict[str, str]] = field(default_factory=list)  # {"name", "attachment"}: a VM's NICs
     # Direct connects and VPN gateways the agent reports: {"id", "kind", "state", "detail", "learned"}.
     items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -67,6 +68,8 @@ def host_statuses(st: LabState, pki_dir: Path) -> list[HostStatus]:
                          "converging": h.converging}
             actual = wire.config_from_pb(state.actual)
             hs.ports = [p.id for p in actual.ports if p.workload_kind != "pod" or p.sandbox]  # a Pod's: once bound
+            hs.taps = [{"name": tap_device_name(p.id), "attachment": p.id, "workload": p.workload}
+                       for p in actual.ports if p.tap]
             kinds = {e.id: f"direct connect ({e.mode})" for e in actual.edge_routers}
             kinds |= {v.id: "vpn" for v in actual.vpn_gateways}
             hs.items = [{"id": o.id, "kind": kinds.get(o.id, "not in place"), "state": o.state,

@@ -307,6 +307,11 @@ class Lab:
         if st is None:
             return [f"no lab is up for state {self.state_path}"]
         warnings: list[str] = []
+        if st.vms:
+            from l2vpc.lab import lab_vms
+
+            warnings += lab_vms.remove_all(st)
+            progress("stopped the lab's VMs")
         if st.pods or st.containerd:  # while the agents still answer the Pods' CNI DELs
             from l2vpc.lab import lab_pods
 

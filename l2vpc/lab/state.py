@@ -70,6 +70,7 @@ class LabState:
     pki_dir: str | None = None  # the CA the agents' certificates come from (None: pki/ beside the state)
     containerd: dict[str, Any] | None = None  # the lab's containerd (lab_pods.py), started on first Pod
     pods: list[dict[str, Any]] = field(default_factory=list)  # lab Pods (pods.PodRecord as dicts)
+    vms: list[dict[str, Any]] = field(default_factory=list)  # lab VMs (vm.VmRecord as dicts)
 
     @property
     def path(self) -> Path:
