@@ -13,7 +13,7 @@ namespace (the taps live there), each NIC exactly as the documented line says:
 
 The guest's console goes to a log file; its second serial port is a unix socket on which the
 guest's init runs one shell command per line and answers with the output and an exit mark
-(vm_image.py).
+(vm_image.py). A monitor process (vm_monitor.py) takes a NIC's link down when its tap goes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class VmRecord:
     dir: str
     nics: list[dict[str, object]] = field(default_factory=list)
     pid: int | None = None
+    monitor_pid: int | None = None
 
     @property
     def console(self) -> Path:
@@ -60,6 +62,10 @@ class VmRecord:
     @property
     def channel(self) -> Path:
         return Path(self.dir) / "cmd.sock"
+
+    @property
+    def qmp(self) -> Path:
+        return Path(self.dir) / "qmp.sock"
 
     @property
     def marker(self) -> str:
@@ -73,7 +79,8 @@ def qemu_argv(rec: VmRecord, kernel: Path, initrd: Path) -> list[str]:
             "-kernel", str(kernel), "-initrd", str(initrd),
             "-append", f"console=ttyS0 quiet panic=-1 l2vpc.nics={macs}",
             "-serial", f"file:{rec.console}",
-            "-chardev", f"socket,id=cmd,path={rec.channel},server=on,wait=off", "-serial", "chardev:cmd"]
+            "-chardev", f"socket,id=cmd,path={rec.channel},server=on,wait=off", "-serial", "chardev:cmd",
+            "-qmp", f"unix:{rec.qmp},server=on,wait=off"]
     for i, nic in enumerate(rec.nics, start=1):
         argv += ["-netdev", f"tap,id=n{i},ifname={nic['tap']},script=no,downscript=no",
                  "-device", f"virtio-net-pci,netdev=n{i},mac={nic['mac']},host_mtu={nic['mtu']}"]
@@ -86,6 +93,10 @@ def boot(rec: VmRecord, timeout: float = BOOT_TIMEOUT) -> None:
     Path(rec.dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     rec.console.write_text("")
     rec.pid = processes.start(qemu_argv(rec, kernel, initrd), Path(rec.dir) / "qemu.pid", Path(rec.dir) / "qemu.log")
+    rec.monitor_pid = processes.start(
+        ["ip", "netns", "exec", rec.host_netns, sys.executable, "-m", "l2vpc.lab.vm_monitor", str(rec.qmp),
+         *(f"{n['tap']}=n{i}" for i, n in enumerate(rec.nics, start=1))],
+        Path(rec.dir) / "monitor.pid", Path(rec.dir) / "monitor.log")
     deadline = time.monotonic() + timeout
     while UP_MARK not in rec.console.read_text(errors="replace"):
         if not processes.alive(rec.pid, rec.marker):
@@ -125,5 +136,6 @@ def command(rec: VmRecord, line: str, timeout: float = 30.0) -> tuple[str, int]:
 
 def stop(rec: VmRecord) -> None:
     processes.stop(rec.pid, rec.marker, timeout=3.0)
+    processes.stop(rec.monitor_pid, str(rec.qmp), timeout=3.0)
     with contextlib.suppress(FileNotFoundError):
         rec.channel.unlink()

@@ -64,12 +64,16 @@ for mac in $nics; do
 done
 echo {UP_MARK}
 # The command channel: one command per line on the second serial port, its output there,
-# then the mark and its exit status.
-stty -F /dev/ttyS1 raw -echo 2>/dev/null
-while read -r line < /dev/ttyS1; do
-  sh -c "$line" > /dev/ttyS1 2>&1
-  echo "{RC_MARK} $?" > /dev/ttyS1
-done &
+# then the mark and its exit status. The port stays open (fd 3): a tty closed between commands
+# drops what arrives meanwhile.
+(
+  exec 3<>/dev/ttyS1
+  stty -F /dev/ttyS1 raw -echo 2>/dev/null
+  while read -r line <&3; do
+    sh -c "$line" >&3 2>&1 </dev/null
+    echo "{RC_MARK} $?" >&3
+  done
+) &
 exec sh
 """
 
