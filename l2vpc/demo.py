@@ -3,8 +3,9 @@
 Brings up a lab (3 compute hosts and an edge, as network namespaces with real agents; the
 memory driver without root), runs the embedded Terraform on examples/terraform/quickstart,
 shows the plan, applies it, starts the quickstart's Pod (containerd + runc, its network added by
-the l2vpc-cni plugin; as root), and prints a connectivity report: which workloads reach which,
-and that the VPC's MTU passes unfragmented. The lab stays up to explore; `l2vpc demo down` (or
+the l2vpc-cni plugin) and turns the workload web1 into a real VM (QEMU on taps, its lease from
+the VPC's DHCP server) (both as root), and prints a connectivity report: which workloads reach
+which, and that the VPC's MTU passes unfragmented between the VM and the Pod. The lab stays up to explore; `l2vpc demo down` (or
 `--down`) removes everything.
 """
 
@@ -93,9 +94,11 @@ def run(args: argparse.Namespace) -> int:
 
     _say("\n== 4. a real Pod: default/cache on containerd, its VPC interface added by l2vpc-cni")
     pod_ok = _pod(lab)
+    _say("\n== 5. a real VM: web1 on QEMU, its NIC a tap on the VPC, its address from the VPC's DHCP server")
+    vm_ok = _vm(lab, pod_ok)
 
-    _say("\n== 5. connectivity report")
-    rc = _report(lab) or (0 if pod_ok else 1)
+    _say("\n== 6. connectivity report")
+    rc = _report(lab) or (0 if pod_ok and vm_ok else 1)
 
     _say(f"\n== demo finished in {time.monotonic() - started:.0f}s")
     if args.down:
@@ -103,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         _say("The lab is still up. Try:\n"
              "   .venv/bin/l2vpc lab status\n"
-             "   .venv/bin/l2vpc lab exec web1 -- ip addr show net1\n"
+             "   .venv/bin/l2vpc lab exec web2 -- ip addr show net1\n"
              "   .venv/bin/l2vpc lab pod exec cache -- ip -4 addr show net1\n"
+             "   .venv/bin/l2vpc lab vm exec web1 -- ip -4 addr show net1\n"
              f"   .venv/bin/l2vpc tf -C {workdir} plan      # empty: everything converged\n"
              "   L2VPC_STATE_PATH=" + str(state) + " .venv/bin/l2vpc tf -C examples/terraform/direct-connect apply\n"
              "Remove it with: .venv/bin/l2vpc demo down")
@@ -129,6 +133,40 @@ def _pod(lab: Lab) -> bool:
     return True
 
 
+def _vm(lab: Lab, with_pod: bool) -> bool:
+    """Boot web1 as a VM when this machine can (root, QEMU); a jumbo ping between it and the Pod."""
+    from l2vpc.lab import lab_pods, lab_vms, pods, vm
+    from l2vpc.lab.vm_image import VmImageError
+
+    st = lab.require()
+    if st.driver != "linux" or shutil.which("qemu-system-x86_64") is None:
+        _say("   skipped: VMs need root and qemu-system-x86 (./dev installs it)")
+        return True
+    try:
+        rec = lab_vms.up(st, lab.dir, lab.pki_dir, "web1")
+        _say(f"   vm web1 up on {rec.host}: NIC {rec.nics[0]['tap']} ({rec.nics[0]['mac']}, mtu {rec.nics[0]['mtu']})")
+        lease = ""
+        deadline = time.monotonic() + 30
+        while "inet " not in lease and time.monotonic() < deadline:
+            lease, _ = vm.command(rec, "ip -4 -o addr show dev net1")
+            time.sleep(0.3)
+        _say(f"   lease from the VPC's DHCP server: {lease.split('inet ')[1].split()[0] if 'inet ' in lease else 'NONE'}")
+        if not with_pod or not st.pods:
+            return "inet " in lease
+        pod = lab_pods.find(st, "cache")
+        out = pods.exec_pod(lab_pods.runtime(st, lab.dir), pod, ["ip", "-4", "-o", "addr", "show", "dev", "net1"]).stdout
+        pod_ip = out.split("inet ")[1].split("/")[0] if "inet " in out else ""
+        vm_ip = lease.split("inet ")[1].split("/")[0]
+        argv = lab.exec_argv(pod.workload, ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "8972", vm_ip])
+        passed = bool(pod_ip) and subprocess.run(argv, capture_output=True).returncode == 0
+        _say(f"   8972-byte ping with don't-fragment from the Pod ({pod_ip}) to the VM ({vm_ip}): "
+             f"{'passes' if passed else 'FAILS'}")
+        return passed
+    except (vm.VmError, VmImageError, OSError) as e:
+        _say(f"   FAILED: {e}")
+        return False
+
+
 def _report(lab: Lab) -> int:
     result = lab.check(timeout=10.0)
     for line in result.lines:
@@ -148,9 +186,10 @@ def _report(lab: Lab) -> int:
     ok = result.ok
     by_vpc: dict[str, list[Attachment]] = {}
     running_pods = {p["workload"] for p in st.pods}
+    vms = {v["workload"] for v in st.vms}
     for a in attachments:
-        if a.workload_kind == "pod" and a.workload not in running_pods:
-            continue  # a Pod that did not start: nothing to ping from or to
+        if (a.workload_kind == "pod" and a.workload not in running_pods) or a.workload in vms:
+            continue  # a Pod that did not start, a VM (checked above): no namespace to ping from
         by_vpc.setdefault(a.vpc_id, []).append(a)
     for vpc_id, members in sorted(by_vpc.items()):
         pair = _cross_host_pair(members)

@@ -104,10 +104,15 @@ def check(st: LabState, pki_dir: Path, state_path: str, timeout: float = 10.0) -
         return _check_reports(st, pki_dir, found)
     prefixes = {rec.name: rec.prefix for rec in st.hosts}
     pods = {p["workload"]: p["netns"] for p in st.pods}  # lab Pods (lab_pods.py) by workload
+    vms = {v["workload"] for v in st.vms}  # lab VMs (lab_vms.py)
     endpoints = []
     lines: list[str] = []
     for a in found:
         if not a.interface_name or not a.host:
+            continue
+        if a.workload in vms:
+            lines.append(f"vm {a.workload}.{a.interface_name} ({vpc_names.get(a.vpc_id, a.vpc_id)}): a VM on taps "
+                         "(`l2vpc lab vm exec` runs commands in it)")
             continue
         if a.workload_kind == "pod" and a.workload not in pods:
             lines.append(f"pending {a.workload}.{a.interface_name} ({vpc_names.get(a.vpc_id, a.vpc_id)}): waits for "
