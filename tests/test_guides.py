@@ -54,6 +54,8 @@ def clone(tmp_path: Path) -> Iterator[Path]:
 def test_guide_block_runs_as_printed(clone: Path, guide: str, index: int, block: list[str]) -> None:
     if "lab pod" in " ".join(block) and shutil.which("containerd") is None:
         pytest.skip("needs containerd and runc (./dev installs them)")
+    if "lab vm" in " ".join(block) and shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs qemu-system-x86 (./dev installs it)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("L2VPC_")}  # no extra environment
     for line in block:
         run = subprocess.run(["bash", "-c", line], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
