@@ -240,6 +240,23 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "bench_vm",
+        needs=frozenset({ROOT}),
+        smoke=("--taps", "3", "--seconds", "1"),
+        smoke_timeout=300.0,
+        figures=(
+            F("tap create -> usable (median)", r"^tap create -> usable: median {v} ms", "ms", noise=5),
+            F("tap create -> usable (p95)", r"^tap create -> usable: .*p95 {v} ms", "ms", noise=10),
+            F("vm boot (TCG) -> up", r"^vm boot \(TCG\) -> up: {v} s", "s", noise=2),
+            F("vm boot -> first lease", r"^vm boot .*-> first lease: {v} s", "s", noise=2),
+            F("vm boot -> first ping from another host", r"^vm boot .*-> first ping from another host: {v} s", "s",
+              noise=2),
+            F("throughput VM -> Pod, {mtu}", r"^throughput VM -> Pod, (?P<mtu>mtu \d+): {v} Mbit/s", "Mbit/s",
+              noise=50),
+            F("throughput ratio mtu 9000 / 1500", r"^throughput ratio mtu 9000 / mtu 1500: {v}", "x", "higher"),
+        ),
+    ),
+    Bench(
         "bench_edge",
         needs=frozenset({ROOT}),
         smoke=("--rounds", "1", "--caps", "1000", "--seconds", "1"),
