@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "l2vpc.lab.cli",
     "l2vpc.controller.cli",
     "l2vpc.demo",
+    "l2vpc.graph",
 )
 
 
