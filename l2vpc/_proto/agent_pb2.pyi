@@ -48,7 +48,7 @@ class Segment(_message.Message):
     def __init__(self, vni: _Optional[int] = ..., vpc_id: _Optional[str] = ..., mtu: _Optional[int] = ..., remotes: _Optional[_Iterable[str]] = ..., vpc_name: _Optional[str] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch", "sandbox", "tap")
+    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch", "sandbox", "tap", "dhcp_options")
     ID_FIELD_NUMBER: _ClassVar[int]
     VNI_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class Port(_message.Message):
     RESTART_EPOCH_FIELD_NUMBER: _ClassVar[int]
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
     TAP_FIELD_NUMBER: _ClassVar[int]
+    DHCP_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     vni: int
     workload: str
@@ -75,7 +76,8 @@ class Port(_message.Message):
     restart_epoch: int
     sandbox: str
     tap: bool
-    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ..., sandbox: _Optional[str] = ..., tap: _Optional[bool] = ...) -> None: ...
+    dhcp_options: str
+    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ..., sandbox: _Optional[str] = ..., tap: _Optional[bool] = ..., dhcp_options: _Optional[str] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("mac", "ip")

@@ -55,7 +55,16 @@ def realizable(a: Attachment, vpc: VPC | None) -> bool:
     return bool(vpc and vpc.vni and a.host and a.mac_address and a.interface_name)
 
 
-def make_port(a: Attachment, vpc: VPC, routes: tuple[Route, ...] = ()) -> Port:
+def dhcp_options(vpc: VPC, routes: tuple[Route, ...]) -> str:
+    """A digest of what the VPC's DHCP server offers ('' without DHCP): see Port.dhcp_options."""
+    if vpc.dhcp is None:
+        return ""
+    offer = (vpc.dhcp.gateway, tuple(vpc.dhcp.dns_servers), vpc.dhcp.lease_time, vpc.mtu, routes)
+    return hashlib.sha256(repr(offer).encode()).hexdigest()[:16]
+
+
+def make_port(a: Attachment, vpc: VPC, routes: tuple[Route, ...] = (), offer: str = "") -> Port:
+    """`offer`: dhcp_options(vpc, routes), computed once per VPC by the caller."""
     assert vpc.vni and a.mac_address and a.interface_name
     return Port(
         id=a.id,
@@ -70,6 +79,7 @@ def make_port(a: Attachment, vpc: VPC, routes: tuple[Route, ...] = ()) -> Port:
         # Static workloads get the routes pushed; DHCP clients get them as option 121.
         routes=routes if a.ip_mode == "static" else (),
         restart_epoch=vpc.scope_epoch,
+        dhcp_options=offer if a.ip_mode == "dhcp" else "",
     )
 
 
@@ -262,9 +272,14 @@ class TopologyIndex:
         topo = self.topo
         ports = []
         vpcs: set[str] = set(self.dhcp_hosts.get(host, ()))
+        offers: dict[str, str] = {}
         for aid in self.host_ports.get(host, ()):
             a = topo.attachments[aid]
-            ports.append(make_port(a, topo.vpcs[a.vpc_id], self.routes(a.vpc_id)))
+            vpc = topo.vpcs[a.vpc_id]
+            routes = self.routes(a.vpc_id)
+            if a.ip_mode == "dhcp" and a.vpc_id not in offers:
+                offers[a.vpc_id] = dhcp_options(vpc, routes)
+            ports.append(make_port(a, vpc, routes, offers.get(a.vpc_id, "")))
             vpcs.add(a.vpc_id)
         dhcp = [make_dhcp(topo.vpcs[v], self.reservations.get(v, {}).values(), self.routes(v))
                 for v in self.dhcp_hosts.get(host, ())]

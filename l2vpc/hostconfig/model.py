@@ -61,6 +61,10 @@ class Port:
     # Bumped by the engine when the workload must restart its interface (scope change); a change
     # of epoch means "recreate this port", even if nothing else differs.
     restart_epoch: int = 0
+    # A DHCP port: a digest of what the VPC's DHCP server offers (router, DNS, routes, MTU,
+    # lease time). When it changes, the agent has the clients it runs renew their lease now
+    # (routes a direct connect learns reach them at once, not at the next renewal).
+    dhcp_options: str = ""
     # Where a runtime-owned workload's interface lives: the network namespace a CNI ADD named
     # (pods). Set by the agent only, never pushed: a pod port without one waits for its pod.
     sandbox: str = field(default="", compare=False)
@@ -275,6 +279,7 @@ class HostConfig:
                         ip_address=(str(p["ip_address"]) if p.get("ip_address") else None),
                         routes=tuple(Route(str(r["prefix"]), str(r["via"])) for r in p.get("routes", ())),
                         restart_epoch=int(p.get("restart_epoch", 0)),
+                        dhcp_options=str(p.get("dhcp_options", "")),
                         sandbox=str(p.get("sandbox", "")),
                         tap=bool(p.get("tap", False)),
                     )
@@ -387,7 +392,7 @@ def _norm_port(p: Port) -> Port:
     return Port(
         p.id, p.vni, p.workload, p.interface_name, p.mac.lower(), p.mtu, p.workload_kind,
         p.ip_mode, p.ip_address, tuple(sorted(p.routes, key=lambda r: (r.prefix, r.via))), p.restart_epoch,
-        p.sandbox, p.tap,
+        p.dhcp_options, p.sandbox, p.tap,
     )
 
 

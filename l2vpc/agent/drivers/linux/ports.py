@@ -52,6 +52,8 @@ def _port_alias(p: Port, address: str | None) -> str:
         meta["a"] = address
     if p.routes:
         meta["r"] = 1
+    if p.dhcp_options:
+        meta["o"] = p.dhcp_options
     return json.dumps(meta, separators=(",", ":"), sort_keys=True)
 
 
@@ -64,6 +66,7 @@ class _PortMeta:
     epoch: int
     address: str | None
     routes: bool
+    offer: str = ""
 
     @staticmethod
     @functools.lru_cache(maxsize=4096)  # aliases repeat on every read; parse each once
@@ -71,7 +74,7 @@ class _PortMeta:
         try:
             m = json.loads(alias)
             return _PortMeta(str(m["id"]), str(m["w"]), str(m["k"]), str(m["m"]), int(m["e"]),
-                             m.get("a"), bool(m.get("r")))
+                             m.get("a"), bool(m.get("r")), str(m.get("o", "")))
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -163,6 +166,7 @@ class Ports:
             ip_address=address,
             routes=routes,
             restart_epoch=meta.epoch,
+            dhcp_options=meta.offer,
         )
 
     def _pod_port(self, hl: rtnl.Link, meta: _PortMeta, view: HostView) -> Port | None:
@@ -371,6 +375,8 @@ class Ports:
             netlink.apply(nl, path + ".routes", reqs)
         if new.ip_mode == "dhcp" and not udhcpc.running(self.clients, new.id):
             udhcpc.start(self.clients, new.id, new.interface_name, netns.path(ns), new.workload)
+        elif new.ip_mode == "dhcp" and old.dhcp_options != new.dhcp_options:
+            udhcpc.renew(self.clients, new.id)
         address = new.ip_address if new.ip_mode == "static" else None
         netlink.apply(self.host.nl, path, [rtnl.set_link(hl.index, up=True, alias=_port_alias(new, address))])
 
@@ -386,7 +392,7 @@ class Ports:
         record = self._record(new.id)
         if record is not None:
             self._keep_record(replace(record, mtu=new.mtu, ip_mode=new.ip_mode, ip_address=new.ip_address,
-                                      routes=new.routes))
+                                      routes=new.routes, dhcp_options=new.dhcp_options))
 
     def collect_records(self, desired: HostConfig) -> None:
         """Forget records of pods' and taps' ports no longer wanted here."""

@@ -8,6 +8,8 @@ to /etc/resolv.conf (which is the host's: a network namespace shares the mount n
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from pathlib import Path
 
 from l2vpc.agent.drivers.linux import procs
@@ -44,6 +46,9 @@ exit 0
 """
 
 
+RENEW_AGAIN = 1.0  # seconds
+
+
 def _paths(state: Path, port_id: str) -> tuple[Path, Path, Path]:
     return state / f"{port_id}.pid", state / f"{port_id}.log", state / f"{port_id}.dns"
 
@@ -78,6 +83,18 @@ def start(state: Path, port_id: str, ifname: str, netns_path: str, hostname: str
     ]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "L2VPC_DNS_FILE": str(dns)}
     procs.start(netns_path, argv, pidfile, log, env=env)
+
+
+def renew(state: Path, port_id: str) -> None:
+    """Have the client renew its lease now (SIGUSR1), and once more a moment later: the VPC's
+    DHCP server (on another host, converged at the same time) may not offer the new options
+    yet when the first request reaches it."""
+    pid = procs.read_pid(_paths(state, port_id)[0])
+    marker = _marker(state, port_id)
+    procs.signal_if_ours(pid, marker, signal.SIGUSR1)
+    timer = threading.Timer(RENEW_AGAIN, procs.signal_if_ours, (pid, marker, signal.SIGUSR1))
+    timer.daemon = True
+    timer.start()
 
 
 def running(state: Path, port_id: str) -> bool:
