@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from l2vpc.engine.model import Attachment
     from l2vpc.lab.lab import Lab
 
-DEMO_DIR = Path(".l2vpc") / "demo"
+DEMO_SUBDIR = "demo"  # below paths.home(): the demo's copy of the example and its Terraform state
 EXAMPLE = "quickstart"
 DEMO_PSK = "demo.psk.2024"  # the premises VPN gateway's key, as in examples/terraform/site-to-site-vpn
 
@@ -32,7 +32,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the demo: a lab, Terraform on the quickstart example, a connectivity report")
     p.add_argument("action", nargs="?", choices=("up", "down"), default="up",
                    help="up (default): run the demo and leave the lab running; down: remove it")
-    p.add_argument("--dir", default=str(DEMO_DIR), help=f"where the demo keeps its state (default {DEMO_DIR})")
+    p.add_argument("--dir", default=None,
+                   help="keep the demo's lab and state in this directory instead of the default state (every "
+                        "other command then needs L2VPC_STATE_PATH=DIR/state/state.db)")
     p.add_argument("--down", action="store_true", help="remove the lab again at the end")
     p.set_defaults(func=run)
 
@@ -55,14 +57,19 @@ def _tf(workdir: Path, *args: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from l2vpc import paths
     from l2vpc.lab.lab import Lab
     from l2vpc.lab.premises import PremisesConfig
     from l2vpc.lab.topology import LabTopology
 
-    base = Path(args.dir).resolve()
-    state = base / "state" / "state.db"
+    if args.dir:
+        base = Path(args.dir).resolve()
+        state = base / "state" / "state.db"
+        os.environ["L2VPC_STATE_PATH"] = str(state)
+    else:  # the default state, which every other command uses too: the hints below just work
+        base = Path(paths.home()) / DEMO_SUBDIR
+        state = Path(paths.default_state_path())
     workdir = base / EXAMPLE
-    os.environ["L2VPC_STATE_PATH"] = str(state)
     lab = Lab(str(state))
     if args.action == "down":
         return _down(lab, workdir, base)
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
              "   .venv/bin/l2vpc lab pod exec cache -- ip -4 addr show net1\n"
              "   .venv/bin/l2vpc lab vm exec web1 -- ip -4 addr show net1\n"
              f"   .venv/bin/l2vpc tf -C {workdir} plan      # empty: everything converged\n"
-             "   L2VPC_STATE_PATH=" + str(state) + " .venv/bin/l2vpc tf -C examples/terraform/direct-connect apply\n"
+             "   .venv/bin/l2vpc tf -C examples/terraform/direct-connect apply\n"
              "Remove it with: .venv/bin/l2vpc demo down")
     return rc
 

@@ -144,7 +144,7 @@ def snapshot_of(engine: Any) -> Snapshot:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("graph", help="draw the topology (SVG by default): hosts, workloads, VPCs, direct connects, VPNs")
-    p.add_argument("--state", default=None, help="the state file (default: $L2VPC_STATE_PATH or .l2vpc/state.db)")
+    p.add_argument("--state", default=None, help="the state file (default: $L2VPC_STATE_PATH, else state.db in $L2VPC_HOME: /var/lib/l2vpc as root, ~/.local/state/l2vpc otherwise)")
     p.add_argument("--vpc", default=None, help="only this VPC (name or id) and what touches it")
     p.add_argument("--format", choices=("svg", "dot"), default="svg")
     p.add_argument("-o", "--output", default=None, help="write here instead of stdout")

@@ -3,6 +3,7 @@
 - Root-only tests are skipped (with a reason) when not running as root.
 - Providers that Terraform starts during the tests keep their warm-start zygotes in a runtime
   directory of this test session, and those zygotes are stopped when the session ends.
+- The default state (`$L2VPC_HOME`) is a directory of this test session, never the machine's.
 - `pg`: one throwaway PostgreSQL server per session (l2vpc.testing.postgres), started by the
   first test that needs it; `db`: a fresh schema of it per test (skipped where no server runs).
 """
@@ -50,6 +51,22 @@ def provider_runtime_dir() -> Iterator[str]:
                 os.environ.pop(RUNTIME_DIR_ENV, None)
             else:
                 os.environ[RUNTIME_DIR_ENV] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def l2vpc_home() -> Iterator[str]:
+    from l2vpc.paths import HOME_ENV
+
+    with tempfile.TemporaryDirectory(prefix="l2vpc-test-home-") as directory:
+        previous = os.environ.get(HOME_ENV)
+        os.environ[HOME_ENV] = directory
+        try:
+            yield directory
+        finally:
+            if previous is None:
+                os.environ.pop(HOME_ENV, None)
+            else:
+                os.environ[HOME_ENV] = previous
 
 
 @pytest.fixture(scope="session")

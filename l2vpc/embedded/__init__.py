@@ -9,21 +9,15 @@ This module sits above the engine and the agent: the engine imports neither.
 
 from __future__ import annotations
 
-import os
-
 from l2vpc.agent.local import LocalAgentPool
 from l2vpc.engine.agent_client import GrpcAgentPool
 from l2vpc.engine.api import Engine
 from l2vpc.engine.executor import AgentClient
 from l2vpc.engine.model import Host
 from l2vpc.engine.store import open_store
+from l2vpc.paths import STATE_PATH_ENV, default_state_path
 
-STATE_PATH_ENV = "L2VPC_STATE_PATH"
-DEFAULT_STATE_PATH = os.path.join(".l2vpc", "state.db")
-
-
-def default_state_path() -> str:
-    return os.environ.get(STATE_PATH_ENV) or DEFAULT_STATE_PATH
+__all__ = ["STATE_PATH_ENV", "MixedAgentPool", "default_state_path", "open_engine"]
 
 
 class MixedAgentPool:

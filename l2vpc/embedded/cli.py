@@ -29,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            ("apply", "make the state equal a topology file and converge the hosts")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("-f", "--file", required=True, help="topology file (YAML or JSON)")
-        p.add_argument("--state", default=None, help="state file (default: $L2VPC_STATE_PATH or .l2vpc/state.db)")
+        p.add_argument("--state", default=None, help="the state file (default: $L2VPC_STATE_PATH, else state.db in $L2VPC_HOME: /var/lib/l2vpc as root, ~/.local/state/l2vpc otherwise)")
         p.add_argument("--json", action="store_true", help="print the plan as JSON")
         p.add_argument("--agents", choices=("auto", "memory", "grpc"), default="auto",
                        help="how to reach hosts: memory (record only) or grpc (real agents); auto = grpc if "

@@ -132,7 +132,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _state_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", default=None,
-                   help="the engine's state file (default: $L2VPC_STATE_PATH or .l2vpc/state.db)")
+                   help="the state file (default: $L2VPC_STATE_PATH, else state.db in $L2VPC_HOME: /var/lib/l2vpc as root, ~/.local/state/l2vpc otherwise)")
 
 
 def _lab(args: argparse.Namespace) -> Lab:

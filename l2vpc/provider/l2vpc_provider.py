@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any
 
-from l2vpc import __version__
+from l2vpc import __version__, paths
 from l2vpc.provider.client import EngineClient
 from l2vpc.provider.cty import Unknown
 from l2vpc.provider.diagnostics import Diagnostics
@@ -19,11 +19,9 @@ from l2vpc.provider.framework import Provider
 from l2vpc.provider.resources.common import report_engine_error
 from l2vpc.provider.schema import Schema, string
 
-STATE_PATH_ENV = "L2VPC_STATE_PATH"
 ENDPOINT_ENV = "L2VPC_ENDPOINT"
 TOKEN_ENV = "L2VPC_TOKEN"
 CA_FILE_ENV = "L2VPC_CA_FILE"
-DEFAULT_STATE_PATH = os.path.join(".l2vpc", "state.db")
 # HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 address.
 _ENDPOINT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})$")
 
@@ -53,8 +51,8 @@ class L2vpcProvider(Provider):
             ),
             "state_path": string(
                 optional=True,
-                description=f"State file of the embedded engine (not with `endpoint`). Default: `${STATE_PATH_ENV}`, else "
-                f"`{DEFAULT_STATE_PATH}` next to the configuration.",
+                description="State file of the embedded engine (not with `endpoint`). Default: "
+                f"{paths.describe_default()}: the one the lab and the `l2vpc` commands use.",
             ),
             "region": string(optional=True, description="Region for resources that do not name one."),
         },
@@ -89,7 +87,7 @@ class L2vpcProvider(Provider):
                 return
             settings["token"] = settings["ca_file"] = None
             if settings.get("state_path") is None:
-                settings["state_path"] = os.environ.get(STATE_PATH_ENV) or DEFAULT_STATE_PATH
+                settings["state_path"] = paths.default_state_path()
         self.settings = settings
         self.client = EngineClient(settings, self.stop_event)
         self.client.warm_up()

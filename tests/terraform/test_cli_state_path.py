@@ -1,7 +1,9 @@
-"""`l2vpc tf` with the real provider, and where the embedded engine keeps its state by default."""
+"""`l2vpc tf` with the real provider, and where the embedded engine keeps its state by default:
+the one state every command uses ($L2VPC_HOME), whatever the configuration's directory."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,16 +37,21 @@ def l2vpc_tf(work: Path, env: dict[str, str], *args: str) -> subprocess.Complete
                           env=env, capture_output=True, text=True, timeout=180)
 
 
-def test_l2vpc_tf_applies_with_state_next_to_the_configuration_or_from_the_env(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    work.mkdir()
+def test_l2vpc_tf_applies_with_the_default_state_or_from_the_env(tmp_path: Path) -> None:
+    work = tmp_path / "some" / "where"
+    work.mkdir(parents=True)
     (work / "main.tf").write_text(CONFIG)
     env = {k: v for k, v in os.environ.items() if k not in ("L2VPC_STATE_PATH", "TF_CLI_CONFIG_FILE")}
-    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(tmp_path), TF_IN_AUTOMATION="1")
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), TMPDIR=str(tmp_path), TF_IN_AUTOMATION="1",
+               L2VPC_HOME=str(tmp_path / "home"))
 
     applied = l2vpc_tf(work, env, "apply", "-input=false", "-auto-approve")
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    default_state = work / ".l2vpc" / "state.db"
+    assert not (work / ".l2vpc").exists()  # not beside the configuration: where every command looks
+    default_state = tmp_path / "home" / "state.db"
+    shown = subprocess.run([sys.executable, "-m", "l2vpc.cli", "show", "--json"], env=env, cwd="/",
+                           capture_output=True, text=True, timeout=60)
+    assert [v["name"] for v in json.loads(shown.stdout)["vpc"]] == ["cli-vpc"]  # from another directory
     engine = open_engine(str(default_state), agents="memory")
     try:
         (vpc,) = engine.list("vpc")
