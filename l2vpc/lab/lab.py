@@ -250,7 +250,7 @@ class Lab:
                 return
             except grpc.RpcError:
                 pass
-            if not processes.alive(rec.pid, rec.agent_dir):
+            if rec.pid is None or processes.exited(rec.pid):
                 raise LabError(f"agent of {rec.name} exited: {processes.log_tail(Path(rec.log))}")
             if time.monotonic() > deadline:
                 raise LabError(f"agent of {rec.name} did not answer within {AGENT_READY_TIMEOUT:.0f}s: "

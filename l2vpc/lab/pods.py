@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from l2vpc.lab import images, netns
-from l2vpc.lab.processes import alive, start, stop
+from l2vpc.lab.processes import alive, exited, start, stop
 
 CNI_VERSION = "1.1.0"
 POD_NAMESPACE = "default"  # the Kubernetes namespace lab Pods pretend to live in
@@ -87,7 +87,7 @@ class Containerd:
         rt = cls(rec)
         deadline = time.monotonic() + 15
         while rt.ctr("version", check=False).returncode != 0:
-            if not alive(rec.pid, rec.marker) or time.monotonic() > deadline:
+            if exited(rec.pid) or time.monotonic() > deadline:
                 log = (directory / "containerd.log").read_text(errors="replace")[-400:]
                 stop(rec.pid, rec.marker)
                 raise PodError(f"containerd did not start: {log.strip()}")

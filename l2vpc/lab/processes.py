@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from l2vpc.agent.drivers.linux import procs
-from l2vpc.agent.drivers.linux.procs import alive
+from l2vpc.agent.drivers.linux.procs import alive, exited
 
-__all__ = ["alive", "kill", "log_tail", "start", "stop"]
+__all__ = ["alive", "exited", "kill", "log_tail", "start", "stop"]
 
 
 def start(argv: list[str], pidfile: Path, log: Path, env: dict[str, str] | None = None) -> int:
@@ -31,6 +31,8 @@ def start(argv: list[str], pidfile: Path, log: Path, env: dict[str, str] | None 
     tmp = pidfile.with_name(pidfile.name + ".tmp")
     tmp.write_text(f"{proc.pid}\n")
     tmp.replace(pidfile)
+    # `ip netns exec NS program...` execs the program: wait for that last exec.
+    procs.wait_exec(proc.pid, argv[4:] if argv[:3] == ["ip", "netns", "exec"] else argv, timeout=10.0)
     return proc.pid
 
 

@@ -99,7 +99,7 @@ def boot(rec: VmRecord, timeout: float = BOOT_TIMEOUT) -> None:
         Path(rec.dir) / "monitor.pid", Path(rec.dir) / "monitor.log")
     deadline = time.monotonic() + timeout
     while UP_MARK not in rec.console.read_text(errors="replace"):
-        if not processes.alive(rec.pid, rec.marker):
+        if processes.exited(rec.pid):
             raise VmError(f"QEMU for {rec.workload} exited: {processes.log_tail(Path(rec.dir) / 'qemu.log')}")
         if time.monotonic() > deadline:
             stop(rec)

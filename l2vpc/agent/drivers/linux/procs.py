@@ -39,13 +39,14 @@ def start(netns_path: str | None, argv: list[str], pidfile: Path, log: Path, env
     tmp = pidfile.with_suffix(".tmp")
     tmp.write_text(f"{proc.pid}\n")
     tmp.replace(pidfile)
-    _wait_exec(proc.pid, argv)
+    wait_exec(proc.pid, argv)
     return proc.pid
 
 
-def _wait_exec(pid: int, argv: list[str], timeout: float = 2.0) -> None:
-    """Wait until nsenter has exec'd the daemon, so that facts read right after a start see
-    the daemon's own command line (between the two execs it is briefly empty)."""
+def wait_exec(pid: int, argv: list[str], timeout: float = 2.0) -> None:
+    """Wait until `pid` runs `argv`: mid-exec a process briefly shows an empty command line (the
+    new memory is in place before its arguments are), so a check by command line right after a
+    start could take a live daemon for a dead one."""
     want = b"\0".join(a.encode() for a in argv) + b"\0"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
