@@ -202,13 +202,14 @@ BENCHES: tuple[Bench, ...] = (
     Bench(
         "bench_agent_converge",
         needs=frozenset({ROOT}),
-        smoke=("--vpcs", "2", "--ports", "4", "--noop-runs", "2"),
+        smoke=("--vpcs", "2", "--ports", "4", "--noop-runs", "2", "--cold-runs", "2"),
         figures=(
             F("full converge from empty", r"^full converge from empty:\s*{v} ms", "ms", noise=20),
             F("no-op reconcile (median)", r"^no-op reconcile \(median\):\s*{v} ms", "ms", noise=1),
             F("no-op reconcile CPU (median)", r"^no-op reconcile .*cpu median {v}\)", "ms", noise=1),
             F("facts only (median)", r"^facts only \(median\):\s*{v} ms", "ms", noise=1),
             F("no-op after restart (cold)", r"^no-op after restart \(cold\):\s*{v} ms", "ms", noise=2),
+            F("no-op after restart CPU (median)", r"^no-op after restart .*cpu median {v}\)", "ms", noise=2),
             F("teardown", r"^teardown:\s*{v} ms", "ms", noise=20),
         ),
     ),

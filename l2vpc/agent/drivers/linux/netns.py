@@ -58,6 +58,15 @@ def _check(rc: int, what: str, name: str) -> None:
         raise OSError(code, f"{what} {name}: {os.strerror(code)}")
 
 
+def _go_back(home: int, name: str) -> None:
+    """Put this thread back in namespace `home` (an fd, closed here) after a visit to `name`."""
+    try:
+        # Failing to get back would leave this thread in the wrong namespace for good.
+        _check(_libc.setns(home, CLONE_NEWNET), "setns back from", name)
+    finally:
+        os.close(home)
+
+
 @contextlib.contextmanager
 def _coming_back(name: str) -> Iterator[None]:
     """Hold the lock; after the body, put this thread back in the namespace it is in now."""
@@ -66,11 +75,7 @@ def _coming_back(name: str) -> Iterator[None]:
         try:
             yield
         finally:
-            try:
-                # Failing to get back would leave this thread in the wrong namespace for good.
-                _check(_libc.setns(home, CLONE_NEWNET), "setns back from", name)
-            finally:
-                os.close(home)
+            _go_back(home, name)
 
 
 @contextlib.contextmanager
@@ -95,9 +100,24 @@ def inside(name: str | None) -> Iterator[None]:
 
 
 def socket_in(name: str | None, family: int, kind: int, proto: int = 0) -> socket.socket:
-    """A socket created inside namespace `name` (it stays there; None: the current one)."""
-    with inside(name):
+    """A socket created inside namespace `name` (it stays there; None: the current one).
+
+    What `with inside(name)` does, written out: a driver opens two sockets per workload
+    namespace on every cold read, and inside's three generator context managers were ~3 % of
+    a cold no-op converge (bench_agent_converge, callgrind)."""
+    if name is None:
         return socket.socket(family, kind, proto)
+    target = os.open(path(name), os.O_RDONLY)
+    try:
+        with _lock:
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            try:
+                _check(_libc.setns(target, CLONE_NEWNET), "setns", name)
+                return socket.socket(family, kind, proto)
+            finally:
+                _go_back(home, name)
+    finally:
+        os.close(target)
 
 
 def netlink_socket(name: str | None) -> socket.socket:

@@ -54,6 +54,11 @@ from l2vpc.agent.drivers.linux.rtnl.records import (
     parse_route,
 )
 
+# Bound once: on an imported NAME, `NAME.method(...)` compiles to an attribute load that builds
+# a bound method per call (see records.py); these run once per message of every dump and ack.
+_pack_hdr = HDR.pack
+_unpack_hdr = HDR.unpack_from
+
 
 class NetlinkError(OSError):
     """The kernel refused a request. `errno` is the error number, `args[1]` a readable reason."""
@@ -96,7 +101,7 @@ class Rtnl:
         for mtype, flags, body in requests:
             self._seq += 1
             seqs.append(self._seq)
-            msg = HDR.pack(HDR.size + len(body), mtype, flags | F_REQUEST | F_ACK, self._seq, 0) + body
+            msg = _pack_hdr(HDR.size + len(body), mtype, flags | F_REQUEST | F_ACK, self._seq, 0) + body
             chunk.append(msg)
             size += len(msg)
             if size > 200_000:
@@ -113,7 +118,7 @@ class Rtnl:
             data = self.sock.recv(1 << 20)
             off = 0
             while off + HDR.size <= len(data):
-                length, mtype, flags, seq, _ = HDR.unpack_from(data, off)
+                length, mtype, flags, seq, _ = _unpack_hdr(data, off)
                 if mtype == NLMSG_ERROR and first <= seq < first + len(seqs):
                     code = -ERR.unpack_from(data, off + HDR.size)[0]
                     if code:
@@ -127,12 +132,12 @@ class Rtnl:
     def _dump(self, mtype: int, body: bytes) -> Iterator[tuple[bytes, int, int]]:
         self._seq += 1
         seq = self._seq
-        self.sock.send(HDR.pack(HDR.size + len(body), mtype, F_REQUEST | F_DUMP, seq, 0) + body)
+        self.sock.send(_pack_hdr(HDR.size + len(body), mtype, F_REQUEST | F_DUMP, seq, 0) + body)
         while True:
             data = self.sock.recv(1 << 20)
             off = 0
             while off + HDR.size <= len(data):
-                length, rtype, flags, rseq, _ = HDR.unpack_from(data, off)
+                length, rtype, flags, rseq, _ = _unpack_hdr(data, off)
                 if rseq == seq:
                     if rtype == NLMSG_DONE:
                         return
@@ -153,10 +158,10 @@ class Rtnl:
         self._seq += 1
         body = IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + attr_str(IFLA_IFNAME, name)
         body += attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
-        self.sock.send(HDR.pack(HDR.size + len(body), RTM_GETLINK, F_REQUEST, self._seq, 0) + body)
+        self.sock.send(_pack_hdr(HDR.size + len(body), RTM_GETLINK, F_REQUEST, self._seq, 0) + body)
         while True:
             data = self.sock.recv(1 << 16)
-            length, rtype, flags, rseq, _ = HDR.unpack_from(data, 0)
+            length, rtype, flags, rseq, _ = _unpack_hdr(data, 0)
             if rseq != self._seq:
                 continue
             if rtype == NLMSG_ERROR:
