@@ -155,18 +155,12 @@ class VpnResource(EdgeServiceResource):
                 diags.error("Invalid value", f"timeout {dpd['timeout']} must be longer than interval {dpd['interval']}",
                             "dpd.timeout")
 
-    def modify_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
+    def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
         planned, config = plan.planned, plan.config
-        if planned is None or config is None:
-            return
+        assert planned is not None and config is not None
         for attr, defaults in (("ike", IKE_DEFAULTS), ("esp", ESP_DEFAULTS), ("dpd", DPD_DEFAULTS)):
             if config.get(attr) is None:
                 planned[attr] = dict(defaults)
         if plan.prior is not None and plan.changed("pre_shared_key_wo_version"):
             diags.warning("The VPN re-keys", "A new pre-shared key is installed; the tunnel renegotiates.",
                           "pre_shared_key_wo_version")
-        checked = dict(planned)
-        if planned.get("pre_shared_key") is None:
-            # The write-only key is checked in validate(); stand in a valid one for the model.
-            checked["pre_shared_key"] = "placeholder.key"
-        self.check_plan(checked, diags)
