@@ -128,7 +128,8 @@ class use_state_while_unchanged:
 
     def __init__(self, *inputs: str, description: str = "") -> None:
         object.__setattr__(self, "inputs", inputs)
-        object.__setattr__(self, "description", description)
+        names = " or ".join(f"`{i}`" for i in inputs)
+        object.__setattr__(self, "description", description or f"if left out, computed again when {names} changes")
 
     def modify(self, plan: AttributePlan) -> None:
         if _ours_unknown(plan) and not any(plan.input_changed(p) for p in self.inputs):

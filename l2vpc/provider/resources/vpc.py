@@ -62,9 +62,10 @@ SCHEMA = Schema(
                         description="`single_region` (default) or `multi_region`. Changing it is done in place "
                         "but restarts every attached workload."),
         "region": string(optional=True, computed=True,
-                         plan_modifiers=[requires_replace_if(_stays_single_region, "changing it replaces a single_region VPC")],
+                         plan_modifiers=[requires_replace_if(
+                             _stays_single_region, "changing it replaces the VPC (a scope conversion does not)")],
                          description="Region of a single_region VPC. Default: the provider's `region`; must be "
-                         "unset for multi_region. Changing it replaces the VPC (a scope conversion does not)."),
+                         "unset for multi_region."),
         "mtu": integer(default=1500, validators=[between(576, 9000)], description="MTU of the segment (576–9000)."),
         "cidr": string(optional=True, validators=[is_ipv4_cidr()], description="IPv4 subnet of the segment."),
         "dhcp": DHCP,

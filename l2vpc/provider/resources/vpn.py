@@ -52,7 +52,7 @@ def _proposal(kind: str, lifetime: tuple[int, int], defaults: dict[str, Any]) ->
             "lifetime": integer(default=defaults["lifetime"], validators=[between(*lifetime)],
                                 description=f"Lifetime in seconds ({lifetime[0]}–{lifetime[1]})."),
         },
-        optional=True, computed=True,
+        optional=True, computed=True, default=dict(defaults),
         description=f"{kind} proposal; every field has a default.",
     )
 
@@ -89,7 +89,7 @@ SCHEMA = Schema(
                 "timeout": integer(default=120, validators=[at_least(11)],
                                    description="Seconds without an answer before the peer is declared dead (> interval)."),
             },
-            optional=True, computed=True, description="Dead peer detection.",
+            optional=True, computed=True, default=dict(DPD_DEFAULTS), description="Dead peer detection.",
         ),
         "public_ip": string(computed=True, plan_modifiers=STABLE, description="Our gateway's public address."),
         "status": string(computed=True, description="`up`, `down` or `connecting`."),
@@ -156,11 +156,6 @@ class VpnResource(EdgeServiceResource):
                             "dpd.timeout")
 
     def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
-        planned, config = plan.planned, plan.config
-        assert planned is not None and config is not None
-        for attr, defaults in (("ike", IKE_DEFAULTS), ("esp", ESP_DEFAULTS), ("dpd", DPD_DEFAULTS)):
-            if config.get(attr) is None:
-                planned[attr] = dict(defaults)
         if plan.prior is not None and plan.changed("pre_shared_key_wo_version"):
             diags.warning("The VPN re-keys", "A new pre-shared key is installed; the tunnel renegotiates.",
                           "pre_shared_key_wo_version")
