@@ -110,7 +110,10 @@ def check_plan(resource: EngineResource, plan: ResourcePlan, diags: Diagnostics)
     unknown = unknown_fields(config)
     if unknown - {"vpc_id"}:
         return
-    data = resource.engine_data(with_write_only(resource.schema.attributes, copy.deepcopy(planned), config))
+    values = planned
+    if resource.schema.has_write_only():  # the engine checks the key the create will send
+        values = with_write_only(resource.schema.attributes, copy.deepcopy(planned), config)
+    data = resource.engine_data(values)
     vpc_id = data.get("vpc_id")
     if "vpc_id" in unknown or (isinstance(vpc_id, str) and resource.vpc_changes(vpc_id)):
         check_alone(resource.model_name, {**data, "vpc_id": vpc_id or STAND_IN_VPC_ID}, diags)
