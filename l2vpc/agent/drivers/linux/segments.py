@@ -63,6 +63,7 @@ class Segments:
         if br is not None and br.kind != "bridge":
             netlink.apply(nl, path, [rtnl.del_link(br.index)])
             br = None
+        new_bridge = br is None
         if br is None:
             netlink.apply(nl, path, [rtnl.new_bridge(bname, seg.mtu, OWN_GROUP),
                                      *netlink.bring_up(bname, alias=seg.vpc_id)])
@@ -88,8 +89,9 @@ class Segments:
         elif (vx.mtu, vx.master, vx.up, vx.alias) != (seg.mtu, br.index, True, seg.vpc_name):
             netlink.apply(nl, path, [rtnl.set_link(vx.index, up=True, mtu=seg.mtu, master=br.index,
                                                    alias=seg.vpc_name)])
-        others = [rtnl.set_link(lk.index, mtu=seg.mtu) for lk in view.links.values()
-                  if lk.master == br.index and lk.index != vx.index and lk.mtu != seg.mtu]
+        # A bridge created just now holds nothing else yet.
+        others = [] if new_bridge else [rtnl.set_link(lk.index, mtu=seg.mtu) for lk in view.links.values()
+                                         if lk.master == br.index and lk.index != vx.index and lk.mtu != seg.mtu]
         if others:  # ports, the DHCP server's veth, gateways (their peers follow in their own steps),
             # then the bridge, which followed the smallest of them
             netlink.apply(nl, path + ".mtu", [*others, rtnl.set_link(br.index, mtu=seg.mtu)])
