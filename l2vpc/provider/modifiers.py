@@ -11,8 +11,9 @@ order, per attribute:
 
 A modifier gets an `AttributePlan` and may change `planned`, set `requires_replace` or add
 diagnostics; `plan.resource` is the whole resource's plan (config, prior, planned so far), as the
-framework's requests carry Config, State and Plan. The replace rules only react to values the user writes: an optional+computed
-attribute left out of the configuration that turned "(known after apply)" does not replace.
+framework's requests carry Config, State and Plan. The replace rules only react to values the
+user writes: an optional+computed attribute left out of the configuration that turned "(known
+after apply)" does not replace.
 Whole-resource logic (cross-attribute warnings, values computed from other attributes) belongs
 in `Resource.modify_plan` instead.
 """

@@ -16,7 +16,11 @@ Replacements: Terraform plans one as an update that requires replacement, then p
 again without a prior state. The first records the old object's id under the configuration; the
 second finds it there and is checked as if the old object were gone (its name and addresses
 free), as it will be: a replacement that cannot be created fails at plan, before the old object
-is destroyed.
+is destroyed. Failing at plan rather than creating the new object before destroying the old one,
+because that is what a user of a production provider expects from `terraform plan` (refuse what
+apply cannot do, before anything is touched), and because the other way is not ours to take:
+create-before-destroy is the configuration's `lifecycle` choice, not the provider's, and a
+replacement created first would clash with the old object on its unique name and addresses.
 
 An update that would move an allocated value (a VPN's public address when its edge host
 changes) plans it as "(known after apply)", so Terraform's plan says what changes.

@@ -43,7 +43,6 @@ DHCP = single_nested(
 )
 
 
-
 def _stays_single_region(plan: AttributePlan) -> bool:
     whole = plan.resource
     return (whole is not None and whole.prior is not None and whole.planned is not None
@@ -64,8 +63,8 @@ SCHEMA = Schema(
         "region": string(optional=True, computed=True,
                          plan_modifiers=[requires_replace_if(
                              _stays_single_region, "changing it replaces the VPC (a scope conversion does not)")],
-                         description="Region of a single_region VPC. Default: the provider's `region`; must be "
-                         "unset for multi_region."),
+                         description="Region of a single_region VPC, one where hosts are registered (checked at "
+                         "plan). Default: the provider's `region`; must be unset for multi_region."),
         "mtu": integer(default=1500, validators=[between(576, 9000)], description="MTU of the segment (576–9000)."),
         "cidr": string(optional=True, validators=[is_ipv4_cidr()], description="IPv4 subnet of the segment."),
         "dhcp": DHCP,
