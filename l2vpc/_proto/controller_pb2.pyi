@@ -57,14 +57,20 @@ class ListRequest(_message.Message):
     def __init__(self, kind: _Optional[str] = ...) -> None: ...
 
 class CheckRequest(_message.Message):
-    __slots__ = ("kind", "data_json", "id")
+    __slots__ = ("kind", "data_json", "id", "replacing", "adopt", "adopt_key")
     KIND_FIELD_NUMBER: _ClassVar[int]
     DATA_JSON_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACING_FIELD_NUMBER: _ClassVar[int]
+    ADOPT_FIELD_NUMBER: _ClassVar[int]
+    ADOPT_KEY_FIELD_NUMBER: _ClassVar[int]
     kind: str
     data_json: str
     id: str
-    def __init__(self, kind: _Optional[str] = ..., data_json: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    replacing: _containers.RepeatedScalarFieldContainer[str]
+    adopt: bool
+    adopt_key: str
+    def __init__(self, kind: _Optional[str] = ..., data_json: _Optional[str] = ..., id: _Optional[str] = ..., replacing: _Optional[_Iterable[str]] = ..., adopt: _Optional[bool] = ..., adopt_key: _Optional[str] = ...) -> None: ...
 
 class ObjectReply(_message.Message):
     __slots__ = ("kind", "id", "data_json")

@@ -175,9 +175,11 @@ class RemoteEngine:
         self._call("Refresh", lambda: self._stub.Refresh(
             pb.RefreshRequest(hosts=names, timeout_seconds=timeout), timeout=timeout + self.timeout), retry=True)
 
-    def check(self, kind: str, data: Mapping[str, Any], ident: str | None = None) -> Any:
-        reply = self._call("Check", lambda: self._stub.Check(
-            pb.CheckRequest(kind=kind, data_json=_dumps(data), id=ident or ""), timeout=self.timeout), retry=True)
+    def check(self, kind: str, data: Mapping[str, Any], ident: str | None = None, *,
+              replacing: Iterable[str] = (), adopt: bool | str = False) -> Any:
+        request = pb.CheckRequest(kind=kind, data_json=_dumps(data), id=ident or "", replacing=list(replacing),
+                                  adopt=bool(adopt), adopt_key=adopt if isinstance(adopt, str) else "")
+        reply = self._call("Check", lambda: self._stub.Check(request, timeout=self.timeout), retry=True)
         return self._object(kind, reply)
 
     # ------------------------------------------------------------------ writes

@@ -322,7 +322,9 @@ class ControllerService(pb_grpc.ControllerServicer):
         kind = _kind(request.kind)
         data = self.document(request.data_json)
         ident = _ident(request.id) if request.id else None
-        return _reply(kind, self.engine(caller).check(kind, data, ident))
+        replacing = [_ident(r) for r in request.replacing]
+        adopt = (request.adopt_key or True) if request.adopt else False
+        return _reply(kind, self.engine(caller).check(kind, data, ident, replacing=replacing, adopt=adopt))
 
     @_rpc(OBJECT)
     def AttachedWorkloads(self, request: pb.AttachedWorkloadsRequest, context: grpc.ServicerContext,

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Container, Iterable
 
 from l2vpc.engine.errors import ConflictError, ValidationError
-from l2vpc.engine.model import VPC, Host
+from l2vpc.engine.model import VPC, Host, usable
 from l2vpc.engine.store.base import Transaction
 from l2vpc.hostconfig import INTERFACE_NAMES, MAX_VNI
 
@@ -152,11 +152,19 @@ def public_space(host: str) -> str:
     return f"public:{host}"
 
 
-def allocate_public_ip(tx: Transaction, edge: Host, owner: str) -> str:
-    """A free address of an edge host's public block (never its gateway), for a VPN it runs."""
+def allocate_public_ip(tx: Transaction, edge: Host, owner: str, keep: str | None = None) -> str:
+    """A free address of an edge host's public block (never its gateway), for a VPN it runs.
+    `keep`: the address the VPN has now, kept while it is still one of the block's and free (an
+    update must not move it: Terraform recorded it)."""
     assert edge.public_cidr  # edges for VPNs are picked with public=True
     avoid = {edge.public_gateway} if edge.public_gateway else set()
-    return allocate_address(tx, public_space(edge.name), edge.public_cidr, owner, avoid)
+    space = public_space(edge.name)
+    if keep is not None and keep not in avoid and usable(edge.public_cidr, keep):
+        holder = tx.allocations(pool_ip(space)).get(keep)
+        if holder in (None, owner):
+            tx.reserve(pool_ip(space), keep, owner)
+            return keep
+    return allocate_address(tx, space, edge.public_cidr, owner, avoid)
 
 
 def allocate_peering(tx: Transaction, owner: str, prefixlen: int = 31) -> str:

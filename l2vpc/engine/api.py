@@ -231,18 +231,26 @@ class Engine:
                 raise NotFoundError(kind, ident)
             k.delete(cx, so, k.load(cx, so))
 
-    def check(self, kind: str, data: Mapping[str, Any], ident: str | None = None) -> Any:
+    def check(self, kind: str, data: Mapping[str, Any], ident: str | None = None, *,
+              replacing: Iterable[str] = (), adopt: bool | str = False) -> Any:
         """Validate a create (or, with `ident`, an update) exactly as it would run, write nothing.
 
         Used at plan time so that every rule, including cross-object ones (an address already
         taken, the 11th VPC of a workload), fails before apply. Returns the would-be object.
+        `replacing`: ids of objects of this kind the create replaces (Terraform destroys them
+        first), checked as if they were gone: their name and addresses are free. `adopt`: as
+        for `create` (the object an earlier create left unconfirmed passes).
         """
         k = KINDS[kind]
         result: builtins.list[Any] = []
         try:
             with self._transaction() as cx:
+                for old in replacing:
+                    so = cx.tx.get(kind, old, tenant=self.tenant or None)
+                    if so is not None:
+                        k.forget(cx, so)
                 if ident is None:
-                    result.append(k.create(cx, k.writable(data)))
+                    result.append(self.create_in(cx.tx, kind, data, adopt=adopt))
                 else:
                     so = cx.tx.get(kind, ident, tenant=self.tenant or None)
                     if so is None:

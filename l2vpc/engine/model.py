@@ -73,6 +73,12 @@ def _mac(value: str) -> str:
     return v
 
 
+def usable(net: ipaddress.IPv4Network | str, address: str) -> bool:
+    """`address` is a host address of `net` (neither its network nor its broadcast address)."""
+    n = net if isinstance(net, ipaddress.IPv4Network) else ipaddress.IPv4Network(net)
+    return n.network_address < ipaddress.IPv4Address(address) < n.broadcast_address
+
+
 def _md5_key(value: str) -> str:
     if not re.fullmatch(r"[!-~]{1,80}", value):
         # Never echo the key.

@@ -11,7 +11,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
 
-from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment
+from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment, usable
 from l2vpc.engine.topology import Topology
 
 Problem = tuple[str, str]
@@ -136,7 +136,7 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
                 add((f"{where}.mode", f"layer3 needs VPC {vpc.name!r} to have a cidr"))
                 continue
             net = ipaddress.IPv4Network(vpc.cidr)
-            if d.gateway_ip and not _usable(net, d.gateway_ip):
+            if d.gateway_ip and not usable(net, d.gateway_ip):
                 add((f"{where}.gateway_ip", f"{d.gateway_ip} is not a usable address of VPC cidr {vpc.cidr}"))
             if d.bgp and d.bgp.peering_cidr and ipaddress.IPv4Network(d.bgp.peering_cidr).overlaps(net):
                 add((f"{where}.bgp.peering_cidr", f"{d.bgp.peering_cidr} overlaps VPC cidr {vpc.cidr}"))
@@ -153,14 +153,9 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
         for i, r in enumerate(vpn.remote_cidrs):
             if ipaddress.IPv4Network(r).overlaps(net):
                 add((f"{where}.remote_cidrs[{i}]", f"{r} overlaps VPC cidr {vpc.cidr}"))
-        if vpn.gateway_ip and not _usable(net, vpn.gateway_ip):
+        if vpn.gateway_ip and not usable(net, vpn.gateway_ip):
             add((f"{where}.gateway_ip", f"{vpn.gateway_ip} is not a usable address of VPC cidr {vpc.cidr}"))
     return problems
-
-
-def _usable(net: ipaddress.IPv4Network, addr: str) -> bool:
-    ip = ipaddress.IPv4Address(addr)
-    return net.network_address < ip < net.broadcast_address
 
 
 def _address_problems(where: str, a: Attachment, vpc: VPC) -> list[Problem]:

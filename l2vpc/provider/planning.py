@@ -104,11 +104,10 @@ def plan_resource_change(
     cfg = config or {}
     _plan_defaults(schema.attributes, planned, cfg)
     if creating or not values_equal(schema.type, planned, prior):
-        _mark_computed_unknown(schema.attributes, planned, cfg)
+        mark_computed_unknown(schema.attributes, planned, cfg)
 
     replace: set[Path] = set()
-    _run_modifiers(resource, schema.attributes, Path(), planned, cfg, prior, creating, replace, diags)
-
+    # Modifiers see the whole resource (as the framework's requests carry Plan, State, Config).
     plan = ResourcePlan(
         prior=copy.deepcopy(prior),
         config=copy.deepcopy(config),
@@ -116,6 +115,12 @@ def plan_resource_change(
         requires_replace=replace,
         schema=schema,
     )
+    _run_modifiers(resource, plan, schema.attributes, Path(), planned, cfg, prior, creating, replace, diags)
+    if replace and not creating:
+        # A replacement is a new object: nothing computed for the old one carries over (as the
+        # framework marks computed nulls unknown on replace); Terraform then plans the create.
+        mark_computed_unknown(schema.attributes, planned, cfg)
+
     with guard(resource.provider, diags, f"{resource.type_name} plan"):
         resource.modify_plan(plan, diags)
     if plan.planned is None:
@@ -153,7 +158,7 @@ def _plan_defaults(attributes: Mapping[str, Attribute], planned: Value, config: 
     visit(attributes, Path(), planned, [config])
 
 
-def _mark_computed_unknown(attributes: Mapping[str, Attribute], planned: Value, config: Value) -> None:
+def mark_computed_unknown(attributes: Mapping[str, Attribute], planned: Value, config: Value) -> None:
     """Computed values the configuration leaves to us will be known after apply."""
 
     def visit(attrs: Mapping[str, Attribute], base: Path, value: Value, matches: list[Any]) -> None:
@@ -172,6 +177,7 @@ def _mark_computed_unknown(attributes: Mapping[str, Attribute], planned: Value, 
 
 def _run_modifiers(
     resource: Resource,
+    whole: ResourcePlan,
     attributes: Mapping[str, Attribute],
     base: Path,
     planned: Value,
@@ -195,6 +201,7 @@ def _run_modifiers(
                 planned=planned.get(name),
                 creating=creating,
                 diags=diags,
+                resource=whole,
             )
             with guard(resource.provider, diags, f"{resource.type_name} plan of {path}"):
                 for modifier in a.plan_modifiers:
@@ -209,6 +216,7 @@ def _run_modifiers(
             element_prior = matches[1]
             _run_modifiers(
                 resource,
+                whole,
                 attrs,
                 element_path,
                 element,

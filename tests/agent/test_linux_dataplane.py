@@ -15,6 +15,7 @@ import pytest
 from l2vpc.agent.drivers.linux import LinuxDriver
 from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.hostconfig import DhcpServer, HostConfig, Port, Reservation, Route, Segment
+from l2vpc.hostconfig.names import dhcp_netns_name
 
 from .conftest import Host, Lab, sh
 
@@ -132,6 +133,35 @@ def test_mtu_change_is_live_and_foreign_devices_are_untouched(lab: Lab) -> None:
 
     d.teardown()
     assert h1.links() == ["eth9", "l2foo", "lo", "u0"]
+
+
+def test_every_device_on_a_bridge_takes_the_vpc_mtu_and_a_converged_host_plans_nothing(lab: Lab) -> None:
+    """Issue 18, case 6: the DHCP server's veth joined a 9000 bridge at 1500, the bridge dropped
+    to 1500 and every converge planned `segment (changed: mtu)` again."""
+    h1, h2 = lab.add_host(), lab.add_host()
+    drivers = [h1.driver(), h2.driver()]
+    server = DhcpServer(vni=400, server_ip="10.40.0.254/24", range_start="10.40.0.100", range_end="10.40.0.150")
+
+    def mtus() -> dict[str, int]:
+        """MTU of h1's bridge of the VPC, of every device on it, and of the DHCP server's dhcp0."""
+        def parse(text: str) -> dict[str, int]:
+            return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\d+: ([^:@]+)\S*: .* mtu (\d+) ", text, re.M)}
+        found = parse(h1.ip("-o", "link", "show", "l2b400"))
+        found |= parse(h1.ip("-o", "link", "show", "master", "l2b400"))
+        found |= parse(sh("ip", "-n", dhcp_netns_name(h1.prefix, 400), "-o", "link", "show", "dhcp0").stdout)
+        assert {"l2b400", "l2x400", "l2d400", "dhcp0"} <= set(found), found
+        return found
+
+    for mtu, generation in ((9000, 1), (1500, 2), (9000, 3)):
+        vpcs = [Vpc(400, mtu=mtu, dhcp=server, dhcp_host=0)]
+        nics = [Nic(0, port("pm1", 400, "m1", 0x31, mtu, "10.40.0.1/24")),
+                Nic(1, port("pm2", 400, "m2", 0x32, mtu, "10.40.0.2/24"))]
+        configs = host_configs(lab, vpcs, nics, generation)
+        converge_all(drivers, configs)
+        assert set(mtus().values()) == {mtu}, mtus()
+        again = drivers[0].converge(configs[0])
+        assert again.ok and again.actions == (), again.actions  # converged: nothing planned
+    assert ping(h1, "m1", "10.40.0.2", "-M", "do", "-s", "8972")
 
 
 def test_dhcp_dynamic_lease_reservation_options_and_reload(lab: Lab, wait_for: Callable[..., bool]) -> None:

@@ -201,9 +201,11 @@ def test_two_applies_at_once_one_fails_cleanly_on_the_name(cluster: Cluster) -> 
     loser_ws = a if a.dir.name == loser else b
     if (loser_ws.dir / "terraform.tfstate").exists():
         assert loser_ws.resources() == {}
-    # The loser's next plan still wants its VPC: nothing of the winner's leaked into its state.
+    # The loser's next plan still wants its VPC (nothing of the winner's leaked into its state),
+    # and says at plan that the name is taken.
     planned = loser_ws.tf("plan", "-input=false", "-detailed-exitcode")
-    assert planned.rc == 2 and "2 to add" in planned.text, planned
+    assert planned.rc == 1 and 'resource "l2vpc_vpc" "shared"' in planned.text, planned
+    assert "name: a vpc named 'shared' already exists" in planned.text, planned
 
 
 MANY = """

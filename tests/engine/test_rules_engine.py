@@ -581,3 +581,59 @@ def test_list_and_get_agree_on_status(env: Env) -> None:
     env.engine.converge()  # the (memory) agents now run it and report so
     assert env.engine.get("attachment", att.id).status == "active"
     assert [a.status for a in env.engine.list("attachment")] == ["active"]
+
+
+# --- plan-time checks (Engine.check) and what updates keep ------------------------------------
+def test_rules_are_reported_before_placement(env: Env) -> None:
+    """A bad address in a region without an up compute host is reported as the bad address."""
+    lonely = env.vpc("lonely", region="edge-land", cidr="10.0.0.0/24")
+    env.rejected(lambda: env.attach(lonely, "db1", ip_mode="static", ip_address="10.9.0.5/24"),
+                 "ip_address", "outside VPC cidr")
+    env.rejected(lambda: env.attach(lonely, "db1", ip_mode="static", ip_address="10.0.0.5/24"),
+                 "host", "no compute host")
+
+
+def test_check_writes_nothing_and_sees_replacements_and_orphans(env: Env) -> None:
+    vpc = env.vpc("prod", cidr="10.0.0.0/24")
+    att = env.attach(vpc, "web1", ip_mode="static", ip_address="10.0.0.5/24")
+    before = env.snapshot()
+    # A create is checked exactly as it would run: the name is taken, the address too...
+    with pytest.raises(ValidationError) as ei:
+        env.engine.check("vpc", {"name": "prod", "region": "us-west"})
+    assert ei.value.first[0] == "name"
+    with pytest.raises(ValidationError) as ei:
+        env.engine.check("attachment", {"vpc_id": vpc.id, "workload": "web2", "ip_mode": "static",
+                                        "ip_address": "10.0.0.5/24"})
+    assert ei.value.first[0] == "ip_address"
+    # ...unless it replaces their holder (Terraform destroys that first).
+    assert env.engine.check("vpc", {"name": "prod", "region": "us-west"}, replacing=[vpc.id]).region == "us-west"
+    replacement = env.engine.check("attachment", {"vpc_id": vpc.id, "workload": "web1", "workload_kind": "pod",
+                                                  "ip_mode": "static", "ip_address": "10.0.0.5/24"},
+                                   replacing=[att.id])
+    assert replacement.id != att.id and replacement.interface_name == "net1"
+    # A replacement that cannot be created fails: the region has no host.
+    with pytest.raises(ValidationError) as ei:
+        env.engine.check("vpc", {"name": "prod", "region": "mars"}, replacing=[vpc.id])
+    assert ei.value.first[0] == "region"
+    assert env.snapshot() == before
+    # An object an interrupted create left unconfirmed passes for its creator only.
+    orphan = env.engine.create("vpc", {"name": "orphan", "region": "us-east"}, adopt="dir-a")
+    before = env.snapshot()
+    assert env.engine.check("vpc", {"name": "orphan", "region": "us-east"}, adopt="dir-a").id == orphan.id
+    with pytest.raises(ValidationError):
+        env.engine.check("vpc", {"name": "orphan", "region": "us-east"}, adopt="dir-b")
+    assert env.snapshot() == before
+
+
+def test_an_update_keeps_the_public_ip_on_its_edge(env: Env) -> None:
+    vpc = env.vpc("prod", cidr="10.0.0.0/24")
+    vpn = {"vpc_id": vpc.id, "peer_address": "203.0.113.5", "pre_shared_key": "abcdefgh",
+           "remote_cidrs": ["192.168.0.0/24"]}
+    first = env.engine.create("vpn", {**vpn, "name": "first"})
+    second = env.engine.create("vpn", {**vpn, "name": "second", "remote_cidrs": ["192.168.1.0/24"]})
+    assert (first.public_ip, second.public_ip) == ("203.0.113.46", "203.0.113.45")
+    env.engine.delete("vpn", first.id)  # frees the top of the block
+    updated = env.engine.update("vpn", second.id, {**vpn, "name": "second", "remote_cidrs": ["192.168.1.0/24"],
+                                                   "ike": {"lifetime": 3600}})
+    assert updated.public_ip == "203.0.113.45" and updated.ike.lifetime == 3600
+    assert env.engine.create("vpn", {**vpn, "name": "third"}).public_ip == "203.0.113.46"

@@ -341,3 +341,108 @@ resource "l2vpc_vpn" "overlap" {
   remote_cidrs   = ["10.0.0.128/25"]
 }
 """
+
+
+# The VPC is created in the same apply: its id is unknown at plan. These rules of the objects
+# alone used to be skipped then, and failed at apply, after the VPC was created.
+SAME_APPLY = """
+resource "l2vpc_vpc" "v" {
+  name   = "v"
+  region = "us-east"
+  cidr   = "10.8.0.0/24"
+}
+
+resource "l2vpc_attachment" "static_no_ip" {
+  vpc_id   = l2vpc_vpc.v.id
+  workload = "vm1"
+  ip_mode  = "static"
+}
+
+resource "l2vpc_direct_connect" "megaport_no_key" {
+  name           = "m"
+  vpc_id         = l2vpc_vpc.v.id
+  location       = "nyc1"
+  bandwidth_mbps = 1000
+  partner        = "megaport"
+  mode           = "layer2"
+}
+
+resource "l2vpc_direct_connect" "customer_ip_alone" {
+  name           = "c"
+  vpc_id         = l2vpc_vpc.v.id
+  location       = "nyc1"
+  bandwidth_mbps = 1000
+  bgp            = { customer_asn = 65010, customer_ip = "169.254.9.2" }
+}
+
+resource "l2vpc_vpc" "server_in_range" {
+  name   = "d"
+  region = "us-east"
+  cidr   = "10.9.0.0/24"
+  dhcp   = { range_start = "10.9.0.10", range_end = "10.9.0.254" }
+}
+"""
+
+
+def test_rules_of_the_object_alone_fail_at_plan_also_before_its_vpc_exists(workspace: Workspace) -> None:
+    ws = workspace
+    ws.write(SAME_APPLY)
+    planned = ws.fails("plan", "-input=false")
+    assert "ip_address: required when ip_mode is static" in diagnostic_for(
+        planned, "l2vpc_attachment.static_no_ip", "resource")
+    assert "service_key: required when partner is megaport" in diagnostic_for(
+        planned, "l2vpc_direct_connect.megaport_no_key", "resource")
+    # Values the provider would assign (peering_cidr, server_ip) are checked as it would assign them.
+    assert "bgp.peering_cidr: set it when customer_ip or provider_ip is given" in diagnostic_for(
+        planned, "l2vpc_direct_connect.customer_ip_alone", "bgp")
+    assert "dhcp.server_ip: 10.9.0.254 lies inside the range 10.9.0.10-10.9.0.254" in diagnostic_for(
+        planned, "l2vpc_vpc.server_in_range", "dhcp")
+    applied = ws.fails("apply", "-input=false", "-auto-approve")
+    assert "Creation complete" not in applied.out and "Apply complete" not in applied.out
+    ws.assert_nothing_created()
+
+
+EXISTING_VPC = """
+resource "l2vpc_vpc" "v" {
+  name   = "v"
+  region = "eu-west"
+  cidr   = "%s"
+}
+"""
+
+ATTACHED = """
+resource "l2vpc_attachment" "a" {
+  vpc_id     = l2vpc_vpc.v.id
+  workload   = "vm1"
+  ip_mode    = "static"
+  ip_address = "%s"
+}
+"""
+
+
+def test_rules_against_existing_objects_fail_at_plan_and_before_placement(workspace: Workspace) -> None:
+    ws = workspace
+    ws.write(EXISTING_VPC % "10.5.0.0/24")
+    ws.apply()
+    ws.write(EXISTING_VPC % "10.5.0.0/24" + ATTACHED % "10.6.0.5/24")
+    planned = ws.fails("plan", "-input=false")
+    assert "10.6.0.5/24 is outside VPC cidr 10.5.0.0/24" in diagnostic_for(
+        planned, "l2vpc_attachment.a", "ip_address")
+    # A VPC this plan changes is not held against its old values: the new cidr counts (at apply).
+    ws.write(EXISTING_VPC % "10.6.0.0/24" + ATTACHED % "10.6.0.5/24")
+    ws.apply()
+    [att] = ws.list("attachment")
+    assert att.ip_address == "10.6.0.5/24" and att.host == "host3"
+    ws.write(EXISTING_VPC % "10.6.0.0/24")
+    ws.apply()
+    # The region's only compute host is down: a bad address is still reported as such, first.
+    with ws.engine() as engine:
+        engine.set_host_status("host3", "down")
+    ws.write(EXISTING_VPC % "10.6.0.0/24" + ATTACHED % "10.7.0.5/24")
+    planned = ws.fails("plan", "-input=false")
+    assert "10.7.0.5/24 is outside VPC cidr 10.6.0.0/24" in diagnostic_for(
+        planned, "l2vpc_attachment.a", "ip_address")
+    ws.write(EXISTING_VPC % "10.6.0.0/24" + ATTACHED % "10.6.0.5/24")
+    planned = ws.fails("plan", "-input=false")
+    assert "no compute host is up in region 'eu-west'" in diagnostic_for(planned, "l2vpc_attachment.a", "resource")
+    assert ws.list("attachment") == []

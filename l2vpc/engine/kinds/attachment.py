@@ -41,18 +41,19 @@ class AttachmentKind(Kind[Attachment]):
                 f"workload {att.workload!r} is already attached to VPC {vpc.name!r} by attachment {other}",
                 path="vpc_id")
         host = att.host or next((s.host for s in siblings if s.host), None)
+        att = att.model_copy(update={"host": host})
+        # Placement looks at every host; otherwise the rules only need the hosts this workload
+        # touches: read those, not all of them.
+        hosts = cx.hosts() if host is None else cx.hosts_named({host, *(s.host for s in siblings if s.host)})
+        # The rules before placement: a bad address is reported as such, not as "no compute host
+        # is up". A placed host satisfies the host rules (compute, up, the VPC's region).
+        check_rules(Topology(hosts=hosts, vpcs={vpc.id: vpc, **{s.vpc_id: cx.vpc(s.vpc_id) for s in siblings}},
+                             attachments={ident: att, **{s.id: s for s in siblings}}), ident)
         if host is None:
-            hosts = cx.hosts()  # placement looks at every host
             sizes = tx.pool_sizes(alloc.pool_on_host(h) for h in hosts)
             load = Counter({h: sizes.get(alloc.pool_on_host(h), 0) for h in hosts})
             host = pick_compute_host(hosts.values(), vpc, load, cx.default_region).name
-        else:
-            # The rules only need the hosts this workload touches: read those, not all of them.
-            hosts = cx.hosts_named({host, *(s.host for s in siblings if s.host)})
-        att = att.model_copy(update={"host": host})
-        topo = Topology(hosts=hosts, vpcs={vpc.id: vpc, **{s.vpc_id: cx.vpc(s.vpc_id) for s in siblings}},
-                        attachments={ident: att, **{s.id: s for s in siblings}})
-        check_rules(topo, ident)
+            att = att.model_copy(update={"host": host})
         ifname = alloc.allocate_interface_name(tx, att.workload, ident)
         if att.mac_address:
             alloc.reserve_mac(tx, vpc.id, att.mac_address, ident)

@@ -68,6 +68,11 @@ class Kind(abc.ABC, Generic[M]):
 
     def delete(self, cx: Context, so: StoredObject, cur: M) -> None:
         """Remove the object and free everything it holds (addresses, names, indexes)."""
+        self.forget(cx, so)
+
+    def forget(self, cx: Context, so: StoredObject) -> None:
+        """Remove the object and free what it holds, without the rules of `delete` (a VPC still
+        in use): for a dry run of its replacement, whose dependents are replaced too."""
         cx.tx.delete(self.name, so.id, so.generation)
         cx.tx.release_owner(so.id)
 

@@ -3,7 +3,8 @@ the edge host that runs the tunnel.
 
 The edge host is picked among the up edge hosts with public addresses, least loaded first,
 and kept on updates while it is still valid (failover.py moves it when the host goes down).
-A write-only pre-shared key is only sent when it changes: an update without one keeps it.
+A write-only pre-shared key is only sent when it changes: an update without one keeps it. An
+update keeps the public address while the VPN stays on its edge host.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ class VpnKind(Kind[VPN]):
             gw = vpn.gateway_ip
         else:
             gw = alloc.allocate_address(tx, vpc.id, vpc.cidr, vpn.id, alloc.vpc_reserved(vpc))
-        public = alloc.allocate_public_ip(tx, edge, vpn.id)
+        # An update keeps the public address while the VPN stays on its edge host.
+        keep = cur.public_ip if cur is not None and cur.vpn_host == edge.name else None
+        public = alloc.allocate_public_ip(tx, edge, vpn.id, keep=keep)
         return vpn.model_copy(update={
             "gateway_ip": gw, "vpn_host": edge.name, "public_ip": public,
             "local_cidrs": vpn.local_cidrs or (vpc.cidr,),

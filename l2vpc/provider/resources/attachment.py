@@ -88,10 +88,9 @@ class AttachmentResource(EngineResource):
             state["mac_address"] = values["mac_address"]
         return state
 
-    def modify_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
+    def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
         planned, prior = plan.planned, plan.prior
-        if planned is None:
-            return
+        assert planned is not None
         if (prior is not None and not plan.requires_replace and prior.get("status") != "active"
                 and prior.get("workload_kind") != "pod"):
             # Drift: the host does not run this interface (deleted by hand, host was down...).
@@ -99,4 +98,3 @@ class AttachmentResource(EngineResource):
             # pending until its Pod starts on the host: no apply can change that.)
             planned["status"] = Unknown()
             planned["mtu"] = Unknown()  # the VPC's MTU may change in the same apply
-        self.check_plan(planned, diags)

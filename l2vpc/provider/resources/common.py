@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from l2vpc.provider.client import EngineClient, WaitInterrupted
 from l2vpc.provider.cty import Unknown
 from l2vpc.provider.diagnostics import Diagnostics, Path
-from l2vpc.provider.framework import DataSource, Resource
+from l2vpc.provider.framework import DataSource, Resource, ResourcePlan
+from l2vpc.provider.planning import mark_computed_unknown
+from l2vpc.provider.resources.checks import PlanMemory, check_plan
 from l2vpc.provider.schema import Attribute
 from l2vpc.provider.timeouts import Timeout, format_duration, timeout_of, timeouts_attribute
 
@@ -105,43 +107,6 @@ def report_engine_error(exc: Exception, diags: Diagnostics, summary: str = "Inva
 def _detail(path: str, message: str) -> str:
     # Terraform cannot point at an attribute the configuration leaves out, so say its name.
     return f"{path}: {message}" if path else message
-
-
-def check_fields(model_name: str, data: dict[str, Any], diags: Diagnostics, unknown: set[str]) -> None:
-    """Plan-time: the engine's single-object rules on the known values.
-
-    Unknown values are left out; a problem inside an unknown value (or its path a prefix of
-    one) is dropped: it is checked again at apply, when the value is known.
-    """
-    from l2vpc.engine import model
-    from l2vpc.engine.errors import ValidationError
-
-    cls = getattr(model, model_name)
-    try:
-        model.parse(cls, drop_unset(data))
-    except ValidationError as e:
-        for path, message in e.problems:
-            if any(_within(path, u) or _within(u, path) for u in unknown):
-                continue
-            diags.error("Invalid value", _detail(path, message), path_of(path))
-
-
-def _within(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith((prefix + ".", prefix + "["))
-
-
-def unknown_fields(data: Any, prefix: str = "") -> set[str]:
-    """Dotted paths of every unknown value inside `data`."""
-    if isinstance(data, Unknown):
-        return {prefix}
-    out: set[str] = set()
-    if isinstance(data, dict):
-        for k, v in data.items():
-            out |= unknown_fields(v, f"{prefix}.{k}" if prefix else k)
-    elif isinstance(data, list | tuple):
-        for i, v in enumerate(data):
-            out |= unknown_fields(v, f"{prefix}[{i}]")
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,6 +271,9 @@ class EngineResource(Resource):
     kind: str = ""  # engine kind: vpc, attachment, direct_connect, vpn
     model_name: str = ""  # class in l2vpc.engine.model, for plan-time checks
 
+    def __init__(self) -> None:
+        self.memory = PlanMemory()  # what this process's plans learned (see checks.py)
+
     def touches_hosts(self, obj_id: str) -> bool:
         """Whether a change of this object can change what a host runs (else no converge)."""
         return True
@@ -323,8 +291,24 @@ class EngineResource(Resource):
         """Engine object → Terraform state; `values` are the planned/prior values (or None)."""
         raise NotImplementedError
 
-    def check_plan(self, planned: dict[str, Any], diags: Diagnostics) -> None:
-        check_fields(self.model_name, self.engine_data(planned), diags, unknown_fields(planned))
+    def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
+        """The resource's own plan changes (defaults from elsewhere, replacements, warnings)."""
+
+    def modify_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
+        """`adjust_plan`, then the engine's rules on the result (checks.py)."""
+        if plan.planned is None or plan.config is None:
+            return
+        replacing = bool(plan.requires_replace)
+        self.adjust_plan(plan, diags)
+        if plan.requires_replace and not replacing and not plan.creating:
+            mark_computed_unknown(self.schema.attributes, plan.planned, plan.config)
+        if not diags.has_errors:
+            check_plan(self, plan, diags)
+
+    def vpc_changes(self, vpc_id: str) -> bool:
+        """Whether this process has planned an in-place change of the VPC (see checks.py)."""
+        vpcs = self.provider.resources.get("l2vpc_vpc")
+        return isinstance(vpcs, EngineResource) and vpcs.memory.changes(vpc_id)
 
     def _wait(self, values: dict[str, Any] | None, operation: str) -> Wait:
         return Wait(self, timeout_of(values, operation, DEFAULT_TIMEOUT))

@@ -6,8 +6,7 @@ from typing import Any
 
 from l2vpc.provider.cty import STRING
 from l2vpc.provider.diagnostics import Diagnostics
-from l2vpc.provider.framework import ResourcePlan
-from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
+from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown, use_state_while_unchanged
 from l2vpc.provider.resources.common import (
     SETTLE_SECONDS,
     EdgeServiceResource,
@@ -39,9 +38,11 @@ BGP = single_nested(
                                 description="Our side's ASN (default 64600)."),
         "peering_cidr": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_cidr()],
                                description="The /30 or /31 between the routers (default: allocated from 169.254.0.0/16)."),
-        "customer_ip": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_address()],
+        "customer_ip": string(optional=True, computed=True, validators=[is_ipv4_address()],
+                              plan_modifiers=[use_state_while_unchanged("bgp.peering_cidr", "bgp.provider_ip")],
                               description="The customer router's address in `peering_cidr`."),
-        "provider_ip": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_address()],
+        "provider_ip": string(optional=True, computed=True, validators=[is_ipv4_address()],
+                              plan_modifiers=[use_state_while_unchanged("bgp.peering_cidr", "bgp.customer_ip")],
                               description="Our router's address in `peering_cidr`."),
         "md5_key": string(optional=True, sensitive=True, description="TCP MD5 password of the BGP session."),
         "advertised_prefixes": list_of(STRING, optional=True, computed=True, plan_modifiers=STABLE,
@@ -138,7 +139,3 @@ class DirectConnectResource(EdgeServiceResource):
         bgp = config.get("bgp")
         if isinstance(bgp, dict) and bgp.get("customer_asn") == 23456:
             diags.error("Invalid value", "23456 is AS_TRANS (reserved); use a real ASN", "bgp.customer_asn")
-
-    def modify_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
-        if plan.planned is not None:
-            self.check_plan(plan.planned, diags)

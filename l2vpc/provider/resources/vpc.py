@@ -7,7 +7,12 @@ from typing import Any
 from l2vpc.provider.cty import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
-from l2vpc.provider.modifiers import use_state_for_unknown
+from l2vpc.provider.modifiers import (
+    AttributePlan,
+    requires_replace_if,
+    use_state_for_unknown,
+    use_state_while_unchanged,
+)
 from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset, known, timeouts
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import between, each, is_ipv4_address, is_ipv4_cidr, matches, one_of
@@ -30,12 +35,19 @@ DHCP = single_nested(
         "lease_time": integer(default=3600, validators=[between(120, 604800)],
                               description="Lease time in seconds (120–604800)."),
         "server_ip": string(optional=True, computed=True, validators=[is_ipv4_address()],
-                            plan_modifiers=STABLE,
+                            plan_modifiers=[use_state_while_unchanged("cidr")],
                             description="Address of the DHCP server. Default: the last usable address of `cidr`."),
     },
     optional=True,
     description="A managed DHCP server for the VPC (like the dhcp-server app). Requires `cidr`.",
 )
+
+
+def _stays_single_region(plan: AttributePlan) -> bool:
+    whole = plan.resource
+    return (whole is not None and whole.prior is not None and whole.planned is not None
+            and whole.prior.get("scope") == whole.planned.get("scope") == "single_region")
+
 
 SCHEMA = Schema(
     description="A Layer 2 VPC: a flat, isolated layer-2 segment that workloads attach to. Creating one "
@@ -49,8 +61,10 @@ SCHEMA = Schema(
                         description="`single_region` (default) or `multi_region`. Changing it is done in place "
                         "but restarts every attached workload."),
         "region": string(optional=True, computed=True,
-                         description="Region of a single_region VPC. Default: the provider's `region`; must be "
-                         "unset for multi_region. Changing it replaces the VPC (a scope conversion does not)."),
+                         plan_modifiers=[requires_replace_if(
+                             _stays_single_region, "changing it replaces the VPC (a scope conversion does not)")],
+                         description="Region of a single_region VPC, one where hosts are registered (checked at "
+                         "plan). Default: the provider's `region`; must be unset for multi_region."),
         "mtu": integer(default=1500, validators=[between(576, 9000)], description="MTU of the segment (576–9000)."),
         "cidr": string(optional=True, validators=[is_ipv4_cidr()], description="IPv4 subnet of the segment."),
         "dhcp": DHCP,
@@ -104,10 +118,9 @@ class VpcResource(EngineResource):
     def to_state(self, obj: Any, values: dict[str, Any] | None) -> dict[str, Any]:
         return to_state(obj)
 
-    def modify_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
+    def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
         planned, config, prior = plan.planned, plan.config, plan.prior
-        if planned is None or config is None:
-            return
+        assert planned is not None and config is not None
         scope = planned.get("scope")
         if isinstance(scope, str):
             if scope == "multi_region":
@@ -126,6 +139,8 @@ class VpcResource(EngineResource):
                                 "region is required for a single_region VPC (or set region in the provider block)",
                                 "region")
         if prior is not None:
+            # A region left to the provider's default changes with it (a written one replaces
+            # through its modifier).
             if (prior.get("scope") == planned.get("scope") == "single_region"
                     and known(planned.get("region")) and prior.get("region") != planned.get("region")):
                 plan.replace("region")
@@ -139,4 +154,3 @@ class VpcResource(EngineResource):
                         f"interface of every attached workload: {shown}.",
                         "scope",
                     )
-        self.check_plan(planned, diags)

@@ -52,7 +52,7 @@ def _proposal(kind: str, lifetime: tuple[int, int], defaults: dict[str, Any]) ->
             "lifetime": integer(default=defaults["lifetime"], validators=[between(*lifetime)],
                                 description=f"Lifetime in seconds ({lifetime[0]}–{lifetime[1]})."),
         },
-        optional=True, computed=True,
+        optional=True, computed=True, default=dict(defaults),
         description=f"{kind} proposal; every field has a default.",
     )
 
@@ -89,7 +89,7 @@ SCHEMA = Schema(
                 "timeout": integer(default=120, validators=[at_least(11)],
                                    description="Seconds without an answer before the peer is declared dead (> interval)."),
             },
-            optional=True, computed=True, description="Dead peer detection.",
+            optional=True, computed=True, default=dict(DPD_DEFAULTS), description="Dead peer detection.",
         ),
         "public_ip": string(computed=True, plan_modifiers=STABLE, description="Our gateway's public address."),
         "status": string(computed=True, description="`up`, `down` or `connecting`."),
@@ -155,18 +155,7 @@ class VpnResource(EdgeServiceResource):
                 diags.error("Invalid value", f"timeout {dpd['timeout']} must be longer than interval {dpd['interval']}",
                             "dpd.timeout")
 
-    def modify_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
-        planned, config = plan.planned, plan.config
-        if planned is None or config is None:
-            return
-        for attr, defaults in (("ike", IKE_DEFAULTS), ("esp", ESP_DEFAULTS), ("dpd", DPD_DEFAULTS)):
-            if config.get(attr) is None:
-                planned[attr] = dict(defaults)
+    def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
         if plan.prior is not None and plan.changed("pre_shared_key_wo_version"):
             diags.warning("The VPN re-keys", "A new pre-shared key is installed; the tunnel renegotiates.",
                           "pre_shared_key_wo_version")
-        checked = dict(planned)
-        if planned.get("pre_shared_key") is None:
-            # The write-only key is checked in validate(); stand in a valid one for the model.
-            checked["pre_shared_key"] = "placeholder.key"
-        self.check_plan(checked, diags)

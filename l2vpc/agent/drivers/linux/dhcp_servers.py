@@ -14,7 +14,7 @@ from l2vpc.agent.drivers.linux import dnsmasq, netlink, netns, procs, rtnl
 from l2vpc.agent.drivers.linux.host import Host, HostView
 from l2vpc.agent.drivers.linux.marks import OWN_GROUP
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
-from l2vpc.hostconfig import DhcpServer, HostConfig
+from l2vpc.hostconfig import DhcpServer, HostConfig, Segment
 from l2vpc.hostconfig.diff import dhcp_path
 from l2vpc.hostconfig.names import DHCP_SERVER_IFNAME, bridge_name, dhcp_device_name, dhcp_netns_name
 
@@ -50,7 +50,7 @@ class DhcpServers:
     def create(self, d: DhcpServer) -> None:
         path = dhcp_path(d.vni)
         self.remove(d.vni)
-        br = self.host.view.links.get(bridge_name(d.vni))
+        br = self.host.link(bridge_name(d.vni))  # read now: its MTU is the VPC's
         if br is None:
             raise DataplaneError(path, f"no bridge for VNI {d.vni}")
         ns = self.netns(d.vni)
@@ -59,7 +59,8 @@ class DhcpServers:
         hname = dhcp_device_name(d.vni)
         with netns.opened(ns) as fd:
             mac = "02:00:" + ":".join(f"{b:02x}" for b in os.urandom(4))
-            veth = rtnl.new_veth(hname, min(br.mtu, 1500), br.index, DHCP_SERVER_IFNAME, mac, fd, OWN_GROUP)
+            # At the bridge's MTU: a smaller device on the bridge would lower the VPC's MTU.
+            veth = rtnl.new_veth(hname, br.mtu, br.index, DHCP_SERVER_IFNAME, mac, fd, OWN_GROUP)
             netlink.apply(self.host.nl, path, [veth, *netlink.bring_up(hname)])
         peer = nl.link(DHCP_SERVER_IFNAME)
         if peer is None:
@@ -69,6 +70,14 @@ class DhcpServers:
         state = self._dir(d.vni)
         dnsmasq.start(d, state, netns.path(ns))
         self._wait_ready(path, state)
+
+    def follow_mtu(self, seg: Segment) -> None:
+        """The server's own end of its veth takes the segment's MTU (the bridge end did when the
+        segment was ensured), in place: a new server would forget its leases."""
+        nl = self.spaces.socket(self.netns(seg.vni), create=False)
+        peer = nl.link(DHCP_SERVER_IFNAME) if nl is not None else None
+        if nl is not None and peer is not None and peer.mtu != seg.mtu:
+            netlink.apply(nl, dhcp_path(seg.vni) + ".mtu", [rtnl.set_link(peer.index, mtu=seg.mtu)])
 
     def reload(self, d: DhcpServer) -> None:
         """New reservations or options: dnsmasq re-reads them (or, if that fails, starts anew)."""

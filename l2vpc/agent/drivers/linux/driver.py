@@ -214,6 +214,7 @@ class LinuxDriver(Driver):
                 else:
                     assert isinstance(step.after, Segment)
                     self._segments.ensure(step.after)
+                    self._dhcp.follow_mtu(step.after)
             elif step.kind == "edge_router":
                 self._apply_edge(step)
             elif step.kind == "vpn_gateway":

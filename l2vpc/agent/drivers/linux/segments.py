@@ -1,6 +1,11 @@
 """Segments on Linux: bridge `l2b<vni>` (alias = vpc id) and VXLAN `l2x<vni>` (VNI, local =
 underlay, dstport 4789, no learning, alias = vpc name) enslaved to it, head-end replication as all-zero-MAC fdb
 entries (`00:00:00:00:00:00 dst <remote>`), one per remote.
+
+Every device on a segment's bridge takes the segment's MTU (the VPC's): a bridge follows the
+smallest MTU among its devices, so one device at 1500 (a DHCP server's veth) would cut a 9000
+VPC to 1500 on that host. A segment whose devices disagree reads as MTU 0, and ensuring it sets
+them all.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ class Segments:
     def facts(self, view: HostView) -> list[Segment]:
         segments: list[Segment] = []
         links = view.links
+        on_bridge: dict[int, set[int]] = {}  # bridge index -> MTUs of the devices on it
+        for lk in links.values():
+            if lk.master:
+                on_bridge.setdefault(lk.master, set()).add(lk.mtu)
         for name, br in links.items():
             m = BRIDGE_RE.match(name)
             if not m or br.kind != "bridge":
@@ -31,7 +40,8 @@ class Segments:
             vx = links.get(vxlan_name(vni))
             if vx is None or not br.up or not self._vxlan_ok(vx, vni) or vx.master != br.index or not vx.up:
                 continue
-            mtu = br.mtu if br.mtu == vx.mtu else 0  # 0: the two disagree, an update fixes it
+            # 0: a device on the bridge (the VXLAN too) disagrees with it; an update fixes it.
+            mtu = br.mtu if on_bridge.get(br.index, set()) == {br.mtu} else 0
             remotes = tuple(sorted(view.floods.get(vx.index, ())))
             segments.append(Segment(vni=vni, vpc_id=br.alias, mtu=mtu, remotes=remotes, vpc_name=vx.alias))
         return segments
@@ -53,6 +63,7 @@ class Segments:
         if br is not None and br.kind != "bridge":
             netlink.apply(nl, path, [rtnl.del_link(br.index)])
             br = None
+        new_bridge = br is None
         if br is None:
             netlink.apply(nl, path, [rtnl.new_bridge(bname, seg.mtu, OWN_GROUP),
                                      *netlink.bring_up(bname, alias=seg.vpc_id)])
@@ -78,6 +89,12 @@ class Segments:
         elif (vx.mtu, vx.master, vx.up, vx.alias) != (seg.mtu, br.index, True, seg.vpc_name):
             netlink.apply(nl, path, [rtnl.set_link(vx.index, up=True, mtu=seg.mtu, master=br.index,
                                                    alias=seg.vpc_name)])
+        # A bridge created just now holds nothing else yet.
+        others = [] if new_bridge else [rtnl.set_link(lk.index, mtu=seg.mtu) for lk in view.links.values()
+                                         if lk.master == br.index and lk.index != vx.index and lk.mtu != seg.mtu]
+        if others:  # ports, the DHCP server's veth, gateways (their peers follow in their own steps),
+            # then the bridge, which followed the smallest of them
+            netlink.apply(nl, path + ".mtu", [*others, rtnl.set_link(br.index, mtu=seg.mtu)])
 
         have = view.floods.get(vx.index, set())
         want = set(seg.remotes)
