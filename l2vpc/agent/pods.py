@@ -38,6 +38,9 @@ class Binding:
     ifname: str
     network: str  # the CNI network configuration's name
     on_demand: bool = False  # created by the ADD (and deleted by the DEL), not declared
+    # The sandbox is gone but the Pod's DEL has not come: an on-demand port is then kept, not
+    # realised, so that the DEL (or GC) still deletes its attachment.
+    orphaned: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -83,9 +86,11 @@ class PodBindings:
         with self._lock:
             return list(self._by_port.values())
 
-    def of_port(self, port_id: str) -> Binding | None:
+    def of_port(self, port_id: str, *, orphans: bool = False) -> Binding | None:
+        """The port's binding (an orphaned one only with `orphans`)."""
         with self._lock:
-            return self._by_port.get(port_id)
+            b = self._by_port.get(port_id)
+            return b if b is not None and (orphans or not b.orphaned) else None
 
     def find(self, network: str, container_id: str, ifname: str) -> Binding | None:
         with self._lock:
@@ -106,7 +111,8 @@ class PodBindings:
     def apply(self, desired: HostConfig) -> HostConfig:
         """What the driver converges to: bound pod ports carry their sandbox; unbound ones are
         left out (their Pod does not exist here yet); every other item as pushed. A sandbox that
-        no longer exists (the Pod died without a DEL) unbinds its port."""
+        no longer exists (the Pod died without a DEL) unbinds its port, or orphans an on-demand
+        one (see Binding.orphaned)."""
         if not any(p.workload_kind == "pod" for p in desired.ports):
             return desired
         with self._lock:
@@ -117,14 +123,17 @@ class PodBindings:
                     ports.append(p)
                     continue
                 b = self._by_port.get(p.id)
-                if b is None:
+                if b is None or b.orphaned:
                     continue
                 if not os.path.exists(b.sandbox):
-                    stale.append(p.id)
+                    stale.append(b)
                     continue
                 ports.append(dataclasses.replace(p, sandbox=b.sandbox))
             if stale:
-                for port_id in stale:
-                    self._by_port.pop(port_id, None)
+                for b in stale:
+                    if b.on_demand:
+                        self._by_port[b.port_id] = dataclasses.replace(b, orphaned=True)
+                    else:
+                        self._by_port.pop(b.port_id, None)
                 self._save()
         return dataclasses.replace(desired, ports=tuple(ports))
