@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ class CniService:
         self.host = host
         self.pods = pods
         self.wait = wait
+        self._calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cni-controller")
 
     def handle(self, request: Mapping[str, Any]) -> dict[str, Any]:
         command = str(request.get("command", ""))
@@ -223,17 +225,26 @@ class CniService:
         binding = self._binding(req)
         if binding is None:
             return  # never added, or deleted already: DEL is idempotent
-        self._detach(binding)  # first: a controller out of reach keeps the binding for the retry
-        self.agent.pods.unbind(binding.port_id)
-        self.agent.reconverge()
-
-    def _detach(self, binding: Binding) -> None:
         if not binding.on_demand:
+            self.agent.pods.unbind(binding.port_id)
+            self.agent.reconverge()
             return
+        # The devices go while the controller deletes the attachment (a DEL's time is the
+        # longer of the two, not their sum); the binding stays, orphaned (nothing of it
+        # realised), until the controller confirms, so a DEL retried after a refusal or an
+        # unreachable controller still deletes the attachment.
+        pods = self._pods_for(binding)
+        self.agent.pods.bind(dataclasses.replace(binding, orphaned=True))
+        detached = self._calls.submit(pods.detach, binding.port_id)
+        self.agent.reconverge()
+        detached.result()  # raises the controller's refusal as a CNI error
+        self.agent.pods.unbind(binding.port_id)
+
+    def _pods_for(self, binding: Binding) -> PodControl:
         if self.pods is None:
             raise CniError(spec.TRY_AGAIN_LATER, f"attachment {binding.port_id} was created on demand; deleting it "
                            "needs the agent to run with its controller (--controller)")
-        self.pods.detach(binding.port_id)
+        return self.pods
 
     def _check(self, req: Mapping[str, Any]) -> None:
         binding = self._binding(req)
@@ -256,15 +267,18 @@ class CniService:
                  for a in config.get("cni.dev/valid-attachments", ()) if isinstance(a, dict)}
         gone = [b for b in self.agent.pods.all()
                 if b.network == config.get("name") and (b.container_id, b.ifname) not in valid]
+        for b in gone:  # devices first, attachments after (as DEL)
+            self.agent.pods.bind(dataclasses.replace(b, orphaned=True))
+        if gone:
+            self.agent.reconverge()
         for b in gone:
             try:
-                self._detach(b)
-            except CniError as e:  # kept for the next GC
+                if b.on_demand:
+                    self._pods_for(b).detach(b.port_id)
+            except CniError as e:  # kept (orphaned) for the next GC or DEL
                 log.warning("GC: attachment %s of container %s stays: %s", b.port_id, b.container_id, e)
                 continue
             self.agent.pods.unbind(b.port_id)
-        if gone:
-            self.agent.reconverge()
 
 
 def _config(req: Mapping[str, Any]) -> Mapping[str, Any]:

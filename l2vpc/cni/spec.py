@@ -1,7 +1,8 @@
 """The CNI protocol as `l2vpc-cni` speaks it (CNI spec 1.0.0 and 1.1.0): parsing and results.
 
-Pure and import-light (json only): the plugin starts once per VPC of every Pod, so its start-up
-time is its latency. The agent does the work; this module turns the runtime's environment and
+Pure and import-light (json and re only; no dataclasses, no typing at run time: together they
+cost more than the rest of the plugin's start): the plugin starts once per VPC of every Pod, so
+its start-up time is its latency. The agent does the work; this module turns the runtime's environment and
 stdin into a request and the agent's answer into a spec result or a spec error.
 
     req = parse(os.environ, stdin_bytes)      # raises CniError with the spec's code
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself costs ms at start-up; mypy reads the name
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
 # Every version VERSION lists: the ones we run, as runtimes compare against them.
@@ -63,17 +66,17 @@ class CniError(Exception):
         super().__init__(f"{msg}: {details}" if details else msg)
 
 
-@dataclass(frozen=True)
 class Request:
     """One invocation: the command, the CNI_* variables and the network configuration."""
 
-    command: str
-    cni_version: str
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    args: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("args", "cni_version", "command", "config", "container_id", "ifname", "netns")
+
+    def __init__(self, command: str, cni_version: str, container_id: str = "", netns: str = "", ifname: str = "",
+                 args: dict[str, str] | None = None, config: dict[str, Any] | None = None) -> None:
+        self.command, self.cni_version, self.container_id = command, cni_version, container_id
+        self.netns, self.ifname = netns, ifname
+        self.args: dict[str, str] = args if args is not None else {}
+        self.config: dict[str, Any] = config if config is not None else {}
 
     @property
     def agent_socket(self) -> str:

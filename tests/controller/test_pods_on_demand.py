@@ -35,10 +35,10 @@ from l2vpc.lab.lab import Lab, LabController
 from l2vpc.lab.netns import ip
 from l2vpc.lab.topology import MANAGEMENT_IP, LabTopology
 from l2vpc.testing.lab import leftovers, run, topology_file
+from l2vpc.testing.lab_controller import Controller, Relay, socket_url
 from l2vpc.testing.postgres import Schema
 
 from ._api_helpers import Client, make_pki
-from ._lab_controller import Controller, Relay, socket_url
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("containerd") is None or shutil.which("runc") is None,
