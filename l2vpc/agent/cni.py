@@ -154,18 +154,23 @@ class CniService:
         att = self.pods.attach(vpc, workload=workload, interface_name=str(req["ifname"]),
                                container_id=str(req["container_id"]), ip_address=ip_address)
         binding = Binding(att.id, str(req["netns"]), str(req["container_id"]), str(req["ifname"]),
-                          str(config.get("name", "")), on_demand=True)
+                          str(config.get("name", "")), on_demand=True, provisional=att.port)
         self.agent.pods.bind(binding)
         return self._realise(binding, deadline)
 
     def _realise(self, binding: Binding, deadline: float) -> dict[str, Any]:
-        """Wait until the accepted config holds the bound port (the controller's push), converge,
-        and answer with it; a failure removes what this ADD made (an on-demand attachment too)."""
+        """Converge once the port can be set up: the accepted config holds it (the controller's
+        push), or holds its VPC's segment and the port came with the attachment (provisional);
+        answer with it. A failure removes what this ADD made (an on-demand attachment too)."""
         delay = 0.001
         while True:
             desired = self.agent.desired
             port = next((p for p in desired.ports if p.id == binding.port_id), None) if desired else None
             if port is not None:
+                break
+            early = binding.provisional
+            if early is not None and desired is not None and any(s.vni == early.vni for s in desired.segments):
+                port = early
                 break
             if time.monotonic() >= deadline:
                 self._undo(binding)

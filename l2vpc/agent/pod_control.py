@@ -37,8 +37,10 @@ import grpc
 from l2vpc._proto import controller_pb2 as cpb
 from l2vpc._proto import controller_pb2_grpc as cpb_grpc
 from l2vpc.agent.credentials import ControllerSettings, TokenSource
+from l2vpc.agent.pods import port_from_dict
 from l2vpc.cni import spec
 from l2vpc.cni.spec import CniError
+from l2vpc.hostconfig import Port
 
 log = logging.getLogger("l2vpc.agent.pods")
 
@@ -63,13 +65,15 @@ class PodAttachment:
     ip_mode: str
     ip_address: str | None
     revision: int  # the desired revision that brings it to this host
+    port: Port | None  # the port as that push will carry it (None from an older controller)
 
     @classmethod
     def from_reply(cls, reply: cpb.AttachPodReply) -> PodAttachment:
         doc = json.loads(reply.attachment_json)
+        port = port_from_dict(json.loads(reply.port_json)) if reply.port_json else None
         return cls(str(doc["id"]), str(doc["vpc_id"]), str(doc["workload"]), str(doc.get("interface_name") or ""),
                    str(doc.get("mac_address") or ""), str(doc.get("ip_mode") or "none"), doc.get("ip_address"),
-                   int(reply.revision))
+                   int(reply.revision), port)
 
 
 def _trailer(e: grpc.RpcError) -> dict[str, Any]:

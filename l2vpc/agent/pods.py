@@ -11,6 +11,11 @@ bindings in a 0600 file beside its config, so a restarted agent keeps every Pod'
     effective = bindings.apply(desired)    # bound pod ports carry their sandbox, unbound ones wait
 
 Bindings are keyed as the CNI spec keys a runtime's state: (network name, container id, ifname).
+
+An on-demand attachment (created by the ADD through the controller) comes with its port as the
+controller's next push will carry it (`provisional`): while the accepted config lacks the port
+but runs its VPC's segment, that port is realised as announced, so the ADD need not wait for the
+push; the push confirms it (the provisional copy is then dropped) and finds nothing to change.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2vpc.hostconfig import HostConfig
+from l2vpc.hostconfig import HostConfig, Port
 from l2vpc.pki import write_private
 
 BINDINGS_FILE = "pods.json"
@@ -41,6 +46,7 @@ class Binding:
     # The sandbox is gone but the Pod's DEL has not come: an on-demand port is then kept, not
     # realised, so that the DEL (or GC) still deletes its attachment.
     orphaned: bool = False
+    provisional: Port | None = None  # an on-demand port not pushed yet (see the module docstring)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -70,7 +76,9 @@ class PodBindings:
         for item in doc.get("bindings", ()):
             try:
                 b = Binding(**{f.name: item[f.name] for f in dataclasses.fields(Binding) if f.name in item})
-            except (TypeError, KeyError):
+                if isinstance(b.provisional, dict):
+                    b = dataclasses.replace(b, provisional=port_from_dict(b.provisional))
+            except (TypeError, KeyError, ValueError):
                 continue
             out[b.port_id] = b
         return out
@@ -113,11 +121,13 @@ class PodBindings:
         left out (their Pod does not exist here yet); every other item as pushed. A sandbox that
         no longer exists (the Pod died without a DEL) unbinds its port, or orphans an on-demand
         one (see Binding.orphaned)."""
-        if not any(p.workload_kind == "pod" for p in desired.ports):
-            return desired
         with self._lock:
+            provisional = any(b.provisional is not None for b in self._by_port.values())
+            if not provisional and not any(p.workload_kind == "pod" for p in desired.ports):
+                return desired
             ports = []
             stale = []
+            confirmed = []
             for p in desired.ports:
                 if p.workload_kind != "pod":
                     ports.append(p)
@@ -128,12 +138,30 @@ class PodBindings:
                 if not os.path.exists(b.sandbox):
                     stale.append(b)
                     continue
+                if b.provisional is not None:
+                    confirmed.append(b)
                 ports.append(dataclasses.replace(p, sandbox=b.sandbox))
-            if stale:
-                for b in stale:
-                    if b.on_demand:
-                        self._by_port[b.port_id] = dataclasses.replace(b, orphaned=True)
-                    else:
-                        self._by_port.pop(b.port_id, None)
+            pushed = {p.id for p in desired.ports}
+            segments = {s.vni for s in desired.segments}
+            for b in list(self._by_port.values()) if provisional else ():
+                if b.provisional is None or b.port_id in pushed or b.orphaned:
+                    continue
+                if not os.path.exists(b.sandbox):
+                    stale.append(b)
+                elif b.provisional.vni in segments:  # its VPC's bridge runs here: set it up now
+                    ports.append(dataclasses.replace(b.provisional, sandbox=b.sandbox))
+            for b in confirmed:
+                self._by_port[b.port_id] = dataclasses.replace(b, provisional=None)
+            for b in stale:
+                if b.on_demand:
+                    self._by_port[b.port_id] = dataclasses.replace(b, orphaned=True)
+                else:
+                    self._by_port.pop(b.port_id, None)
+            if stale or confirmed:
                 self._save()
-        return dataclasses.replace(desired, ports=tuple(ports))
+        return dataclasses.replace(desired, ports=tuple(sorted(ports, key=lambda p: p.id)))
+
+
+def port_from_dict(data: dict[str, Any]) -> Port:
+    """A Port from plain data (as HostConfig.from_dict reads ports); ValueError when malformed."""
+    return HostConfig.from_dict({"host": "-", "underlay_ip": "0.0.0.0", "ports": [data]}).ports[0]

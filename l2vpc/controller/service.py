@@ -16,6 +16,7 @@ token ids and outcomes, never tokens nor documents (they carry pre-shared keys).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -468,13 +469,14 @@ class ControllerService(pb_grpc.ControllerServicer):
         if len(container) > MAX_CONTAINER_ID_LENGTH:
             raise ValidationError(f"longer than {MAX_CONTAINER_ID_LENGTH} characters", path="container_id")
         engine = Engine(self.store, self.agents, secrets=self.secrets)  # the VPC's tenant, whichever
-        att = engine.attach_pod(_ident(request.vpc, "vpc"), host=host, workload=request.workload,
-                                interface_name=request.interface_name or None, owner=f"pod:{host}/{container}",
-                                ip_address=request.ip_address or None)
+        att, port = engine.attach_pod(_ident(request.vpc, "vpc"), host=host, workload=request.workload,
+                                      interface_name=request.interface_name or None, owner=f"pod:{host}/{container}",
+                                      ip_address=request.ip_address or None)
         revision = self.plane.request_converge()
         log.info("host %s: pod attachment %s (%s, %s) for container %s", host, att.id, att.workload,
                  att.interface_name, container[:16])
-        return pb.AttachPodReply(attachment_json=json.dumps(att.model_dump(mode="json")), revision=revision)
+        return pb.AttachPodReply(attachment_json=json.dumps(att.model_dump(mode="json")), revision=revision,
+                                 port_json=json.dumps(dataclasses.asdict(port)))
 
     @_rpc(AGENT)
     def DetachPod(self, request: pb.DetachPodRequest, context: grpc.ServicerContext,

@@ -9,6 +9,7 @@ The rules live elsewhere; this module opens transactions and dispatches:
     kinds/        one module per kind (vpc, attachment, direct_connect, vpn) in one table
     failover.py   host up/down verdicts, services moved off hosts that are down
     adoption.py   objects of a creator that crashed mid-create, and their confirmation
+    pod_attachments.py   a Pod's on-demand attachments (AttachPod)
 """
 
 from __future__ import annotations
@@ -19,18 +20,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from l2vpc.engine import adoption, failover
-from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError, ValidationError
+from l2vpc.engine import adoption, failover, pod_attachments
+from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError
 from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
 from l2vpc.engine.kinds import COMPUTED, ID_PREFIX, KINDS, MODELS
-from l2vpc.engine.kinds.attachment import AttachmentKind
 from l2vpc.engine.kinds.context import Context, dump, host_of
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.planner import Plan, plan
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
 from l2vpc.engine.topology import Topology, host_configs
-from l2vpc.hostconfig import HostConfig, Observation
+from l2vpc.hostconfig import HostConfig, Observation, Port
 
 __all__ = ["COMPUTED", "ID_PREFIX", "MODELS", "Engine"]  # the tables: views of kinds.KINDS
 
@@ -212,35 +212,17 @@ class Engine:
         return obj
 
     def attach_pod(self, vpc: str, *, host: str, workload: str, interface_name: str | None, owner: str,
-                   ip_address: str | None = None) -> Attachment:
+                   ip_address: str | None = None) -> tuple[Attachment, Port]:
         """A Pod's on-demand attachment (its host's agent asks at CNI ADD): to the VPC `vpc`
         names (an id, else a name that must be unique across tenants), created in that VPC's
-        tenant, placed on `host`, as `interface_name` (None: the next free), owned by `owner`; static with
-        `ip_address`, else dhcp when the VPC runs DHCP, else none. Every rule of a create
-        applies (ValidationError naming the rule). Idempotent: the same owner's attachment of
-        the workload to that VPC is returned as it is (a retried call)."""
-        kind = KINDS["attachment"]
-        assert isinstance(kind, AttachmentKind)
-        with self.store.transaction() as tx:
-            so = tx.get("vpc", vpc, tenant=self.tenant or None)
-            if so is None:
-                # A name: the VPC list, as names are unique per tenant only (a Pod names a VPC
-                # without knowing its tenant).
-                named = [o for o in tx.list("vpc", tenant=self.tenant or None) if o.data.get("name") == vpc]
-                if len(named) > 1:
-                    raise ValidationError(f"{len(named)} VPCs of different tenants are named {vpc!r}; name it by "
-                                          "its id", path="vpc")
-                so = named[0] if named else None
-            if so is None:
-                raise NotFoundError("vpc", vpc)
-            cx = Context(tx, self.secrets, so.tenant, self.default_region)
-            for a in cx.workload_attachments(workload):
-                if a.vpc_id == so.id and a.owner == owner:
-                    return a
-            mode = "static" if ip_address else ("dhcp" if so.data.get("dhcp") else "none")
-            data = {"vpc_id": so.id, "workload": workload, "workload_kind": "pod", "host": host, "ip_mode": mode,
-                    **({"ip_address": ip_address} if ip_address else {})}
-            return kind.create(cx, data, owner=owner, interface_name=interface_name)
+        tenant, placed on `host`, as `interface_name` (None: the next free), owned by `owner`;
+        static with `ip_address`, else dhcp when the VPC runs DHCP, else none. Every rule of a
+        create applies (ValidationError naming the rule). Idempotent: the same owner's
+        attachment of the workload to that VPC is returned as it is (a retried call). With it,
+        the port as the host's next push will carry it (see pod_attachments.py)."""
+        with self._transaction() as cx:
+            return pod_attachments.attach(cx, vpc, host=host, workload=workload, interface_name=interface_name,
+                                          owner=owner, ip_address=ip_address)
 
     def confirm(self, ident: str) -> None:
         """The creator has recorded the object (Terraform refreshed it): never adopt it again."""

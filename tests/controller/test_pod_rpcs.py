@@ -187,6 +187,10 @@ def test_the_agent_maps_rules_to_cni_codes(ctl: ControllerHandle, client: Client
                 for i in range(1, 11)]
         assert [a.interface_name for a in atts] == [f"net{i}" for i in range(1, 11)]
         assert atts[0].mac_address and atts[0].revision > 0
+        # With it, the port as the host's push will carry it (the agent sets it up before that push).
+        port = atts[0].port
+        assert port is not None and (port.id, port.interface_name, port.mac, port.workload_kind, port.ip_mode) == (
+            atts[0].id, "net1", atts[0].mac_address, "pod", "none")
 
         def code(**kw: Any) -> CniError:
             with pytest.raises(CniError) as info:

@@ -18,6 +18,8 @@ from l2vpc.engine.validation import INTERFACE_NAME_FREE, VPCS_PER_WORKLOAD
 from l2vpc.testing.lab import run
 
 HOST = {"name": "h1", "region": "r1", "underlay_ip": "10.255.0.1"}
+EDGE = {"name": "e1", "region": "r1", "role": "edge", "location": "nyc1", "underlay_ip": "10.255.0.9",
+        "public_cidr": "203.0.113.0/28", "public_gateway": "203.0.113.1"}
 VPC = {"name": "blue", "region": "r1", "cidr": "10.1.0.0/24"}
 
 
@@ -30,8 +32,10 @@ def state(tmp_path: Path) -> tuple[str, str]:
         engine.register_host(HOST)
         vpc = engine.create("vpc", VPC)
         engine.create("attachment", {"vpc_id": vpc.id, "workload": "vm1", "host": "h1"})
-        att = engine.attach_pod("blue", host="h1", workload="default-web", interface_name="net3",
-                                owner="pod:h1/c0ffee", ip_address="10.1.0.9/24")
+        att, port = engine.attach_pod("blue", host="h1", workload="default-web", interface_name="net3",
+                                      owner="pod:h1/c0ffee", ip_address="10.1.0.9/24")
+        # The port as the host's push will carry it (the agent may set it up before that push).
+        assert port in engine.desired_configs()["h1"].ports
         assert (att.owner, att.interface_name, att.ip_mode, att.workload_kind) == ("pod:h1/c0ffee", "net3",
                                                                                   "static", "pod")
         return path, att.id
@@ -84,7 +88,7 @@ def test_attach_pod_rules(tmp_path: Path) -> None:
         engine = Engine(store)
         # A retry by the same Pod gets the same attachment; another Pod of that workload is refused.
         assert engine.attach_pod("blue", host="h1", workload="default-web", interface_name="net3",
-                                 owner="pod:h1/c0ffee", ip_address="10.1.0.9/24").id == ident
+                                 owner="pod:h1/c0ffee", ip_address="10.1.0.9/24")[0].id == ident
         with pytest.raises(ValidationError, match="already attached"):
             engine.attach_pod("blue", host="h1", workload="default-web", interface_name="net1", owner="pod:h1/other")
         with pytest.raises(NotFoundError):
@@ -101,6 +105,14 @@ def test_attach_pod_rules(tmp_path: Path) -> None:
         with pytest.raises(ValidationError) as info:
             engine.attach_pod("v11", host="h1", workload="default-web", interface_name="net2", owner="pod:h1/c0ffee")
         assert info.value.rules == [VPCS_PER_WORKLOAD] and "at most 10" in str(info.value)
+        # A static port gets the routes of the VPC's VPN as the push would carry them.
+        engine.register_host(EDGE)
+        engine.create("vpn", {"name": "site", "vpc_id": engine.vpc_by_name("blue").id,  # type: ignore[union-attr]
+                              "peer_address": "198.51.100.7", "pre_shared_key": "secret.key1",
+                              "remote_cidrs": ["192.168.50.0/24"]})
+        _, port = engine.attach_pod("blue", host="h1", workload="default-r", interface_name="net1",
+                                    owner="pod:h1/r", ip_address="10.1.0.20/24")
+        assert [r.prefix for r in port.routes] == ["192.168.50.0/24"] and port in engine.desired_configs()["h1"].ports
         # Updates keep the owner (it is not a caller's to change).
         kept = engine.update("attachment", ident, {"vpc_id": engine.get("attachment", ident).vpc_id,
                                                    "workload": "default-web", "workload_kind": "pod",
