@@ -43,7 +43,6 @@ from typing import Any
 from _controller_bench import Api, make_pki  # bench/ is on sys.path: these run as scripts
 
 from l2vpc._proto import agent_pb2 as apb
-from l2vpc.agentapi import wire
 from l2vpc.agentapi.channel import host_metadata, open_channel, stub
 from l2vpc.cni import spec
 from l2vpc.cni.plugin import call_agent
@@ -67,7 +66,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 def summary(name: str, ms: list[float], target: float | None = None) -> str:
-    text = (f"{name:<44} p50 {statistics.median(ms):7.1f} ms   p95 {pct(ms, 95):7.1f} ms   "
+    """One figure line: `   NAME   p50 X ms   p95 Y ms   max Z ms   (n=N)[   target ...]`."""
+    text = (f"   {name:<34} p50 {statistics.median(ms):7.1f} ms   p95 {pct(ms, 95):7.1f} ms   "
             f"max {max(ms):7.1f} ms   (n={len(ms)})")
     if target is not None:
         text += f"   target p95 <= {target:g} ms: {'ok' if pct(ms, 95) <= target else 'MISSED'}"
@@ -243,16 +243,22 @@ def pod_start(b: Bench, rt: pods.Containerd, n: int, target: str) -> dict[str, f
 def noop_reconcile(st: Any, lab: Lab, host: str, times: int) -> list[float]:
     """The agent's converge of the config it holds, pushed again (nothing to do): its own timing."""
     rec = st.host(host)
-    out = []
+    out: list[float] = []
     with open_channel(rec.address, host, engine_tls(lab.pki_dir)) as channel:
         agent = stub(channel)
-        state: apb.GetStateResponse = agent.GetState(apb.GetStateRequest(), timeout=30, metadata=host_metadata(host))
-        desired = wire.config_from_pb(state.desired)
-        for _ in range(times):
-            reply = agent.Push(apb.PushRequest(config=wire.config_to_pb(desired)), timeout=60,
-                               metadata=host_metadata(host))
+        deadline = time.monotonic() + 30
+        while len(out) < times:
+            # The config it holds now (the controller's last push may still arrive: then again).
+            state: apb.GetStateResponse = agent.GetState(apb.GetStateRequest(), timeout=30,
+                                                         metadata=host_metadata(host))
+            reply = agent.Push(apb.PushRequest(config=state.desired), timeout=60, metadata=host_metadata(host))
+            if reply.status == apb.PushResponse.STALE and time.monotonic() < deadline:
+                out.clear()
+                time.sleep(0.2)
+                continue
             if reply.status != apb.PushResponse.CONVERGED or reply.actions:
-                raise SystemExit(f"no-op push: status {reply.status}, {len(reply.actions)} actions")
+                raise SystemExit(f"no-op push: {apb.PushResponse.Status.Name(reply.status)}, "
+                                 f"{len(reply.actions)} actions")
             out.append(reply.seconds * 1000)
     return out
 
@@ -347,33 +353,33 @@ def main() -> int:
             reg_versions = version_latency(b, args.calls, regular) if regular else None
             ref_adds, ref_dels, ipam = bridge_latency(b, args.calls, tmp)
             print()
-            print("1. CNI latency (wall time of `ip netns exec <host1> PLUGIN`), fresh Pod namespace each call")
+            print("1. CNI latency: wall time of `ip netns exec <host1> PLUGIN`, a fresh Pod namespace each call")
             if reg is not None and reg_versions is not None:
-                print("   l2vpc installed as on a runtime host (regular install):")
-                print(summary("   l2vpc-cni ADD on demand", reg["ADD"], ADD_P95_MS))
-                print(summary("   l2vpc-cni DEL on demand", reg["DEL"], DEL_P95_MS))
-                print(summary("   l2vpc-cni VERSION (start-up only)", reg_versions))
-            print("   l2vpc-cni of this checkout (editable install):")
-            print(summary("   l2vpc-cni ADD on demand", dev["ADD"], ADD_P95_MS))
-            print(summary("   l2vpc-cni DEL on demand", dev["DEL"], DEL_P95_MS))
-            print(summary("   l2vpc-cni VERSION (start-up only)", versions))
-            print("   the agent's part (the same requests sent to its socket from the bench):")
-            print(summary("   agent ADD on demand", dev["agent ADD"]))
-            print(summary("   agent DEL on demand", dev["agent DEL"]))
-            print("   the reference bridge plugin (Go), same veth work:")
-            print(summary(f"   bridge ADD (IPAM {ipam})", ref_adds))
-            print(summary(f"   bridge DEL (IPAM {ipam})", ref_dels))
+                print("l2vpc-cni, regular install (as on a runtime host):")
+                print(summary("ADD on demand", reg["ADD"], ADD_P95_MS))
+                print(summary("DEL on demand", reg["DEL"], DEL_P95_MS))
+                print(summary("VERSION (start-up only)", reg_versions))
+            print("l2vpc-cni, editable install (this checkout; its import finder costs every start):")
+            print(summary("ADD on demand", dev["ADD"], ADD_P95_MS))
+            print(summary("DEL on demand", dev["DEL"], DEL_P95_MS))
+            print(summary("VERSION (start-up only)", versions))
+            print("the agent's part (the same requests sent to its socket from the bench):")
+            print(summary("ADD on demand", dev["agent ADD"]))
+            print(summary("DEL on demand", dev["agent DEL"]))
+            print(f"reference bridge plugin (Go, same veth work, IPAM {ipam}):")
+            print(summary("ADD", ref_adds))
+            print(summary("DEL", ref_dels))
 
             rt = lab_pods.runtime(st, lab.dir)
             rt.ensure_image()
             starts = [pod_start(b, rt, n, "10.40.0.2") for n in range(args.starts)]
             print()
-            print("2. Pod start (2 VPCs, static) -> first ping answered from host2's workload, seconds from start:")
+            print("2. Pod start (2 VPCs, static) -> first ping answered from host2's workload, seconds from start")
             for s in starts:
                 print("   " + ", ".join(f"{k} {v:.3f}" for k, v in s.items()))
             first = [s["first ping"] for s in starts]
-            print(f"   median {statistics.median(first):.3f} s, max {max(first):.3f} s   target <= {START_S} s: "
-                  f"{'ok' if statistics.median(first) <= START_S else 'MISSED'}")
+            print(f"pod start -> first ping: median {statistics.median(first):.3f} s, max {max(first):.3f} s   "
+                  f"target <= {START_S} s: {'ok' if statistics.median(first) <= START_S else 'MISSED'}")
 
             t = time.monotonic()
             fill_adds, made = fill(b, args.pods)
@@ -381,11 +387,12 @@ def main() -> int:
             noop = noop_reconcile(st, lab, "host1", 10)
             print()
             print(f"3. {args.pods} Pods x 2 VPCs on host1: {len(fill_adds)} ADDs in {seconds:.1f} s")
-            print(summary("   ADD while filling", fill_adds))
-            print(summary("   ADD, last 20", fill_adds[-20:]))
-            print(summary("   no-op reconcile of host1's agent (converge)", noop, NOOP_MS))
+            print("host1 filling up:")
+            print(summary("ADD while filling", fill_adds))
+            print(summary("ADD, last 20", fill_adds[-20:]))
+            print(summary("no-op reconcile (agent converge)", noop, NOOP_MS))
             dels = empty(b, made)
-            print(summary("   DEL while emptying", dels))
+            print(summary("DEL while emptying", dels))
         finally:
             st2 = lab.load()
             if st2 is not None:
