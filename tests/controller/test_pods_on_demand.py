@@ -115,7 +115,12 @@ def site(pg: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     from cryptography.fernet import Fernet
 
     tmp = tmp_path_factory.mktemp("ondemand")
-    os.environ["L2VPC_SECRET_KEY"] = Fernet.generate_key().decode()
+    with pytest.MonkeyPatch.context() as env:  # the controller's key, for this module only
+        env.setenv("L2VPC_SECRET_KEY", Fernet.generate_key().decode())
+        yield from _site(pg, tmp)
+
+
+def _site(pg: Any, tmp: Path) -> Iterator[Site]:
     schema = Schema(pg, "l2vpc_tests", f"ondemand{os.getpid()}")
     pki = make_pki(tmp / "pki")
     topo = LabTopology.build(hosts=2)
