@@ -5,8 +5,9 @@ A Pod names a VPC without knowing its tenant: by id, or by a name no other tenan
 are unique per tenant only, so a name is looked up in the VPC list). The attachment is created
 in that VPC's tenant with every rule of a create (kinds/attachment.py), owned by the Pod, under
 the interface name its runtime chose. With it comes the port exactly as the host's next push
-will carry it (routes of a static port included), so that the agent can set the port up at once
-instead of waiting for that push, which then finds nothing to change.
+will carry it (a static port's routes, a DHCP port's digest of its VPC's offer), so that the
+agent can set the port up at once instead of waiting for that push, which then finds nothing to
+change.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from l2vpc.engine.kinds.attachment import AttachmentKind
 from l2vpc.engine.kinds.context import Context
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect
 from l2vpc.engine.store.base import StoredObject
-from l2vpc.engine.topology import Topology, TopologyIndex, make_port
+from l2vpc.engine.topology import Topology, TopologyIndex, dhcp_options, make_port
 from l2vpc.hostconfig import HostConfig, Port
 
 
@@ -56,11 +57,12 @@ def attach(cx: Context, vpc_ref: str, *, host: str, workload: str, interface_nam
 
 
 def host_port(cx: Context, att: Attachment, vpc: VPC) -> Port:
-    """The port of `att` as engine/topology.py projects it onto its host. Only a static port
-    carries routes (to the prefixes of the VPC's direct connects and VPNs)."""
+    """The port of `att` as engine/topology.py projects it onto its host: the routes to the
+    prefixes of the VPC's direct connects and VPNs are a static port's, and part of what the
+    VPC's DHCP server offers a DHCP port (its `dhcp_options`)."""
     topo = Topology(vpcs={vpc.id: vpc})
     learned: dict[str, tuple[str, ...]] = {}
-    if att.ip_mode == "static":
+    if att.ip_mode == "static" or (att.ip_mode == "dhcp" and vpc.dhcp is not None):
         refs = list(cx.tx.allocations(alloc.pool_refs(vpc.id)))
         topo.direct_connects = {d.id: d for d in (cx.load("direct_connect", DirectConnect, so)
                                                   for so in cx.tx.get_many("direct_connect", refs))}
@@ -71,4 +73,5 @@ def host_port(cx: Context, att: Attachment, vpc: VPC) -> Port:
                 for seen in HostConfig.from_dict(report.config).observations:
                     if seen.learned:
                         learned[seen.id] = tuple(sorted(seen.learned))
-    return make_port(att, vpc, TopologyIndex(topo, learned).routes(vpc.id))
+    routes = TopologyIndex(topo, learned).routes(vpc.id)
+    return make_port(att, vpc, routes, dhcp_options(vpc, routes) if att.ip_mode == "dhcp" else "")

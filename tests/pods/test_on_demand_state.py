@@ -113,6 +113,15 @@ def test_attach_pod_rules(tmp_path: Path) -> None:
         _, port = engine.attach_pod("blue", host="h1", workload="default-r", interface_name="net1",
                                     owner="pod:h1/r", ip_address="10.1.0.20/24")
         assert [r.prefix for r in port.routes] == ["192.168.50.0/24"] and port in engine.desired_configs()["h1"].ports
+        # A DHCP port carries the digest of its VPC's offer (the VPN's route included), as pushed.
+        dh = engine.create("vpc", {"name": "dh", "region": "r1", "cidr": "10.2.0.0/24",
+                                   "dhcp": {"range_start": "10.2.0.100", "range_end": "10.2.0.150"}})
+        engine.create("vpn", {"name": "site2", "vpc_id": dh.id, "peer_address": "198.51.100.8",
+                              "pre_shared_key": "secret.key2", "remote_cidrs": ["192.168.60.0/24"]})
+        att, port = engine.attach_pod("dh", host="h1", workload="default-d", interface_name="net1", owner="pod:h1/d")
+        assert att.ip_mode == "dhcp" and port.dhcp_options and port in engine.desired_configs()["h1"].ports
+        pushed = next(p for p in engine.desired_configs()["h1"].ports if p.id == port.id)
+        assert pushed.dhcp_options == port.dhcp_options
         # Updates keep the owner (it is not a caller's to change).
         kept = engine.update("attachment", ident, {"vpc_id": engine.get("attachment", ident).vpc_id,
                                                    "workload": "default-web", "workload_kind": "pod",
