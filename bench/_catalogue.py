@@ -258,6 +258,25 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "bench_cni",
+        needs=frozenset({ROOT, POSTGRES}),
+        smoke=("--calls", "3", "--starts", "1", "--pods", "3"),
+        smoke_timeout=300.0,
+        section=r"^(?P<section>l2vpc-cni, regular install|l2vpc-cni, editable install|the agent's part|"
+                r"reference bridge plugin|host1 filling up)",
+        figures=(
+            F("{section}: {what} (p50)", r"^   (?P<what>ADD on demand|DEL on demand|VERSION \(start-up only\)) +"
+              r"p50\s+{v} ms", "ms", noise=5),
+            F("{section}: {what} (p95)", r"^   (?P<what>ADD on demand|DEL on demand) +p50 .* p95\s+{v} ms", "ms",
+              noise=10),
+            F("{section}: {what} (p50)", r"^   (?P<what>ADD|DEL) +p50\s+{v} ms", "ms", None),
+            F("{section}: {what} (p50)", r"^   (?P<what>ADD while filling|ADD, last 20|DEL while emptying) +"
+              r"p50\s+{v} ms", "ms", noise=10),
+            F("{section}: no-op reconcile (p95)", r"^   no-op reconcile .* p95\s+{v} ms", "ms", noise=5),
+            F("pod start -> first ping (median)", r"^pod start -> first ping: median {v} s", "s", noise=0.1),
+        ),
+    ),
+    Bench(
         "bench_edge",
         needs=frozenset({ROOT}),
         smoke=("--rounds", "1", "--caps", "1000", "--seconds", "1"),

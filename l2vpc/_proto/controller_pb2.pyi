@@ -206,6 +206,48 @@ class HeartbeatReply(_message.Message):
     heartbeat_interval_seconds: float
     def __init__(self, heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
 
+class AttachPodRequest(_message.Message):
+    __slots__ = ("host", "vpc", "workload", "interface_name", "ip_address", "container_id")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    VPC_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_NAME_FIELD_NUMBER: _ClassVar[int]
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    vpc: str
+    workload: str
+    interface_name: str
+    ip_address: str
+    container_id: str
+    def __init__(self, host: _Optional[str] = ..., vpc: _Optional[str] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., ip_address: _Optional[str] = ..., container_id: _Optional[str] = ...) -> None: ...
+
+class AttachPodReply(_message.Message):
+    __slots__ = ("attachment_json", "revision", "port_json")
+    ATTACHMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    attachment_json: str
+    revision: int
+    port_json: str
+    def __init__(self, attachment_json: _Optional[str] = ..., revision: _Optional[int] = ..., port_json: _Optional[str] = ...) -> None: ...
+
+class DetachPodRequest(_message.Message):
+    __slots__ = ("host", "attachment_id")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    attachment_id: str
+    def __init__(self, host: _Optional[str] = ..., attachment_id: _Optional[str] = ...) -> None: ...
+
+class DetachPodReply(_message.Message):
+    __slots__ = ("deleted", "revision")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    revision: int
+    def __init__(self, deleted: _Optional[bool] = ..., revision: _Optional[int] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -99,6 +99,16 @@ class ControllerStub:
                 request_serializer=controller__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=controller__pb2.HeartbeatReply.FromString,
                 _registered_method=True)
+        self.AttachPod = channel.unary_unary(
+                '/l2vpc.controller.v1.Controller/AttachPod',
+                request_serializer=controller__pb2.AttachPodRequest.SerializeToString,
+                response_deserializer=controller__pb2.AttachPodReply.FromString,
+                _registered_method=True)
+        self.DetachPod = channel.unary_unary(
+                '/l2vpc.controller.v1.Controller/DetachPod',
+                request_serializer=controller__pb2.DetachPodRequest.SerializeToString,
+                response_deserializer=controller__pb2.DetachPodReply.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/l2vpc.controller.v1.Controller/Status',
                 request_serializer=controller__pb2.StatusRequest.SerializeToString,
@@ -195,6 +205,24 @@ class ControllerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachPod(self, request, context):
+        """A Pod's on-demand attachment (the CNI ADD of the host's agent): created in the VPC's tenant,
+        placed on `host`, owned by the Pod ("pod:<host>/<container_id>"), then the hosts converge.
+        Every rule of a create applies (INVALID_ARGUMENT, `rules` in the trailer); an unknown VPC is
+        NOT_FOUND. Idempotent: a retry by the same Pod gets the same attachment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachPod(self, request, context):
+        """Delete an on-demand attachment owned by a Pod of `host` (its CNI DEL); gone already is fine,
+        anyone else's is PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """--- operators (admin tokens)
         """
@@ -269,6 +297,16 @@ def add_ControllerServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=controller__pb2.HeartbeatRequest.FromString,
                     response_serializer=controller__pb2.HeartbeatReply.SerializeToString,
+            ),
+            'AttachPod': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachPod,
+                    request_deserializer=controller__pb2.AttachPodRequest.FromString,
+                    response_serializer=controller__pb2.AttachPodReply.SerializeToString,
+            ),
+            'DetachPod': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachPod,
+                    request_deserializer=controller__pb2.DetachPodRequest.FromString,
+                    response_serializer=controller__pb2.DetachPodReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -627,6 +665,60 @@ class Controller:
             '/l2vpc.controller.v1.Controller/Heartbeat',
             controller__pb2.HeartbeatRequest.SerializeToString,
             controller__pb2.HeartbeatReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachPod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/l2vpc.controller.v1.Controller/AttachPod',
+            controller__pb2.AttachPodRequest.SerializeToString,
+            controller__pb2.AttachPodReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachPod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/l2vpc.controller.v1.Controller/DetachPod',
+            controller__pb2.DetachPodRequest.SerializeToString,
+            controller__pb2.DetachPodReply.FromString,
             options,
             channel_credentials,
             insecure,

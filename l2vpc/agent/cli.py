@@ -13,8 +13,10 @@ ask one how it is, manage its TLS.
     l2vpc agent teardown --host host1 --underlay-ip 10.0.0.1 --state-dir ... --driver linux
 
 With `--controller`, the agent registers its host with the controller (retrying until it
-answers) and heartbeats; the token (role agent, bound to the host) comes from `--token-file`
-(mode 0600) or $L2VPC_AGENT_TOKEN, never from an argument (`ps` shows arguments to everyone).
+answers) and heartbeats, and (with `--cni-socket`) creates Pods' on-demand attachments there at
+CNI ADD, deleting them at DEL (pod_control.py); the token (role agent, bound to the host) comes
+from `--token-file` (mode 0600) or $L2VPC_AGENT_TOKEN, never from an argument (`ps` shows
+arguments to everyone).
 
 `python -m l2vpc.agent ...` runs the same commands without loading the rest of l2vpc (the
 engine, the provider): an agent process needs only this package.
@@ -249,6 +251,7 @@ def _run(args: argparse.Namespace) -> int:
             raise
         try:
             beats = None
+            pods = None
             if controller is not None and doc is not None:
                 settings, tokens = controller
                 tokens.require([args.host])
@@ -256,7 +259,11 @@ def _run(args: argparse.Namespace) -> int:
                 if not 0 <= max_age <= 3600:
                     raise AgentCliError(f"--digest-max-age: {max_age} is outside 0..3600 seconds")
                 beats = HeartbeatScheduler(settings, [ControllerLink(agent, doc, tokens, digest_max_age=max_age)])
-            return run(agent, args.listen, tls, heartbeats=beats, cni_socket=args.cni_socket)
+                if args.cni_socket:  # Pods' on-demand attachments go through the controller
+                    from l2vpc.agent.pod_control import PodControl
+
+                    pods = PodControl(settings, tokens, args.host)
+            return run(agent, args.listen, tls, heartbeats=beats, cni_socket=args.cni_socket, pod_control=pods)
         except BaseException:
             agent.close()
             raise

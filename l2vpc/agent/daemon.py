@@ -37,6 +37,7 @@ from l2vpc.pki import TlsFiles
 
 if TYPE_CHECKING:
     from l2vpc.agent.heartbeat import HeartbeatScheduler
+    from l2vpc.agent.pod_control import PodControl
 
 log = logging.getLogger("l2vpc.agent")
 
@@ -197,17 +198,18 @@ def stop_on_signals() -> threading.Event:
 
 
 def run(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, ready: Callable[[grpc.Server], Any] | None = None,
-        heartbeats: HeartbeatScheduler | None = None, cni_socket: str | None = None) -> int:
+        heartbeats: HeartbeatScheduler | None = None, cni_socket: str | None = None,
+        pod_control: PodControl | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the dataplane is left running (a restart must not disturb it).
 
     With `heartbeats`, the host registers with its controller once the agent serves, and
     heartbeats until the agent stops. With `cni_socket`, the CNI plugin's requests are answered
-    there (cni.py)."""
+    there (cni.py), and with `pod_control` (the controller link) Pods get VPCs on demand."""
     from l2vpc.agent.cni import CniServer, CniService
 
     stop = stop_on_signals()
     server, _ = serve(agent, listen, tls)
-    cni = CniServer(CniService(agent, agent.host), cni_socket) if cni_socket else None
+    cni = CniServer(CniService(agent, agent.host, pod_control), cni_socket) if cni_socket else None
     log.info("agent for %s (%s driver) listening on %s", agent.host, agent.driver_name,
              listen if isinstance(listen, str) else ", ".join(listen))
     agent.start()
@@ -225,6 +227,8 @@ def run(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, ready: Callabl
             heartbeats.stop()
         if cni is not None:
             cni.stop()
+        if pod_control is not None:
+            pod_control.close()
         server.stop(grace=2).wait()
         agent.close()
     log.info("stopped")

@@ -11,6 +11,11 @@ bindings in a 0600 file beside its config, so a restarted agent keeps every Pod'
     effective = bindings.apply(desired)    # bound pod ports carry their sandbox, unbound ones wait
 
 Bindings are keyed as the CNI spec keys a runtime's state: (network name, container id, ifname).
+
+An on-demand attachment (created by the ADD through the controller) comes with its port as the
+controller's next push will carry it (`provisional`): while the accepted config lacks the port
+but runs its VPC's segment, that port is realised as announced, so the ADD need not wait for the
+push; the push confirms it (the provisional copy is then dropped) and finds nothing to change.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from l2vpc.hostconfig import HostConfig
+from l2vpc.hostconfig import HostConfig, Port
 from l2vpc.pki import write_private
 
 BINDINGS_FILE = "pods.json"
@@ -38,6 +43,10 @@ class Binding:
     ifname: str
     network: str  # the CNI network configuration's name
     on_demand: bool = False  # created by the ADD (and deleted by the DEL), not declared
+    # The sandbox is gone but the Pod's DEL has not come: an on-demand port is then kept, not
+    # realised, so that the DEL (or GC) still deletes its attachment.
+    orphaned: bool = False
+    provisional: Port | None = None  # an on-demand port not pushed yet (see the module docstring)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -67,7 +76,9 @@ class PodBindings:
         for item in doc.get("bindings", ()):
             try:
                 b = Binding(**{f.name: item[f.name] for f in dataclasses.fields(Binding) if f.name in item})
-            except (TypeError, KeyError):
+                if isinstance(b.provisional, dict):
+                    b = dataclasses.replace(b, provisional=port_from_dict(b.provisional))
+            except (TypeError, KeyError, ValueError):
                 continue
             out[b.port_id] = b
         return out
@@ -83,9 +94,11 @@ class PodBindings:
         with self._lock:
             return list(self._by_port.values())
 
-    def of_port(self, port_id: str) -> Binding | None:
+    def of_port(self, port_id: str, *, orphans: bool = False) -> Binding | None:
+        """The port's binding (an orphaned one only with `orphans`)."""
         with self._lock:
-            return self._by_port.get(port_id)
+            b = self._by_port.get(port_id)
+            return b if b is not None and (orphans or not b.orphaned) else None
 
     def find(self, network: str, container_id: str, ifname: str) -> Binding | None:
         with self._lock:
@@ -106,25 +119,49 @@ class PodBindings:
     def apply(self, desired: HostConfig) -> HostConfig:
         """What the driver converges to: bound pod ports carry their sandbox; unbound ones are
         left out (their Pod does not exist here yet); every other item as pushed. A sandbox that
-        no longer exists (the Pod died without a DEL) unbinds its port."""
-        if not any(p.workload_kind == "pod" for p in desired.ports):
-            return desired
+        no longer exists (the Pod died without a DEL) unbinds its port, or orphans an on-demand
+        one (see Binding.orphaned)."""
         with self._lock:
+            provisional = any(b.provisional is not None for b in self._by_port.values())
+            if not provisional and not any(p.workload_kind == "pod" for p in desired.ports):
+                return desired
             ports = []
             stale = []
+            confirmed = []
             for p in desired.ports:
                 if p.workload_kind != "pod":
                     ports.append(p)
                     continue
                 b = self._by_port.get(p.id)
-                if b is None:
+                if b is None or b.orphaned:
                     continue
                 if not os.path.exists(b.sandbox):
-                    stale.append(p.id)
+                    stale.append(b)
                     continue
+                if b.provisional is not None:
+                    confirmed.append(b)
                 ports.append(dataclasses.replace(p, sandbox=b.sandbox))
-            if stale:
-                for port_id in stale:
-                    self._by_port.pop(port_id, None)
+            pushed = {p.id for p in desired.ports}
+            segments = {s.vni for s in desired.segments}
+            for b in list(self._by_port.values()) if provisional else ():
+                if b.provisional is None or b.port_id in pushed or b.orphaned:
+                    continue
+                if not os.path.exists(b.sandbox):
+                    stale.append(b)
+                elif b.provisional.vni in segments:  # its VPC's bridge runs here: set it up now
+                    ports.append(dataclasses.replace(b.provisional, sandbox=b.sandbox))
+            for b in confirmed:
+                self._by_port[b.port_id] = dataclasses.replace(b, provisional=None)
+            for b in stale:
+                if b.on_demand:
+                    self._by_port[b.port_id] = dataclasses.replace(b, orphaned=True)
+                else:
+                    self._by_port.pop(b.port_id, None)
+            if stale or confirmed:
                 self._save()
-        return dataclasses.replace(desired, ports=tuple(ports))
+        return dataclasses.replace(desired, ports=tuple(sorted(ports, key=lambda p: p.id)))
+
+
+def port_from_dict(data: dict[str, Any]) -> Port:
+    """A Port from plain data (as HostConfig.from_dict reads ports); ValueError when malformed."""
+    return HostConfig.from_dict({"host": "-", "underlay_ip": "0.0.0.0", "ports": [data]}).ports[0]

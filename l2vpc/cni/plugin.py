@@ -6,7 +6,8 @@ A thin client of the host's agent: it checks the invocation (spec.py), sends it 
 local socket (`agent_socket` in the network configuration, default /run/l2vpc/cni.sock) as one
 JSON line, and prints the agent's answer as a spec result or a spec error. VERSION is answered
 here. It needs nothing but its network configuration and the CNI_* variables, and imports
-nothing heavy: its start-up is most of a Pod's ADD latency.
+nothing heavy (the C `_socket`, not `socket`, which pulls in enum and selectors; fastjson, not
+json): its start-up is most of a Pod's ADD latency.
 
 The agent's socket protocol: one request line `{"command", "cni_version", "container_id",
 "netns", "ifname", "args", "config"}`, one answer line `{"ok": true, "result": {...}}` or
@@ -15,14 +16,16 @@ The agent's socket protocol: one request line `{"command", "cni_version", "conta
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
-from collections.abc import Mapping
-from typing import Any, BinaryIO, TextIO
+from _socket import AF_UNIX, SHUT_WR, SOCK_STREAM, socket
 
-from l2vpc.cni import spec
+from l2vpc.cni import fastjson, spec
+
+TYPE_CHECKING = False  # typing itself costs ms at start-up; mypy reads the name
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, BinaryIO, TextIO
 
 # ADD may wait for the agent to converge the VPC's segment onto this host; runtimes give a
 # plugin minutes, the agent answers 11 (try again later) well before this.
@@ -33,11 +36,12 @@ MAX_ANSWER = 1 << 20
 def call_agent(path: str, request: Mapping[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
     """Send one request to the agent at `path`; its answer (raises CniError when unreachable)."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s = socket(AF_UNIX, SOCK_STREAM)
+        try:
             s.settimeout(timeout)
             s.connect(path)
-            s.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
-            s.shutdown(socket.SHUT_WR)
+            s.sendall(fastjson.dumps(request).encode() + b"\n")
+            s.shutdown(SHUT_WR)
             chunks = []
             size = 0
             while chunk := s.recv(65536):
@@ -45,6 +49,8 @@ def call_agent(path: str, request: Mapping[str, Any], timeout: float = TIMEOUT) 
                 size += len(chunk)
                 if size > MAX_ANSWER:
                     raise spec.CniError(spec.IO_FAILURE, "the agent's answer is too long")
+        finally:
+            s.close()
     except FileNotFoundError:
         raise spec.CniError(spec.TRY_AGAIN_LATER, f"agent_socket: no agent listens at {path}",
                             "is the l2vpc agent running on this host?") from None
@@ -56,7 +62,7 @@ def call_agent(path: str, request: Mapping[str, Any], timeout: float = TIMEOUT) 
     except OSError as e:
         raise spec.CniError(spec.IO_FAILURE, f"agent_socket {path}: {e.strerror or e}") from None
     try:
-        answer = json.loads(b"".join(chunks).decode())
+        answer = fastjson.loads(b"".join(chunks).decode())
     except (UnicodeDecodeError, ValueError):
         raise spec.CniError(spec.IO_FAILURE, "the agent's answer is not JSON") from None
     if not isinstance(answer, dict):
@@ -88,7 +94,7 @@ def main(env: Mapping[str, str] | None = None, stdin: BinaryIO | None = None, st
     data = (stdin or sys.stdin.buffer).read()
     status, out = run(env, data)
     if out is not None:
-        (stdout or sys.stdout).write(json.dumps(out) + "\n")
+        (stdout or sys.stdout).write(fastjson.dumps(out) + "\n")
     return status
 
 

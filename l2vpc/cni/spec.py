@@ -1,7 +1,8 @@
 """The CNI protocol as `l2vpc-cni` speaks it (CNI spec 1.0.0 and 1.1.0): parsing and results.
 
-Pure and import-light (json only): the plugin starts once per VPC of every Pod, so its start-up
-time is its latency. The agent does the work; this module turns the runtime's environment and
+Pure and import-light (fastjson only: no json package, re, dataclasses or typing at run time,
+which together cost more than the rest of the plugin's start): the plugin starts once per VPC
+of every Pod, so its start-up time is its latency. The agent does the work; this module turns the runtime's environment and
 stdin into a request and the agent's answer into a spec result or a spec error.
 
     req = parse(os.environ, stdin_bytes)      # raises CniError with the spec's code
@@ -15,11 +16,12 @@ variable, key or rule at fault.
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from l2vpc.cni import fastjson
+
+TYPE_CHECKING = False  # typing itself costs ms at start-up; mypy reads the name
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
 # Every version VERSION lists: the ones we run, as runtimes compare against them.
@@ -52,9 +54,19 @@ ERRORS = {
     DRIFT: "the interface is not as it was set up",
 }
 
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_IFNAME_BAD = re.compile(r"[/:\s]")
-_ARG = re.compile(r"^[A-Za-z0-9_]+$")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_CONTAINER_ID_CHARS = _ALNUM | frozenset("_.-")
+_ARG_CHARS = _ALNUM | frozenset("_")
+
+
+def _container_id_ok(value: str) -> bool:
+    """A letter or digit, then letters, digits, '_', '.' and '-' (as the spec's runtimes use)."""
+    return bool(value) and value[0] in _ALNUM and _CONTAINER_ID_CHARS.issuperset(value)
+
+
+def _ifname_ok(value: str) -> bool:
+    return (0 < len(value) <= 15 and value not in (".", "..")
+            and not any(c in "/:" or c.isspace() for c in value))
 
 
 class CniError(Exception):
@@ -63,17 +75,17 @@ class CniError(Exception):
         super().__init__(f"{msg}: {details}" if details else msg)
 
 
-@dataclass(frozen=True)
 class Request:
     """One invocation: the command, the CNI_* variables and the network configuration."""
 
-    command: str
-    cni_version: str
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    args: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("args", "cni_version", "command", "config", "container_id", "ifname", "netns")
+
+    def __init__(self, command: str, cni_version: str, container_id: str = "", netns: str = "", ifname: str = "",
+                 args: dict[str, str] | None = None, config: dict[str, Any] | None = None) -> None:
+        self.command, self.cni_version, self.container_id = command, cni_version, container_id
+        self.netns, self.ifname = netns, ifname
+        self.args: dict[str, str] = args if args is not None else {}
+        self.config: dict[str, Any] = config if config is not None else {}
 
     @property
     def agent_socket(self) -> str:
@@ -96,7 +108,7 @@ def parse_args(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in filter(None, text.split(";")):
         key, sep, value = part.partition("=")
-        if not sep or not _ARG.match(key):
+        if not sep or not key or not _ARG_CHARS.issuperset(key):
             raise CniError(INVALID_ENVIRONMENT, "CNI_ARGS: each item must be KEY=VALUE, separated by ';'",
                            f"got {part[:80]!r}")
         out[key] = value
@@ -111,7 +123,7 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Request:
     if command == "VERSION":
         return Request(command, _version_of(stdin))
     try:
-        config = json.loads(stdin.decode("utf-8")) if stdin.strip() else None
+        config = fastjson.loads(stdin.decode("utf-8")) if stdin.strip() else None
     except (UnicodeDecodeError, ValueError) as e:
         raise CniError(DECODE_FAILURE, "the network configuration on stdin is not JSON", str(e)[:200]) from None
     if not isinstance(config, dict):
@@ -126,11 +138,11 @@ def parse(env: Mapping[str, str], stdin: bytes) -> Request:
         return Request(command, version, config=config)
     _check_config(config)
     container = env.get("CNI_CONTAINERID", "")
-    if not _CONTAINER_ID.match(container):
+    if not _container_id_ok(container):
         raise CniError(INVALID_ENVIRONMENT, "CNI_CONTAINERID must start with a letter or digit and hold only "
                        "letters, digits, '_', '.' and '-'", f"got {container[:80]!r}")
     ifname = env.get("CNI_IFNAME", "")
-    if not ifname or len(ifname) > 15 or ifname in (".", "..") or _IFNAME_BAD.search(ifname):
+    if not _ifname_ok(ifname):
         raise CniError(INVALID_ENVIRONMENT, "CNI_IFNAME must be an interface name (1-15 characters, no '/', ':' "
                        "or spaces)", f"got {ifname[:40]!r}")
     netns = env.get("CNI_NETNS", "")
@@ -156,7 +168,7 @@ def _check_config(config: dict[str, Any]) -> None:
 
 def _version_of(stdin: bytes) -> str:
     try:
-        config = json.loads(stdin.decode("utf-8")) if stdin.strip() else {}
+        config = fastjson.loads(stdin.decode("utf-8")) if stdin.strip() else {}
     except (UnicodeDecodeError, ValueError):
         config = {}
     version = config.get("cniVersion") if isinstance(config, dict) else None

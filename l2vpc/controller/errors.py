@@ -2,7 +2,8 @@
 
 The service turns an engine error into a gRPC status plus trailing metadata `l2vpc-error-bin`
 (JSON, see proto/controller.proto); the client turns that back into the same engine error, so
-the provider reports a remote error exactly as an embedded one (attribute paths included).
+the provider reports a remote error exactly as an embedded one (attribute paths included, and
+the rule each problem breaks: `rules`, see engine/validation.py RULES).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from l2vpc.engine.errors import (
     HostError,
     L2vpcError,
     NotFoundError,
+    Problem,
     StoreError,
     TemporaryError,
     UserError,
@@ -33,6 +35,7 @@ def to_status(exc: L2vpcError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, b
     if isinstance(exc, ValidationError):
         code, body["type"] = grpc.StatusCode.INVALID_ARGUMENT, "validation"
         body["problems"] = [[p, m] for p, m in exc.problems[:_MAX_PROBLEMS]]
+        body["rules"] = exc.rules[:_MAX_PROBLEMS]
     elif isinstance(exc, NotFoundError):
         code, body["type"] = grpc.StatusCode.NOT_FOUND, "not_found"
         body["kind"], body["id"] = exc.kind, exc.ident
@@ -68,7 +71,10 @@ def from_rpc(e: grpc.RpcError) -> L2vpcError:
     kind = body.get("type")
     message = str(body.get("message") or details)
     if kind == "validation":
-        problems = [(str(p), str(m)) for p, m in body.get("problems") or [["", message]]]
+        rules = [str(r) for r in body.get("rules") or ()]
+        problems: list[tuple[str, str]] = [
+            Problem(str(p), str(m), rules[i] if i < len(rules) else "")
+            for i, (p, m) in enumerate(body.get("problems") or [["", message]])]
         return ValidationError(problems)
     if kind == "not_found":
         return NotFoundError(str(body.get("kind", "object")), str(body.get("id", "")))

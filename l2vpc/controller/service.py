@@ -6,7 +6,8 @@
    shared store, agent pool and SecretBox), so another tenant's id is simply not found (an
    admin token acts for the tenant named in metadata `l2vpc-tenant`, or across all tenants
    without it);
-   agent calls, Converge and Status: hand them to the ControlPlane;
+   agent calls, Converge and Status: hand them to the ControlPlane (a Pod's on-demand
+   attachments, AttachPod and DetachPod, are engine calls across tenants, then a converge);
 4. turn engine errors into a status plus the `l2vpc-error-bin` trailer (errors.to_status).
 
 Every refusal happens before a write: a rejected request changes nothing. Logs name methods,
@@ -15,6 +16,7 @@ token ids and outcomes, never tokens nor documents (they carry pre-shared keys).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -37,7 +39,7 @@ from l2vpc.controller.batching import CreateBatcher
 from l2vpc.controller.contract import ControlPlane, ConvergeOutcome
 from l2vpc.controller.errors import to_status
 from l2vpc.engine.api import Engine
-from l2vpc.engine.errors import L2vpcError, TemporaryError, ValidationError
+from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, ValidationError
 from l2vpc.engine.executor import AgentPool
 from l2vpc.engine.model import Host, parse
 from l2vpc.engine.secrets import SecretBox
@@ -56,6 +58,7 @@ DEFAULT_REFRESH_TIMEOUT = 10.0
 MAX_REFRESH_TIMEOUT = 60.0
 MAX_REFRESH_HOSTS = 10_000
 MAX_ID_LENGTH = 255
+MAX_CONTAINER_ID_LENGTH = 256  # CNI_CONTAINERID (a runtime's are 64 hex digits)
 _NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 # Who may make a call: object calls, agent calls, operator calls.
 OBJECT, AGENT, ADMIN = "object", "agent", "admin"
@@ -458,6 +461,45 @@ class ControllerService(pb_grpc.ControllerServicer):
         interval = self.plane.heartbeat(request.host, request.accepted_generation, request.converged_generation,
                                         request.converging, request.actual_digest)
         return pb.HeartbeatReply(heartbeat_interval_seconds=interval)
+
+    @_rpc(AGENT)
+    def AttachPod(self, request: pb.AttachPodRequest, context: grpc.ServicerContext,
+                  caller: Caller) -> pb.AttachPodReply:
+        host = _ident(request.host, "host")
+        self._own_host(caller, host, "AttachPod")
+        container = _ident(request.container_id, "container_id")
+        if len(container) > MAX_CONTAINER_ID_LENGTH:
+            raise ValidationError(f"longer than {MAX_CONTAINER_ID_LENGTH} characters", path="container_id")
+        engine = Engine(self.store, self.agents, secrets=self.secrets)  # the VPC's tenant, whichever
+        att, port = engine.attach_pod(_ident(request.vpc, "vpc"), host=host, workload=request.workload,
+                                      interface_name=request.interface_name or None, owner=f"pod:{host}/{container}",
+                                      ip_address=request.ip_address or None)
+        revision = self.plane.request_converge()
+        log.info("host %s: pod attachment %s (%s, %s) for container %s", host, att.id, att.workload,
+                 att.interface_name, container[:16])
+        return pb.AttachPodReply(attachment_json=json.dumps(att.model_dump(mode="json")), revision=revision,
+                                 port_json=json.dumps(dataclasses.asdict(port)))
+
+    @_rpc(AGENT)
+    def DetachPod(self, request: pb.DetachPodRequest, context: grpc.ServicerContext,
+                  caller: Caller) -> pb.DetachPodReply:
+        host = _ident(request.host, "host")
+        self._own_host(caller, host, "DetachPod")
+        ident = _ident(request.attachment_id, "attachment_id")
+        engine = Engine(self.store, self.agents, secrets=self.secrets)
+        att = engine.find("attachment", ident)
+        if att is None:
+            return pb.DetachPodReply(deleted=False)
+        if not (att.owner or "").startswith(f"pod:{host}/"):
+            raise AuthError(grpc.StatusCode.PERMISSION_DENIED,
+                            f"DetachPod: attachment {ident} is not an on-demand attachment of a Pod on host {host}")
+        try:
+            engine.delete("attachment", ident)
+        except NotFoundError:
+            return pb.DetachPodReply(deleted=False)  # a concurrent DEL won
+        revision = self.plane.request_converge()
+        log.info("host %s: pod attachment %s deleted", host, ident)
+        return pb.DetachPodReply(deleted=True, revision=revision)
 
     @staticmethod
     def _own_host(caller: Caller, host: str, method: str) -> None:

@@ -9,6 +9,7 @@ The rules live elsewhere; this module opens transactions and dispatches:
     kinds/        one module per kind (vpc, attachment, direct_connect, vpn) in one table
     failover.py   host up/down verdicts, services moved off hosts that are down
     adoption.py   objects of a creator that crashed mid-create, and their confirmation
+    pod_attachments.py   a Pod's on-demand attachments (AttachPod)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from l2vpc.engine import adoption, failover
+from l2vpc.engine import adoption, failover, pod_attachments
 from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError
 from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
 from l2vpc.engine.kinds import COMPUTED, ID_PREFIX, KINDS, MODELS
@@ -29,7 +30,7 @@ from l2vpc.engine.planner import Plan, plan
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
 from l2vpc.engine.topology import Topology, host_configs
-from l2vpc.hostconfig import HostConfig, Observation
+from l2vpc.hostconfig import HostConfig, Observation, Port
 
 __all__ = ["COMPUTED", "ID_PREFIX", "MODELS", "Engine"]  # the tables: views of kinds.KINDS
 
@@ -209,6 +210,19 @@ class Engine:
         if adopt:
             adoption.record(tx, obj.id, adopt)
         return obj
+
+    def attach_pod(self, vpc: str, *, host: str, workload: str, interface_name: str | None, owner: str,
+                   ip_address: str | None = None) -> tuple[Attachment, Port]:
+        """A Pod's on-demand attachment (its host's agent asks at CNI ADD): to the VPC `vpc`
+        names (an id, else a name that must be unique across tenants), created in that VPC's
+        tenant, placed on `host`, as `interface_name` (None: the next free), owned by `owner`;
+        static with `ip_address`, else dhcp when the VPC runs DHCP, else none. Every rule of a
+        create applies (ValidationError naming the rule). Idempotent: the same owner's
+        attachment of the workload to that VPC is returned as it is (a retried call). With it,
+        the port as the host's next push will carry it (see pod_attachments.py)."""
+        with self._transaction() as cx:
+            return pod_attachments.attach(cx, vpc, host=host, workload=workload, interface_name=interface_name,
+                                          owner=owner, ip_address=ip_address)
 
     def confirm(self, ident: str) -> None:
         """The creator has recorded the object (Terraform refreshed it): never adopt it again."""

@@ -26,18 +26,38 @@ class UserError(L2vpcError):
     """The request is wrong; retrying it unchanged will fail again."""
 
 
-class ValidationError(UserError):
-    """One or more rules are violated. `problems` holds (path, message) pairs."""
+class Problem(tuple[str, str]):
+    """A (path, message) pair that also names the rule it breaks: `rule` is one of
+    validation.RULES ('' for a field's own format or range). Unpacks and compares as the pair,
+    so callers that only read paths and messages see no difference; clients that must tell
+    rules apart (the CNI plugin's error codes) read `rule` instead of parsing the message."""
 
-    def __init__(self, problems: list[tuple[str, str]] | str, path: str = "") -> None:
+    rule: str
+
+    def __new__(cls, path: str, message: str, rule: str = "") -> Problem:
+        self = super().__new__(cls, (path, message))
+        self.rule = rule
+        return self
+
+
+class ValidationError(UserError):
+    """One or more rules are violated. `problems` holds (path, message) pairs (Problem where
+    the rule is named; `rule` names it for a single message)."""
+
+    def __init__(self, problems: list[tuple[str, str]] | str, path: str = "", *, rule: str = "") -> None:
         if isinstance(problems, str):
-            problems = [(path, problems)]
+            problems = [Problem(path, problems, rule)]
         self.problems = problems
         super().__init__("; ".join(f"{p}: {m}" if p else m for p, m in problems))
 
     @property
     def first(self) -> tuple[str, str]:
         return self.problems[0]
+
+    @property
+    def rules(self) -> list[str]:
+        """The rule of each problem, in order ('' where none is named)."""
+        return [p.rule if isinstance(p, Problem) else "" for p in self.problems]
 
 
 class NotFoundError(UserError):

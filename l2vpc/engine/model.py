@@ -213,6 +213,10 @@ class Attachment(_Base):
     # Computed by the engine.
     interface_name: Literal["net1", "net2", "net3", "net4", "net5", "net6", "net7", "net8", "net9", "net10"] | None = None
     status: str = "pending"
+    # Who created it when not its declarer: "pod:<host>/<container id>" for a Pod's on-demand
+    # attachment (the host's agent created it at CNI ADD and deletes it at DEL). Set only by
+    # Engine.attach_pod; Terraform and topology files neither set it nor touch owned attachments.
+    owner: Annotated[str, StringConstraints(min_length=1, max_length=320)] | None = None
 
     @model_validator(mode="after")
     def _ip_rules(self) -> Attachment:

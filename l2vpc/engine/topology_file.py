@@ -4,6 +4,9 @@ A file is the complete desired state: hosts, vpcs, attachments, direct_connects,
 refer to VPCs by name; attachments are identified by (workload, vpc). Everything is checked
 before anything is written, and errors name the file path of the field
 (`attachments[3].ip_address: ...`).
+
+A Pod's on-demand attachments (those with an `owner`, created by its host's agent at CNI ADD)
+are not the file's: `sync` neither deletes nor adopts them, and a file cannot set `owner`.
 """
 
 from __future__ import annotations
@@ -140,6 +143,9 @@ def parse_document(doc: dict[str, Any], registered: list[Host] | None = None) ->
             if not isinstance(vpc_name, str):
                 problems.append((f"{section}[{i}].vpc", "required: the name of a VPC in this file"))
                 continue
+            if "owner" in d:
+                problems.append((f"{section}[{i}].owner", "set by the agents of Pods only; remove it from the file"))
+                continue
             obj = attempt(lambda d=d, i=i, section=section, model=model, vpc_name=vpc_name: parse(
                 model, {**d, "vpc_id": vpc_name}, prefix=f"{section}[{i}]."))
             if obj is not None:
@@ -232,8 +238,10 @@ def sync(engine: Engine, tf: TopologyFile) -> dict[str, int]:
     vpc_ids = {n: v.id for n, v in existing_vpcs.items()}
 
     def current(kind: str) -> dict[tuple[str, str], Any]:
+        """The file's kind of objects in the state (not the Pods' own attachments)."""
         names = {i: n for n, i in vpc_ids.items()}
-        return {(_ident(kind, o), names.get(o.vpc_id, "")): o for o in engine.list(kind)}
+        return {(_ident(kind, o), names.get(o.vpc_id, "")): o for o in engine.list(kind)
+                if getattr(o, "owner", None) is None}
 
     # Remove what the file no longer has: dependants before their VPCs.
     for kind in _DEPENDANTS:

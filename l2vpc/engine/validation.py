@@ -3,6 +3,10 @@
 `validate_topology` returns every problem as (path, message); the path starts with the
 object's label (the file path `attachments[3]` from the CLI, or `vpc "prod"` by default) and
 ends with the field. Runs in O(objects) so it can check 50,000 attachments per plan.
+
+The rules a workload's attachments can break carry a rule id (RULES, on errors.Problem), so
+that clients tell them apart without reading messages: the controller sends it in its error
+trailer and the CNI plugin maps it to its error codes (the 11th VPC → "too many VPCs").
 """
 
 from __future__ import annotations
@@ -11,10 +15,25 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
 
+from l2vpc.engine.errors import Problem as RuleProblem
 from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment, usable
 from l2vpc.engine.topology import Topology
 
 Problem = tuple[str, str]
+
+# Rule ids (see the module docstring). Stable: clients map them.
+VPCS_PER_WORKLOAD = "vpcs_per_workload"  # at most 10 VPCs per workload
+ONE_ATTACHMENT_PER_VPC = "one_attachment_per_vpc"  # a workload attaches a VPC once
+ONE_HOST_PER_WORKLOAD = "one_host_per_workload"
+INTERFACE_NAME_FREE = "interface_name_free"  # an asked-for interface name is the workload's only once
+OVERLAPPING_SUBNETS = "overlapping_subnets"  # two interfaces of a workload on overlapping cidrs
+UNIQUE_IP = "unique_ip"
+IP_IN_CIDR = "ip_in_cidr"  # a static address: inside the VPC cidr, usable, not the DHCP server's
+UNIQUE_MAC = "unique_mac"
+DHCP_NEEDS_SERVER = "dhcp_needs_server"
+HOST_PLACEMENT = "host_placement"  # a known compute host, in the VPC's region
+RULES = frozenset({VPCS_PER_WORKLOAD, ONE_ATTACHMENT_PER_VPC, ONE_HOST_PER_WORKLOAD, INTERFACE_NAME_FREE,
+                   OVERLAPPING_SUBNETS, UNIQUE_IP, IP_IN_CIDR, UNIQUE_MAC, DHCP_NEEDS_SERVER, HOST_PLACEMENT})
 
 
 def _label(labels: Mapping[str, str], kind: str, ident: str, fallback: str) -> str:
@@ -26,8 +45,8 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
     labels = labels or {}
     problems: list[Problem] = []
 
-    def add(problem: Problem) -> None:
-        problems.append((problem[0].lstrip("."), problem[1]))
+    def add(problem: Problem, rule: str = "") -> None:
+        problems.append(RuleProblem(problem[0].lstrip("."), problem[1], rule))
 
     # --- hosts -------------------------------------------------------------------------
     seen_underlay: dict[str, str] = {}
@@ -69,28 +88,29 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
         if a.host is not None:
             host = topo.hosts.get(a.host)
             if host is None:
-                add((f"{where}.host", f"no host named {a.host!r}"))
+                add((f"{where}.host", f"no host named {a.host!r}"), HOST_PLACEMENT)
             elif host.role != "compute":
-                add((f"{where}.host", f"{a.host} is an edge host; workloads run on compute hosts"))
+                add((f"{where}.host", f"{a.host} is an edge host; workloads run on compute hosts"), HOST_PLACEMENT)
             elif vpc.scope == "single_region" and host.region != vpc.region:
                 add((
                     f"{where}.host",
                     f"{a.host} is in region {host.region!r} but VPC {vpc.name!r} is single_region in "
                     f"{vpc.region!r}; use a host there or make the VPC multi_region",
-                ))
+                ), HOST_PLACEMENT)
         if a.mac_address:
             prev = macs.setdefault((vpc.id, a.mac_address), a.workload)
             if prev != a.workload:
-                add((f"{where}.mac_address", f"{a.mac_address} is already used by {prev!r} in VPC {vpc.name!r}"))
+                add((f"{where}.mac_address", f"{a.mac_address} is already used by {prev!r} in VPC {vpc.name!r}"),
+                    UNIQUE_MAC)
         if a.ip_mode == "dhcp" and vpc.dhcp is None:
-            add((f"{where}.ip_mode", f"dhcp needs VPC {vpc.name!r} to have a dhcp block"))
+            add((f"{where}.ip_mode", f"dhcp needs VPC {vpc.name!r} to have a dhcp block"), DHCP_NEEDS_SERVER)
         if a.ip_address:
             for p in _address_problems(where, a, vpc):
-                add(p)
+                add(p, IP_IN_CIDR)
             ip = a.ip_address.split("/")[0]
             prev = ips.setdefault((vpc.id, ip), a.workload)
             if prev != a.workload:
-                add((f"{where}.ip_address", f"{ip} is already used by {prev!r} in VPC {vpc.name!r}"))
+                add((f"{where}.ip_address", f"{ip} is already used by {prev!r} in VPC {vpc.name!r}"), UNIQUE_IP)
 
     for workload, atts in per_workload.items():
         # Blame the attachment being changed (empty label) when there is one, else the newest.
@@ -101,25 +121,27 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
             add((
                 f"{where}.workload",
                 f"workload {workload!r} would attach {len(atts)} VPCs; at most {MAX_VPCS_PER_WORKLOAD} are allowed",
-            ))
+            ), VPCS_PER_WORKLOAD)
         vpc_ids = [a.vpc_id for a in atts]
         if len(set(vpc_ids)) != len(vpc_ids):
             dup = next(v for v in vpc_ids if vpc_ids.count(v) > 1)
             a = [x for x in atts if x.vpc_id == dup][-1]
             where = _label(labels, "attachment", a.id, f"{workload}/{dup}")
-            add((f"{where}.vpc_id", f"workload {workload!r} is already attached to this VPC"))
+            add((f"{where}.vpc_id", f"workload {workload!r} is already attached to this VPC"), ONE_ATTACHMENT_PER_VPC)
         placed = {a.host for a in atts if a.host}
         if len(placed) > 1:
             a = atts[-1]
             where = _label(labels, "attachment", a.id, f"{workload}/{a.vpc_id}")
-            add((f"{where}.host", f"workload {workload!r} is on several hosts ({', '.join(sorted(placed))}); a workload lives on one host"))
+            add((f"{where}.host", f"workload {workload!r} is on several hosts ({', '.join(sorted(placed))}); a workload lives on one host"),
+                ONE_HOST_PER_WORKLOAD)
         nets = [(a, topo.vpcs[a.vpc_id].network) for a in atts if a.vpc_id in topo.vpcs]
         cidrs = [(a, n) for a, n in nets if n is not None]
         for i, (a, n) in enumerate(cidrs):
             for b, m in cidrs[i + 1 :]:  # b comes later in the blame order
                 if a.vpc_id != b.vpc_id and n.overlaps(m):
                     where = _label(labels, "attachment", b.id, f"{workload}/{b.vpc_id}")
-                    add((f"{where}.vpc_id", f"workload {workload!r} would have overlapping subnets {n} and {m} on two interfaces"))
+                    add((f"{where}.vpc_id", f"workload {workload!r} would have overlapping subnets {n} and {m} on two interfaces"),
+                        OVERLAPPING_SUBNETS)
 
     # --- direct connects and VPNs ------------------------------------------------------
     locations = {h.location for h in topo.hosts.values() if h.role == "edge" and h.location}

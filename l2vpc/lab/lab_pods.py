@@ -1,11 +1,15 @@
 """`l2vpc lab pod run|rm|exec|check|list`: real Pods on a lab's hosts (see pods.py for how).
 
 A lab Pod is the Kubernetes Pod `default/<name>`, so its workload is `default-<name>`
-(hostconfig.names.pod_workload). `run` attaches it to the VPCs asked for: an attachment the
-configuration already declares for that workload (`workload_kind = "pod"`) is used as it is;
-for a VPC without one the lab declares one (as a user would in Terraform), placed with the
-Pod's other attachments. The Pod's networks are then added by the CNI plugin, one ADD per VPC
-in interface order, and its container started. Needs the linux driver (root).
+(hostconfig.names.pod_workload). `run` attaches it to the VPCs asked for:
+- on a lab without a controller, an attachment the configuration already declares for that
+  workload (`workload_kind = "pod"`) is used as it is; for a VPC without one the lab declares
+  one (as a user would in Terraform), placed with the Pod's other attachments;
+- on a lab whose agents run with a controller, the lab declares nothing: each ADD creates the
+  Pod's attachment on demand (net1, net2, ... in the order of --vpc; the host is --host, else
+  the first compute host), and the DEL of `rm` deletes it.
+The Pod's networks are then added by the CNI plugin, one ADD per VPC in interface order, and its
+container started. Needs the linux driver (root).
 """
 
 from __future__ import annotations
@@ -100,8 +104,16 @@ def run(st: LabState, lab_dir: Path, name: str, vpcs: list[str], host: str | Non
     if any(p["name"] == name for p in st.pods):
         raise PodError(f"a lab Pod named {name!r} exists already (l2vpc lab pod rm {name})")
     workload = pod_workload(pods.POD_NAMESPACE, name)
-    attachments = declare(st.state_path, workload, vpcs, host, ip_mode)
-    rec = _host(st, attachments[0][1].host or "")
+    if st.controller is not None:  # on demand: the agents' controller creates the attachments
+        if ip_mode is not None:
+            raise PodError("--ip-mode: only for attachments the lab declares (a lab without a controller); on "
+                           "demand, a Pod's VPC with DHCP gets dhcp")
+        rec = _host(st, host or next((h.name for h in st.hosts if h.role == "compute"), ""))
+        networks = [(vpc, f"net{i}") for i, vpc in enumerate(vpcs, start=1)]
+    else:
+        attachments = declare(st.state_path, workload, vpcs, host, ip_mode)
+        rec = _host(st, attachments[0][1].host or "")
+        networks = [(vpc, att.interface_name or "") for vpc, att in attachments]
     rt = runtime(st, lab_dir)
     pod = PodRecord(name=name, host=rec.name, netns=f"{st.prefix}pod-{name}", container_id=f"l2pod-{name}-"
                     f"{secrets.token_hex(4)}", workload=workload)
@@ -109,8 +121,7 @@ def run(st: LabState, lab_dir: Path, name: str, vpcs: list[str], host: str | Non
     st.namespaces.append(pod.netns)
     st.save()
     try:
-        pods.start_pod(rt, pod, rec.netns, rec.cni_socket or "",
-                       [(vpc, att.interface_name or "") for vpc, att in attachments])
+        pods.start_pod(rt, pod, rec.netns, rec.cni_socket or "", networks)
     except BaseException:
         _save(st, None, drop=name)
         st.namespaces.remove(pod.netns)

@@ -24,12 +24,15 @@ def add_commands(lab: argparse._SubParsersAction, state_arg: Callable[[argparse.
     pod = lab.add_parser("pod", help="real Pods (containerd + runc) on the lab's hosts, on VPCs through l2vpc-cni")
     sub = pod.add_subparsers(dest="pod_command", metavar="ACTION", required=True)
 
-    run = sub.add_parser("run", help="start Pod NAME (workload default-NAME) on the VPCs of --vpc")
+    run = sub.add_parser("run", help="start Pod NAME (workload default-NAME) on the VPCs of --vpc (with a "
+                         "controller: attachments created on demand by the CNI ADDs, deleted by rm)")
     run.add_argument("name", help="the Pod's name (Kubernetes namespace 'default')")
     run.add_argument("--vpc", required=True, help="VPC names, comma-separated, in interface order (net1, ...)")
-    run.add_argument("--host", default=None, help="lab host for a Pod with no declared attachment yet")
+    run.add_argument("--host", default=None, help="lab host for a Pod with no declared attachment yet (with a "
+                     "controller: the Pod's host, default the first compute host)")
     run.add_argument("--ip-mode", default=None, choices=("none", "dhcp"),
-                     help="for attachments the lab declares (default: dhcp when the VPC has DHCP)")
+                     help="for attachments the lab declares (default: dhcp when the VPC has DHCP; not with a "
+                          "controller)")
     sub_rm = sub.add_parser("rm", help="stop Pod NAME: its container, then CNI DEL of each network")
     sub_rm.add_argument("name")
     ex = sub.add_parser("exec", help="run a command in Pod NAME's container: exec NAME -- CMD...")

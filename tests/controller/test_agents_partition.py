@@ -32,9 +32,9 @@ from l2vpc.hostconfig import HostConfig, port_device_name
 from l2vpc.lab import netns
 from l2vpc.lab.lab import Lab, LabController
 from l2vpc.lab.topology import MANAGEMENT_IP, LabTopology
+from l2vpc.testing.lab_controller import Controller, Relay, socket_url
 
 from ._api_helpers import Client, make_pki
-from ._lab_controller import Controller, Relay, socket_url
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 

@@ -263,3 +263,19 @@ def test_a_pod_that_cannot_start_leaves_nothing(clean: PodLab) -> None:
         lab.pod("ghost", ["blue", "nope"], host="host1")
     assert not lab_pods.records(lab.lab.require())
     assert not [n for n in ip("netns", "list").splitlines() if "pod-ghost" in n]
+
+
+def test_without_a_controller_a_vpc_nobody_declared_says_how_to_get_it_on_demand(clean: PodLab) -> None:
+    lab = clean
+    rec = lab.st.host("host1")
+    netns = f"{lab.st.prefix}pod-undeclared"
+    ip("netns", "add", netns)
+    try:
+        env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "und0123456789", "CNI_NETNS": f"/run/netns/{netns}",
+               "CNI_IFNAME": "net1", "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=undeclared"}
+        rc, out = plugin(lab, "host1", env, pods.netconf("green", rec.cni_socket))
+        assert rc == 1 and out is not None and out["code"] == spec.NOT_PLACED_HERE, out
+        assert "on-demand attachments need the agent to run with a controller" in out["details"]
+        assert lab.attachments("default-undeclared") == {}
+    finally:
+        ip("netns", "del", netns)

@@ -5,6 +5,9 @@ A workload lives on one host and attaches at most 10 VPCs, once each; its interf
 large apply: one that names its host (or whose workload already has one) reads only the hosts
 it touches, and placement reads the per-host index of attachments for the hosts' load
 instead of every attachment.
+
+A Pod's on-demand attachment (Engine.attach_pod) is created with an `owner` and the interface
+name its runtime chose (CNI_IFNAME); both are computed fields, so no other caller sets them.
 """
 
 from __future__ import annotations
@@ -21,25 +24,29 @@ from l2vpc.engine.model import Attachment, parse
 from l2vpc.engine.placement import pick_compute_host
 from l2vpc.engine.store.base import HostReport, StoredObject
 from l2vpc.engine.topology import Topology
+from l2vpc.engine.validation import INTERFACE_NAME_FREE, ONE_ATTACHMENT_PER_VPC
+from l2vpc.hostconfig import INTERFACE_NAMES
 
 
 class AttachmentKind(Kind[Attachment]):
     name = "attachment"
     model = Attachment
     id_prefix = "att"
-    computed = frozenset({"id", "status", "interface_name"})
+    computed = frozenset({"id", "status", "interface_name", "owner"})
 
-    def create(self, cx: Context, data: dict[str, Any]) -> Attachment:
+    def create(self, cx: Context, data: dict[str, Any], *, owner: str | None = None,
+               interface_name: str | None = None) -> Attachment:
+        """`owner`, `interface_name`: an owned attachment's (Engine.attach_pod), else unset."""
         tx = cx.tx
         ident = self.new_id()
-        att = parse(Attachment, {**data, "id": ident})
+        att = parse(Attachment, {**data, "id": ident, "owner": owner})
         vpc = cx.vpc(att.vpc_id)
         siblings = cx.workload_attachments(att.workload)
         if any(s.vpc_id == vpc.id for s in siblings):
             other = next(s.id for s in siblings if s.vpc_id == vpc.id)
             raise ValidationError(
                 f"workload {att.workload!r} is already attached to VPC {vpc.name!r} by attachment {other}",
-                path="vpc_id")
+                path="vpc_id", rule=ONE_ATTACHMENT_PER_VPC)
         host = att.host or next((s.host for s in siblings if s.host), None)
         att = att.model_copy(update={"host": host})
         # Placement looks at every host; otherwise the rules only need the hosts this workload
@@ -54,7 +61,10 @@ class AttachmentKind(Kind[Attachment]):
             load = Counter({h: sizes.get(alloc.pool_on_host(h), 0) for h in hosts})
             host = pick_compute_host(hosts.values(), vpc, load, cx.default_region).name
             att = att.model_copy(update={"host": host})
-        ifname = alloc.allocate_interface_name(tx, att.workload, ident)
+        if interface_name is None:
+            ifname = alloc.allocate_interface_name(tx, att.workload, ident)
+        else:  # after the rules: the 11th VPC is refused as such, whatever name it asks for
+            ifname = self._claim_interface_name(cx, att.workload, interface_name, ident)
         if att.mac_address:
             alloc.reserve_mac(tx, vpc.id, att.mac_address, ident)
             mac = att.mac_address
@@ -68,6 +78,18 @@ class AttachmentKind(Kind[Attachment]):
         self.insert(cx, att, ident)
         cx.replace_dhcp(vpc, hosts)
         return att
+
+    @staticmethod
+    def _claim_interface_name(cx: Context, workload: str, name: str, ident: str) -> str:
+        if name not in INTERFACE_NAMES:
+            raise ValidationError(f"{name[:20]!r} is not an interface name of a workload; allowed: "
+                                  f"{', '.join(INTERFACE_NAMES)}", path="interface_name")
+        holder = cx.tx.allocations(alloc.pool_ifname(workload)).get(name)
+        if holder is not None:
+            raise ValidationError(f"workload {workload!r} already has an interface {name} (attachment {holder}); "
+                                  "use a free name", path="interface_name", rule=INTERFACE_NAME_FREE)
+        cx.tx.claim(alloc.pool_ifname(workload), name, ident)  # just seen free, under the write lock
+        return name
 
     def update(self, cx: Context, so: StoredObject, cur: Attachment, data: dict[str, Any]) -> Attachment:
         tx = cx.tx
