@@ -88,7 +88,7 @@ class Reservation(_message.Message):
     def __init__(self, mac: _Optional[str] = ..., ip: _Optional[str] = ...) -> None: ...
 
 class DhcpServer(_message.Message):
-    __slots__ = ("vni", "server_ip", "range_start", "range_end", "lease_time", "gateway", "dns_servers", "reservations", "routes", "mtu")
+    __slots__ = ("vni", "server_ip", "range_start", "range_end", "lease_time", "gateway", "dns_servers", "reservations", "routes", "mtu", "clients")
     VNI_FIELD_NUMBER: _ClassVar[int]
     SERVER_IP_FIELD_NUMBER: _ClassVar[int]
     RANGE_START_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class DhcpServer(_message.Message):
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
     MTU_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
     vni: int
     server_ip: str
     range_start: str
@@ -109,7 +110,8 @@ class DhcpServer(_message.Message):
     reservations: _containers.RepeatedCompositeFieldContainer[Reservation]
     routes: _containers.RepeatedCompositeFieldContainer[Route]
     mtu: int
-    def __init__(self, vni: _Optional[int] = ..., server_ip: _Optional[str] = ..., range_start: _Optional[str] = ..., range_end: _Optional[str] = ..., lease_time: _Optional[int] = ..., gateway: _Optional[str] = ..., dns_servers: _Optional[_Iterable[str]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., mtu: _Optional[int] = ...) -> None: ...
+    clients: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, vni: _Optional[int] = ..., server_ip: _Optional[str] = ..., range_start: _Optional[str] = ..., range_end: _Optional[str] = ..., lease_time: _Optional[int] = ..., gateway: _Optional[str] = ..., dns_servers: _Optional[_Iterable[str]] = ..., reservations: _Optional[_Iterable[_Union[Reservation, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., mtu: _Optional[int] = ..., clients: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BgpPeer(_message.Message):
     __slots__ = ("local_asn", "peer_asn", "local_ip", "peer_ip", "advertised", "md5_key")

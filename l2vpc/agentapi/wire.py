@@ -120,7 +120,7 @@ def config_to_pb(cfg: HostConfig, *, secrets: bool = False) -> pb.HostConfig:
                 vni=d.vni, server_ip=d.server_ip, range_start=d.range_start, range_end=d.range_end,
                 lease_time=d.lease_time, gateway=d.gateway or "", dns_servers=list(d.dns_servers),
                 reservations=[pb.Reservation(mac=r.mac, ip=r.ip) for r in d.reservations],
-                routes=_routes_to_pb(d.routes), mtu=d.mtu,
+                routes=_routes_to_pb(d.routes), mtu=d.mtu, clients=list(d.clients),
             )
             for d in cfg.dhcp_servers
         ],
@@ -155,6 +155,7 @@ def config_from_pb(msg: pb.HostConfig) -> HostConfig:
                 lease_time=d.lease_time, gateway=d.gateway or None, dns_servers=tuple(d.dns_servers),
                 reservations=tuple(Reservation(r.mac.lower(), r.ip) for r in d.reservations),
                 routes=_routes_from_pb(d.routes), mtu=d.mtu or 1500,
+                clients=tuple(m.lower() for m in d.clients),
             )
             for d in msg.dhcp_servers
         ),

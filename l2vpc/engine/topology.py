@@ -90,7 +90,8 @@ def make_segment(vpc: VPC, own_ip: str, carrier_ips: tuple[str, ...]) -> Segment
                    vpc_name=vpc.name)
 
 
-def make_dhcp(vpc: VPC, reservations: Iterable[Reservation], routes: tuple[Route, ...] = ()) -> DhcpServer:
+def make_dhcp(vpc: VPC, reservations: Iterable[Reservation], routes: tuple[Route, ...] = (),
+              clients: Iterable[str] = ()) -> DhcpServer:
     assert vpc.dhcp and vpc.cidr and vpc.vni
     net = ipaddress.IPv4Network(vpc.cidr)
     return DhcpServer(
@@ -104,6 +105,7 @@ def make_dhcp(vpc: VPC, reservations: Iterable[Reservation], routes: tuple[Route
         reservations=tuple(sorted(reservations, key=lambda r: (r.mac, r.ip))),
         routes=routes,
         mtu=vpc.mtu,
+        clients=tuple(sorted(set(clients))),
     )
 
 
@@ -181,6 +183,7 @@ class TopologyIndex:
         self.host_ports: dict[str, set[str]] = defaultdict(set)  # host → attachment ids
         self.dhcp_hosts: dict[str, set[str]] = defaultdict(set)  # host → vpc ids served
         self.reservations: dict[str, dict[str, Reservation]] = defaultdict(dict)  # vpc → att → r
+        self.dhcp_clients: dict[str, dict[str, str]] = defaultdict(dict)  # vpc → att → MAC
         self._carrier_ips: dict[str, tuple[str, ...]] = {}  # cache: vpc → sorted underlay IPs
         for a in topo.attachments.values():
             self._add(a)
@@ -217,6 +220,8 @@ class TopologyIndex:
         if a.ip_address and a.mac_address and (
                 a.ip_mode == "dhcp" or (a.ip_mode == "static" and a.workload_kind == "virtual_server")):
             self.reservations[a.vpc_id][a.id] = Reservation(a.mac_address, a.ip_address.split("/")[0])
+        if a.ip_mode == "dhcp" and a.mac_address:
+            self.dhcp_clients[a.vpc_id][a.id] = a.mac_address
 
     def _remove(self, a: Attachment) -> None:
         if a.host and a.id in self.host_ports.get(a.host, ()):
@@ -226,6 +231,7 @@ class TopologyIndex:
             if c[a.host] <= 0:
                 del c[a.host]
         self.reservations.get(a.vpc_id, {}).pop(a.id, None)
+        self.dhcp_clients.get(a.vpc_id, {}).pop(a.id, None)
 
     def routes(self, vpc_id: str) -> tuple[Route, ...]:
         return tuple(sorted(set(self.vpc_routes.get(vpc_id, ())), key=lambda r: (r.prefix, r.via)))
@@ -281,7 +287,8 @@ class TopologyIndex:
                 offers[a.vpc_id] = dhcp_options(vpc, routes)
             ports.append(make_port(a, vpc, routes, offers.get(a.vpc_id, "")))
             vpcs.add(a.vpc_id)
-        dhcp = [make_dhcp(topo.vpcs[v], self.reservations.get(v, {}).values(), self.routes(v))
+        dhcp = [make_dhcp(topo.vpcs[v], self.reservations.get(v, {}).values(), self.routes(v),
+                          self.dhcp_clients.get(v, {}).values())
                 for v in self.dhcp_hosts.get(host, ())]
         edges: list[EdgeRouter] = []
         vpns: list[VpnGateway] = []

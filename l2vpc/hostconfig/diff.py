@@ -190,9 +190,13 @@ def port_change(old: Port, new: Port) -> tuple[ChangeAction, How, str]:
 
 def dhcp_change(old: DhcpServer, new: DhcpServer) -> tuple[ChangeAction, How, str]:
     restart = _changes(old, new, _DHCP_RESTART)
+    gone = len(set(old.clients) - set(new.clients))
+    released = f"{gone} lease(s) released" if gone else ""
     if restart:
-        return "update", "restart", restart
-    return "update", "reload", f"reservations {len(old.reservations)} -> {len(new.reservations)}"
+        return "update", "restart", _join(restart, released)
+    if old.reservations != new.reservations:
+        return "update", "reload", _join(f"reservations {len(old.reservations)} -> {len(new.reservations)}", released)
+    return "update", "live", f"clients {len(old.clients)} -> {len(new.clients)}" + (f", {released}" if gone else "")
 
 
 def segment_change(old: Segment, new: Segment) -> tuple[ChangeAction, How, str]:

@@ -96,6 +96,9 @@ class DhcpServer:
     # The interface MTU offered (option 26): the VPC's, so a guest started without an MTU of
     # its hypervisor's (QEMU host_mtu) still gets it.
     mtu: int = 1500
+    # The MACs of the VPC's DHCP workloads: the lease of a MAC that leaves is released at once
+    # (a Pod deleted and never heard of again would otherwise hold its address a lease time).
+    clients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +303,7 @@ class HostConfig:
                         ),
                         routes=tuple(Route(str(r["prefix"]), str(r["via"])) for r in d.get("routes", ())),
                         mtu=int(d.get("mtu", 1500)),
+                        clients=tuple(str(m).lower() for m in d.get("clients", ())),
                     )
                     for d in data.get("dhcp_servers", ())
                 ),
@@ -401,4 +405,5 @@ def _norm_dhcp(d: DhcpServer) -> DhcpServer:
         d.vni, d.server_ip, d.range_start, d.range_end, d.lease_time, d.gateway, tuple(d.dns_servers),
         tuple(sorted(d.reservations, key=lambda r: (r.mac, r.ip))),
         tuple(sorted(d.routes, key=lambda r: (r.prefix, r.via))), d.mtu,
+        tuple(sorted({m.lower() for m in d.clients})),
     )

@@ -155,6 +155,8 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
                 errors.append(f"{where}.reservations[{j}].ip: {res.ip!r} must be an address inside {net}")
         for j, rt in enumerate(d.routes):
             errors.extend(_route_errors(f"{where}.routes[{j}]", rt))
+        errors.extend(f"{where}.clients[{j}]: {mac!r} is not a MAC address"
+                      for j, mac in enumerate(d.clients) if not _MAC_RE.fullmatch(mac))
     for i, e in enumerate(cfg.edge_routers):
         errors.extend(_edge_errors(f"edge_routers[{i}]", e, vnis))
     for i, v in enumerate(cfg.vpn_gateways):

@@ -87,6 +87,19 @@ class Site:
         return {names.get(a["vpc_id"], a["vpc_id"]): a for a in self.client.list(self.tenant, "attachment")
                 if a["workload"] == workload}
 
+    def dhcp_dir(self, vpc: str) -> Path:
+        """The state directory of the VPC's DHCP server (dnsmasq) on its DHCP host."""
+        v = next(x for x in self.client.list(self.tenant, "vpc") if x["name"] == vpc)
+        return Path(self.st.host(v["dhcp_host"]).agent_dir) / "driver" / "dhcp" / str(v["vni"])
+
+    def leases(self, vpc: str) -> dict[str, str]:
+        """MAC -> address in the lease file of the VPC's DHCP server."""
+        lines = (self.dhcp_dir(vpc) / "leases").read_text().splitlines()
+        return {f[1].lower(): f[2] for line in lines if len(f := line.split()) >= 3}
+
+    def dhcp_pid(self, vpc: str) -> str:
+        return (self.dhcp_dir(vpc) / "pid").read_text().strip()
+
     def host_links(self, host: str) -> list[str]:
         rec = self.st.host(host)
         return sorted(line.split(": ")[1].split("@")[0] for line in ip("-o", "link", "show", netns=rec.netns).splitlines())
@@ -211,10 +224,20 @@ def test_a_pod_gets_two_vpcs_on_demand_and_its_del_removes_them(clean: Site) -> 
     assert site.exec(pod, "ping", "-c", "1", "-W", "1", "10.33.0.11").returncode != 0
     assert pods.check_pod(pod, site.st.host("host2").netns) == []
 
-    # DEL removes them from the state; a second DEL (and one after the netns is gone) is fine.
+    # DEL removes them from the state and releases the Pod's lease (its address back in the
+    # pool at once), in place: another Pod's lease on the same server stays, dnsmasq runs on.
+    # A second DEL (and one after the netns is gone) is fine.
+    other = lab_pods.run(site.st, site.lab.dir, "db", ["blue"], host="host1")
+    other_ip = ipaddress.IPv4Interface(site.address(other, "net1")).ip
+    other_mac = site.attachments("default-db")["blue"]["mac_address"].lower()
     networks = list(pod.networks)
+    blue_mac = atts["blue"]["mac_address"].lower()
+    assert site.leases("blue").get(blue_mac) == str(blue.ip)
+    dnsmasq_pid = site.dhcp_pid("blue")
     assert lab_pods.remove(site.st, "web") == []
     assert site.attachments("default-web") == {}
+    wait_for(lambda: blue_mac not in site.leases("blue"), 10, "the Pod's lease released")
+    assert site.leases("blue").get(other_mac) == str(other_ip) and site.dhcp_pid("blue") == dnsmasq_pid
     for net in networks:
         env = pods.plugin_env("DEL", pod, net["ifname"])
         assert site.plugin("host2", env, net["netconf"]) == (0, None)

@@ -71,6 +71,15 @@ def test_dhcp_reservations_reload_everything_else_restarts() -> None:
     assert names(base, cfg([SEG_A], [], [replace(DHCP, lease_time=600)])) == ["restart dhcp_servers[vni=100]"]
 
 
+def test_dhcp_clients_that_leave_are_released_in_place() -> None:
+    two = replace(DHCP, clients=("02:00:00:00:00:01", "02:00:00:00:00:02"))
+    ops = plan(cfg([SEG_A], [], [two]), cfg([SEG_A], [], [replace(two, clients=("02:00:00:00:00:02",))]))
+    assert [(o.action, o.how, o.detail, o.disruptive) for o in ops] == [
+        ("update", "live", "clients 2 -> 1, 1 lease(s) released", False)]
+    grown = plan(cfg([SEG_A], [], [DHCP]), cfg([SEG_A], [], [two]))
+    assert [(o.how, o.detail) for o in grown] == [("live", "clients 0 -> 2")]
+
+
 def test_segment_changes_are_one_update_with_a_readable_detail() -> None:
     ops = plan(cfg([SEG_A]), cfg([replace(SEG_A, mtu=9000, remotes=("10.0.0.3",))]))
     assert [(o.verb, o.path) for o in ops] == [("update", "segments[vni=100]")]

@@ -54,6 +54,7 @@ def host_config(draw: st.DrawFn) -> HostConfig:
                 Reservation(f"02:00:00:00:00:{j:02x}", f"10.1.0.{j + 30}")
                 for j in draw(st.sets(st.integers(0, 3)))
             ),
+            clients=tuple(f"02:00:00:00:01:{j:02x}" for j in sorted(draw(st.sets(st.integers(0, 3))))),
         )
         for v in vnis
         if draw(st.booleans())

@@ -79,10 +79,21 @@ class DhcpServers:
         if nl is not None and peer is not None and peer.mtu != seg.mtu:
             netlink.apply(nl, dhcp_path(seg.vni) + ".mtu", [rtnl.set_link(peer.index, mtu=seg.mtu)])
 
-    def reload(self, d: DhcpServer) -> None:
-        """New reservations or options: dnsmasq re-reads them (or, if that fails, starts anew)."""
-        if not dnsmasq.reload(d, self._dir(d.vni)):
-            self.create(d)
+    def update(self, old: DhcpServer, new: DhcpServer) -> None:
+        """New reservations: dnsmasq re-reads them (or, if that fails, starts anew); the leases
+        of clients that left are released."""
+        state = self._dir(new.vni)
+        if old.reservations != new.reservations and not dnsmasq.reload(new, state):
+            self.create(new)
+        self.release(old, new)
+        dnsmasq.record(state, new)
+
+    def release(self, old: DhcpServer, new: DhcpServer) -> None:
+        """Release the leases of the MACs in `old.clients` but not in `new`'s (clients or
+        reservations): the address returns to the pool at once."""
+        gone = set(old.clients) - set(new.clients) - {r.mac for r in new.reservations}
+        if gone:
+            dnsmasq.release(self._dir(new.vni), netns.path(self.netns(new.vni)), DHCP_SERVER_IFNAME, gone)
 
     def _wait_ready(self, path: str, state: Path, timeout: float = 2.0) -> None:
         """dnsmasq writes its pid-file once its sockets are bound: then it serves."""

@@ -13,6 +13,7 @@ import ipaddress
 import json
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 from l2vpc.agent.drivers.linux import procs
@@ -92,6 +93,33 @@ def reload(d: DhcpServer, state: Path) -> bool:
         return False
     _write_json(state, d)
     return True
+
+
+def leases(state: Path) -> dict[str, str]:
+    """MAC -> leased address, from dnsmasq's lease file (expiry MAC address name client-id)."""
+    found: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in (state / "leases").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3:
+                found[fields[1].lower()] = fields[2]
+    return found
+
+
+def release(state: Path, netns_path: str, ifname: str, macs: set[str]) -> None:
+    """Release the leases of `macs`: dhcp_release (dnsmasq-utils) sends the server the
+    DHCPRELEASE the client never sent, from inside the server's namespace."""
+    for mac, ip in sorted(leases(state).items()):
+        if mac in macs:
+            run = subprocess.run([procs.NSENTER, f"--net={netns_path}", "--", "dhcp_release", ifname, ip, mac],
+                                 capture_output=True, text=True, timeout=10)
+            if run.returncode != 0:
+                raise OSError(f"dhcp_release {ip} {mac}: {(run.stderr or run.stdout).strip() or run.returncode}")
+
+
+def record(state: Path, d: DhcpServer) -> None:
+    """Remember what the running server serves (its facts) after an update in place."""
+    _write_json(state, d)
 
 
 def stop(state: Path) -> None:

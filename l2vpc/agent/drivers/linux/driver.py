@@ -233,12 +233,14 @@ class LinuxDriver(Driver):
                 if step.action == "delete":
                     assert isinstance(step.before, DhcpServer)
                     self._dhcp.remove(step.before.vni)
-                elif step.how == "reload":
-                    assert isinstance(step.after, DhcpServer)
-                    self._dhcp.reload(step.after)
+                elif step.how in ("reload", "live"):
+                    assert isinstance(step.before, DhcpServer) and isinstance(step.after, DhcpServer)
+                    self._dhcp.update(step.before, step.after)
                 else:
                     assert isinstance(step.after, DhcpServer)
                     self._dhcp.create(step.after)
+                    if isinstance(step.before, DhcpServer):
+                        self._dhcp.release(step.before, step.after)
         except rtnl.NetlinkError as e:
             raise refused(step.path, e) from e
         except OSError as e:
