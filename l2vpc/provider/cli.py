@@ -9,16 +9,21 @@ l2vpc tf [-C DIR] ARGS...                    the embedded Terraform 1.15 (libter
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
 
+import l2vpc
 from l2vpc import __version__
 
 
 def _cache_dir() -> Path:
+    """Per installation (interpreter and package): the mirror's launcher runs one of them, and
+    two checkouts on one machine must not swap each other's provider in the middle of a run."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "l2vpc" / "terraform"
+    install = f"{sys.prefix}\0{Path(l2vpc.__file__).resolve().parent}"
+    return Path(base) / "l2vpc" / "terraform" / hashlib.sha256(install.encode()).hexdigest()[:12]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

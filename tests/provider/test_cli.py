@@ -41,7 +41,8 @@ def test_dev_override_prints_or_writes_a_cli_configuration(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert main(["provider", "dev-override"]) == 0
     printed = capsys.readouterr().out
-    directory = tmp_path / "cache" / "l2vpc" / "terraform" / "dev-override"
+    (installation,) = (tmp_path / "cache" / "l2vpc" / "terraform").iterdir()  # this checkout's own
+    directory = installation / "dev-override"
     assert f'"registry.terraform.io/l2vpc/l2vpc" = "{directory}"' in printed and "direct {}" in printed
     assert os.access(directory / "terraform-provider-l2vpc", os.X_OK)
     target = tmp_path / "tf.rc"
@@ -73,3 +74,19 @@ def test_tf_initialises_and_plans_with_the_provider_wired_up(
     assert "running `terraform init` first" in err
     assert "Installed l2vpc/l2vpc v" in out and "No changes." in out
     assert 'provider "registry.terraform.io/l2vpc/l2vpc"' in (work / ".terraform.lock.hcl").read_text()
+
+
+def test_each_installation_keeps_its_own_terraform_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two checkouts on one machine: each `l2vpc tf` must run its own provider, even while the
+    # other one is mid-run (a shared mirror let one checkout's tests destroy with the other's).
+    from l2vpc.provider import cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    env = cli.prepare_terraform_env()
+    mine = Path(env["TF_CLI_CONFIG_FILE"]).parent
+    (launcher_path,) = (mine / "mirror").rglob("terraform-provider-l2vpc_v*")
+    assert launcher.python_path()[0] in launcher_path.read_text()
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "other-venv"))
+    other = Path(cli.prepare_terraform_env()["TF_CLI_CONFIG_FILE"]).parent
+    assert other != mine and other.parent == mine.parent
+    assert launcher_path.exists() and str(mine / "mirror") in (mine / "terraformrc").read_text()
