@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from l2vpc.provider.cty import Unknown
+from l2vpc.hostconfig import MAX_ALLOWED_ADDRESSES
+from l2vpc.provider.cty import STRING, Unknown
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
 from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset, timeouts
 from l2vpc.provider.resources.vpc import NAME_PATTERN
-from l2vpc.hostconfig import MAX_ALLOWED_ADDRESSES
-from l2vpc.provider.cty import STRING
 from l2vpc.provider.schema import Schema, boolean, integer, list_of, string
-from l2vpc.provider.validators import each, is_ipv4_address_or_cidr, is_ipv4_interface, length_between, matches, one_of
+from l2vpc.provider.validators import (
+    each,
+    is_ipv4_address_or_cidr,
+    is_ipv4_interface,
+    length_between,
+    matches,
+    one_of,
+)
 
 STABLE = [use_state_for_unknown()]
 MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
