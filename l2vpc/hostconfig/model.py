@@ -8,6 +8,7 @@ request, a JSON file) goes through `HostConfig.from_dict` and then `validate_hos
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -89,6 +90,11 @@ class Port:
 def pinned_sources(addresses: Iterable[str]) -> tuple[str, ...]:
     """Addresses and networks (10.0.0.5, 10.0.0.5/24, 10.1.0.0/16) as the sources a secured
     port may use: networks (host bits dropped), merged, sorted, in CIDR form. Raises ValueError."""
+    return _pinned(tuple(addresses))
+
+
+@functools.lru_cache(maxsize=8192)  # every agent's validation asks again for every port
+def _pinned(addresses: tuple[str, ...]) -> tuple[str, ...]:
     nets = (ipaddress.IPv4Interface(a).network for a in addresses)
     return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
 
