@@ -224,6 +224,21 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "bench_port_security",
+        needs=frozenset({ROOT}),
+        smoke=("--seconds", "1", "--omit", "0", "--repeats", "1", "--vpcs", "2", "--ports", "4", "--noop-runs", "2"),
+        figures=(
+            F("no-op reconcile, unsecured (median)", r"^no-op reconcile, unsecured \(median\):\s*{v} ms", "ms", noise=1),
+            F("securing every port", r"^securing every port: {v} ms", "ms", noise=20),
+            F("no-op reconcile, secured (median)", r"^no-op reconcile, \d+ secured \(median\):\s*{v} ms", "ms",
+              noise=1),
+            F("no-op after restart, secured (cold)", r"^no-op after restart, secured \(cold\): {v} ms", "ms", noise=2),
+            F("overlay 1500, port security off", r"^\s+port security off\s+{v} Gbit/s", "Gbit/s"),
+            F("overlay 1500, port security on", r"^\s+port security on\s+{v} Gbit/s", "Gbit/s"),
+            F("throughput cost", r"^throughput cost: {v} %", "%", noise=5),
+        ),
+    ),
+    Bench(
         "bench_vpn",
         needs=frozenset({ROOT}),
         smoke=("--runs", "1", "--many", "2"),

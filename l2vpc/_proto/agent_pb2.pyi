@@ -48,7 +48,7 @@ class Segment(_message.Message):
     def __init__(self, vni: _Optional[int] = ..., vpc_id: _Optional[str] = ..., mtu: _Optional[int] = ..., remotes: _Optional[_Iterable[str]] = ..., vpc_name: _Optional[str] = ...) -> None: ...
 
 class Port(_message.Message):
-    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch", "sandbox", "tap", "dhcp_options")
+    __slots__ = ("id", "vni", "workload", "interface_name", "mac", "mtu", "workload_kind", "ip_mode", "ip_address", "routes", "restart_epoch", "sandbox", "tap", "dhcp_options", "port_security", "allowed_addresses")
     ID_FIELD_NUMBER: _ClassVar[int]
     VNI_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,8 @@ class Port(_message.Message):
     SANDBOX_FIELD_NUMBER: _ClassVar[int]
     TAP_FIELD_NUMBER: _ClassVar[int]
     DHCP_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PORT_SECURITY_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     id: str
     vni: int
     workload: str
@@ -77,7 +79,9 @@ class Port(_message.Message):
     sandbox: str
     tap: bool
     dhcp_options: str
-    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ..., sandbox: _Optional[str] = ..., tap: _Optional[bool] = ..., dhcp_options: _Optional[str] = ...) -> None: ...
+    port_security: bool
+    allowed_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., workload: _Optional[str] = ..., interface_name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., workload_kind: _Optional[str] = ..., ip_mode: _Optional[str] = ..., ip_address: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., restart_epoch: _Optional[int] = ..., sandbox: _Optional[str] = ..., tap: _Optional[bool] = ..., dhcp_options: _Optional[str] = ..., port_security: _Optional[bool] = ..., allowed_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("mac", "ip")

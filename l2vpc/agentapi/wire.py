@@ -111,7 +111,8 @@ def config_to_pb(cfg: HostConfig, *, secrets: bool = False) -> pb.HostConfig:
                 id=p.id, vni=p.vni, workload=p.workload, interface_name=p.interface_name, mac=p.mac,
                 mtu=p.mtu, workload_kind=p.workload_kind, ip_mode=p.ip_mode, ip_address=p.ip_address or "",
                 routes=_routes_to_pb(p.routes), restart_epoch=p.restart_epoch, sandbox=p.sandbox, tap=p.tap,
-                dhcp_options=p.dhcp_options,
+                dhcp_options=p.dhcp_options, port_security=p.port_security,
+                allowed_addresses=list(p.allowed_addresses),
             )
             for p in cfg.ports
         ],
@@ -145,7 +146,8 @@ def config_from_pb(msg: pb.HostConfig) -> HostConfig:
                 id=p.id, vni=p.vni, workload=p.workload, interface_name=p.interface_name, mac=p.mac.lower(),
                 mtu=p.mtu, workload_kind=p.workload_kind or "virtual_server", ip_mode=p.ip_mode or "none",
                 ip_address=p.ip_address or None, routes=_routes_from_pb(p.routes), restart_epoch=p.restart_epoch,
-                sandbox=p.sandbox, tap=p.tap, dhcp_options=p.dhcp_options,
+                sandbox=p.sandbox, tap=p.tap, dhcp_options=p.dhcp_options, port_security=p.port_security,
+                allowed_addresses=tuple(p.allowed_addresses),
             )
             for p in msg.ports
         ),

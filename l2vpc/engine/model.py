@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from l2vpc.engine.errors import ValidationError
+from l2vpc.hostconfig import MAX_ALLOWED_ADDRESSES
 
 MAX_VPCS_PER_WORKLOAD = 10
 NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
@@ -51,6 +52,15 @@ def _ipv4_network(value: str) -> str:
         return str(ipaddress.IPv4Network(value, strict=True))
     except ValueError as e:
         raise ValueError(f"{value!r} is not an IPv4 network like 10.0.0.0/24 ({e})") from None
+
+
+def _ipv4_source(value: str) -> str:
+    try:
+        if "/" in value:
+            return str(ipaddress.IPv4Network(value, strict=True))
+        return str(ipaddress.IPv4Address(value))
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not an IPv4 address or network like 10.0.0.5 or 10.1.0.0/16 ({e})") from None
 
 
 def _ipv4_interface(value: str) -> str:
@@ -90,6 +100,7 @@ Name = Annotated[str, AfterValidator(_name)]
 IPv4 = Annotated[str, AfterValidator(_ipv4)]
 IPv4Net = Annotated[str, AfterValidator(_ipv4_network)]
 IPv4Iface = Annotated[str, AfterValidator(_ipv4_interface)]
+IPv4Source = Annotated[str, AfterValidator(_ipv4_source)]  # an address, or a network in CIDR form
 Mac = Annotated[str, AfterValidator(_mac)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
 Device = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,15}$")]
@@ -217,6 +228,10 @@ class Attachment(_Base):
     # attachment (the host's agent created it at CNI ADD and deletes it at DEL). Set only by
     # Engine.attach_pod; Terraform and topology files neither set it nor touch owned attachments.
     owner: Annotated[str, StringConstraints(min_length=1, max_length=320)] | None = None
+    # Port security (opt-in, as Neutron's): the host pins the port to its MAC and its address;
+    # allowed_addresses are further sources it may use (a virtual router, a firewall, a VIP).
+    port_security: bool = False
+    allowed_addresses: tuple[IPv4Source, ...] = Field(default=(), max_length=MAX_ALLOWED_ADDRESSES)
 
     @model_validator(mode="after")
     def _ip_rules(self) -> Attachment:
@@ -224,6 +239,12 @@ class Attachment(_Base):
             raise ValueError("ip_address: required when ip_mode is static")
         if self.ip_mode == "none" and self.ip_address:
             raise ValueError("ip_address: must be unset when ip_mode is none (set ip_mode static or dhcp)")
+        if self.allowed_addresses and not self.port_security:
+            raise ValueError("allowed_addresses: only meaningful with port_security = true (without it the port "
+                             "may use any address)")
+        if self.port_security and not self.ip_address and not self.allowed_addresses:
+            raise ValueError("port_security: needs an address to pin the port to: ip_address (ip_mode static, or a "
+                             "dhcp reservation) or allowed_addresses")
         return self
 
 

@@ -25,6 +25,7 @@ from l2vpc.hostconfig import (
     Route,
     Segment,
     VpnGateway,
+    pinned_sources,
 )
 
 Digest = Callable[[str], str]
@@ -80,6 +81,11 @@ def make_port(a: Attachment, vpc: VPC, routes: tuple[Route, ...] = (), offer: st
         routes=routes if a.ip_mode == "static" else (),
         restart_epoch=vpc.scope_epoch,
         dhcp_options=offer if a.ip_mode == "dhcp" else "",
+        port_security=a.port_security,
+        # What the host pins it to: its own address (static, or its DHCP reservation) and the
+        # allowed ones, as the canonical networks the agent reads back.
+        allowed_addresses=pinned_sources((*([a.ip_address.split("/")[0]] if a.ip_address else []), *a.allowed_addresses))
+        if a.port_security else (),
     )
 
 

@@ -15,6 +15,7 @@ engine, the agents, the controller and the provider can all depend on it.
 
 from l2vpc.hostconfig.model import (
     INTERFACE_NAMES,
+    MAX_ALLOWED_ADDRESSES,
     MAX_INTERFACES_PER_WORKLOAD,
     MAX_MTU,
     MAX_VNI,
@@ -33,6 +34,7 @@ from l2vpc.hostconfig.model import (
     Segment,
     VpnGateway,
     config_digest,
+    pinned_sources,
 )
 from l2vpc.hostconfig.names import DEVICE_PREFIX, bridge_name, port_device_name, vxlan_name, workload_netns
 from l2vpc.hostconfig.validate import validate_host_config
@@ -40,6 +42,7 @@ from l2vpc.hostconfig.validate import validate_host_config
 __all__ = [
     "DEVICE_PREFIX",
     "INTERFACE_NAMES",
+    "MAX_ALLOWED_ADDRESSES",
     "MAX_INTERFACES_PER_WORKLOAD",
     "MAX_MTU",
     "MAX_VNI",
@@ -59,6 +62,7 @@ __all__ = [
     "VpnGateway",
     "bridge_name",
     "config_digest",
+    "pinned_sources",
     "port_device_name",
     "validate_host_config",
     "vxlan_name",

@@ -20,7 +20,7 @@ segment goes only after everything on it left).
 
 What each change costs:
 - ports: identity (VNI, workload, interface name, MAC, kind, restart epoch) → replace;
-  MTU, addressing, routes → live;
+  MTU, addressing, routes, port security and its allowed addresses → live;
 - DHCP servers: reservations only → reload, anything else → restart; leases survive both;
 - segments: MTU, remotes, VPC → live;
 - edge routers: where the router sits (VNI, mode, hand-off, MTU, gateway address, peering
@@ -160,7 +160,7 @@ class Change:
 # Fields by what changing them costs (see the module docstring). `bgp.local_ip` is the peering
 # address on the hand-off, so it is part of where an edge router sits.
 _PORT_IDENTITY = ("vni", "workload", "interface_name", "mac", "workload_kind", "restart_epoch")
-_PORT_LIVE = ("mtu", "ip_mode", "ip_address", "routes", "dhcp_options")
+_PORT_LIVE = ("mtu", "ip_mode", "ip_address", "routes", "dhcp_options", "port_security", "allowed_addresses")
 _DHCP_RESTART = ("server_ip", "range_start", "range_end", "lease_time", "gateway", "dns_servers", "routes", "mtu")
 _EDGE_REPLACE = ("vni", "mode", "handoff", "mtu", "gateway_ip")
 _EDGE_LIVE = ("bandwidth_mbps", "vlan")

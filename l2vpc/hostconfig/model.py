@@ -8,8 +8,11 @@ request, a JSON file) goes through `HostConfig.from_dict` and then `validate_hos
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +27,10 @@ MAX_MTU = 9000
 MAX_INTERFACES_PER_WORKLOAD = 10
 INTERFACE_NAMES = tuple(f"net{i}" for i in range(1, MAX_INTERFACES_PER_WORKLOAD + 1))
 MAX_VNI = 16_777_215
+# A secured port's sources: its own address and at most 10 allowed addresses (as Neutron's
+# default max_allowed_address_pair); the agent names the port's nftables chain after them.
+MAX_ALLOWED_ADDRESSES = 10
+MAX_PINNED_SOURCES = MAX_ALLOWED_ADDRESSES + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,25 @@ class Port:
     # A virtual server's port realised as a tap device a hypervisor opens (the host's choice,
     # made by its agent; never pushed). False: a veth into a namespace (the lab's workloads).
     tap: bool = field(default=False, compare=False)
+    # Port security (opt-in; off: flat L2). On, the host side passes only frames from `mac`,
+    # ARP and IPv4 only from the sources in `allowed_addresses` (the port's own address, static
+    # or its DHCP reservation, and the attachment's allowed addresses: networks in canonical
+    # form, see pinned_sources), DHCP client traffic, and no DHCP server replies. Changing
+    # either is a live update of the host side's filter, never a new port.
+    port_security: bool = False
+    allowed_addresses: tuple[str, ...] = ()
+
+
+def pinned_sources(addresses: Iterable[str]) -> tuple[str, ...]:
+    """Addresses and networks (10.0.0.5, 10.0.0.5/24, 10.1.0.0/16) as the sources a secured
+    port may use: networks (host bits dropped), merged, sorted, in CIDR form. Raises ValueError."""
+    return _pinned(tuple(addresses))
+
+
+@functools.lru_cache(maxsize=8192)  # every agent's validation asks again for every port
+def _pinned(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    nets = (ipaddress.IPv4Interface(a).network for a in addresses)
+    return tuple(str(n) for n in ipaddress.collapse_addresses(nets))
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +311,8 @@ class HostConfig:
                         dhcp_options=str(p.get("dhcp_options", "")),
                         sandbox=str(p.get("sandbox", "")),
                         tap=bool(p.get("tap", False)),
+                        port_security=bool(p.get("port_security", False)),
+                        allowed_addresses=tuple(str(a) for a in p.get("allowed_addresses", ())),
                     )
                     for p in data.get("ports", ())
                 ),
@@ -396,7 +424,7 @@ def _norm_port(p: Port) -> Port:
     return Port(
         p.id, p.vni, p.workload, p.interface_name, p.mac.lower(), p.mtu, p.workload_kind,
         p.ip_mode, p.ip_address, tuple(sorted(p.routes, key=lambda r: (r.prefix, r.via))), p.restart_epoch,
-        p.dhcp_options, p.sandbox, p.tap,
+        p.dhcp_options, p.sandbox, p.tap, p.port_security, p.allowed_addresses,
     )
 
 

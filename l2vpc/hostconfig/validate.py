@@ -12,12 +12,15 @@ import re
 from l2vpc.hostconfig.model import (
     INTERFACE_NAMES,
     MAX_MTU,
+    MAX_PINNED_SOURCES,
     MAX_VNI,
     MIN_MTU,
     EdgeRouter,
     HostConfig,
+    Port,
     Route,
     VpnGateway,
+    pinned_sources,
 )
 from l2vpc.hostconfig.names import port_device_name
 
@@ -123,6 +126,7 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
             errors.append(f"{where}.ip_address: only static ports carry an address")
         for j, route in enumerate(p.routes):
             errors.extend(_route_errors(f"{where}.routes[{j}]", route))
+        errors.extend(_security_errors(where, p))
     dhcp_vnis: set[int] = set()
     for i, d in enumerate(cfg.dhcp_servers):
         where = f"dhcp_servers[{i}]"
@@ -244,6 +248,23 @@ def _vpn_errors(where: str, v: VpnGateway, vnis: set[int]) -> list[str]:
     if not MIN_MTU <= v.mtu <= MAX_MTU:
         out.append(f"{where}.mtu: {v.mtu} is outside {MIN_MTU}..{MAX_MTU}")
     return out
+
+
+def _security_errors(where: str, p: Port) -> list[str]:
+    """A secured port's sources must be canonical (what the agent reads back from its filter is
+    compared with them as they are); an unsecured port has none."""
+    if not p.port_security:
+        return [f"{where}.allowed_addresses: only a port with port_security has them"] if p.allowed_addresses else []
+    if len(p.allowed_addresses) > MAX_PINNED_SOURCES:
+        return [f"{where}.allowed_addresses: {len(p.allowed_addresses)} networks, at most {MAX_PINNED_SOURCES}"]
+    try:
+        canonical = pinned_sources(p.allowed_addresses)
+    except ValueError as e:
+        return [f"{where}.allowed_addresses: {e}"]
+    if canonical != tuple(p.allowed_addresses):
+        return [f"{where}.allowed_addresses: must be merged, sorted IPv4 networks in CIDR form: "
+                f"{', '.join(canonical) or '(none)'}"]
+    return []
 
 
 def _route_errors(where: str, r: Route) -> list[str]:

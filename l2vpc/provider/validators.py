@@ -191,6 +191,20 @@ class is_ipv4_cidr(ValueValidator):
 
 
 @dataclass(frozen=True)
+class is_ipv4_address_or_cidr(ValueValidator):
+    """An address (10.0.0.5) or a network in CIDR form, host bits zero (10.1.0.0/16)."""
+
+    description = "an IPv4 address or network in CIDR form"
+
+    def check(self, value: Any) -> str | None:
+        try:
+            ipaddress.IPv4Network(value, strict=True)
+        except ValueError:
+            return f"must be an IPv4 address such as 10.0.0.5 or a network such as 10.1.0.0/16, got {_show(value)}"
+        return None
+
+
+@dataclass(frozen=True)
 class is_ipv4_interface(ValueValidator):
     """An address with its prefix length, e.g. 10.0.0.5/24."""
 

@@ -174,6 +174,47 @@ def test_live_changes_update_and_identity_changes_replace(make_driver: Callable[
     assert r.actual.same_dataplane(longer)
 
 
+def test_port_security_toggles_in_place_and_a_second_run_is_a_no_op(make_driver: Callable[[], Driver]) -> None:
+    d = make_driver()
+    cfg = base_config()
+    assert d.converge(cfg).ok
+    a1, b1, b2 = cfg.ports
+    secured = replace(cfg, ports=(
+        replace(a1, port_security=True, allowed_addresses=("10.10.0.1/32", "172.16.0.0/12")),
+        replace(b1, port_security=True),  # no address: its MAC, DHCP client traffic, no IPv4
+        replace(b2, port_security=True, allowed_addresses=("10.20.0.2/32",)),  # a Pod's
+    ))
+    r = d.converge(secured)
+    assert r.ok, r.failures
+    assert sorted((a.verb, a.path) for a in r.actions) == [
+        ("update", "ports[id=att-a1]"), ("update", "ports[id=att-b1]"), ("update", "ports[id=att-b2]")]
+    assert r.actual.same_dataplane(secured), r.actual.ports
+    assert d.converge(secured).actions == ()
+
+    narrowed = replace(secured, ports=(replace(secured.ports[0], allowed_addresses=("10.10.0.1/32",)),
+                                       *secured.ports[1:]))
+    r = d.converge(narrowed)
+    assert r.ok and [(a.verb, a.path) for a in r.actions] == [("update", "ports[id=att-a1]")]
+    assert r.actual.same_dataplane(narrowed)
+
+    r = d.converge(cfg)  # off again: flat L2, each port updated in place
+    assert r.ok and sorted(a.verb for a in r.actions) == ["update"] * 3, r.actions
+    assert r.actual.same_dataplane(cfg)
+    assert d.converge(cfg).actions == ()
+
+
+def test_port_security_addresses_must_be_canonical(make_driver: Callable[[], Driver]) -> None:
+    d = make_driver()
+    cfg = base_config()
+    a1 = cfg.ports[0]
+    for addresses, secured in ((("10.10.0.1/24",), True), (("10.10.0.1/32",), False),
+                               (("10.0.0.0/24", "10.0.1.0/24"), True)):
+        bad = replace(cfg, ports=(replace(a1, port_security=secured, allowed_addresses=addresses), *cfg.ports[1:]))
+        r = d.converge(bad)
+        assert r.rejected and [f.path for f in r.failures] == ["ports[0].allowed_addresses"], r.failures
+    assert d.facts().ports == ()
+
+
 def test_teardown_leaves_nothing(make_driver: Callable[[], Driver]) -> None:
     d = make_driver()
     first = d.converge(base_config())

@@ -116,3 +116,25 @@ def test_plan_as_data_names_paths_and_hows() -> None:
     assert rows == [("edge_router", "edge_routers[id=dx-1]", "update", "live"),
                     ("vpn_gateway", "vpn_gateways[id=vpn-1]", "create", "")]
     assert "secret.psk1" not in str(data)
+
+
+def test_port_security_pins_the_port_to_its_own_address_and_toggles_in_place() -> None:
+    topo = _topology(1, [(0, 0), (1, 0)])
+    dhcp, static = topo.attachments["att-0000"], topo.attachments["att-0001"]
+    # A DHCP reservation is pinned as the address alone, not its network; allowed ones merged.
+    topo.attachments[dhcp.id] = dhcp.model_copy(update={
+        "ip_mode": "dhcp", "ip_address": "10.0.0.12/24", "port_security": True,
+        "allowed_addresses": ("192.168.1.0/24", "192.168.0.0/24", "10.0.0.12")})
+    before = host_configs(topo)["h0"]
+    ports = {p.id: p for p in before.ports}
+    assert ports[dhcp.id].port_security
+    assert ports[dhcp.id].allowed_addresses == ("10.0.0.12/32", "192.168.0.0/23")
+    assert not ports[static.id].port_security and ports[static.id].allowed_addresses == ()
+
+    topo.attachments[static.id] = static.model_copy(update={
+        "ip_mode": "static", "ip_address": "10.1.0.5/24", "port_security": True})
+    after = host_configs(topo)["h0"]
+    data = plan({"h0": after}, {"h0": before}).to_dict()
+    rows = [(c["path"], c["action"], c["how"], c["disruptive"]) for c in data["hosts"]["h0"]]
+    assert rows == [(f"ports[id={static.id}]", "update", "live", False)]
+    assert {p.id: p for p in after.ports}[static.id].allowed_addresses == ("10.1.0.5/32",)

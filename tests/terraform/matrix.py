@@ -111,7 +111,7 @@ BASE: dict[str, dict[str, Any]] = {
     "l2vpc_attachment": {
         "vpc_id": Ref("l2vpc_vpc.att_a.id"), "workload": "w{n}", "workload_kind": "virtual_server",
         "host": "host1", "ip_mode": "static", "ip_address": "10.50.{n}.10/16", "mac_address": "02:00:00:00:{x}:01",
-        "timeouts": TIMEOUTS,
+        "port_security": True, "allowed_addresses": ["192.168.{n}.0/24"], "timeouts": TIMEOUTS,
     },
     "l2vpc_direct_connect": {
         "name": "dx{n}", "vpc_id": Ref("l2vpc_vpc.dx_a.id"), "location": "nyc1", "bandwidth_mbps": 1000,
@@ -146,7 +146,10 @@ OTHER: dict[str, dict[str, Any]] = {
     },
     "l2vpc_attachment": {
         "vpc_id": Ref("l2vpc_vpc.att_b.id"), "workload": "w{n}-b", "workload_kind": "pod", "host": "host2",
-        "ip_mode": "dhcp", "ip_address": "10.50.{n}.11/16", "mac_address": "02:00:00:00:{x}:02", **TIMEOUTS_OTHER,
+        "ip_mode": "dhcp", "ip_address": "10.50.{n}.11/16", "mac_address": "02:00:00:00:{x}:02",
+        # Allowed addresses go with port security: off, the port has none.
+        "port_security": Alt(False, base={"allowed_addresses": REMOVED}),
+        "allowed_addresses": ["192.168.{n}.0/24", "10.99.{n}.1"], **TIMEOUTS_OTHER,
     },
     "l2vpc_direct_connect": {
         "name": "dx{n}-b", "vpc_id": Ref("l2vpc_vpc.dx_b.id"), "location": "ams1", "bandwidth_mbps": 2000,
@@ -188,7 +191,8 @@ TOGETHER: dict[str, list[Together]] = {
 # Removals that need another base (the base's other attributes would make them invalid).
 REMOVAL_BASE: dict[str, dict[str, Mapping[str, Any]]] = {
     "l2vpc_vpc": {"cidr": {"dhcp": REMOVED}},
-    "l2vpc_attachment": {"ip_mode": {"ip_mode": "dhcp", "ip_address": REMOVED}, "ip_address": {"ip_mode": "dhcp"}},
+    "l2vpc_attachment": {"ip_mode": {"ip_mode": "dhcp", "ip_address": REMOVED}, "ip_address": {"ip_mode": "dhcp"},
+                         "port_security": {"allowed_addresses": REMOVED}},
     "l2vpc_direct_connect": {"vlan": LAYER2},
     "l2vpc_vpn": {"pre_shared_key_wo_version": WRITE_ONLY_KEY},
 }

@@ -49,6 +49,8 @@ def test_every_configurable_attribute_has_cases() -> None:
     assert expected["l2vpc_vpc", "remove mtu"] == "update"
     assert expected["l2vpc_attachment", "change mac_address"] == "replace"
     assert expected["l2vpc_attachment", "change host"] == "update"
+    assert expected["l2vpc_attachment", "change port_security"] == "update"
+    assert expected["l2vpc_attachment", "change allowed_addresses"] == "update"
     assert expected["l2vpc_direct_connect", "together mode+bgp+gateway_ip+vlan"] == "replace"
     assert expected["l2vpc_direct_connect", "change bgp.peering_cidr"] == "update"
     assert expected["l2vpc_vpn", "remove ike"] == "update"

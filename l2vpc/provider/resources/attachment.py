@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from l2vpc.provider.cty import Unknown
+from l2vpc.hostconfig import MAX_ALLOWED_ADDRESSES
+from l2vpc.provider.cty import STRING, Unknown
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown
 from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset, timeouts
 from l2vpc.provider.resources.vpc import NAME_PATTERN
-from l2vpc.provider.schema import Schema, integer, string
-from l2vpc.provider.validators import is_ipv4_interface, matches, one_of
+from l2vpc.provider.schema import Schema, boolean, integer, list_of, string
+from l2vpc.provider.validators import (
+    each,
+    is_ipv4_address_or_cidr,
+    is_ipv4_interface,
+    length_between,
+    matches,
+    one_of,
+)
 
 STABLE = [use_state_for_unknown()]
 MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
@@ -36,6 +44,19 @@ SCHEMA = Schema(
         "ip_address": string(optional=True, validators=[is_ipv4_interface()],
                              description="Address in CIDR form inside the VPC `cidr`: required for static; for dhcp a "
                              "fixed reservation."),
+        "port_security": boolean(default=False,
+                                 description="Pin the interface to its MAC and addresses on the host: frames from "
+                                 "another MAC, ARP or IPv4 from another address than `ip_address` or "
+                                 "`allowed_addresses`, and DHCP server replies from the workload are dropped (DHCP "
+                                 "client traffic passes). Off (default): flat layer 2. Changing it is an in-place "
+                                 "update. Needs `ip_address` or `allowed_addresses`."),
+        "allowed_addresses": list_of(STRING, optional=True,
+                                     validators=[length_between(0, MAX_ALLOWED_ADDRESSES),
+                                                 each(is_ipv4_address_or_cidr())],
+                                     description="With `port_security`: further source addresses or networks the "
+                                     "workload may use (a virtual router or firewall forwarding other sources, a "
+                                     f"virtual IP), at most {MAX_ALLOWED_ADDRESSES}, e.g. `[\"10.0.0.100\", "
+                                     "\"192.168.0.0/16\"]`."),
         "mac_address": string(optional=True, computed=True, plan_modifiers=[*STABLE, requires_replace()],
                               validators=[matches(MAC_PATTERN, "a MAC address like 02:00:00:00:00:01")],
                               description="MAC address of the interface (allocated when unset)."),
@@ -49,7 +70,8 @@ SCHEMA = Schema(
     },
 )
 
-_ENGINE_FIELDS = ("vpc_id", "workload", "workload_kind", "host", "ip_mode", "ip_address", "mac_address")
+_ENGINE_FIELDS = ("vpc_id", "workload", "workload_kind", "host", "ip_mode", "ip_address", "mac_address",
+                  "port_security", "allowed_addresses")
 
 
 def to_state(att: Any, mtu: int | None) -> dict[str, Any]:
@@ -62,6 +84,8 @@ def to_state(att: Any, mtu: int | None) -> dict[str, Any]:
         "ip_mode": att.ip_mode,
         "ip_address": att.ip_address,
         "mac_address": att.mac_address,
+        "port_security": att.port_security,
+        "allowed_addresses": list(att.allowed_addresses) or None,
         "interface_name": att.interface_name,
         "mtu": mtu,
         "status": att.status,
@@ -86,6 +110,8 @@ class AttachmentResource(EngineResource):
         # Keep the user's spelling of the MAC (the engine stores it lower-case).
         if values and isinstance(values.get("mac_address"), str) and values["mac_address"].lower() == obj.mac_address:
             state["mac_address"] = values["mac_address"]
+        if values and values.get("allowed_addresses") == [] and not obj.allowed_addresses:
+            state["allowed_addresses"] = []  # written as an empty list: kept so, not null
         return state
 
     def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:

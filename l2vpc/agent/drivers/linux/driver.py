@@ -5,7 +5,8 @@ same host and state dir (an agent restart) adopts everything (names: l2vpc.hostc
 
 - per segment: bridge `l2b<vni>` and VXLAN `l2x<vni>` with head-end replication (segments.py);
 - per port: veth `l2p<id tail>` on the bridge, its peer `net1`..`net10` in the workload's
-  namespace `<prefix>l2w-<workload>`, addressed statically or by udhcpc (ports.py);
+  namespace `<prefix>l2w-<workload>`, addressed statically or by udhcpc (ports.py); with port
+  security, its chain in our nftables table `bridge l2vpc` (port_security.py);
 - per DHCP server: namespace `<prefix>l2d-<vni>` on the bridge running dnsmasq (dhcp_servers.py);
 - per edge router (direct connect): devices `l2e[bhv]<tag>`, for layer3 a router namespace
   `<prefix>l2e-<tag>` running FRR, shapers and VLAN filters (edge.py);
@@ -42,6 +43,8 @@ from l2vpc.agent.drivers.linux.host import Host
 from l2vpc.agent.drivers.linux.marks import VXLAN_PORT
 from l2vpc.agent.drivers.linux.namespaces import Namespaces
 from l2vpc.agent.drivers.linux.netlink import refused
+from l2vpc.agent.drivers.linux.nftables import NftError
+from l2vpc.agent.drivers.linux.port_security import PortSecurity
 from l2vpc.agent.drivers.linux.ports import Ports, device_name
 from l2vpc.agent.drivers.linux.segments import Segments
 from l2vpc.agent.drivers.linux.vpn import VpnManager
@@ -106,7 +109,9 @@ class LinuxDriver(Driver):
         self._host = Host(netns)
         self._nl = self._host.nl
         self._segments = Segments(self._host, underlay_ip, vxlan_port)
-        self._ports = Ports(self._host, self._spaces, prefix, self.state / "clients", self.state / "records")
+        self._security = PortSecurity(netns)
+        self._ports = Ports(self._host, self._spaces, prefix, self.state / "clients", self.state / "records",
+                            self._security)
         self._dhcp = DhcpServers(self._host, self._spaces, prefix, self.state / "dhcp")
         self._edges = EdgeManager(nl=self._nl, spaces=self._spaces, host_netns=netns, prefix=prefix,
                                   state=self.state, bandwidth_scale=self.bandwidth_scale)
@@ -150,6 +155,7 @@ class LinuxDriver(Driver):
         for name in self._spaces.created():
             self._spaces.drop(name)
         self._host.delete_links("host", [lk for lk in self._nl.links() if owned_device(lk.name)])
+        self._security.teardown()
         deadline = time.monotonic() + 10
         while (left := [lk.name for lk in self._nl.links() if owned_device(lk.name)]):
             if time.monotonic() > deadline:
@@ -195,7 +201,7 @@ class LinuxDriver(Driver):
             underlay_ip=self.underlay_ip,
             generation=self._generation(),
             segments=tuple(self._segments.facts(view)),
-            ports=tuple(self._ports.facts(view)),
+            ports=tuple(self._ports.facts(view, self._security.read())),
             dhcp_servers=tuple(self._dhcp.facts(view)),
             edge_routers=tuple(edges),
             vpn_gateways=tuple(vpns),
@@ -243,6 +249,8 @@ class LinuxDriver(Driver):
                         self._dhcp.release(step.before, step.after)
         except rtnl.NetlinkError as e:
             raise refused(step.path, e) from e
+        except NftError as e:
+            raise DataplaneError(step.path, str(e)) from e
         except OSError as e:
             raise DataplaneError(step.path, f"{e.strerror or e}") from e
 
@@ -281,6 +289,11 @@ class LinuxDriver(Driver):
         actions = self._ports.collect_clients(desired)
         self._ports.collect_records(desired)
         actions += self._dhcp.collect_garbage(desired)
+        try:
+            unpinned = self._security.collect_garbage({device_name(p) for p in desired.ports if p.port_security})
+        except (NftError, OSError) as e:
+            raise DataplaneError("host", f"port security: {e}") from e
+        actions += [Action("delete", f"port security of device {d}", "orphan") for d in unpinned]
 
         expected = {n for s in desired.segments for n in (bridge_name(s.vni), vxlan_name(s.vni))}
         expected |= {device_name(p) for p in desired.ports}

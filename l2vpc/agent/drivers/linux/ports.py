@@ -14,6 +14,10 @@ guest's, alias the port's metadata; the hypervisor opens it, the guest configure
 Facts of both are their host side plus what was set up, recorded in `records/<id>.json`;
 changes later pushed for the inside (address, routes) reach the workload when it is re-created
 (a Pod: `sandbox_drift` says so meanwhile; a VM: through its own DHCP client).
+
+Port security sits on the host side whatever the kind (port_security.py, keyed by the host
+device): pinned before the device is made, unpinned when it goes, re-pinned in place when the
+port's security changes; facts take it from the pins in place, never from a record.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from l2vpc.agent.drivers.linux import netlink, netns, rtnl, tap, udhcpc
 from l2vpc.agent.drivers.linux.host import Host, HostView
 from l2vpc.agent.drivers.linux.marks import OWN_GROUP, RTPROT_L2VPC
 from l2vpc.agent.drivers.linux.namespaces import Namespaces, NsView
+from l2vpc.agent.drivers.linux.nftables import NftError
+from l2vpc.agent.drivers.linux.port_security import Pin, PortSecurity
 from l2vpc.hostconfig import HostConfig, Port, Route
 from l2vpc.hostconfig.diff import port_path
 from l2vpc.hostconfig.names import (
@@ -84,12 +90,23 @@ def device_name(p: Port) -> str:
     return tap_device_name(p.id) if p.tap else port_device_name(p.id)
 
 
+def _secured(p: Port, pin: Pin | None) -> Port:
+    """`p` with the port security `pin` puts in place (a pin of another MAC pins nothing of p's)."""
+    if pin is not None and pin.mac == p.mac:
+        return replace(p, port_security=True, allowed_addresses=pin.sources)
+    if p.port_security or p.allowed_addresses:  # a record's
+        return replace(p, port_security=False, allowed_addresses=())
+    return p
+
+
 class Ports:
     """The ports of one LinuxDriver; DHCP clients' files in `clients`, the records of pods' and
     taps' ports in `records` (directories)."""
 
-    def __init__(self, host: Host, spaces: Namespaces, prefix: str, clients: Path, records: Path) -> None:
+    def __init__(self, host: Host, spaces: Namespaces, prefix: str, clients: Path, records: Path,
+                 security: PortSecurity) -> None:
         self.host = host
+        self.security = security
         self.spaces = spaces
         self.prefix = prefix
         self.clients = clients
@@ -103,7 +120,11 @@ class Ports:
 
     # -- facts -----------------------------------------------------------------------------
 
-    def facts(self, view: HostView) -> list[Port]:
+    def facts(self, view: HostView, pins: dict[str, Pin]) -> list[Port]:
+        """The ports in place; `pins`: the port security in place (PortSecurity.read)."""
+        return [_secured(p, pins.get(device_name(p))) for p in self._ports(view)]
+
+    def _ports(self, view: HostView) -> list[Port]:
         # Port identity comes from the host side's alias; the workload side is read once per
         # namespace, addresses and routes only where some port there has them.
         ports: list[Port] = []
@@ -253,7 +274,20 @@ class Ports:
 
     # -- operations ------------------------------------------------------------------------
 
+    def secure(self, p: Port) -> None:
+        """Pin `p`'s host device as `p` says (or let it be, without port security)."""
+        device = device_name(p)
+        try:
+            if p.port_security:
+                self.security.pin(Pin(device, p.mac, p.allowed_addresses))
+            else:
+                self.security.unpin(device)
+        except (NftError, OSError) as e:
+            raise DataplaneError(port_path(p.id) + ".port_security", str(e)) from None
+
     def create(self, p: Port) -> None:
+        # Pinned first: the device's first frame is filtered already.
+        self.secure(p)
         if p.workload_kind == "pod":
             self._create_in_sandbox(p)
             return
@@ -346,10 +380,13 @@ class Ports:
 
     def remove(self, p: Port) -> None:
         self._remove_devices(p.id, device_name(p))
+        self.secure(replace(p, port_security=False, allowed_addresses=()))
         if p.workload_kind == "pod" or p.tap:
             self._forget_record(p.id)
 
     def update(self, old: Port, new: Port) -> None:
+        if (old.port_security, old.allowed_addresses) != (new.port_security, new.allowed_addresses):
+            self.secure(new)
         if new.workload_kind == "pod" or new.tap:
             self._update_recorded(old, new)
             return
