@@ -15,6 +15,7 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +55,20 @@ def _tf(workdir: Path, *args: str) -> int:
     from l2vpc.cli import main as cli
 
     return cli(["tf", "-C", str(workdir), *args])
+
+
+def _tf_output(workdir: Path, name: str) -> str:
+    """Output `name` after a refresh: what Terraform reads of the objects now (quietly)."""
+    from l2vpc.provider.cli import prepare_terraform_env
+
+    env = {**os.environ, **prepare_terraform_env()}
+    tf = [sys.executable, "-m", "l2vpc.provider.tfrun", f"-chdir={workdir}"]
+    refresh = subprocess.run([*tf, "apply", "-refresh-only", "-auto-approve", "-input=false", "-no-color"],
+                             env=env, capture_output=True, text=True, check=False)
+    if refresh.returncode != 0:
+        return f"(refresh failed: {(refresh.stderr or refresh.stdout).strip()[-300:]})"
+    out = subprocess.run([*tf, "output", "-raw", name], env=env, capture_output=True, text=True, check=False)
+    return out.stdout.strip() if out.returncode == 0 else f"(no output {name}: {out.stderr.strip()[-200:]})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +116,13 @@ def run(args: argparse.Namespace) -> int:
 
     _say("\n== 4. a real Pod: default/cache on containerd, its VPC interface added by l2vpc-cni")
     pod_ok = _pod(lab)
+    if pod_ok and lab.require().driver == "linux" and shutil.which("containerd"):
+        # Declared for the Pod, the attachment was pending at apply; its ADD made it active.
+        status = _tf_output(workdir, "pod")
+        _say(f"   terraform output pod, after a refresh: {status}")
+        if not status.endswith(" active"):
+            _say("   FAILED: the Pod's attachment is not active")
+            pod_ok = False
     _say("\n== 5. a real VM: web1 on QEMU, its NIC a tap on the VPC, its address from the VPC's DHCP server")
     vm_ok = _vm(lab, pod_ok)
 

@@ -114,6 +114,14 @@ class AttachmentResource(EngineResource):
             state["allowed_addresses"] = []  # written as an empty list: kept so, not null
         return state
 
+    def read(self, state: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
+        # A Pod's attachment follows the Pod (its CNI ADD and DEL on the host), not an apply:
+        # ask that host what it runs now, so a refresh sees the Pod come and go. Other
+        # attachments change only by applies: the store's last report says it.
+        if state.get("workload_kind") == "pod" and state.get("host"):
+            client_of(self).engine.refresh([state["host"]], timeout=2.0)
+        return super().read(state, diags)
+
     def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
         planned, prior = plan.planned, plan.prior
         assert planned is not None
