@@ -65,8 +65,10 @@ def readiness(agent: Agent) -> tuple[bool, str]:
         return True, "no config yet: nothing to converge"
     if health.converging:
         return False, f"converging generation {health.accepted_generation} for the first time"
-    return False, f"generation {health.accepted_generation} has not converged: " + \
-        ("; ".join(str(f) for f in health.last_failures[:3]) or "no converge finished yet")
+    failures = health.last_failures
+    why = str(failures[0]) if failures else "no converge finished yet"
+    more = f" (and {len(failures) - 1} more failures)" if len(failures) > 1 else ""
+    return False, f"generation {health.accepted_generation} has not converged: {why}{more}"
 
 
 class _AgentCollector(Collector):

@@ -17,6 +17,9 @@ hand its Metrics to a part it starts (`agent_metrics.metrics.add(...)`).
 
 Scrapes are cheap for the callers: state that already exists (hosts, heartbeats, generations)
 is read by collectors when scraped instead of being copied into gauges on every change.
+Families with a series per host (a thousand hosts: ~9,000 lines) are written as text by
+`add_text` providers instead: prometheus_client formats ~8 µs per sample (75 ms for those),
+an f-string ~0.3 µs.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Metrics:
     def __init__(self, component: str) -> None:
         self.component = component
         self.registry = CollectorRegistry(auto_describe=True)
+        self._text: list[Callable[[], str]] = []
         with _hooks_lock:
             hooks = list(_hooks.get(component, ()))
         for hook in hooks:
@@ -75,8 +79,25 @@ class Metrics:
         """A collector whose collect() yields metric families read at scrape time."""
         self.registry.register(collector)
 
+    def add_text(self, provider: Callable[[], str]) -> None:
+        """A provider of whole families in the text format (`text_family`), for large ones;
+        called after the registry's collectors at every scrape."""
+        self._text.append(provider)
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        body = generate_latest(self.registry)
+        return body + "".join(p() for p in self._text).encode() if self._text else body
+
+
+def escape(value: str) -> str:
+    """A label value for the text format."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def text_family(name: str, kind: str, doc: str, lines: Iterable[str]) -> str:
+    """A family in the text format: HELP, TYPE, then `lines` (each `name{labels} value`)."""
+    body = "\n".join(lines)
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n" + (body + "\n" if body else "")
 
 
 def label_value(value: Any, limit: int = 63) -> str:
