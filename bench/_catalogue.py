@@ -214,6 +214,7 @@ BENCHES: tuple[Bench, ...] = (
             F("controller CPU per create, metrics off", r"^controller CPU per create: metrics off {v} ms", "ms",
               noise=0.1),
             F("controller CPU per create, metrics on", r"^controller CPU per create: .*, on {v} ms", "ms", noise=0.1),
+            F("metrics bookkeeping per API call", r"^metrics bookkeeping: {v} us", "us", noise=2),
             F("metrics cost of the create rate", r"^METRICS COST: {v}%", "%", noise=5),
         ),
     ),
