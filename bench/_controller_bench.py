@@ -115,13 +115,13 @@ def make_pki(directory: Path) -> CertificateAuthority:
 
 def start_controller(cluster: Cluster, store_url: str, name: str, *, heartbeat_interval: float,
                      down_after: float, resync_interval: float, workers: int = 32,
-                     listen: str = "127.0.0.1:0") -> tuple[Proc, str]:
+                     listen: str = "127.0.0.1:0", extra: Sequence[str] = ()) -> tuple[Proc, str]:
     ready = cluster.directory / f"{name}.ready"
     ready.unlink(missing_ok=True)
     argv = [*PY, "controller", "run", "--store", store_url, "--listen", listen, "--pki", str(cluster.pki),
             "--id", name, "--heartbeat-interval", str(heartbeat_interval), "--down-after", str(down_after),
             "--resync-interval", str(resync_interval), "--workers", str(workers), "--ready-file", str(ready),
-            "--log-level", "warning"]
+            "--log-level", "warning", *extra]
     proc = cluster.add(start(name, argv, cluster.directory, cluster.environ))
     deadline = time.monotonic() + 60
     while not ready.exists():

@@ -42,6 +42,9 @@ from l2vpc.agent.heartbeat import (
     TokenSource,
 )
 from l2vpc.cli import CliError
+from l2vpc.observability.listener import Listener, ListenerError
+from l2vpc.observability.logs import add_log_arguments
+from l2vpc.observability.logs import configure as configure_logs
 from l2vpc.pki import CertificateAuthority, PkiError, TlsFiles
 
 DRIVERS = ("linux", "memory")
@@ -87,7 +90,9 @@ def add_agent_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--cni-socket", default=None, metavar="PATH",
                    help="answer the l2vpc-cni plugin's requests on this unix socket (Pods; the plugin's "
                         "default is /run/l2vpc/cni.sock)")
-    r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    r.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus /metrics, /healthz and /readyz over HTTP here (default: off)")
+    add_log_arguments(r)
     r.set_defaults(func=_run)
 
     f = sub.add_parser("fleet", help="run many simulated hosts (memory driver) behind one server, for scale tests")
@@ -100,7 +105,7 @@ def add_agent_subcommands(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--agent-address", default=None,
                    help="with --controller: where the controller dials the fleet (default: the first TCP --listen)")
     f.add_argument("--workers", type=int, default=16, help="gRPC server threads (default 16)")
-    f.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_log_arguments(f)
     f.set_defaults(func=_fleet)
 
     t = sub.add_parser("teardown", help="remove everything the agent's driver created on this host (agent stopped)")
@@ -231,12 +236,27 @@ def _host_document(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v is not None}
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(args: argparse.Namespace) -> None:
+    configure_logs(args.log_level, args.log_format)
+
+
+def _listener(address: str | None, agent: Agent, beats: HeartbeatScheduler | None) -> Listener | None:
+    """The started metrics listener (`--metrics-address`), or None when it is off."""
+    if address is None:
+        return None
+    from l2vpc.agent.metrics import AgentMetrics
+
+    metrics = AgentMetrics(agent, beats)
+    try:
+        listener = Listener(address, metrics.metrics, ready=metrics.ready)
+        listener.start()
+    except ListenerError as e:
+        raise AgentCliError(f"--metrics-address: {e}") from None
+    return listener
 
 
 def _run(args: argparse.Namespace) -> int:
-    _logging(args.log_level)
+    _logging(args)
     tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
     controller = controller_settings(args)
     doc = _host_document(args) if controller is not None else None
@@ -263,7 +283,12 @@ def _run(args: argparse.Namespace) -> int:
                     from l2vpc.agent.pod_control import PodControl
 
                     pods = PodControl(settings, tokens, args.host)
-            return run(agent, args.listen, tls, heartbeats=beats, cni_socket=args.cni_socket, pod_control=pods)
+            listener = _listener(args.metrics_address, agent, beats)
+            try:
+                return run(agent, args.listen, tls, heartbeats=beats, cni_socket=args.cni_socket, pod_control=pods)
+            finally:
+                if listener is not None:
+                    listener.stop()
         except BaseException:
             agent.close()
             raise
@@ -274,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
 def _fleet(args: argparse.Namespace) -> int:
     from l2vpc.agent.fleet import Fleet, FleetError, load_hosts, serve_fleet
 
-    _logging(args.log_level)
+    _logging(args)
     log = logging.getLogger("l2vpc.agent.fleet")
     tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
     controller = controller_settings(args)

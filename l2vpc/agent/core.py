@@ -38,6 +38,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,9 @@ class Agent:
         self._started = time.monotonic()
         self._resync_pending = False
         self._lock_fd: int | None = None
+        self._converged_once = False
+        # Called (status, seconds) after every converge: the agent's metrics (metrics.py).
+        self.on_converge: Callable[[str, float], None] | None = None
         self.pods = PodBindings(state_dir)
         self.vms = VirtualServers(state_dir, virtual_servers)
         if state_dir is not None:
@@ -307,9 +311,12 @@ class Agent:
             digest = config_digest(result.actual)
         with self._status_lock:
             self._converging = False
+            self._converged_once |= result.ok
             self._last = _LastConverge(result.ok, result.failures, time.time(), seconds, cfg.generation)
             self._digest, self._digest_at, self._digest_of = digest, time.monotonic(), result.actual
         status = "rejected" if result.rejected else ("converged" if result.ok else "failed")
+        if self.on_converge is not None:
+            self.on_converge(status, seconds)
         log.info("generation %d %s: %d actions, %d failures in %.3fs",
                  cfg.generation, status, len(result.actions), len(result.failures), seconds)
         for f in result.failures:
@@ -407,6 +414,18 @@ class Agent:
     def exclusive(self) -> threading.Lock:
         """Hold this to keep converges and fact reads off the driver meanwhile (`with`)."""
         return self._converge_lock
+
+    @property
+    def converged_once(self) -> bool:
+        """Whether a converge succeeded since this agent started (its readiness)."""
+        with self._status_lock:
+            return self._converged_once
+
+    @property
+    def last_actual(self) -> HostConfig | None:
+        """What the host ran at the last converge or fact read (None before any)."""
+        with self._status_lock:
+            return self._digest_of
 
     @property
     def accepted_generation(self) -> int:

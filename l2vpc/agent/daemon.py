@@ -33,6 +33,7 @@ from l2vpc._proto import agent_pb2_grpc as pb_grpc
 from l2vpc.agent.core import Agent, AgentError
 from l2vpc.agentapi import wire
 from l2vpc.agentapi.channel import HOST_METADATA, MAX_MESSAGE_BYTES
+from l2vpc.observability.logs import from_metadata, request_scope
 from l2vpc.pki import TlsFiles
 
 if TYPE_CHECKING:
@@ -61,11 +62,13 @@ class AgentService(pb_grpc.AgentServicer):
         self._check_host(context)
         if not request.HasField("config"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config: required")
-        try:
-            outcome = self.agent.push(wire.config_from_pb(request.config))
-        except AgentError as e:
-            log.error("%s", e)
-            context.abort(grpc.StatusCode.INTERNAL, str(e))
+        # The converge logs under the request id(s) of the change it applies (from the engine).
+        with request_scope(from_metadata(context.invocation_metadata()) or None):
+            try:
+                outcome = self.agent.push(wire.config_from_pb(request.config))
+            except AgentError as e:
+                log.error("%s", e)
+                context.abort(grpc.StatusCode.INTERNAL, str(e))
         status = {
             "converged": pb.PushResponse.CONVERGED,
             "failed": pb.PushResponse.FAILED,

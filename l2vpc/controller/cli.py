@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import stat
@@ -38,6 +37,8 @@ from l2vpc.controller.server import (
 from l2vpc.engine.agent_client import CLIENT_NAME
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.store import Store, open_store
+from l2vpc.observability.logs import add_log_arguments
+from l2vpc.observability.logs import configure as configure_logs
 from l2vpc.pki import CertificateAuthority, PkiError, write_private
 
 STORE_ENV = "L2VPC_STORE"
@@ -93,7 +94,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="how long Converge waits when the request names no timeout (default 300s)")
     r.add_argument("--ready-file", type=Path, default=None,
                    help="write the listen address here once serving (removed on stop)")
-    r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    r.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus /metrics, /healthz, /readyz and the status page (/status) over "
+                        "HTTP here (default: off); the page answers loopback clients, others need an admin token")
+    add_log_arguments(r)
     r.set_defaults(func=_run)
 
     k = csub.add_parser("pki", help="the controller's TLS material")
@@ -150,8 +154,7 @@ def _store_url(args: argparse.Namespace) -> str:
 
 # ---------------------------------------------------------------------- run
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logs(args.log_level, args.log_format)
     settings = ControllerSettings(
         store=_store_url(args), listen=args.listen, pki_dir=args.pki,
         controller_id=args.id or default_controller_id(),
@@ -159,6 +162,7 @@ def _run(args: argparse.Namespace) -> int:
         resync_interval=args.resync_interval, max_heartbeat_rate=args.max_heartbeat_rate,
         max_request_bytes=args.max_request_bytes,
         workers=args.workers, converge_timeout=args.converge_timeout, ready_file=args.ready_file,
+        metrics_address=args.metrics_address,
     )
     try:
         return run(settings)

@@ -43,6 +43,7 @@ from l2vpc.engine.api import MODELS
 from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, UserError
 from l2vpc.engine.model import VPC, Host
 from l2vpc.hostconfig.failures import HostFailure, code_of
+from l2vpc.observability.logs import REQUEST_ID_METADATA, current_request_id, new_request_id
 
 log = logging.getLogger("l2vpc.controller.client")
 
@@ -99,7 +100,7 @@ class RemoteEngine:
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ])
-        self._stub = pb_grpc.ControllerStub(self._channel)
+        self._stub = pb_grpc.ControllerStub(grpc.intercept_channel(self._channel, _RequestId()))
 
     def __repr__(self) -> str:  # never the token
         return f"RemoteEngine({self.endpoint!r})"
@@ -242,6 +243,22 @@ class RemoteEngine:
         finally:
             finished.set()
         raise TemporaryError(f"controller {self.endpoint}: the converge stream ended without a result")
+
+
+class _RequestId(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Every call carries the caller's request id (l2vpc.observability.logs), a fresh one
+    outside any request, in metadata `l2vpc-request-id`."""
+
+    @staticmethod
+    def _details(details: Any) -> Any:
+        metadata = (*(details.metadata or ()), (REQUEST_ID_METADATA, current_request_id() or new_request_id()))
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(self._details(client_call_details), request)
 
 
 def _read_ca(path: str) -> bytes:

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2vpc.controller.planestore import Event, Lease, PlaneStore, PlaneTransaction, open_plane
 from l2vpc.engine.errors import TemporaryError
 from l2vpc.engine.store.base import Store, Transaction
+
+if TYPE_CHECKING:
+    from l2vpc.controller.metrics import ControllerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class Elector:
         self.name = name
         self.lease: Lease | None = None
         self.since = 0.0  # store clock when this controller took over
+        self.metrics: ControllerMetrics | None = None
 
     @property
     def leading(self) -> bool:
@@ -109,6 +113,8 @@ class Elector:
             raise
         self.since = now
         self.lease = lease
+        if self.metrics is not None:
+            self.metrics.leadership("acquired")
         log.info("controller %s leads (term %d)", self.controller_id, lease.term)
         return True
 
@@ -126,6 +132,8 @@ class Elector:
         lease, self.lease = self.lease, None
         if lease is not None:
             log.warning("controller %s lost leadership (term %d)", self.controller_id, lease.term)
+            if self.metrics is not None:
+                self.metrics.leadership("lost")
             lease.release()
 
     def fence(self, tx: Transaction) -> None:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2vpc.controller.contract import (
     ConvergeOutcome,
@@ -55,6 +55,10 @@ from l2vpc.engine.executor import AgentPool
 from l2vpc.engine.model import Host, parse
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import Store
+from l2vpc.observability.logs import clean, current_request_id, join_ids
+
+if TYPE_CHECKING:
+    from l2vpc.controller.metrics import ControllerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ POLL = 0.05  # revision polling without notifications (SQLite)
 SLOW_POLL = 1.0  # re-reading the converged revision although notifications should tell
 VIEW_MAX_AGE = 0.5  # waiters share one read of the plane's records per this many seconds
 CLOCK_EVERY = 60.0  # re-measure the store clock's offset this often
+MAX_PENDING_REQUESTS = 256  # request ids kept for the next converge
 
 
 def _positive(field: str, value: object) -> float:
@@ -147,10 +152,13 @@ class ClusterPlane:
         self._threads: list[threading.Thread] = []
         self._listener: Subscription | None = None
         self._started = False
+        self._requests: list[tuple[int, str]] = []  # (revision, request id) waiting for a converge
+        self._requests_lock = threading.Lock()
+        self.metrics: ControllerMetrics | None = None  # set by the server when metrics are on
         self.reconciler = Reconciler(
             self.engine, self.elector, down_after=self.down_after, resync_interval=self.resync_interval,
             progress=self._fan_out, converged=self._set_converged, abort=self.engine.stop,
-            stopping=self._stopping,
+            stopping=self._stopping, requests=self._take_requests,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -194,6 +202,10 @@ class ClusterPlane:
     @property
     def leading(self) -> bool:
         return self.elector.leading
+
+    def attach_metrics(self, metrics: ControllerMetrics) -> None:
+        """Count converges, repairs and leadership changes into `metrics` from now on."""
+        self.metrics = self.reconciler.metrics = self.elector.metrics = metrics
 
     # ------------------------------------------------------------------ agents
     def register(self, host: Host | Mapping[str, Any]) -> float:
@@ -328,6 +340,9 @@ class ClusterPlane:
                 self._wake.set()
                 self._refresh_view(0)
             elif kind == "desired" and self.elector.leading:
+                revision, _, rid = value.partition(":")
+                if revision.isdigit() and clean(rid):
+                    self._note_request(int(revision), clean(rid))
                 self._wake.set()
             elif kind == "converged" and value.isdigit() and int(value) > self._converged[0]:
                 self._refresh_view(0)
@@ -338,12 +353,30 @@ class ClusterPlane:
 
     # ------------------------------------------------------------------ converge
     def request_converge(self) -> int:
+        rid = current_request_id()
         with self.plane.transaction() as p:
             revision = p.tx.next_sequence(DESIRED)
-            p.notify(CHANNEL, f"desired:{revision}")
+            p.notify(CHANNEL, f"desired:{revision}:{rid}" if rid else f"desired:{revision}")
+        if rid:
+            self._note_request(revision, rid)
         if self.elector.leading:
             self._wake.set()
         return revision
+
+    # The ids of the requests a converge serves (l2vpc.observability.logs): noted here when the
+    # request came to this controller, from the notification when it came to another, taken by
+    # the leader's converge of a revision at least as new. Best effort: an id missed only
+    # means that converge logs under an id of its own.
+    def _note_request(self, revision: int, rid: str) -> None:
+        with self._requests_lock:
+            self._requests.append((revision, rid))
+            del self._requests[:-MAX_PENDING_REQUESTS]
+
+    def _take_requests(self, revision: int) -> str:
+        with self._requests_lock:
+            taken = [rid for rev, rid in self._requests if rev <= revision]
+            self._requests = [(rev, rid) for rev, rid in self._requests if rev > revision]
+        return join_ids(taken)
 
     def wait_converged(self, revision: int, timeout: float, progress: Progress | None,
                        cancelled: Callable[[], bool]) -> ConvergeOutcome:

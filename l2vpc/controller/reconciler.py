@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2vpc.controller.contract import HostFailure
 from l2vpc.controller.leader import CHANNEL, Elector
@@ -36,6 +36,10 @@ from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
 from l2vpc.hostconfig import HostConfig, config_digest
 from l2vpc.hostconfig.diff import Change
+from l2vpc.observability.logs import request_scope
+
+if TYPE_CHECKING:
+    from l2vpc.controller.metrics import ControllerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,10 @@ CONVERGED_KEY = "converged"  # plane_state: {revision, failures, time, term}
 CONVERGING_KEY = "converging"  # plane_state: {revision, hosts, count, since} while a converge runs
 MAX_FAILURES = 100
 MAX_LISTED = 10
+# Why a host was re-read: (reason code, words for the event). Codes are the metrics' labels
+# (l2vpc_reconcile_repairs_total{reason}); the words may name generations.
+Reason = tuple[str, str]
+NO_REASON: Reason = ("", "")
 
 
 @dataclass
@@ -73,7 +81,8 @@ class Reconciler:
                  progress: Callable[[str, str], None],
                  converged: Callable[[int, tuple[HostFailure, ...]], None],
                  abort: threading.Event, stopping: threading.Event,
-                 refresh_timeout: float = 5.0, push_timeout: float = 30.0) -> None:
+                 refresh_timeout: float = 5.0, push_timeout: float = 30.0,
+                 requests: Callable[[int], str] | None = None) -> None:
         self.engine = engine
         self.store = engine.store
         self.plane = elector.plane
@@ -100,6 +109,9 @@ class Reconciler:
         self._stuck: set[str] = set()  # evacuation messages already recorded
         self.in_flight: tuple[str, ...] = ()  # hosts of the running converge (local waiters)
         self.converging_revision = 0
+        # The request ids a converge of a revision serves (see plane.ClusterPlane._take_requests).
+        self._requests = requests or (lambda revision: "")
+        self.metrics: ControllerMetrics | None = None
 
     def reset(self) -> None:
         """Forget what a previous term learned (on taking over): resync at once."""
@@ -120,7 +132,7 @@ class Reconciler:
             state = p.get_state(CONVERGED_KEY) or {}
         converged = int(state.get("revision", 0))
         need = desired > converged
-        drift: dict[str, str] = {}
+        drift: dict[str, Reason] = {}
         if full:
             need |= self._observe(drift, events)
         if self._retry_at is not None and time.monotonic() >= self._retry_at:
@@ -131,7 +143,7 @@ class Reconciler:
             self._converge(desired, drift, events)
         return events
 
-    def _observe(self, drift: dict[str, str], events: list[Event]) -> bool:
+    def _observe(self, drift: dict[str, Reason], events: list[Event]) -> bool:
         """Liveness, failover and drift detection; True when a converge is due."""
         with self.plane.transaction() as p:
             now = p.clock()
@@ -176,42 +188,43 @@ class Reconciler:
             need = True
         self._load_reports(stamps)
         up = [h for h, s in statuses.items() if s == "up"]
-        candidates: dict[str, str] = {}
+        candidates: dict[str, Reason] = {}
         for host in up:
             reason = self._suspect(host, beats.get(host), stamps.get(host))
-            if reason:
+            if reason[0]:
                 candidates[host] = reason
         for host in came_up:
-            candidates.setdefault(host, "host came back")
+            candidates.setdefault(host, ("host_came_back", "host came back"))
         if resync:
             for host in up:
-                candidates.setdefault(host, "")
+                candidates.setdefault(host, NO_REASON)
         if candidates:
             need |= self._refresh(candidates, beats, drift)
         return need
 
-    def _suspect(self, host: str, beat: Heartbeat | None, stamp: tuple[int, float] | None) -> str:
-        """Why the host may run something else than its recorded report ('' if no reason)."""
+    def _suspect(self, host: str, beat: Heartbeat | None, stamp: tuple[int, float] | None) -> Reason:
+        """Why the host may run something else than its recorded report (NO_REASON if none)."""
         if beat is None or beat.converging:
-            return ""
+            return NO_REASON
         backoff = self._refresh_backoff.get(host)
         if backoff and time.monotonic() < backoff[1]:
-            return ""
+            return NO_REASON
         if self._ignored.get(host) == (beat.accepted_generation, beat.digest):
-            return ""
+            return NO_REASON
         report = self._reports.get(host)
         if stamp is None or report is None:
-            return "no report recorded" if beat.digest else ""
+            return ("no_report", "no report recorded") if beat.digest else NO_REASON
         generation, updated_at = stamp
         if beat.last_seen <= updated_at:
-            return ""  # the heartbeat predates the report: it may not show the last push yet
+            return NO_REASON  # the heartbeat predates the report: it may not show the last push yet
         if beat.accepted_generation < generation:
             if beat.accepted_generation == 0:
-                return f"agent restarted empty: it accepted generation 0, recorded {generation}"
-            return f"agent went back to generation {beat.accepted_generation}, recorded {generation}"
+                return ("agent_restarted", f"agent restarted empty: it accepted generation 0, recorded {generation}")
+            return ("generation_regressed",
+                    f"agent went back to generation {beat.accepted_generation}, recorded {generation}")
         if beat.digest and beat.digest != report.digest:
-            return "the host runs something else than recorded: changed behind our back"
-        return ""
+            return ("changed_behind_our_back", "the host runs something else than recorded: changed behind our back")
+        return NO_REASON
 
     def _load_reports(self, stamps: dict[str, tuple[int, float]]) -> None:
         """Digests of recorded reports, re-reading only those that changed since last time."""
@@ -226,7 +239,8 @@ class Reconciler:
             digest = config_digest(HostConfig.from_dict(rep.config))
             self._reports[host] = _Report((rep.generation, rep.updated_at), digest)
 
-    def _refresh(self, candidates: dict[str, str], beats: dict[str, Heartbeat], drift: dict[str, str]) -> bool:
+    def _refresh(self, candidates: dict[str, Reason], beats: dict[str, Heartbeat],
+                 drift: dict[str, Reason]) -> bool:
         """Re-read the candidates' agents concurrently and record what they run; fills `drift`
         (host -> reason) for hosts whose report changed. True when any did."""
         with self.store.transaction() as tx:
@@ -263,16 +277,21 @@ class Reconciler:
                 self._reports[name] = _Report(stamps[name], digest)
             if before is None or before.digest != digest:
                 changed = True
-                if candidates[name]:
+                if candidates[name][0]:
                     drift[name] = candidates[name]
                 elif before is not None:
-                    drift[name] = "found by the periodic resync"
-            elif beat is not None and candidates[name]:
+                    drift[name] = ("periodic_resync", "found by the periodic resync")
+            elif beat is not None and candidates[name][0]:
                 self._ignored[name] = (beat.accepted_generation, beat.digest)
         return changed
 
     # ------------------------------------------------------------------ converge
-    def _converge(self, desired: int, drift: dict[str, str], events: list[Event]) -> int | None:
+    def _converge(self, desired: int, drift: dict[str, Reason], events: list[Event]) -> int | None:
+        # Logs and pushes carry the ids of the requests this converge serves (or one of its own).
+        with request_scope(self._requests(desired) or None):
+            return self._converge_now(desired, drift, events)
+
+    def _converge_now(self, desired: int, drift: dict[str, Reason], events: list[Event]) -> int | None:
         # Clear the abort flag before checking the lease: losing it from now on (noticed by
         # the heartbeat flusher) sets the flag again and cuts the pushes short.
         self._abort.clear()
@@ -307,13 +326,15 @@ class Reconciler:
             self.elector.fence(p.tx)
             now = p.clock()
             new: list[Event] = []
-            for host, reason in sorted(drift.items()):
+            for host, (code, reason) in sorted(drift.items()):
                 ops = plan_ops.get(host, ())
                 res = result.results.get(host)
                 if not ops:
                     continue
                 if res is not None and res.ok:
                     new.append(Event(now, host, f"drift repaired: {describe(ops)}; cause: {reason}"))
+                    if self.metrics is not None:
+                        self.metrics.repaired(code)
                 else:
                     why = f"{res.step}: {res.error}" if res is not None else "not pushed"
                     new.append(Event(now, host, f"drift found, repair failed: {why}; cause: {reason}"))
@@ -334,6 +355,12 @@ class Reconciler:
             p.notify(CHANNEL, f"converged:{desired}")
         self._failed = {f.host: f"converge failed: {f.step}: {f.detail}" for f in failures}
         events.extend(new)
+        seconds = time.monotonic() - started
+        if self.metrics is not None:
+            self.metrics.converged(result, seconds)
+        if plan_ops or failures:
+            log.info("revision %d converged: %d hosts changed, %d failures in %.2f s", desired, len(plan_ops),
+                     len(failures), seconds)
         retry = [f for f in failures if f.code not in ("down", "stopped")]
         if retry:
             self._retry_at = time.monotonic() + self._retry_delay

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -44,10 +44,16 @@ from l2vpc.controller.service import (
     add_to_server,
 )
 from l2vpc.engine.agent_client import GrpcAgentPool, engine_tls
+from l2vpc.engine.api import Engine
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
 from l2vpc.engine.store.base import Store
+from l2vpc.observability.listener import Listener, ListenerError, parse_address
 from l2vpc.pki import PkiError, TlsFiles, files_in, write_private
+
+if TYPE_CHECKING:  # loaded when metrics are on (prometheus_client is not needed otherwise)
+    from l2vpc.controller.metrics import ControllerMetrics
+    from l2vpc.controller.statuspage import StatusPage
 
 log = logging.getLogger("l2vpc.controller")
 
@@ -88,6 +94,8 @@ class ControllerSettings:
     token_cache_seconds: float = DEFAULT_CACHE_SECONDS  # a revoked token works at most this long
     stop_grace: float = 5.0  # seconds calls in flight get to finish on stop
     ready_file: Path | None = None  # written (the listen address) once serving
+    # HOST:PORT of the HTTP listener with /metrics, /healthz, /readyz and /status; None: off.
+    metrics_address: str | None = None
 
     def check(self) -> None:
         problems = []
@@ -106,6 +114,11 @@ class ControllerSettings:
             problems.append(f"max_request_bytes: {self.max_request_bytes} is outside 4096..268435456")
         if not 1 <= self.workers <= 1024:
             problems.append(f"workers: {self.workers} is outside 1..1024")
+        if self.metrics_address is not None:
+            try:
+                parse_address(self.metrics_address)
+            except ValueError as e:
+                problems.append(f"metrics_address: {e}")
         if problems:
             raise ControllerError("; ".join(problems))
 
@@ -121,6 +134,9 @@ class ControllerHandle:
     agents: GrpcAgentPool
     plane: ControlPlane
     service: ControllerService
+    listener: Listener | None = None  # metrics, health and the status page (when on)
+    metrics: ControllerMetrics | None = None
+    status_page: StatusPage | None = None
     _stopped: bool = False
 
     def stop(self, grace: float = 5.0) -> None:
@@ -128,6 +144,8 @@ class ControllerHandle:
         if self._stopped:
             return
         self._stopped = True
+        if self.listener is not None:
+            self.listener.stop()
         self.server.stop(grace).wait()
         try:
             self.service.creates.close()
@@ -219,6 +237,9 @@ def serve(settings: ControllerSettings, *,
     agents = GrpcAgentPool(agent_tls)
     plane: ControlPlane | None = None
     server: grpc.Server | None = None
+    listener: Listener | None = None
+    metrics: ControllerMetrics | None = None
+    page: StatusPage | None = None
     try:
         plane = (plane_factory or _cluster_plane)(store, agents, box, settings)
         workers = settings.workers
@@ -245,8 +266,15 @@ def serve(settings: ControllerSettings, *,
             raise ControllerError(f"cannot listen on {settings.listen}: {e}") from None
         if port == 0:
             raise ControllerError(f"cannot listen on {settings.listen} (address in use or not available)")
+        if settings.metrics_address is not None:  # counting from the plane's first round on
+            listener, metrics, page = _observability(settings, store, agents, box, plane, service)
         plane.start()
         server.start()
+        if listener is not None:
+            try:
+                listener.start()
+            except ListenerError as e:
+                raise ControllerError(str(e)) from None
     except BaseException:
         if server is not None:
             server.stop(0)
@@ -257,8 +285,29 @@ def serve(settings: ControllerSettings, *,
         raise
     address = settings.listen if settings.listen.startswith("unix:") else \
         f"{settings.listen.rsplit(':', 1)[0]}:{port}"
-    handle = ControllerHandle(settings.controller_id, address, server, store, agents, plane, service)
+    handle = ControllerHandle(settings.controller_id, address, server, store, agents, plane, service,
+                              listener, metrics, page)
     return server, handle
+
+
+def _observability(settings: ControllerSettings, store: Store, agents: GrpcAgentPool, box: SecretBox,
+                   plane: ControlPlane, service: ControllerService) -> tuple[Listener, ControllerMetrics, StatusPage]:
+    """Metrics wired into the service and plane, and the listener (to start) serving them with
+    the health endpoints and the status page."""
+    from l2vpc.controller.metrics import ControllerMetrics, Readiness
+    from l2vpc.controller.statuspage import StatusPage
+
+    assert settings.metrics_address is not None
+    metrics = ControllerMetrics(store, settings.controller_id, leading=lambda: bool(getattr(plane, "leading", False)))
+    service.observe = metrics.api_call
+    attach = getattr(plane, "attach_metrics", None)
+    if attach is not None:
+        attach(metrics)
+    page = StatusPage(plane.status, lambda: Engine(store, agents, secrets=box).topology(), service.auth)
+    listener = Listener(settings.metrics_address, metrics.metrics, ready=Readiness(store))
+    listener.route("/status", page)
+    listener.route("/", page)
+    return listener, metrics, page
 
 
 def run(settings: ControllerSettings, *, plane_factory: PlaneFactory | None = None) -> int:

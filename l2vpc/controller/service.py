@@ -44,6 +44,7 @@ from l2vpc.engine.executor import AgentPool
 from l2vpc.engine.model import Host, parse
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import Store
+from l2vpc.observability.logs import from_metadata, new_request_id, request_scope
 
 log = logging.getLogger("l2vpc.controller.api")
 
@@ -182,26 +183,49 @@ def _rpc(access: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         method = fn.__name__
 
+        audit = method in _AUDITED
+
         @functools.wraps(fn)
         def handler(self: ControllerService, request: Any, context: grpc.ServicerContext) -> Any:
             started = time.monotonic()
             caller: Caller | None = None
-            try:
-                caller = self.authorize(context, access, method)
-                if isinstance(request, Malformed):
-                    raise request.error()
-                reply = fn(self, request, context, caller)
-            except Exception as e:  # every failure becomes a status, below
-                failure = self.failure(e, method, caller)
-            else:
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s by %s: ok in %.1f ms", method, _who(caller), (time.monotonic() - started) * 1e3)
-                return reply
+            with request_scope(from_metadata(context.invocation_metadata()) or None):
+                try:
+                    caller = self.authorize(context, access, method)
+                    if isinstance(request, Malformed):
+                        raise request.error()
+                    reply = fn(self, request, context, caller)
+                except Exception as e:  # every failure becomes a status, below
+                    failure = self.failure(e, method, caller)
+                else:
+                    seconds = time.monotonic() - started
+                    if self.observe is not None:
+                        self.observe(method, "OK", seconds)
+                    if audit:
+                        log.info("%s %s by %s: ok in %.1f ms", method, _subject(request), _who(caller), seconds * 1e3)
+                    elif log.isEnabledFor(logging.DEBUG):
+                        log.debug("%s by %s: ok in %.1f ms", method, _who(caller), seconds * 1e3)
+                    return reply
+                if self.observe is not None:
+                    self.observe(method, failure[0].name, time.monotonic() - started)
+                if audit:
+                    log.info("%s %s by %s: %s", method, _subject(request), _who(caller), failure[0].name)
             self.abort(context, failure)
 
         return handler
 
     return wrap
+
+
+# Calls that change objects: logged at info (with the request id in JSON logs), an audit trail.
+_AUDITED = frozenset({"Create", "Update", "Delete", "AttachPod", "DetachPod"})
+
+
+def _subject(request: Any) -> str:
+    """What a call is about, for its log line: kind and id, never the document."""
+    kind = getattr(request, "kind", "")
+    ident = getattr(request, "id", "") or getattr(request, "attachment_id", "")
+    return " ".join(str(x)[:64] for x in (kind, ident) if x) or "-"
 
 
 def _who(caller: Caller | None) -> str:
@@ -234,6 +258,8 @@ class ControllerService(pb_grpc.ControllerServicer):
         # keep hosts "up") always find a free thread.
         self.max_long_calls = max_long_calls
         self._long_calls = threading.BoundedSemaphore(max_long_calls)
+        # Called (method, gRPC code name, seconds) after every call when metrics are on.
+        self.observe: Callable[[str, str, float], None] | None = None
         self.creates = CreateBatcher(store, lambda tenant: Engine(store, agents, tenant=tenant, secrets=secrets))
 
     # ------------------------------------------------------------------ plumbing
@@ -387,46 +413,53 @@ class ControllerService(pb_grpc.ControllerServicer):
         caller: Caller | None = None
         failure: Failure | None = None
         events: queue.Queue[tuple[str, str] | ConvergeOutcome | BaseException] = queue.Queue()
-        try:
-            caller = self.authorize(context, OBJECT, method)
-            if isinstance(request, Malformed):
-                raise request.error()
-            timeout = self._seconds(request.timeout_seconds, "timeout_seconds", self.default_converge_timeout,
-                                    MAX_CONVERGE_TIMEOUT)
-            remaining = context.time_remaining()
-            if remaining is not None and remaining < timeout + 1:
-                # Answer with the plane's words before the client's own deadline cuts us off.
-                timeout = max(remaining - 0.5, 0.05)
-            slot = self._long_call(method)
+        started = time.monotonic()
+        # A generator: the request's scope is entered around each part, never across a yield.
+        rid = from_metadata(context.invocation_metadata()) or new_request_id()
+        with request_scope(rid):
             try:
-                revision = self.plane.request_converge()
-            except BaseException:
-                slot.release()
-                raise
-
-            def wait() -> None:
+                caller = self.authorize(context, OBJECT, method)
+                if isinstance(request, Malformed):
+                    raise request.error()
+                timeout = self._seconds(request.timeout_seconds, "timeout_seconds", self.default_converge_timeout,
+                                        MAX_CONVERGE_TIMEOUT)
+                remaining = context.time_remaining()
+                if remaining is not None and remaining < timeout + 1:
+                    # Answer with the plane's words before the client's own deadline cuts us off.
+                    timeout = max(remaining - 0.5, 0.05)
+                slot = self._long_call(method)
                 try:
-                    outcome = self.plane.wait_converged(revision, timeout, lambda h, m: events.put((h, m)),
-                                                        cancelled=lambda: not context.is_active())
-                    events.put(outcome)
-                except BaseException as e:  # handed to the handler thread, which reports it
-                    events.put(e)
-                finally:
+                    revision = self.plane.request_converge()
+                except BaseException:
                     slot.release()
+                    raise
 
-            threading.Thread(target=wait, name="converge-wait", daemon=True).start()
-        except Exception as e:  # becomes a status below
-            failure = self.failure(e, method, caller)
+                def wait() -> None:
+                    try:
+                        outcome = self.plane.wait_converged(revision, timeout, lambda h, m: events.put((h, m)),
+                                                            cancelled=lambda: not context.is_active())
+                        events.put(outcome)
+                    except BaseException as e:  # handed to the handler thread, which reports it
+                        events.put(e)
+                    finally:
+                        slot.release()
+
+                threading.Thread(target=wait, name="converge-wait", daemon=True).start()
+                log.info("%s by %s: waiting for revision %d", method, _who(caller), revision)
+            except Exception as e:  # becomes a status below
+                failure = self.failure(e, method, caller)
         if failure is not None:
+            self._finished(method, failure[0].name, started)
             self.abort(context, failure)
-        log.debug("%s by %s: waiting for revision %d", method, _who(caller), revision)
         while True:
             item = events.get()
             if isinstance(item, tuple):
                 yield pb.ConvergeEvent(host=item[0], message=item[1])
             elif isinstance(item, ConvergeOutcome):
-                log.debug("%s by %s: revision %d converged, %d failures", method, _who(caller), item.revision,
-                          len(item.failures))
+                with request_scope(rid):
+                    log.info("%s by %s: revision %d converged, %d failures", method, _who(caller), item.revision,
+                             len(item.failures))
+                self._finished(method, "OK", started)
                 yield pb.ConvergeEvent(done=True, revision=item.revision, failures=[
                     pb.HostFailure(host=f.host, step=f.step, error=f.detail, code=f.code) for f in item.failures])
                 return
@@ -437,10 +470,16 @@ class ControllerService(pb_grpc.ControllerServicer):
             _, message, trailer = to_status(item)
             failure = grpc.StatusCode.DEADLINE_EXCEEDED, message, trailer
         elif isinstance(item, Exception):
-            failure = self.failure(item, method, caller)
+            with request_scope(rid):
+                failure = self.failure(item, method, caller)
         else:
             failure = grpc.StatusCode.INTERNAL, f"{method}: the wait was interrupted", ()
+        self._finished(method, failure[0].name, started)
         self.abort(context, failure)
+
+    def _finished(self, method: str, code: str, started: float) -> None:
+        if self.observe is not None:
+            self.observe(method, code, time.monotonic() - started)
 
     # ------------------------------------------------------------------ agents
     @_rpc(AGENT)

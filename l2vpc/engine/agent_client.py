@@ -36,6 +36,7 @@ from l2vpc.engine.errors import HostError
 from l2vpc.engine.model import Host
 from l2vpc.hostconfig import HostConfig
 from l2vpc.hostconfig.failures import Code, push_failure
+from l2vpc.observability.logs import outgoing_metadata
 from l2vpc.pki import PkiError, TlsFiles
 
 PKI_DIR = "pki"
@@ -91,7 +92,8 @@ class GrpcAgentClient:
         self._check()
         request = wire.push_request(config)
         try:
-            reply: pb.PushResponse = self._stub.Push(request, timeout=timeout, metadata=self._metadata)
+            reply: pb.PushResponse = self._stub.Push(request, timeout=timeout,
+                                                     metadata=(*self._metadata, *outgoing_metadata()))
         except grpc.RpcError as e:
             raise self._rpc_error(e, "push") from None
         failure = push_failure(self.host.name, _STATUS.get(reply.status, str(reply.status)),

@@ -12,6 +12,7 @@ in-process (l2vpc/agent/local.py, the real agent on the memory driver). A client
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -135,7 +136,9 @@ class Executor:
         if not todo:
             return result
         with ThreadPoolExecutor(max_workers=min(self.max_workers, len(todo))) as pool:
-            futures = {hp.host: pool.submit(self._run_host, hp, hosts.get(hp.host)) for hp in todo}
+            # Each push runs in the caller's context: its request id goes with it (to the agent).
+            futures = {hp.host: pool.submit(contextvars.copy_context().run, self._run_host, hp, hosts.get(hp.host))
+                       for hp in todo}
             for name, fut in futures.items():
                 result.results[name] = fut.result()
         result.stopped = self.stop.is_set() and any(r.step == "stopped" for r in result.results.values())

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from l2vpc._proto import tfplugin6_pb2 as pb
+from l2vpc.observability.logs import request_scope
 from l2vpc.provider import applying, planning
 from l2vpc.provider.codec import CodecError, decode_json, decode_msgpack, encode_msgpack
 from l2vpc.provider.cty import CtyType
@@ -54,6 +55,11 @@ def _rpc(response: Any, field: str = "diagnostics") -> Callable[[F], F]:
 
     def wrap(method: F) -> F:
         def call(self: ProviderServicer, request: Any, context: Any) -> Any:
+            # Each Terraform call gets a request id: the controller and agents log the change under it.
+            with request_scope() as rid:
+                return run(self, request, context, rid)
+
+        def run(self: ProviderServicer, request: Any, context: Any, rid: str) -> Any:
             started = time.monotonic()
             try:
                 return method(self, request, context)
@@ -67,7 +73,8 @@ def _rpc(response: Any, field: str = "diagnostics") -> Callable[[F], F]:
             finally:
                 subject = getattr(request, "type_name", "")
                 elapsed = (time.monotonic() - started) * 1000
-                log.debug("%s%s: %.1f ms", method.__name__, f" {subject}" if subject else "", elapsed)
+                log.debug("%s%s: %.1f ms (request %s)", method.__name__, f" {subject}" if subject else "", elapsed,
+                          rid)
             out = response()
             getattr(out, field).extend(to_proto(diags, pb))
             return out

@@ -77,6 +77,10 @@ class Driver(abc.ABC):
         that finished without failures (0 before any); labels are empty.
         """
 
+    def dhcp_leases(self) -> dict[int, int]:
+        """Active leases of each DHCP server this host runs, by VNI ({}: the driver cannot tell)."""
+        return {}
+
     def converge(self, desired: HostConfig) -> ConvergeResult:
         """Make the host run `desired`. Idempotent: a second call with the same config does
         nothing and returns no actions. Invalid configs are rejected without touching the host.

@@ -47,6 +47,24 @@ class DhcpServers:
             servers.append(server)
         return servers
 
+    def leases(self) -> dict[int, int]:
+        """Unexpired leases of each server (dnsmasq's lease file: `<expiry> <mac> <ip> ...` per
+        line, expiry 0 for infinite), by VNI."""
+        now = time.time()
+        out: dict[int, int] = {}
+        try:
+            dirs = [d for d in self.state.iterdir() if d.name.isdigit()]
+        except FileNotFoundError:
+            return out
+        for d in dirs:
+            try:
+                lines = (d / "leases").read_text().splitlines()
+            except OSError:
+                continue
+            expiries = (line.split(" ", 1)[0] for line in lines if line.strip())
+            out[int(d.name)] = sum(1 for e in expiries if e.isdigit() and (int(e) == 0 or int(e) > now))
+        return out
+
     def create(self, d: DhcpServer) -> None:
         path = dhcp_path(d.vni)
         self.remove(d.vni)

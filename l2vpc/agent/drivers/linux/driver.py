@@ -189,6 +189,9 @@ class LinuxDriver(Driver):
 
     # -- facts ---------------------------------------------------------------------------
 
+    def dhcp_leases(self) -> dict[int, int]:
+        return self._dhcp.leases()
+
     def facts(self) -> HostConfig:
         view = self._host.read()
         edges, observations = self._edges.facts(view.links)
