@@ -45,6 +45,7 @@ class Batch:
         self.engine = engine
         self.tx = tx
         self.cx: Context = engine._context(tx)
+        self._hosts: set[str] | None = None  # names of the hosts stored, once read
 
     # ------------------------------------------------------------------ reads
     def hosts(self) -> dict[str, Host]:
@@ -57,9 +58,13 @@ class Batch:
 
     # ------------------------------------------------------------------ writes
     def register_host(self, host: Host) -> None:
-        cur = self.tx.get("host", host.name)
+        if self._hosts is None:  # every host in one query, not one per host
+            self._hosts = {o.id for o in self.tx.list("host")}
+        cur = self.tx.get("host", host.name) if host.name in self._hosts else None
         if cur is None:
-            self.tx.create("host", host.name, dump(host))
+            self._hosts.add(host.name)
+            # Known absent under the write lock: written with the batch (a clash fails it).
+            self.tx.create_new("host", host.name, dump(host))
         elif host_of(cur) != host:
             self.tx.update("host", host.name, dump(host), cur.generation)
 
@@ -89,6 +94,8 @@ class Batch:
         """Read what creating `items` reads, in a few queries; MAC counter values in one."""
         if kind == "attachment":
             self.tx.take_block("mac", sum(1 for d in items if not d.get("mac_address")))
+        elif kind == "vpc":
+            self.tx.take_block("vni", len(items))
         self.tx.prefetch_creates([(kind, d) for d in items], ())
 
     def update(self, kind: str, ident: str, data: Mapping[str, Any]) -> Any:

@@ -90,9 +90,14 @@ def _ipv4(value: str) -> str:
 
 def _ipv4_network(value: str) -> str:
     try:
-        return str(ip_network(value))
+        return _network_text(value)
     except ValueError as e:
         raise ValueError(f"{value!r} is not an IPv4 network like 10.0.0.0/24 ({e})") from None
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def _network_text(value: str) -> str:
+    return str(ip_network(value))  # printing an address costs as much as parsing it
 
 
 def _ipv4_interface(value: str) -> str:

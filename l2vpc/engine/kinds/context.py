@@ -8,6 +8,7 @@ rule that fails raises before anything is committed.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -93,7 +94,31 @@ class Context:
 
     # ------------------------------------------------------------------ reads
     def hosts(self) -> dict[str, Host]:
+        """Every host (not to be changed: in a batch, the same dict until a host is written)."""
+        if isinstance(self.tx, CachedTransaction):
+            return self.tx.derived(  # type: ignore[no-any-return]
+                "host", "hosts", lambda: {o.id: host_of(o) for o in self.tx.list("host")})
         return {o.id: host_of(o) for o in self.tx.list("host")}
+
+    def region_hosts(self) -> dict[str, Host]:
+        """The hosts the rules of an object on no host (a VPC) look at, cut down to what
+        changes their outcome: one host per region (its region must have one) and every host
+        whose underlay address another shares. The same problems as with all 1,000 hosts,
+        without a pass over all of them per create."""
+        def build() -> dict[str, Host]:
+            hosts = self.hosts()
+            underlays = Counter(h.underlay_ip for h in hosts.values())
+            picked: dict[str, Host] = {}
+            regions: set[str] = set()
+            for name, h in hosts.items():
+                if h.region not in regions or underlays[h.underlay_ip] > 1:
+                    regions.add(h.region)
+                    picked[name] = h
+            return picked
+
+        if isinstance(self.tx, CachedTransaction):
+            return self.tx.derived("host", "region_hosts", build)  # type: ignore[no-any-return]
+        return build()
 
     def hosts_named(self, names: Iterable[str]) -> dict[str, Host]:
         return {o.id: host_of(o) for o in self.tx.get_many("host", names)}

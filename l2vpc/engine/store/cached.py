@@ -35,11 +35,13 @@ class CachedTransaction(Transaction):
         self._tx = tx
         self._objects: dict[tuple[str, str], StoredObject | None] = {}
         self._lists: dict[str, list[StoredObject]] = {}  # whole kinds read (all tenants)
+        self._derived: dict[tuple[str, str], Any] = {}  # computed from whole kinds (see derived())
         self._pools: dict[str, dict[str, str]] = {}  # complete pools: the store's + kept claims
         self._sizes: dict[str, int] = {}  # sizes of pools read as sizes only, kept claims counted
         self._blocks: dict[str, deque[int]] = {}  # counter values taken ahead, handed out in order
         # Kept writes, sent by flush().
         self._new: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+        self._new_kinds: dict[str, int] = {}  # kind -> how many of _new
         self._claims: dict[tuple[str, str], str] = {}
         self._claims_by_pool: dict[str, dict[str, str]] = {}
         self._undo: list[Callable[[], None]] = []
@@ -64,7 +66,7 @@ class CachedTransaction(Transaction):
         if self._new or self._claims:
             objects = [(kind, ident, data, tenant) for (kind, ident), (data, tenant) in self._new.items()]
             claims = [(pool, value, owner) for (pool, value), owner in self._claims.items()]
-            self._new, self._claims, self._claims_by_pool = {}, {}, {}
+            self._new, self._new_kinds, self._claims, self._claims_by_pool = {}, {}, {}, {}
             self._tx.write_many(objects, claims)
         self._fence = len(self._undo)
 
@@ -73,6 +75,18 @@ class CachedTransaction(Transaction):
         self.flush()
         self._undo.append(lambda: None)
         self._fence = len(self._undo)
+
+    def derived(self, kind: str, name: str, build: Callable[[], Any]) -> Any:
+        """A value computed from the objects of `kind` (`build()`), kept until one is written."""
+        key = (kind, name)
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
+
+    def _changed(self, kind: str) -> None:
+        self._lists.pop(kind, None)
+        for key in [k for k in self._derived if k[0] == kind]:
+            del self._derived[key]
 
     # ------------------------------------------------------------------ prefetch
     def prefetch_creates(self, items: Sequence[tuple[str, Mapping[str, Any]]], mac_numbers: Sequence[int]) -> None:
@@ -134,7 +148,7 @@ class CachedTransaction(Transaction):
         return [so for so in (self._objects[(kind, i)] for i in wanted) if so is not None]
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
-        if any(k == kind for k, _ in self._new):
+        if self._new_kinds.get(kind):
             self.flush()
         if tenant is not None:
             return self._tx.list(kind, tenant)
@@ -146,7 +160,7 @@ class CachedTransaction(Transaction):
 
     def create(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
         self._direct()
-        self._lists.pop(kind, None)
+        self._changed(kind)
         so = self._objects[(kind, ident)] = self._tx.create(kind, ident, data, tenant)
         return so
 
@@ -157,10 +171,14 @@ class CachedTransaction(Transaction):
         before = self._objects.get(key, _ABSENT)
         so = self._objects[key] = StoredObject(kind, ident, 1, data, tenant)
         self._new[key] = (data, tenant)
+        self._new_kinds[kind] = self._new_kinds.get(kind, 0) + 1
         dropped = self._lists.pop(kind, None)
+        for k in [k for k in self._derived if k[0] == kind]:
+            del self._derived[k]
 
         def undo() -> None:
             del self._new[key]
+            self._new_kinds[kind] -= 1
             if before is _ABSENT:
                 self._objects.pop(key, None)
             else:
@@ -173,14 +191,14 @@ class CachedTransaction(Transaction):
 
     def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
         self._direct()
-        self._lists.pop(kind, None)
+        self._changed(kind)
         self._objects.pop((kind, ident), None)  # if the update fails, re-read
         so = self._objects[(kind, ident)] = self._tx.update(kind, ident, data, expected_generation)
         return so
 
     def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
         self._direct()
-        self._lists.pop(kind, None)
+        self._changed(kind)
         self._objects.pop((kind, ident), None)
         self._tx.delete(kind, ident, expected_generation)
         self._objects[(kind, ident)] = None
