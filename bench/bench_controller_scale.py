@@ -101,7 +101,7 @@ def add_attachments(url: str, key: bytes, fleets: list[list[dict[str, str]]], at
     try:
         engine = Engine(store, LocalAgentPool(), tenant=TENANT, secrets=SecretBox(key))
         started = time.monotonic()
-        items = []
+        items: list[dict[str, str]] = []
         used = set()
         for k, vpc in enumerate(vpcs):
             members = fleets[k % len(fleets)]

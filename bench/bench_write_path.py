@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def topology_file_part(args: argparse.Namespace, tmp: Path) -> None:
                ("apply --agents memory", ("apply", "-f", str(file), "--state", state, "--agents", "memory"), 4.0),
                ("re-plan (no-op)", ("plan", "-f", str(file), "--state", state), 1.0))
     for what, cmd, target in figures:
-        seconds = timed(lambda cmd=cmd: cli(*cmd))
+        seconds = timed(partial(cli, *cmd))
         print(f"l2vpc {what}: {seconds:.2f} s (target <= {target:g} s; {seconds / baseline:.0f}x the bulk insert)",
               flush=True)
 

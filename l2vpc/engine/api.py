@@ -23,8 +23,8 @@ from typing import Any
 from l2vpc.engine import adoption, failover, pod_attachments
 from l2vpc.engine.batch import Batch, NotUndone
 from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError, UserError
-from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
+from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.kinds import COMPUTED, ID_PREFIX, KINDS, MODELS
 from l2vpc.engine.kinds.context import Context, dump, host_of
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse

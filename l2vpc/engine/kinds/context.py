@@ -96,8 +96,7 @@ class Context:
     def hosts(self) -> dict[str, Host]:
         """Every host (not to be changed: in a batch, the same dict until a host is written)."""
         if isinstance(self.tx, CachedTransaction):
-            return self.tx.derived(  # type: ignore[no-any-return]
-                "host", "hosts", lambda: {o.id: host_of(o) for o in self.tx.list("host")})
+            return self.tx.derived("host", "hosts", lambda: {o.id: host_of(o) for o in self.tx.list("host")})
         return {o.id: host_of(o) for o in self.tx.list("host")}
 
     def region_hosts(self) -> dict[str, Host]:
@@ -117,7 +116,7 @@ class Context:
             return picked
 
         if isinstance(self.tx, CachedTransaction):
-            return self.tx.derived("host", "region_hosts", build)  # type: ignore[no-any-return]
+            return self.tx.derived("host", "region_hosts", build)
         return build()
 
     def hosts_named(self, names: Iterable[str]) -> dict[str, Host]:
@@ -131,7 +130,7 @@ class Context:
             return model.model_validate(so.data)
         hit = memo.get((so.kind, so.id))
         if hit is not None and hit[0] is so:
-            return hit[1]  # type: ignore[no-any-return]
+            return hit[1]
         obj = model.model_validate(so.data)
         memo[(so.kind, so.id)] = (so, obj)
         return obj
