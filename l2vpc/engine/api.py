@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from l2vpc.engine import adoption, failover, pod_attachments
-from l2vpc.engine.batch import Batch, NotUndone
-from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError, UserError
+from l2vpc.engine.batch import Batch, NotUndone, each_or_error
+from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError
 from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
 from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.kinds import COMPUTED, ID_PREFIX, KINDS, MODELS
@@ -234,13 +234,7 @@ class Engine:
         except NotUndone:
             # A failed create had already sent some writes: everything was rolled back; one
             # transaction per create instead (rare: attachment and VPC creates never do).
-            out: builtins.list[Any] = []
-            for data in items:
-                try:
-                    out.append(self.create(kind, data))
-                except UserError as e:
-                    out.append(e)
-            return out
+            return each_or_error(lambda data: self.create(kind, data), items)
 
     def attach_pod(self, vpc: str, *, host: str, workload: str, interface_name: str | None, owner: str,
                    ip_address: str | None = None) -> tuple[Attachment, Port]:

@@ -16,7 +16,7 @@ other took 6 s (SQLite) and 46 s (PostgreSQL).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from l2vpc.engine.errors import NotFoundError, UserError
@@ -27,6 +27,17 @@ from l2vpc.engine.store.cached import CachedTransaction
 
 if TYPE_CHECKING:
     from l2vpc.engine.api import Engine
+
+
+def each_or_error(create: Callable[[Mapping[str, Any]], Any], items: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """`create(item)` of each item in order: its result, or the UserError that refused it."""
+    out: list[Any] = []
+    for data in items:
+        try:
+            out.append(create(data))
+        except UserError as e:
+            out.append(e)
+    return out
 
 
 class NotUndone(Exception):
@@ -82,13 +93,7 @@ class Batch:
     def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> builtins.list[Any]:
         """Each item created in order; per item the object or the UserError that refused it."""
         self.prefetch(kind, items)
-        out: builtins.list[Any] = []
-        for data in items:
-            try:
-                out.append(self.create(kind, data))
-            except UserError as e:
-                out.append(e)
-        return out
+        return each_or_error(lambda data: self.create(kind, data), items)
 
     def prefetch(self, kind: str, items: Sequence[Mapping[str, Any]]) -> None:
         """Read what creating `items` reads, in a few queries; MAC counter values in one."""
