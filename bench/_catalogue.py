@@ -160,6 +160,24 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "bench_write_path",
+        needs=frozenset({POSTGRES}),
+        smoke=("--hosts", "8", "--vpcs", "8", "--attachments", "40", "--no-fsync"),
+        figures=(
+            F("bulk insert of the file's documents (baseline)", r"^baseline: bulk insert .*: {v} s", "s", None),
+            F("l2vpc {what}", r"^l2vpc (?P<what>plan from empty|apply --agents memory|re-plan \(no-op\)): {v} s",
+              "s", noise=0.2),
+            F("l2vpc {what} / bulk insert", r"^l2vpc (?P<what>plan from empty|apply --agents memory|re-plan \(no-op\)):"
+              r" .*; {v}x the bulk insert", "x", "lower"),
+            F("engine write, {store}", r"^engine, (?P<store>SQLite|PostgreSQL): [\d,]+ attachments .* written in {v} s",
+              "s", noise=0.1),
+            F("multi-row INSERT, {store} (baseline)",
+              r"^engine, (?P<store>SQLite|PostgreSQL): baseline multi-row INSERT .* documents {v} s", "s", None),
+            F("engine write / INSERT, {store}", r"^engine, (?P<store>SQLite|PostgreSQL): baseline .*; ratio {v}x",
+              "x", "lower"),
+        ),
+    ),
+    Bench(
         "bench_store_postgres",
         needs=frozenset({POSTGRES}),
         smoke=("--writes", "5", "--no-fsync"),

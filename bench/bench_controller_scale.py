@@ -101,19 +101,19 @@ def add_attachments(url: str, key: bytes, fleets: list[list[dict[str, str]]], at
     try:
         engine = Engine(store, LocalAgentPool(), tenant=TENANT, secrets=SecretBox(key))
         started = time.monotonic()
-        made = 0
+        items: list[dict[str, str]] = []
         used = set()
-        with store.transaction() as tx:
-            for k, vpc in enumerate(vpcs):
-                members = fleets[k % len(fleets)]
-                offset = (k // len(fleets)) * per_vpc  # the region's next VPC starts further on: all hosts get some
-                for n in range(min(per_vpc, attachments - made)):
-                    host = members[(offset + n) % len(members)]["name"]
-                    used.add(host)
-                    engine.create_in(tx, "attachment", {
-                        "vpc_id": vpc, "workload": f"vm-{k:04d}-{n}", "host": host, "ip_mode": "static",
-                        "ip_address": f"172.{16 + k // 256}.{k % 256}.{10 + n}/24"})
-                    made += 1
+        for k, vpc in enumerate(vpcs):
+            members = fleets[k % len(fleets)]
+            offset = (k // len(fleets)) * per_vpc  # the region's next VPC starts further on: all hosts get some
+            for n in range(min(per_vpc, attachments - len(items))):
+                host = members[(offset + n) % len(members)]["name"]
+                used.add(host)
+                items.append({"vpc_id": vpc, "workload": f"vm-{k:04d}-{n}", "host": host, "ip_mode": "static",
+                              "ip_address": f"172.{16 + k // 256}.{k % 256}.{10 + n}/24"})
+        refused = [r for r in engine.create_many("attachment", items) if isinstance(r, Exception)]
+        if refused:
+            raise SystemExit(f"attachment refused: {refused[0]}")
         return time.monotonic() - started, sorted(used)
     finally:
         store.close()

@@ -7,9 +7,10 @@ its time queueing for the lock and flushing. Here one writer thread per controll
 create waiting at that moment (up to `max_batch`) and runs them in one transaction: one lock
 acquisition and one flush for the batch.
 
-A create that fails (bad input, a name taken by an earlier create of the same batch) must fail
-alone: the batch is then rolled back and its creates run again one transaction each. Errors
-are rare in practice (Terraform has checked the values at plan time), so this costs little.
+A create that fails (bad input, a name taken by an earlier create of the same batch) fails
+alone: what it kept is dropped and the others are committed (engine/batch.py). Only when some
+of its writes had already reached the store is the batch rolled back and its creates run again
+one transaction each.
 A store failure (connection lost) fails every create of the batch, as it would have alone.
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from l2vpc.engine.api import Engine
+from l2vpc.engine.batch import Batch, NotUndone
 from l2vpc.engine.errors import TemporaryError, UserError
 from l2vpc.engine.store.base import Store
 from l2vpc.engine.store.cached import CachedTransaction
@@ -109,14 +111,18 @@ class CreateBatcher:
     def _execute(self, batch: list[_Create]) -> None:
         try:
             results = self._together(batch)
-        except UserError as e:
+        except (UserError, NotUndone) as e:
             if len(batch) == 1:
-                batch[0].finish(error=e)
+                batch[0].finish(error=e.error if isinstance(e, NotUndone) else e)
                 return
-            # Someone's create is wrong: all rolled back; each runs alone now.
+            # A create failed after some of its writes reached the store: all rolled back;
+            # each runs alone now.
             for job in batch:
                 try:
-                    job.finish(self._together([job])[0])
+                    result = self._together([job])[0]
+                    job.finish(error=result) if isinstance(result, UserError) else job.finish(result)
+                except NotUndone as e1:
+                    job.finish(error=e1.error)
                 except Exception as e1:
                     job.finish(error=e1)
             return
@@ -127,7 +133,8 @@ class CreateBatcher:
         if len(batch) > 1:
             self.batches += 1
         for job, result in zip(batch, results, strict=True):
-            job.finish(result)
+            # A create that failed fails alone: the others of the batch are committed.
+            job.finish(error=result) if isinstance(result, UserError) else job.finish(result)
 
     def _mac_numbers(self, count: int) -> list[int]:
         """Values of the global MAC counter for `count` creates. Taken from the store a block at
@@ -151,10 +158,18 @@ class CreateBatcher:
         context = self.store.transaction() if keys is None else self.store.keyed_transaction(keys)
         with context as stored:
             # What the creates read, read ahead for all of them (a few queries instead of
-            # several per create); see l2vpc/engine/store/cached.py.
+            # several per create), their writes sent together; see l2vpc/engine/batch.py.
             tx = CachedTransaction(stored)
             tx.prefetch_creates([(j.kind, j.data) for j in batch], numbers)
-            return [self.engine_for(j.tenant).create_in(tx, j.kind, j.data, adopt=j.adopt) for j in batch]
+            out: list[Any] = []
+            batches = [Batch(self.engine_for(j.tenant), tx) for j in batch]
+            for job, b in zip(batch, batches, strict=True):
+                try:
+                    out.append(b.create(job.kind, job.data, adopt=job.adopt))
+                except UserError as e:
+                    out.append(e)
+            batches[0].finish()
+            return out
 
 
 MAC_BLOCK = 1024  # MAC counter values a controller takes at once (of 2**24; unused ones are skipped)

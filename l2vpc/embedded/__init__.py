@@ -9,13 +9,17 @@ This module sits above the engine and the agent: the engine imports neither.
 
 from __future__ import annotations
 
-from l2vpc.agent.local import LocalAgentPool
-from l2vpc.engine.agent_client import GrpcAgentPool
+from typing import TYPE_CHECKING
+
 from l2vpc.engine.api import Engine
 from l2vpc.engine.executor import AgentClient
 from l2vpc.engine.model import Host
 from l2vpc.engine.store import open_store
 from l2vpc.paths import STATE_PATH_ENV, default_state_path
+
+if TYPE_CHECKING:  # imported when an engine is opened: `l2vpc plan` needs neither (gRPC, agents)
+    from l2vpc.agent.local import LocalAgentPool
+    from l2vpc.engine.agent_client import GrpcAgentPool
 
 __all__ = ["STATE_PATH_ENV", "MixedAgentPool", "default_state_path", "open_engine"]
 
@@ -40,6 +44,9 @@ class MixedAgentPool:
 
 def open_engine(state_path: str | None = None, *, agents: str = "auto", default_region: str | None = None) -> Engine:
     """An Engine on the state file. agents: auto (gRPC where hosts have agents), memory, grpc."""
+    from l2vpc.agent.local import LocalAgentPool
+    from l2vpc.engine.agent_client import GrpcAgentPool
+
     path = state_path or default_state_path()
     store = open_store(path)
     engine = Engine(store, default_region=default_region)

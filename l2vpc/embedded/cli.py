@@ -1,8 +1,8 @@
 """`l2vpc plan|apply|show`: the engine driven from a topology file (embedded SQLite state).
 
 `plan` never writes: it syncs the file into a scratch copy of the state and plans there.
-`apply` does the same scratch run first, so a file that fails half-way changes nothing, then
-syncs the real state and converges the hosts.
+`apply` syncs the real state in one transaction (a file that fails half-way changes nothing)
+and converges the hosts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from l2vpc.embedded import default_state_path, open_engine
 from l2vpc.engine.api import Engine
+from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology_file import load, sync
@@ -86,19 +87,22 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     state = args.state or default_state_path()
-    p, counts, names = _run_plan(args.file, state)  # fails here, before any write, on a bad file
-    if not args.json:
-        _print_plan(p, counts, False, names)
+    tf = load(args.file, _registered(state))  # a bad file fails here, before the state is opened
     engine = open_engine(state, agents=args.agents)
     store = engine.store
     try:
-        sync(engine, load(args.file, engine.hosts()))
+        counts = sync(engine, tf)  # one transaction: a file that fails half-way changes nothing
+        names = {v.id: v.name for v in engine.list("vpc")}
+
+        def show_plan(p: Plan) -> None:
+            if not args.json:
+                _print_plan(p, counts, False, names)
 
         def progress(host: str, msg: str) -> None:
             if not args.json:
                 print(f"  {host}: {msg}", file=sys.stderr)
 
-        plan, result = engine.converge(progress=progress)
+        plan, result = engine.converge(progress=progress, on_plan=show_plan)
         if args.json:
             print(json.dumps({
                 "objects": counts, **plan.to_dict(),
@@ -110,6 +114,17 @@ def _apply(args: argparse.Namespace) -> int:
                 print(f"host {r.host}: {r.changes} changes, {state_txt} ({r.seconds:.2f}s, {r.attempts} attempts)")
             print("Apply complete." if result.ok else "Apply failed; run it again once the hosts are reachable.")
         return 0 if result.ok else 1
+    finally:
+        store.close()
+
+
+def _registered(state: str) -> list[Host]:
+    """The hosts the state knows (none when there is no state yet: nothing is created here)."""
+    if not os.path.exists(state):
+        return []
+    store = open_store(state)
+    try:
+        return Engine(store).hosts()
     finally:
         store.close()
 

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from l2vpc.engine import adoption, failover, pod_attachments
+from l2vpc.engine.batch import Batch, NotUndone, each_or_error
 from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError
 from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
+from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.kinds import COMPUTED, ID_PREFIX, KINDS, MODELS
 from l2vpc.engine.kinds.context import Context, dump, host_of
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.planner import Plan, plan
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.cached import CachedTransaction
 from l2vpc.engine.topology import Topology, host_configs
 from l2vpc.hostconfig import HostConfig, Observation, Port
 
@@ -210,6 +213,28 @@ class Engine:
         if adopt:
             adoption.record(tx, obj.id, adopt)
         return obj
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Many writes in one transaction, read once and written together (engine/batch.py);
+        everything commits when the block ends, nothing if it raises."""
+        # Many small acyclic objects: the cyclic collector would scan the heap again and again.
+        with paused_gc(), self.store.transaction() as stored:
+            b = Batch(self, CachedTransaction(stored))
+            yield b
+            b.finish()
+
+    def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> builtins.list[Any]:
+        """Create many objects of one kind in one transaction, in order. Per item: the object,
+        or the UserError that refused it (it fails alone, as it would by itself; the others
+        are written). Raises only what fails the whole transaction (the store)."""
+        try:
+            with self.batch() as b:
+                return b.create_many(kind, items)
+        except NotUndone:
+            # A failed create had already sent some writes: everything was rolled back; one
+            # transaction per create instead (rare: attachment and VPC creates never do).
+            return each_or_error(lambda data: self.create(kind, data), items)
 
     def attach_pod(self, vpc: str, *, host: str, workload: str, interface_name: str | None, owner: str,
                    ip_address: str | None = None) -> tuple[Attachment, Port]:

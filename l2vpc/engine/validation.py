@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from l2vpc.engine.errors import Problem as RuleProblem
-from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment, usable
+from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment, ip_address, ip_int, ip_network, usable
 from l2vpc.engine.topology import Topology
 
 Problem = tuple[str, str]
@@ -157,7 +157,7 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
             if vpc.cidr is None:
                 add((f"{where}.mode", f"layer3 needs VPC {vpc.name!r} to have a cidr"))
                 continue
-            net = ipaddress.IPv4Network(vpc.cidr)
+            net = ip_network(vpc.cidr)
             if d.gateway_ip and not usable(net, d.gateway_ip):
                 add((f"{where}.gateway_ip", f"{d.gateway_ip} is not a usable address of VPC cidr {vpc.cidr}"))
             if d.bgp and d.bgp.peering_cidr and ipaddress.IPv4Network(d.bgp.peering_cidr).overlaps(net):
@@ -171,7 +171,7 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
         if vpc.cidr is None:
             add((f"{where}.vpc_id", f"a VPN needs VPC {vpc.name!r} to have a cidr"))
             continue
-        net = ipaddress.IPv4Network(vpc.cidr)
+        net = ip_network(vpc.cidr)
         for i, r in enumerate(vpn.remote_cidrs):
             if ipaddress.IPv4Network(r).overlaps(net):
                 add((f"{where}.remote_cidrs[{i}]", f"{r} overlaps VPC cidr {vpc.cidr}"))
@@ -184,23 +184,25 @@ def _address_problems(where: str, a: Attachment, vpc: VPC) -> list[Problem]:
     assert a.ip_address is not None
     if vpc.cidr is None:
         return [(f"{where}.ip_address", f"VPC {vpc.name!r} has no cidr; set one or use ip_mode none")]
-    iface = ipaddress.IPv4Interface(a.ip_address)
-    net = ipaddress.IPv4Network(vpc.cidr)
-    if iface.network != net:
-        if iface.ip in net:
+    # Integers, not ipaddress objects: this runs once per attachment of a file or batch.
+    address, _, prefix = a.ip_address.partition("/")
+    n = ip_int(address)
+    net = ip_network(vpc.cidr)
+    lo_net, hi_net = int(net.network_address), int(net.broadcast_address)
+    if int(prefix) != net.prefixlen or not lo_net <= n <= hi_net:
+        if lo_net <= n <= hi_net:
             return [(f"{where}.ip_address", f"{a.ip_address} must use the VPC prefix length /{net.prefixlen}")]
         return [(f"{where}.ip_address", f"{a.ip_address} is outside VPC cidr {vpc.cidr}")]
-    if iface.ip in (net.network_address, net.broadcast_address):
-        return [(f"{where}.ip_address", f"{iface.ip} is the network or broadcast address of {net}")]
+    if n in (lo_net, hi_net):
+        return [(f"{where}.ip_address", f"{address} is the network or broadcast address of {net}")]
     out = []
     if vpc.dhcp is not None:
-        ip = str(iface.ip)
-        lo, hi = ipaddress.IPv4Address(vpc.dhcp.range_start), ipaddress.IPv4Address(vpc.dhcp.range_end)
-        if a.ip_mode == "static" and lo <= iface.ip <= hi:
-            out.append((f"{where}.ip_address", f"{ip} lies in the DHCP range {lo}-{hi}, where the server may lease "
+        lo, hi = ip_address(vpc.dhcp.range_start), ip_address(vpc.dhcp.range_end)
+        if a.ip_mode == "static" and int(lo) <= n <= int(hi):
+            out.append((f"{where}.ip_address", f"{address} lies in the DHCP range {lo}-{hi}, where the server may lease "
                         "it to another workload; use an address outside the range or ip_mode dhcp (a reservation)"))
-        if ip == vpc.dhcp_server_ip:
-            out.append((f"{where}.ip_address", f"{ip} is the VPC's DHCP server address"))
-        if ip == vpc.dhcp.gateway:
-            out.append((f"{where}.ip_address", f"{ip} is the VPC's gateway address"))
+        if address == vpc.dhcp_server_ip:
+            out.append((f"{where}.ip_address", f"{address} is the VPC's DHCP server address"))
+        if address == vpc.dhcp.gateway:
+            out.append((f"{where}.ip_address", f"{address} is the VPC's gateway address"))
     return out

@@ -6,6 +6,7 @@ own output with the same function in tests.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -28,7 +29,14 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _WORKLOAD_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
+# Memoized: a push validates its config twice, and every host's config names the same
+# underlay addresses (its VPCs' other hosts); ipaddress parses in Python (~10 us an address).
 def _is_ipv4(value: str) -> bool:
+    return _ipv4_ok(value) if isinstance(value, str) else _ipv4_ok.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _ipv4_ok(value: str) -> bool:
     try:
         ipaddress.IPv4Address(value)
     except ValueError:
@@ -37,6 +45,11 @@ def _is_ipv4(value: str) -> bool:
 
 
 def _is_ipv4_interface(value: str) -> bool:
+    return _interface_ok(value) if isinstance(value, str) else _interface_ok.__wrapped__(value)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _interface_ok(value: str) -> bool:
     if "/" not in value:
         return False
     try:

@@ -48,7 +48,8 @@ class AttachmentKind(Kind[Attachment]):
                 f"workload {att.workload!r} is already attached to VPC {vpc.name!r} by attachment {other}",
                 path="vpc_id", rule=ONE_ATTACHMENT_PER_VPC)
         host = att.host or next((s.host for s in siblings if s.host), None)
-        att = att.model_copy(update={"host": host})
+        if host != att.host:
+            att = att.model_copy(update={"host": host})
         # Placement looks at every host; otherwise the rules only need the hosts this workload
         # touches: read those, not all of them.
         hosts = cx.hosts() if host is None else cx.hosts_named({host, *(s.host for s in siblings if s.host)})

@@ -31,7 +31,7 @@ class VpcKind(Kind[VPC]):
         vpc = parse(VPC, {**data, "id": ident})
         cx.claim_name("vpc", vpc.name, ident)
         vpc = vpc.model_copy(update={"vni": alloc.allocate_vni(cx.tx, ident)})
-        check_rules(Topology(hosts=cx.hosts(), vpcs={ident: vpc}), ident)
+        check_rules(Topology(hosts=cx.region_hosts(), vpcs={ident: vpc}), ident)
         self.insert(cx, vpc, ident)
         return vpc
 

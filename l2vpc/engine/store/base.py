@@ -19,7 +19,7 @@ an exception rolls everything back.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +102,16 @@ class Transaction(abc.ABC):
         unique by construction, like a new object's id): a store may send it together with the
         next statement; a clash then raises ConflictError there, failing the transaction."""
         self.reserve(pool, value, owner)
+
+    def write_many(self, objects: Sequence[tuple[str, str, dict[str, Any], str]],
+                   claims: Sequence[tuple[str, str, str]]) -> None:
+        """`create_new(kind, ident, data, tenant)` of every object and `claim(pool, value, owner)`
+        of every value, as few statements as the store can (a batch of creates, see cached.py).
+        A clash raises ConflictError; the caller then rolls the transaction back."""
+        for kind, ident, data, tenant in objects:
+            self.create_new(kind, ident, data, tenant)
+        for pool, value, owner in claims:
+            self.claim(pool, value, owner)
 
     def allocations_many(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
         """`allocations` of several pools (one round trip where the store can); pools holding

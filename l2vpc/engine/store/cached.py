@@ -1,23 +1,32 @@
-"""A store transaction seen through a cache: many creates in one transaction, few round trips.
+"""A store transaction seen through a cache: many creates in one transaction, few statements.
 
-The controller commits creates that arrive together in one transaction (controller/batching.py).
-Each attachment create reads its VPC, its workload's other attachments and interface names,
-its host and its VPC's MACs: a handful of round trips to PostgreSQL, most of the time of a
-create. `CachedTransaction.prefetch_creates` reads all of that for the whole batch in a few
-queries; the creates then find it here. Writes go to the store (where PostgreSQL sends them
-with the next statement) and update the cache, so a create sees what the earlier ones of the
-batch wrote.
+A batch of creates (the controller's group commit, controller/batching.py; Engine.create_many
+for topology files and bulk writes) runs in one transaction. Each create reads its VPC, its
+workload's other attachments and interface names, its hosts and its VPC's pools: a handful of
+statements per create, most of its time. Here every read is made once per batch and kept
+(`prefetch_creates` reads what a batch of attachments needs in a few queries), and the writes
+a create makes of new things - new objects, claims of values seen free - are kept in memory
+and sent together by `flush()`, one multi-row write per table (Transaction.write_many).
 
-Coherent because the transaction holds the store's write lock (nobody else writes meanwhile)
-and every write of the batch goes through this object. Reads the cache cannot answer exactly
-(lists, host reports, counters of other names) go to the store.
+Still unique under concurrent writers: a claim is checked against the pool as read in this
+transaction (which holds the store's write lock for what it touches), and the store's unique
+(pool, value) key checks it again at flush; a clash there raises ConflictError and the whole
+transaction rolls back. Writes the cache does not keep (updates, deletes, releases) flush first
+and go to the store at once.
+
+A create that fails inside a batch is undone alone: `mark()` before it, `rollback_to(mark)`
+after, which drops what it kept in memory. That works while nothing it did reached the store
+(`rollback_to` says False otherwise; the caller then rolls back the whole transaction).
+The owner must call `flush()` before the transaction commits; Engine.create_many does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from l2vpc.engine.errors import ConflictError
 from l2vpc.engine.store.base import HostReport, StoredObject, Transaction
 
 
@@ -25,8 +34,59 @@ class CachedTransaction(Transaction):
     def __init__(self, tx: Transaction) -> None:
         self._tx = tx
         self._objects: dict[tuple[str, str], StoredObject | None] = {}
-        self._pools: dict[str, dict[str, str]] = {}
-        self._blocks: dict[str, list[int]] = {}  # counter values taken ahead, handed out in order
+        self._lists: dict[str, list[StoredObject]] = {}  # whole kinds read (all tenants)
+        self._derived: dict[tuple[str, str], Any] = {}  # computed from whole kinds (see derived())
+        self._pools: dict[str, dict[str, str]] = {}  # complete pools: the store's + kept claims
+        self._sizes: dict[str, int] = {}  # sizes of pools read as sizes only, kept claims counted
+        self._blocks: dict[str, deque[int]] = {}  # counter values taken ahead, handed out in order
+        # Kept writes, sent by flush().
+        self._new: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+        self._new_kinds: dict[str, int] = {}  # kind -> how many of _new
+        self._claims: dict[tuple[str, str], str] = {}
+        self._claims_by_pool: dict[str, dict[str, str]] = {}
+        self._undo: list[Callable[[], None]] = []
+        self._fence = 0  # undo entries before it reached the store: not undoable
+        self.deferred: dict[str, Any] = {}  # work a batch does once at its end (see kinds/context.py)
+        self.parsed: dict[tuple[str, str], tuple[StoredObject, Any]] = {}  # (stored, model) read here
+
+    # ------------------------------------------------------------------ batch control
+    def mark(self) -> int:
+        return len(self._undo)
+
+    def rollback_to(self, mark: int) -> bool:
+        """Drop what was kept since `mark`; False (nothing dropped) if some of it reached the store."""
+        if mark < self._fence:
+            return False
+        while len(self._undo) > mark:
+            self._undo.pop()()
+        return True
+
+    def flush(self) -> None:
+        """Send the kept writes to the store (one multi-row write per table)."""
+        if self._new or self._claims:
+            objects = [(kind, ident, data, tenant) for (kind, ident), (data, tenant) in self._new.items()]
+            claims = [(pool, value, owner) for (pool, value), owner in self._claims.items()]
+            self._new, self._new_kinds, self._claims, self._claims_by_pool = {}, {}, {}, {}
+            self._tx.write_many(objects, claims)
+        self._fence = len(self._undo)
+
+    def _direct(self) -> None:
+        """Before a write that goes to the store at once: what came before can no longer be undone."""
+        self.flush()
+        self._undo.append(lambda: None)
+        self._fence = len(self._undo)
+
+    def derived(self, kind: str, name: str, build: Callable[[], Any]) -> Any:
+        """A value computed from the objects of `kind` (`build()`), kept until one is written."""
+        key = (kind, name)
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
+
+    def _changed(self, kind: str) -> None:
+        self._lists.pop(kind, None)
+        for key in [k for k in self._derived if k[0] == kind]:
+            del self._derived[key]
 
     # ------------------------------------------------------------------ prefetch
     def prefetch_creates(self, items: Sequence[tuple[str, Mapping[str, Any]]], mac_numbers: Sequence[int]) -> None:
@@ -39,23 +99,34 @@ class CachedTransaction(Transaction):
         workloads = {str(d.get("workload")) for d in attachments if isinstance(d.get("workload"), str)}
         self.get_many("vpc", vpcs)
         # Imported here: the allocator imports the store package.
-        from l2vpc.engine.allocator import pool_ifname, pool_mac
+        from l2vpc.engine.allocator import pool_ifname, pool_ip, pool_mac, pool_members
 
-        pools = self.prefetch_pools([pool_ifname(w) for w in workloads] + [pool_mac(v) for v in vpcs])
+        pools = self.prefetch_pools([pool_ifname(w) for w in workloads] + [pool_mac(v) for v in vpcs]
+                                    + [pool_ip(v) for v in vpcs] + [pool_members(v) for v in vpcs])
         siblings = {owner for p, held in pools.items() if p.startswith("ifname:") for owner in held.values()}
-        self.get_many("attachment", siblings)
+        members = {owner for p, held in pools.items() if p.startswith("member:") for owner in held.values()}
+        stored = self.get_many("attachment", siblings | members)
         hosts = {str(d["host"]) for d in attachments if isinstance(d.get("host"), str)}
-        hosts |= {str(o.data.get("host")) for o in self.get_many("attachment", siblings) if o.data.get("host")}
+        hosts |= {str(o.data.get("host")) for o in stored if o.data.get("host")}
         self.get_many("host", hosts)
-        self._blocks["mac"] = list(mac_numbers)
+        if mac_numbers:
+            self._blocks.setdefault("mac", deque()).extend(mac_numbers)
 
     def prefetch_pools(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
+        pools = list(pools)
         missing = sorted({p for p in pools if p not in self._pools})
         if missing:
             found = self._tx.allocations_many(missing)
             for p in missing:
-                self._pools[p] = dict(found.get(p, {}))
+                self._pools[p] = {**found.get(p, {}), **self._claims_by_pool.get(p, {})}
+                self._sizes.pop(p, None)
         return {p: self._pools[p] for p in pools}
+
+    def take_block(self, name: str, count: int) -> None:
+        """Take `count` values of counter `name` now (one statement) for the creates to come."""
+        if count > 0:
+            last = self._tx.next_sequence_block(name, count)
+            self._blocks.setdefault(name, deque()).extend(range(last - count + 1, last + 1))
 
     # ------------------------------------------------------------------ objects
     def get(self, kind: str, ident: str, tenant: str | None = None) -> StoredObject | None:
@@ -77,60 +148,129 @@ class CachedTransaction(Transaction):
         return [so for so in (self._objects[(kind, i)] for i in wanted) if so is not None]
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
-        return self._tx.list(kind, tenant)
+        if self._new_kinds.get(kind):
+            self.flush()
+        if tenant is not None:
+            return self._tx.list(kind, tenant)
+        if kind not in self._lists:
+            found = self._lists[kind] = self._tx.list(kind)
+            for so in found:
+                self._objects.setdefault((kind, so.id), so)
+        return list(self._lists[kind])
 
     def create(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
+        self._direct()
+        self._changed(kind)
         so = self._objects[(kind, ident)] = self._tx.create(kind, ident, data, tenant)
         return so
 
     def create_new(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
-        so = self._objects[(kind, ident)] = self._tx.create_new(kind, ident, data, tenant)
+        key = (kind, ident)
+        if self._objects.get(key) is not None:
+            raise ConflictError(f"{kind} {ident!r} already exists")
+        before = self._objects.get(key, _ABSENT)
+        so = self._objects[key] = StoredObject(kind, ident, 1, data, tenant)
+        self._new[key] = (data, tenant)
+        self._new_kinds[kind] = self._new_kinds.get(kind, 0) + 1
+        dropped = self._lists.pop(kind, None)
+        for k in [k for k in self._derived if k[0] == kind]:
+            del self._derived[k]
+
+        def undo() -> None:
+            del self._new[key]
+            self._new_kinds[kind] -= 1
+            if before is _ABSENT:
+                self._objects.pop(key, None)
+            else:
+                self._objects[key] = before  # type: ignore[assignment]
+            if dropped is not None:
+                self._lists[kind] = dropped
+
+        self._undo.append(undo)
         return so
 
     def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
+        self._direct()
+        self._changed(kind)
         self._objects.pop((kind, ident), None)  # if the update fails, re-read
         so = self._objects[(kind, ident)] = self._tx.update(kind, ident, data, expected_generation)
         return so
 
     def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
+        self._direct()
+        self._changed(kind)
         self._objects.pop((kind, ident), None)
         self._tx.delete(kind, ident, expected_generation)
         self._objects[(kind, ident)] = None
 
     # ------------------------------------------------------------------ allocations
     def reserve(self, pool: str, value: str, owner: str) -> None:
-        self._tx.reserve(pool, value, owner)
-        if pool in self._pools:
-            self._pools[pool][value] = owner
+        holder = self.prefetch_pools([pool])[pool].get(value)
+        if holder == owner:
+            return  # the same owner claiming again: a no-op, as in the store
+        if holder is not None:
+            raise ConflictError(f"{pool} {value!r} is already held by {holder!r} (requested by {owner!r})")
+        self._keep(pool, value, owner)
 
     def claim(self, pool: str, value: str, owner: str) -> None:
-        self._tx.claim(pool, value, owner)
+        # A value the caller has just seen free: checked against what is known here; the
+        # store checks again at flush.
+        held = self._pools.get(pool)
+        holder = held.get(value) if held is not None else self._claims_by_pool.get(pool, {}).get(value)
+        if holder == owner:
+            return
+        if holder is not None:
+            raise ConflictError(f"{pool} {value!r} is already held by {holder!r} (requested by {owner!r})")
+        self._keep(pool, value, owner)
+
+    def _keep(self, pool: str, value: str, owner: str) -> None:
+        self._claims[(pool, value)] = owner
+        self._claims_by_pool.setdefault(pool, {})[value] = owner
         if pool in self._pools:
             self._pools[pool][value] = owner
+        if pool in self._sizes:
+            self._sizes[pool] += 1
+
+        def undo() -> None:
+            del self._claims[(pool, value)]
+            del self._claims_by_pool[pool][value]
+            if pool in self._pools:
+                self._pools[pool].pop(value, None)
+            if pool in self._sizes:
+                self._sizes[pool] -= 1
+
+        self._undo.append(undo)
 
     def release_owner(self, owner: str, pool: str | None = None) -> None:
+        self._direct()
         self._tx.release_owner(owner, pool)
+        self._sizes.clear()
         for name, held in self._pools.items():
             if pool is None or name == pool:
                 for value in [v for v, o in held.items() if o == owner]:
                     del held[value]
 
     def allocations(self, pool: str) -> dict[str, str]:
-        if pool not in self._pools:
-            self._pools[pool] = self._tx.allocations(pool)
-        return dict(self._pools[pool])
+        return dict(self.prefetch_pools([pool])[pool])
 
     def allocations_many(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
         return {p: dict(v) for p, v in self.prefetch_pools(list(pools)).items()}
 
     def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
-        return self._tx.pool_sizes(pools)
+        pools = list(pools)
+        missing = sorted({p for p in pools if p not in self._pools and p not in self._sizes})
+        if missing:
+            found = self._tx.pool_sizes(missing)  # without the kept claims: added here
+            for p in missing:
+                self._sizes[p] = found.get(p, 0) + len(self._claims_by_pool.get(p, {}))
+        sizes = {p: len(self._pools[p]) if p in self._pools else self._sizes[p] for p in pools}
+        return {p: n for p, n in sizes.items() if n}
 
     # ------------------------------------------------------------------ counters
     def next_sequence(self, name: str) -> int:
         block = self._blocks.get(name)
         if block:
-            return block.pop(0)
+            return block.popleft()
         return self._tx.next_sequence(name)
 
     def next_sequence_block(self, name: str, count: int) -> int:
@@ -141,6 +281,7 @@ class CachedTransaction(Transaction):
 
     # ------------------------------------------------------------------ the rest: the store's
     def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:
+        self._direct()
         self._tx.put_host_report(host, generation, config)
 
     def host_reports(self, hosts: Iterable[str] | None = None) -> dict[str, HostReport]:
@@ -150,4 +291,8 @@ class CachedTransaction(Transaction):
         return self._tx.host_report_stamps()
 
     def delete_host_report(self, host: str) -> None:
+        self._direct()
         self._tx.delete_host_report(host)
+
+
+_ABSENT = object()

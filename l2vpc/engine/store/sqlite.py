@@ -34,10 +34,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from l2vpc.engine.errors import L2vpcError, StoreError, TemporaryError
-from l2vpc.engine.store.documents import dumps
+from l2vpc.engine.errors import ConflictError, L2vpcError, StoreError, TemporaryError
+from l2vpc.engine.store.documents import check_key, dumps
 from l2vpc.engine.store.migrations import Migration, check_sequence, load_migrations, split_statements
-from l2vpc.engine.store.sql import Dialect, SqlStore, SqlTransaction, Statements
+from l2vpc.engine.store.sql import Dialect, SqlStore, SqlTransaction, Statements, not_unicode
 
 DEFAULT_BUSY_TIMEOUT = 10.0
 # RETURNING (3.35) and built-in JSON functions (3.38) are used below.
@@ -113,6 +113,35 @@ class SqliteTransaction(SqlTransaction):
         # executescript() would commit the transaction first: one statement at a time.
         for statement in split_statements(sql):
             self.change(statement)
+
+    def write_many(self, objects: Sequence[tuple[str, str, dict[str, Any], str]],
+                   claims: Sequence[tuple[str, str, str]]) -> None:
+        # executemany: one prepared statement stepped per row in C (~2 us a row, against ~15 us
+        # for a statement of its own); a clash shows as fewer rows changed than sent.
+        rows = [(kind, ident, tenant, self._check_new(kind, ident, tenant, data))
+                for kind, ident, data, tenant in objects]
+        for pool, value, owner in claims:
+            for field, text in (("pool", pool), ("value", value), ("owner", owner)):
+                check_key(field, text)
+        if rows and self._many(self._sql.create, rows) != len(rows):
+            taken = {i for (i,) in self.rows(
+                f"SELECT id FROM objects WHERE {self.dialect.one_of('id')}", (self.dialect.values([r[1] for r in rows]),))}
+            kind, ident = next((r[0], r[1]) for r in rows if r[1] in taken)
+            raise ConflictError(f"{kind} {ident!r} already exists")
+        if claims and self._many(self._sql.reserve, claims) != len(claims):
+            for pool, value, owner in claims:
+                held = self.rows(self._sql.holder, (pool, value))
+                if held and held[0][0] != owner:
+                    raise ConflictError(f"{pool} {value!r} is already held by {held[0][0]!r} (requested by {owner!r})")
+
+    def _many(self, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        conn = self._open()
+        try:
+            return int(conn.executemany(statement, rows).rowcount)
+        except self.dialect.error as exc:
+            raise self.dialect.translate(exc, "write", conn) from exc
+        except UnicodeEncodeError as exc:
+            raise not_unicode(exc) from None
 
 
 class _TransactionContext(AbstractContextManager[SqliteTransaction]):

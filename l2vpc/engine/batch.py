@@ -1,0 +1,123 @@
+"""Many writes in one transaction: what topology files, bulk creates and the controller's group
+commit use (Engine.batch, Engine.create_many).
+
+A batch runs every write through one CachedTransaction (store/cached.py): each pool, VPC,
+host and workload is read once, the values a create takes come from those reads, new objects
+and claims are sent together at the end (one multi-row write per table), and each touched
+VPC's DHCP server is placed once, at the end. The rules are the same code as a single create
+(kinds/): a create in a batch sees the ones before it exactly as if they had been committed.
+
+A create that breaks a rule fails alone with its own error (the field it names, its rule id):
+what it kept is dropped and the batch goes on (`create_many` returns the error in its place).
+Measured in bench/bench_write_path.py (10,000 attachments in one transaction): create_in one
+after the other 6.2 s on SQLite and 46 s on PostgreSQL; a batch ~1.6 s of CPU on either.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from l2vpc.engine.errors import NotFoundError, UserError
+from l2vpc.engine.kinds import KINDS
+from l2vpc.engine.kinds.context import Context, dump, finish_batch, host_of
+from l2vpc.engine.model import Host
+from l2vpc.engine.store.cached import CachedTransaction
+
+if TYPE_CHECKING:
+    from l2vpc.engine.api import Engine
+
+
+def each_or_error(create: Callable[[Mapping[str, Any]], Any], items: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """`create(item)` of each item in order: its result, or the UserError that refused it."""
+    out: list[Any] = []
+    for data in items:
+        try:
+            out.append(create(data))
+        except UserError as e:
+            out.append(e)
+    return out
+
+
+class NotUndone(Exception):
+    """A create failed after some of its writes reached the store: only rolling back the whole
+    transaction undoes it (the caller then retries the creates one at a time)."""
+
+    def __init__(self, error: UserError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Batch:
+    """Writes of one engine (its tenant) in one transaction; see the module docstring."""
+
+    def __init__(self, engine: Engine, tx: CachedTransaction) -> None:
+        self.engine = engine
+        self.tx = tx
+        self.cx: Context = engine._context(tx)
+        self._hosts: set[str] | None = None  # names of the hosts stored, once read
+
+    # ------------------------------------------------------------------ reads
+    def hosts(self) -> dict[str, Host]:
+        return self.cx.hosts()
+
+    def objects(self, kind: str) -> builtins.list[Any]:
+        """The engine's tenant's objects of a kind, as stored (no status from hosts)."""
+        tenant = self.engine.tenant
+        return [self.engine._load(kind, o) for o in self.tx.list(kind) if not tenant or o.tenant == tenant]
+
+    # ------------------------------------------------------------------ writes
+    def register_host(self, host: Host) -> None:
+        if self._hosts is None:  # every host in one query, not one per host
+            self._hosts = {o.id for o in self.tx.list("host")}
+        cur = self.tx.get("host", host.name) if host.name in self._hosts else None
+        if cur is None:
+            self._hosts.add(host.name)
+            # Known absent under the write lock: written with the batch (a clash fails it).
+            self.tx.create_new("host", host.name, dump(host))
+        elif host_of(cur) != host:
+            self.tx.update("host", host.name, dump(host), cur.generation)
+
+    def create(self, kind: str, data: Mapping[str, Any], *, adopt: bool | str = False) -> Any:
+        """One create of the batch; raises its UserError after undoing what it kept (NotUndone
+        when that is impossible: some of it reached the store)."""
+        mark = self.tx.mark()
+        try:
+            return self.engine.create_in(self.tx, kind, data, adopt=adopt)
+        except UserError as e:
+            if not self.tx.rollback_to(mark):
+                raise NotUndone(e) from e
+            raise
+
+    def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> builtins.list[Any]:
+        """Each item created in order; per item the object or the UserError that refused it."""
+        self.prefetch(kind, items)
+        return each_or_error(lambda data: self.create(kind, data), items)
+
+    def prefetch(self, kind: str, items: Sequence[Mapping[str, Any]]) -> None:
+        """Read what creating `items` reads, in a few queries; MAC counter values in one."""
+        if kind == "attachment":
+            self.tx.take_block("mac", sum(1 for d in items if not d.get("mac_address")))
+        elif kind == "vpc":
+            self.tx.take_block("vni", len(items))
+        self.tx.prefetch_creates([(kind, d) for d in items], ())
+
+    def update(self, kind: str, ident: str, data: Mapping[str, Any]) -> Any:
+        k = KINDS[kind]
+        so = self.tx.get(kind, ident, tenant=self.engine.tenant or None)
+        if so is None:
+            raise NotFoundError(kind, ident)
+        return k.update(self.cx, so, k.load(self.cx, so), k.merged(so.data, data))
+
+    def delete(self, kind: str, ident: str) -> None:
+        k = KINDS[kind]
+        so = self.tx.get(kind, ident, tenant=self.engine.tenant or None)
+        if so is None:
+            raise NotFoundError(kind, ident)
+        k.delete(self.cx, so, k.load(self.cx, so))
+
+    def finish(self) -> None:
+        """DHCP placement of the touched VPCs, then every kept write to the store."""
+        finish_batch(self.tx, self.engine.secrets)
+
