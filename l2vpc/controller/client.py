@@ -195,6 +195,9 @@ class RemoteEngine:
     def status_reason(self, kind: str, ident: str) -> str:
         return str(self._status_detail(kind, ident).reason)
 
+    def learned(self, kind: str, ident: str) -> builtins.tuple[str, ...]:
+        return tuple(self._status_detail(kind, ident).learned)
+
     def _status_detail(self, kind: str, ident: str) -> pb.StatusDetailReply:
         reply: pb.StatusDetailReply = self._call("StatusDetail", lambda: self._stub.StatusDetail(
             pb.StatusDetailRequest(kind=kind, id=ident), timeout=self.timeout), retry=True)
