@@ -118,10 +118,18 @@ def test_bad_token_and_foreign_ca_fail_at_once_with_clear_errors(ctl: Controller
                                                                    tmp_path: Path) -> None:
     wrong = RemoteEngine(ctl.address, "l2vpc_tok-000000000000_nope", ca_file=str(pki / "ca.pem"))
     try:
-        with pytest.raises(UserError, match="controller refused the token"):
+        with pytest.raises(UserError, match="controller refused the token") as err:
             wrong.list("vpc")
     finally:
         wrong.close()
+    # Terraform shows it under a heading that says what happened.
+    from l2vpc.provider.diagnostics import Diagnostics
+    from l2vpc.provider.resources.common import report_engine_error
+
+    diags = Diagnostics()
+    assert report_engine_error(err.value, diags)
+    assert [d.summary for d in diags.errors] == ["Authentication failed"]
+    assert "l2vpc controller token create" in diags.errors[0].detail
 
     foreign = CertificateAuthority.create(tmp_path / "other-ca")
     started = time.monotonic()
