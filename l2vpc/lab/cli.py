@@ -18,7 +18,7 @@ With a customer site for direct connects and VPNs (root):
 With controllers the lab runs (they converge it; the agents register with them):
 
     l2vpc lab up --hosts 3 --controllers 2 [--postgres [URL]]   # SQLite, or PostgreSQL the lab owns / at URL
-    export L2VPC_ENDPOINT=... L2VPC_CA_FILE=... L2VPC_TOKEN=...  # `lab up` prints them
+    eval "$(l2vpc lab env)"                                      # L2VPC_ENDPOINT, _CA_FILE, _TOKEN
     l2vpc show; l2vpc lab check; l2vpc lab status                # ask the controllers
 
 With a controller the lab does not run (`lab up` fails when the agents cannot reach it):
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -105,6 +106,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                          "controller's, so agents accept it; default: pki/ beside the state)")
     _state_arg(up)
     up.set_defaults(func=_up)
+
+    env = lab.add_parser("env", help="print the shell exports that point Terraform and `l2vpc` at the lab's "
+                                     "controllers: eval \"$(l2vpc lab env)\"")
+    _state_arg(env)
+    env.set_defaults(func=_env)
 
     down = lab.add_parser("down", help="remove everything the lab created (and only that)")
     _state_arg(down)
@@ -200,15 +206,33 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def exports(st: LabState) -> list[str]:
+    """Shell lines pointing API clients at the lab's controllers (the token read from its file,
+    never printed)."""
+    return [f"export L2VPC_ENDPOINT={shlex.quote(','.join(st.endpoints))}",
+            f"export L2VPC_CA_FILE={shlex.quote(str(st.controller_ca))}",
+            f"export L2VPC_TOKEN=\"$(cat {shlex.quote(str(st.tenant_token_file))})\""]
+
+
+def _env(args: argparse.Namespace) -> int:
+    st = _lab(args).require()
+    if not st.controllers:
+        raise CliError("this lab runs no controllers (`l2vpc lab up --controllers 2`): Terraform and `l2vpc` use "
+                       "its state without any setting")
+    for line in exports(st):
+        print(line)
+    return 0
+
+
 def next_steps(st: LabState, explicit_state: bool) -> list[str]:
     """What to run next, for the way this lab runs (the hint names only what applies)."""
     if st.controllers:
         lines = [f"  controller {c['id']}: {c['endpoint']}" for c in st.controllers]
         lines += [f"  tokens: admin {st.admin_token_file}, tenant {st.tenant_token_file} (tenant {TENANT})"]
-        env = (f"export L2VPC_ENDPOINT={','.join(st.endpoints)} L2VPC_CA_FILE={st.controller_ca} "
-               f"L2VPC_TOKEN=$(cat {st.tenant_token_file})")
-        return [*lines, f"next: `{env}`, then Terraform (`l2vpc tf -C DIR apply`); `l2vpc show`, "
-                        "`l2vpc lab check` and `l2vpc lab status` ask the controllers"]
+        state = f" --state {st.state_path}" if explicit_state else ""
+        return [*lines, f"next: `eval \"$(l2vpc lab env{state})\"` (sets L2VPC_ENDPOINT, L2VPC_CA_FILE, L2VPC_TOKEN), "
+                        "then Terraform (`l2vpc tf -C DIR apply`); `l2vpc show`, `l2vpc lab check` and "
+                        "`l2vpc lab status` ask the controllers"]
     if st.controller:
         return [f"next: Terraform with L2VPC_ENDPOINT={st.endpoints[0] if st.endpoints else st.controller} and a "
                 "tenant token of that controller (L2VPC_TOKEN); then `l2vpc lab check`"]

@@ -34,8 +34,8 @@ class L2vpcProvider(Provider):
         attributes={
             "endpoint": string(
                 optional=True,
-                description=f"Address of an l2vpc controller as `HOST:PORT` (TLS), or a comma list of several "
-                "(calls move to the next when one cannot be reached). Default: `${ENDPOINT_ENV}`. "
+                description="Address of an l2vpc controller as `HOST:PORT` (TLS), or a comma list of several "
+                f"(calls move to the next when one cannot be reached). Default: `${ENDPOINT_ENV}`. "
                 "When set, the provider keeps no state of its own: it calls the controller, which holds "
                 "the state and drives the hosts. When unset, the engine runs inside the provider with its "
                 "state in `state_path`.",

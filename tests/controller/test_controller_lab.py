@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 from pathlib import Path
@@ -62,12 +61,16 @@ def test_two_controllers_on_postgres_survive_the_leader(tmp_path: Path, capsys: 
         assert "agents registered with the controller" in err
         # The hint names what applies here: the controllers and their tokens, no state file.
         hint = next(line for line in out.splitlines() if line.startswith("next:"))
-        assert "state.db" not in hint
-        env = dict(re.findall(r"(L2VPC_[A-Z_]+)=(\S+?)[ `]", hint.replace("$(cat ", "").replace(")", "")))
-        assert env["L2VPC_ENDPOINT"] == ",".join(st.endpoints)
+        assert "state.db" not in hint and 'eval "$(l2vpc lab env)"' in hint
         assert st.tenant_token_file and os.stat(st.tenant_token_file).st_mode & 0o077 == 0
         token = Path(st.tenant_token_file).read_text().strip()
         assert token not in out + err
+        rc, exports, err = run(capsys, "lab", "env")
+        assert rc == 0 and token not in exports
+        shell = subprocess.run(["bash", "-c", f'{exports}\necho "$L2VPC_ENDPOINT $L2VPC_CA_FILE $L2VPC_TOKEN"'],
+                               capture_output=True, text=True, check=True).stdout.split()
+        env = dict(zip(("L2VPC_ENDPOINT", "L2VPC_CA_FILE", "L2VPC_TOKEN"), shell, strict=True))
+        assert env["L2VPC_ENDPOINT"] == ",".join(st.endpoints) and env["L2VPC_TOKEN"] == token
 
         for key, value in terraform_env(tmp_path).items():
             monkeypatch.setenv(key, value)
