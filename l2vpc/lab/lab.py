@@ -192,12 +192,15 @@ class Lab:
                     raise LabError(str(e)) from None
                 st.controller = controller.address
                 st.save()
-            elif controller is not None:
+            elif controller is not None and not self._in_switch(st, controller):
                 self._reachable(st, topo, controller)
             self._agents(st, topo, progress, controller)
             if controller is None:
                 self._register(st, topo, progress)
                 self._converge(progress)
+            elif controllers is None and self._in_switch(st, controller):
+                progress(f"agents register once a controller listens at {controller.address} in namespace "
+                         f"{st.switch} (`nsenter --net={netns.path(st.switch or '')} l2vpc controller run ...`)")
             else:
                 problems = controller_lab.wait_registered(st)
                 if problems:
@@ -233,6 +236,13 @@ class Lab:
         for h in topo.hosts:
             files = ca.issue_server(h.name, ips=[h.underlay_ip])
             record(files.cert, files.key)
+
+    @staticmethod
+    def _in_switch(st: LabState, controller: LabController) -> bool:
+        """The controller is to listen in the lab's own switch namespace, which `up` has just made:
+        nobody could have started it there yet, so there is nothing to reach or wait for."""
+        return st.driver == "linux" and all(a.rpartition(":")[0] == MANAGEMENT_IP
+                                            for a in _addresses(controller.address))
 
     def _reachable(self, st: LabState, topo: LabTopology, controller: LabController) -> None:
         """A controller the lab does not run must answer where the agents dial it from."""
