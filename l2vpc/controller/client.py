@@ -254,10 +254,12 @@ class RemoteEngine:
         # Not retried here (the caller decides whether there is time for another converge),
         # except on another controller when this one cannot be reached at all.
         for _ in range(len(self.endpoints) - 1):
+            ready = grpc.channel_ready_future(self._channels[self._current])
             try:
-                grpc.channel_ready_future(self._channels[self._current]).result(timeout=min(2.0, timeout))
+                ready.result(timeout=min(2.0, timeout))
                 break
             except grpc.FutureTimeoutError:
+                ready.cancel()  # stop watching the channel (closing it later must not find a watcher)
                 self._next_endpoint()
         call = self._stub.Converge(request, timeout=timeout + _CONVERGE_SLACK)
         finished = threading.Event()
