@@ -109,12 +109,14 @@ class StatusDetailRequest(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class StatusDetailReply(_message.Message):
-    __slots__ = ("detail", "reason")
+    __slots__ = ("detail", "reason", "learned")
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_FIELD_NUMBER: _ClassVar[int]
     detail: str
     reason: str
-    def __init__(self, detail: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    learned: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, detail: _Optional[str] = ..., reason: _Optional[str] = ..., learned: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
     __slots__ = ("region", "role")

@@ -131,7 +131,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=_token_revoke)
 
     s = csub.add_parser("status", help="leader, revisions, host liveness and recent reconciler events")
-    s.add_argument("--endpoint", required=True, help="HOST:PORT of any controller")
+    s.add_argument("--endpoint", required=True, help="HOST:PORT of any controller, or a comma list of several "
+                   "(tried in turn)")
     s.add_argument("--token-file", required=True, type=Path, help="file holding an admin token")
     s.add_argument("--ca", required=True, type=Path, help="CA certificate (PEM) the controller's certificate is from")
     s.add_argument("--tls-name", default=None, help="name to expect in the controller's certificate "
@@ -268,15 +269,26 @@ def _status(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CliError(f"--ca: cannot read {args.ca}: {e.strerror}") from None
     options = [("grpc.ssl_target_name_override", args.tls_name)] if args.tls_name else []
-    with grpc.secure_channel(args.endpoint, grpc.ssl_channel_credentials(root_certificates=ca),
-                             options=options) as channel:
-        try:
-            reply = pb_grpc.ControllerStub(channel).Status(
-                pb.StatusRequest(), timeout=args.timeout, metadata=(("authorization", f"Bearer {token}"),))
-        except grpc.RpcError as e:
-            code = e.code().name if isinstance(e, grpc.Call) else "ERROR"
-            details = e.details() if isinstance(e, grpc.Call) else str(e)
-            raise CliError(f"controller at {args.endpoint}: {code}: {details}") from None
+    endpoints = [e.strip() for e in args.endpoint.split(",") if e.strip()]
+    failed: list[str] = []
+    for endpoint in endpoints:  # any controller answers; an unreachable one hands over to the next
+        with grpc.secure_channel(endpoint, grpc.ssl_channel_credentials(root_certificates=ca),
+                                 options=options) as channel:
+            try:
+                reply = pb_grpc.ControllerStub(channel).Status(
+                    pb.StatusRequest(), timeout=args.timeout, metadata=(("authorization", f"Bearer {token}"),))
+                break
+            except grpc.RpcError as e:
+                code = e.code().name if isinstance(e, grpc.Call) else "ERROR"
+                details = e.details() if isinstance(e, grpc.Call) else str(e)
+                if code == "UNAUTHENTICATED":
+                    raise CliError(f"authentication failed at {endpoint}: {details}; give an admin token "
+                                   "(`l2vpc controller token create --role admin`)") from None
+                if code != "UNAVAILABLE":
+                    raise CliError(f"controller at {endpoint}: {code}: {details}") from None
+                failed.append(f"{endpoint}: {details}")
+    else:
+        raise CliError(f"no controller answered ({'; '.join(failed)})")
     if args.json:
         print(json.dumps(MessageToDict(reply, always_print_fields_with_no_presence=True,
                                        preserving_proto_field_name=True), indent=2, sort_keys=True))

@@ -86,11 +86,14 @@ class RemoteEngine:
             grpc.ssl_channel_credentials(root_certificates=roots),
             grpc.access_token_call_credentials(token),
         )
-        self.endpoint = endpoint
+        # Several controllers, comma-separated: calls go to one and move to the next when it
+        # cannot be reached (any controller serves every call).
+        self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()] or [endpoint]
+        self._current = 0
         self.stop = stop or threading.Event()
         self.timeout = timeout
         self.retry_seconds = retry_seconds
-        self._channel = grpc.secure_channel(endpoint, creds, options=[
+        self._channels = [grpc.secure_channel(e, creds, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # Our retry loop decides (it knows which calls are safe to repeat); reconnect
@@ -99,14 +102,36 @@ class RemoteEngine:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
-        ])
-        self._stub = pb_grpc.ControllerStub(grpc.intercept_channel(self._channel, _RequestId()))
+        ]) for e in self.endpoints]
+        self._stubs = [pb_grpc.ControllerStub(grpc.intercept_channel(c, _RequestId())) for c in self._channels]
+
+    @property
+    def endpoint(self) -> str:
+        """The controller calls go to now."""
+        return self.endpoints[self._current]
+
+    @property
+    def _stub(self) -> pb_grpc.ControllerStub:
+        return self._stubs[self._current]
+
+    def _next_endpoint(self) -> None:
+        self._current = (self._current + 1) % len(self.endpoints)
 
     def __repr__(self) -> str:  # never the token
-        return f"RemoteEngine({self.endpoint!r})"
+        return f"RemoteEngine({','.join(self.endpoints)!r})"
 
     def close(self) -> None:
-        self._channel.close()
+        for c in self._channels:
+            c.close()
+
+    def _unavailable(self, e: grpc.RpcError) -> L2vpcError:
+        """The error for a call that failed; an unreachable controller names the others configured."""
+        error = _error(e, self.endpoint)
+        others = [x for x in self.endpoints if x != self.endpoint]
+        if isinstance(error, TemporaryError) and others:
+            return TemporaryError(f"{error}; the other configured controllers ({', '.join(others)}) did not "
+                                  "answer either: check that one of them runs and is reachable from here")
+        return error
 
     # ------------------------------------------------------------------ calls
     def _call(self, what: str, fn: Callable[[], T], *, retry: bool) -> T:
@@ -114,16 +139,26 @@ class RemoteEngine:
         `retry_seconds` pass or we are stopped."""
         deadline = time.monotonic() + self.retry_seconds
         delay = _FIRST_BACKOFF
+        tried = 0  # other controllers tried since the last pause
         while True:
             try:
                 return fn()
             except grpc.RpcError as e:
+                if _retryable(e) and len(self.endpoints) > 1 and tried < len(self.endpoints) - 1:
+                    # Another controller serves the same call: try it at once.
+                    log.info("controller %s: %s unavailable, trying %s", self.endpoint, what,
+                             self.endpoints[(self._current + 1) % len(self.endpoints)])
+                    self._next_endpoint()
+                    tried += 1
+                    continue
                 if (not retry or not _retryable(e) or self.stop.is_set()
                         or time.monotonic() + delay > deadline):
-                    raise _error(e, self.endpoint) from None
+                    raise self._unavailable(e) from None
                 log.info("controller %s: %s unavailable, retrying in %.1fs", self.endpoint, what, delay)
                 if self.stop.wait(delay):
-                    raise _error(e, self.endpoint) from None
+                    raise self._unavailable(e) from None
+                tried = 0
+                self._next_endpoint()
                 delay = min(delay * 2, _MAX_BACKOFF)
 
     def _object(self, kind: str, reply: pb.ObjectReply) -> Any:
@@ -160,6 +195,9 @@ class RemoteEngine:
 
     def status_reason(self, kind: str, ident: str) -> str:
         return str(self._status_detail(kind, ident).reason)
+
+    def learned(self, kind: str, ident: str) -> builtins.tuple[str, ...]:
+        return tuple(self._status_detail(kind, ident).learned)
 
     def _status_detail(self, kind: str, ident: str) -> pb.StatusDetailReply:
         reply: pb.StatusDetailReply = self._call("StatusDetail", lambda: self._stub.StatusDetail(
@@ -214,7 +252,16 @@ class RemoteEngine:
         if self.stop.is_set():
             return None, ConvergeResult(stopped=True)
         request = pb.ConvergeRequest(timeout_seconds=max(timeout, 0.1))
-        # Not retried here: the caller decides whether there is time for another converge.
+        # Not retried here (the caller decides whether there is time for another converge),
+        # except on another controller when this one cannot be reached at all.
+        for _ in range(len(self.endpoints) - 1):
+            ready = grpc.channel_ready_future(self._channels[self._current])
+            try:
+                ready.result(timeout=min(2.0, timeout))
+                break
+            except grpc.FutureTimeoutError:
+                ready.cancel()  # stop watching the channel (closing it later must not find a watcher)
+                self._next_endpoint()
         call = self._stub.Converge(request, timeout=timeout + _CONVERGE_SLACK)
         finished = threading.Event()
 
@@ -239,7 +286,7 @@ class RemoteEngine:
         except grpc.RpcError as e:
             if self.stop.is_set():
                 return None, ConvergeResult(stopped=True)
-            raise _error(e, self.endpoint) from None
+            raise self._unavailable(e) from None
         finally:
             finished.set()
         raise TemporaryError(f"controller {self.endpoint}: the converge stream ended without a result")

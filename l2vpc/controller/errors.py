@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from l2vpc.engine.errors import (
+    AuthenticationError,
     ConflictError,
     HostError,
     L2vpcError,
@@ -90,7 +91,7 @@ def from_rpc(e: grpc.RpcError) -> L2vpcError:
                 grpc.StatusCode.CANCELLED):
         return TemporaryError(f"controller: {code.name.lower()}: {details}")
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return UserError(f"controller refused the token: {details}")
+        return AuthenticationError(f"controller refused the token: {details}")
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return UserError(f"controller: permission denied: {details}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

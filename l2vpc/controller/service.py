@@ -368,7 +368,8 @@ class ControllerService(pb_grpc.ControllerServicer):
                      caller: Caller) -> pb.StatusDetailReply:
         kind = _kind(request.kind, DETAIL_KINDS)
         seen = self.engine(caller).observation(kind, _ident(request.id))
-        return pb.StatusDetailReply(detail=seen.detail if seen else "", reason=seen.reason if seen else "")
+        return pb.StatusDetailReply(detail=seen.detail if seen else "", reason=seen.reason if seen else "",
+                                    learned=sorted(seen.learned) if seen else [])
 
     @_rpc(OBJECT)
     def ListHosts(self, request: pb.ListHostsRequest, context: grpc.ServicerContext,

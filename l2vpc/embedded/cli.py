@@ -15,14 +15,18 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from l2vpc.cli import CliError
 from l2vpc.embedded import default_state_path, open_engine
 from l2vpc.engine.api import Engine
 from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology_file import load, sync
+
+ENDPOINT_ENV, TOKEN_ENV, CA_FILE_ENV = "L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE"
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +40,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="how to reach hosts: memory (record only) or grpc (real agents); auto = grpc if "
                             "hosts have agent addresses")
         p.set_defaults(func=_plan if name == "plan" else _apply)
-    p = sub.add_parser("show", help="list what the state holds")
-    p.add_argument("--state", default=None)
+    p = sub.add_parser("show", help="list what the state holds, or what a controller holds")
+    p.add_argument("--state", default=None, help="the state file (default: the lab's controllers if a lab runs "
+                   "some, else $L2VPC_STATE_PATH, else state.db in $L2VPC_HOME)")
+    p.add_argument("--endpoint", default=os.environ.get(ENDPOINT_ENV),
+                   help=f"ask the controller(s) at HOST:PORT[,HOST:PORT] (default: ${ENDPOINT_ENV})")
+    p.add_argument("--token-file", default=None,
+                   help=f"with --endpoint: file holding the token (default: ${TOKEN_ENV}); an admin token lists every "
+                        "tenant's objects")
+    p.add_argument("--ca", default=os.environ.get(CA_FILE_ENV),
+                   help=f"with --endpoint: CA certificate of the controllers' TLS (default: ${CA_FILE_ENV})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_show)
 
@@ -129,10 +141,40 @@ def _registered(state: str) -> list[Host]:
         store.close()
 
 
+def _show_source(args: argparse.Namespace) -> tuple[Any, str]:
+    """(an engine, or the controllers as a RemoteEngine; where it is) for `show`."""
+    token = os.environ.get(TOKEN_ENV)
+    if args.token_file:
+        from l2vpc.controller.cli import read_token_file
+
+        token = read_token_file(Path(args.token_file))
+    if args.endpoint:
+        if args.state:
+            raise CliError(f"--state and --endpoint (or ${ENDPOINT_ENV}): give one; a controller keeps its own state")
+        if not token:
+            raise CliError(f"--endpoint {args.endpoint}: give a token with --token-file or ${TOKEN_ENV}")
+        from l2vpc.controller.client import RemoteEngine
+
+        return RemoteEngine(args.endpoint, token, ca_file=args.ca), f"controller {args.endpoint}"
+    if args.token_file or token:
+        raise CliError(f"{'--token-file' if args.token_file else '$' + TOKEN_ENV} is set but no endpoint "
+                       f"(--endpoint or ${ENDPOINT_ENV}): the token is for a controller; set the endpoint, or unset "
+                       "the token to show the local state")
+    path = args.state or default_state_path()
+    # A lab that runs its own controllers for this state: show what they hold.
+    from l2vpc.lab.inspection import remote_engine
+    from l2vpc.lab.lab import Lab
+
+    st = Lab(path).load()
+    remote = remote_engine(st) if st is not None else None
+    if remote is not None:
+        return remote, f"the lab's controllers {', '.join(st.endpoints) if st else ''} (admin: every tenant)"
+    return Engine(open_store(path)), f"state {path}"
+
+
 def _show(args: argparse.Namespace) -> int:
-    store = open_store(args.state or default_state_path())
+    engine, where = _show_source(args)
     try:
-        engine = Engine(store)
         data: dict[str, Any] = {k: [o.model_dump(mode="json") for o in engine.list(k)]
                                 for k in ("vpc", "attachment", "direct_connect", "vpn")}
         data["hosts"] = [h.model_dump(mode="json") for h in engine.hosts()]
@@ -153,9 +195,25 @@ def _show(args: argparse.Namespace) -> int:
             for a in data["attachment"]:
                 print(f"attachment {a['workload']}.{a['interface_name']} ({a['id']}) on {a['host']}: vpc {a['vpc_id']}, "
                       f"mac {a['mac_address']}, {a['ip_mode']} {a['ip_address'] or ''}")
+            for d in data["direct_connect"]:
+                bgp = d.get("bgp") or {}
+                peering = (f", BGP AS {bgp.get('customer_asn')} at {bgp.get('customer_ip')} "
+                           f"(provider AS {bgp.get('provider_asn')} at {bgp.get('provider_ip')})" if bgp else "")
+                vlan = f" vlan {d['vlan']}" if d.get("vlan") else ""
+                print(f"direct_connect {d['name']} ({d['id']}) at {d['location']} on {d.get('edge_host') or '-'}: "
+                      f"vpc {d['vpc_id']}, {d['mode']}{vlan}, {d['bandwidth_mbps']} Mbps{peering}, {d['status']}")
+            for v in data["vpn"]:
+                print(f"vpn {v['name']} ({v['id']}) on {v.get('edge_host') or '-'}: vpc {v['vpc_id']}, public "
+                      f"{v.get('public_ip') or '-'} -> peer {v['peer_address']}, remote "
+                      f"{', '.join(v.get('remote_cidrs') or ())}, {v['status']}")
+            print(f"({where})", file=sys.stderr)
         return 0
     finally:
-        store.close()
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+        else:
+            engine.store.close()
 
 
 __all__ = ["add_commands", "default_state_path"]

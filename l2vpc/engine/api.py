@@ -168,6 +168,11 @@ class Engine:
         seen = self.observation(kind, ident)
         return seen.detail if seen else ""
 
+    def learned(self, kind: str, ident: str) -> tuple[str, ...]:
+        """Prefixes a direct connect's session learned, as its edge host last reported them."""
+        seen = self.observation(kind, ident)
+        return tuple(sorted(seen.learned)) if seen else ()
+
     def status_reason(self, kind: str, ident: str) -> str:
         """Why it is not up, as a code of hostconfig.OBSERVATION_REASONS ('' when up or unknown)."""
         seen = self.observation(kind, ident)

@@ -4,8 +4,9 @@
     ├── UserError                 bad input: fix it and try again (one line, names the field)
     │   ├── ValidationError       a value or a cross-object rule is violated
     │   ├── NotFoundError         no such object (also: another tenant's object)
-    │   └── ConflictError         someone else changed the object first (stale generation,
-    │                             duplicate name, value already allocated): re-read and retry
+    │   ├── ConflictError         someone else changed the object first (stale generation,
+    │   │                         duplicate name, value already allocated): re-read and retry
+    │   └── AuthenticationError   the controller refused the caller's token: get a valid one
     ├── TemporaryError            retry after a delay (database busy, controller unreachable)
     ├── HostError                 a host could not be converged: carries the shared typed
     │                             l2vpc.hostconfig.failures.HostFailure (host, step, code,
@@ -24,6 +25,10 @@ class L2vpcError(Exception):
 
 class UserError(L2vpcError):
     """The request is wrong; retrying it unchanged will fail again."""
+
+
+class AuthenticationError(UserError):
+    """The controller refused the token (unknown, expired, revoked, or of the wrong role)."""
 
 
 class Problem(tuple[str, str]):

@@ -15,7 +15,13 @@ With a customer site for direct connects and VPNs (root):
     l2vpc lab exec premises-l2 -- busybox udhcpc -i eth0     # behind a layer2 direct connect
     l2vpc lab premises vlan 100            # premises-l2 tags its frames (layer2 with vlan = 100)
 
-With a controller (the agents register and heartbeat; the controller converges):
+With controllers the lab runs (they converge it; the agents register with them):
+
+    l2vpc lab up --hosts 3 --controllers 2 [--postgres [URL]]   # SQLite, or PostgreSQL the lab owns / at URL
+    eval "$(l2vpc lab env)"                                      # L2VPC_ENDPOINT, _CA_FILE, _TOKEN
+    l2vpc show; l2vpc lab check; l2vpc lab status                # ask the controllers
+
+With a controller the lab does not run (`lab up` fails when the agents cannot reach it):
 
     l2vpc lab up --hosts 3 --pki CONTROLLER_PKI_DIR --controller 10.200.255.254:7700 \\
         --controller-ca CONTROLLER_PKI_DIR/ca.pem --controller-tokens tokens   # lines: HOST TOKEN
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -35,15 +42,18 @@ from pathlib import Path
 from l2vpc.agent.credentials import HeartbeatError, TokenSource
 from l2vpc.agent.drivers.linux.vlantag import VlanTagError
 from l2vpc.cli import CliError
+from l2vpc.lab import processes
 from l2vpc.lab.agents import LabController
+from l2vpc.lab.controller_lab import LAB_POSTGRES, TENANT, ControllerPlan
+from l2vpc.lab.controllers import ControllerStartError
 from l2vpc.lab.lab import DEFAULT_BANDWIDTH_SCALE, Lab, LabError
 from l2vpc.lab.netns import LabNetError
 from l2vpc.lab.premises import DEFAULT_ASN, DEFAULT_LAN, DEFAULT_PEERING, PremisesConfig
-from l2vpc.lab.state import LabStateError
+from l2vpc.lab.state import LabState, LabStateError
 from l2vpc.lab.topology import DEFAULT_LOCATION, DEFAULT_REGION, LabTopology, TopologyError
 from l2vpc.pki import PkiError
 
-_ERRORS = (LabError, LabNetError, LabStateError, TopologyError, PkiError)
+_ERRORS = (LabError, LabNetError, LabStateError, TopologyError, PkiError, ControllerStartError)
 MEMORY_NOTICE = ("notice: not running as root, so the lab uses the memory driver: agents, TLS, gRPC and "
                  "registration are real, the dataplane is simulated (no namespaces, no traffic; `lab exec` is "
                  "unavailable and `lab check` only compares what agents report)")
@@ -78,8 +88,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--bandwidth-scale", type=float, default=DEFAULT_BANDWIDTH_SCALE,
                     help="agents shape direct connects at bandwidth_mbps times this (default "
                          f"{DEFAULT_BANDWIDTH_SCALE}: 1000 Mbps is 100 Mbit/s, measurable with iperf3)")
-    up.add_argument("--controller", default=None, metavar="HOST:PORT",
-                    help="agents register with this controller and heartbeat; the lab registers nothing itself")
+    up.add_argument("--controllers", type=int, default=None, metavar="N",
+                    help="run N controllers for the lab (they converge it; the agents register with them); "
+                         "reachable from this machine, tokens written below the lab dir")
+    up.add_argument("--postgres", nargs="?", const=LAB_POSTGRES, default=None, metavar="URL",
+                    help="with --controllers: their store is PostgreSQL, a cluster the lab creates and removes, or "
+                         "the server at URL (default: SQLite in the lab dir)")
+    up.add_argument("--controller", action="append", default=None, metavar="HOST:PORT",
+                    help="agents register with this controller, which the lab does not run (repeat, or a comma "
+                         "list, for several); the lab registers nothing itself")
     up.add_argument("--controller-ca", default=None, help="with --controller: CA certificate of its TLS")
     up.add_argument("--controller-name", default=None, help="with --controller: the name in its certificate")
     up.add_argument("--controller-tokens", default=None,
@@ -89,6 +106,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                          "controller's, so agents accept it; default: pki/ beside the state)")
     _state_arg(up)
     up.set_defaults(func=_up)
+
+    env = lab.add_parser("env", help="print the shell exports that point Terraform and `l2vpc` at the lab's "
+                                     "controllers: eval \"$(l2vpc lab env)\"")
+    _state_arg(env)
+    env.set_defaults(func=_env)
 
     down = lab.add_parser("down", help="remove everything the lab created (and only that)")
     _state_arg(down)
@@ -164,8 +186,11 @@ def _up(args: argparse.Namespace) -> int:
             raise CliError("--premises-lan, --premises-asn and --premises-md5 need --premises")
         peering = None if args.premises_peering == "none" else args.premises_peering
         site = PremisesConfig(args.premises_lan, args.premises_asn, args.premises_md5, peering) if args.premises else None
+        if args.postgres is not None and args.controllers is None:
+            raise CliError("--postgres: only with --controllers N (the lab's own controllers keep their state there)")
+        plan = ControllerPlan(args.controllers, args.postgres) if args.controllers is not None else None
         st = lab.up(topo, args.driver, progress=_say, premises=site, premises_psk=args.premises_psk,
-                    bandwidth_scale=args.bandwidth_scale, controller=_controller(args))
+                    bandwidth_scale=args.bandwidth_scale, controller=_controller(args), controllers=plan)
     except _ERRORS as e:
         raise CliError(str(e)) from None
     print(f"lab {st.id} up: {len(st.hosts)} hosts ({st.driver} driver), state {st.state_path}")
@@ -176,9 +201,44 @@ def _up(args: argparse.Namespace) -> int:
     if st.premises is not None:
         print(f"  premises: AS {st.premises['asn']}, LAN {st.premises['lan']}; `l2vpc lab exec premises-router|"
               "premises-host|premises-l2 -- CMD`; after applying a direct connect: `l2vpc lab premises sync`")
-    print(f"next: `l2vpc apply -f FILE --state {st.state_path}`, or Terraform with "
-          f"L2VPC_STATE_PATH={st.state_path}; then `l2vpc lab check`")
+    for line in next_steps(st, explicit_state=args.state is not None):
+        print(line)
     return 0
+
+
+def exports(st: LabState) -> list[str]:
+    """Shell lines pointing API clients at the lab's controllers (the token read from its file,
+    never printed)."""
+    return [f"export L2VPC_ENDPOINT={shlex.quote(','.join(st.endpoints))}",
+            f"export L2VPC_CA_FILE={shlex.quote(str(st.controller_ca))}",
+            f"export L2VPC_TOKEN=\"$(cat {shlex.quote(str(st.tenant_token_file))})\""]
+
+
+def _env(args: argparse.Namespace) -> int:
+    st = _lab(args).require()
+    if not st.controllers:
+        raise CliError("this lab runs no controllers (`l2vpc lab up --controllers 2`): Terraform and `l2vpc` use "
+                       "its state without any setting")
+    for line in exports(st):
+        print(line)
+    return 0
+
+
+def next_steps(st: LabState, explicit_state: bool) -> list[str]:
+    """What to run next, for the way this lab runs (the hint names only what applies)."""
+    if st.controllers:
+        lines = [f"  controller {c['id']}: {c['endpoint']}" for c in st.controllers]
+        lines += [f"  tokens: admin {st.admin_token_file}, tenant {st.tenant_token_file} (tenant {TENANT})"]
+        state = f" --state {st.state_path}" if explicit_state else ""
+        return [*lines, f"next: `eval \"$(l2vpc lab env{state})\"` (sets L2VPC_ENDPOINT, L2VPC_CA_FILE, L2VPC_TOKEN), "
+                        "then Terraform (`l2vpc tf -C DIR apply`); `l2vpc show`, `l2vpc lab check` and "
+                        "`l2vpc lab status` ask the controllers"]
+    if st.controller:
+        return [f"next: Terraform with L2VPC_ENDPOINT={st.endpoints[0] if st.endpoints else st.controller} and a "
+                "tenant token of that controller (L2VPC_TOKEN); then `l2vpc lab check`"]
+    state = f" --state {st.state_path}" if explicit_state else ""
+    tf = f"Terraform with L2VPC_STATE_PATH={st.state_path}" if explicit_state else "Terraform (`l2vpc tf -C DIR apply`)"
+    return [f"next: `l2vpc apply -f FILE{state}`, or {tf}; then `l2vpc lab check{state}`"]
 
 
 def _controller(args: argparse.Namespace) -> LabController | None:
@@ -189,11 +249,15 @@ def _controller(args: argparse.Namespace) -> LabController | None:
         return None
     if not args.controller_ca or not args.controller_tokens:
         raise CliError("--controller needs --controller-ca and --controller-tokens")
+    addresses = [a.strip() for given in args.controller for a in given.split(",") if a.strip()]
+    if len(set(addresses)) != len(addresses):
+        raise CliError(f"--controller: {', '.join(sorted({a for a in addresses if addresses.count(a) > 1}))} "
+                       "given twice")
     try:
         tokens = TokenSource.from_file(Path(args.controller_tokens))
     except HeartbeatError as e:
         raise CliError(str(e)) from None
-    return LabController(args.controller, Path(args.controller_ca),
+    return LabController(",".join(addresses), Path(args.controller_ca),
                          {h: t for h, t in tokens.by_host().items() if h}, args.controller_name)
 
 
@@ -218,14 +282,22 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "lab": {"id": st.id, "driver": st.driver, "state": st.state_path, "dir": st.dir,
-                    "controller": st.controller, "switch_netns": st.switch},
+                    "controller": st.controller, "switch_netns": st.switch, "endpoints": st.endpoints,
+                    "controller_ca": st.controller_ca, "admin_token_file": st.admin_token_file,
+                    "tenant_token_file": st.tenant_token_file,
+                    "controllers": [{k: c[k] for k in ("id", "endpoint", "pid")} for c in st.controllers]},
             "hosts": [asdict(h) for h in hosts],
             "workloads": [{"workload": a.workload, "interface": a.interface_name, "host": a.host,
                            "vpc": vpc_names.get(a.vpc_id, a.vpc_id), "ip_mode": a.ip_mode,
                            "ip_address": a.ip_address, "realized": a.id in reported} for a in attachments],
         }, indent=2, sort_keys=True))
         return 0
-    print(f"lab {st.id}: {st.driver} driver, state {st.state_path}")
+    where = f"controllers {', '.join(st.endpoints)}" if st.controllers else (
+        f"controller {st.controller}" if st.controller else f"state {st.state_path}")
+    print(f"lab {st.id}: {st.driver} driver, {where}")
+    for c in st.controllers:
+        running = processes.alive(c["pid"], c["ready_file"])
+        print(f"  controller {c['id']}: {c['endpoint']}, {'pid ' + str(c['pid']) if running else 'not running'}")
     print(f"{'HOST':<8} {'ROLE':<8} {'REGION':<12} {'UNDERLAY':<15} {'AGENT':<28} PORTS")
     for h in hosts:
         if h.error:

@@ -80,24 +80,64 @@ def host_statuses(st: LabState, pki_dir: Path) -> list[HostStatus]:
     return out
 
 
-def attachments(st: LabState, state_path: str) -> tuple[list[Attachment], dict[str, str]]:
-    """The engine's attachments on the lab's hosts (by workload, interface) and VPC names by id."""
-    if not os.path.exists(state_path):
-        return [], {}
-    store = open_store(state_path)
-    try:
-        topo = Engine(store).topology()
-    finally:
-        store.close()
+def remote_engine(st: LabState) -> Any:
+    """The lab's controllers as an admin sees them (every tenant's objects), or None when the lab
+    has no admin token for them (no controllers, or one it does not run)."""
+    if not (st.endpoints and st.admin_token_file):
+        return None
+    from l2vpc.controller.client import RemoteEngine
+
+    token = Path(st.admin_token_file).read_text().strip()
+    return RemoteEngine(",".join(st.endpoints), token, ca_file=st.controller_ca, retry_seconds=5.0)
+
+
+def attachments(st: LabState, state_path: str, pki_dir: Path | None = None) -> tuple[list[Attachment], dict[str, str]]:
+    """The attachments on the lab's hosts (by workload, interface) and VPC names by id: the
+    engine's, the lab's controllers', or (a controller the lab does not run) what agents report."""
     names = {h.name for h in st.hosts}
-    atts = sorted((a for a in topo.attachments.values() if a.host in names),
-                  key=lambda a: (a.workload, a.interface_name or ""))
-    return atts, {v.id: v.name for v in topo.vpcs.values()}
+    remote = remote_engine(st)
+    if remote is not None:
+        try:
+            found, vpcs = remote.list("attachment"), {v.id: v.name for v in remote.list("vpc")}
+        finally:
+            remote.close()
+    elif st.controller and pki_dir is not None:
+        found, vpcs = _reported(st, pki_dir), {}
+    elif os.path.exists(state_path):
+        store = open_store(state_path)
+        try:
+            topo = Engine(store).topology()
+        finally:
+            store.close()
+        found, vpcs = list(topo.attachments.values()), {v.id: v.name for v in topo.vpcs.values()}
+    else:
+        return [], {}
+    atts = sorted((a for a in found if a.host in names), key=lambda a: (a.workload, a.interface_name or ""))
+    return atts, vpcs
+
+
+def _reported(st: LabState, pki_dir: Path) -> list[Attachment]:
+    """Attachments as the agents run them (their VPCs by VNI): all a lab knows of a controller
+    it has no token for."""
+    out = []
+    for rec in st.hosts:
+        try:
+            with open_channel(rec.address, rec.name, engine_tls(pki_dir)) as channel:
+                state = stub(channel).GetState(pb.GetStateRequest(), timeout=10, metadata=host_metadata(rec.name))
+        except grpc.RpcError:
+            continue
+        for p in wire.config_from_pb(state.actual).ports:
+            fields: dict[str, Any] = {
+                "id": p.id, "vpc_id": f"vni-{p.vni}", "workload": p.workload, "workload_kind": p.workload_kind,
+                "host": rec.name, "ip_mode": p.ip_mode, "ip_address": p.ip_address,
+                "interface_name": p.interface_name, "mac_address": p.mac}
+            out.append(Attachment.model_construct(**fields))
+    return out
 
 
 def check(st: LabState, pki_dir: Path, state_path: str, timeout: float = 10.0) -> CheckResult:
     """Ping every pair inside each VPC and probe isolation across VPCs (linux driver)."""
-    found, vpc_names = attachments(st, state_path)
+    found, vpc_names = attachments(st, state_path, pki_dir)
     if not found:
         return CheckResult(True, ["no attachments on lab hosts: nothing to check"])
     if st.driver != "linux":

@@ -61,8 +61,10 @@ from l2vpc.engine.model import Attachment
 from l2vpc.engine.store import open_store
 from l2vpc.hostconfig import HostConfig
 from l2vpc.hostconfig.names import workload_netns_name
-from l2vpc.lab import agents, inspection, netns, outside, premises, processes
+from l2vpc.lab import agents, controller_lab, inspection, netns, outside, premises, processes
 from l2vpc.lab.agents import LabController
+from l2vpc.lab.controller_lab import ControllerPlan
+from l2vpc.lab.controllers import ControllerStartError
 from l2vpc.lab.inspection import CheckResult, HostStatus
 from l2vpc.lab.premises import Premises, PremisesConfig
 from l2vpc.lab.state import HostRecord, LabState
@@ -92,6 +94,10 @@ def state_file_path(state: str) -> str:
     elif "://" in state:
         raise LabError(f"the lab needs a local state file (SQLite), not {state.split('://', 1)[0]}://")
     return os.path.abspath(state)
+
+
+def _addresses(joined: str) -> list[str]:
+    return [a.strip() for a in joined.split(",") if a.strip()]
 
 
 class Lab:
@@ -127,7 +133,8 @@ class Lab:
 
     def up(self, topo: LabTopology, driver: str = "auto", progress: Progress = _quiet, *,
            premises: PremisesConfig | None = None, premises_psk: str | None = None,
-           bandwidth_scale: float = DEFAULT_BANDWIDTH_SCALE, controller: LabController | None = None) -> LabState:
+           bandwidth_scale: float = DEFAULT_BANDWIDTH_SCALE, controller: LabController | None = None,
+           controllers: ControllerPlan | None = None) -> LabState:
         if driver == "auto":
             driver = "linux" if os.geteuid() == 0 else "memory"
         if driver == "linux" and os.geteuid() != 0:
@@ -145,6 +152,14 @@ class Lab:
             raise LabError(f"--bandwidth-scale: {bandwidth_scale} must be above 0 and at most 1000")
         if self.load() is not None:
             raise LabError(f"a lab is already up here ({self.dir / 'lab.json'}); run `l2vpc lab down` first")
+        if controllers is not None:
+            if controller is not None:
+                raise LabError("--controllers N runs the lab's own controllers; --controller names one it does "
+                               "not run: give one of the two")
+            try:
+                controllers.check(driver)
+            except ControllerStartError as e:
+                raise LabError(str(e)) from None
         if controller is not None:
             missing = [h.name for h in topo.hosts if not controller.tokens.get(h.name)]
             if missing:
@@ -159,21 +174,39 @@ class Lab:
                       prefix=f"l2lab{lab_id}-", underlay_cidr=topo.underlay_cidr, underlay_mtu=topo.underlay_mtu,
                       dirs=created, bandwidth_scale=bandwidth_scale,
                       controller=controller.address if controller else None, pki_dir=str(self.pki_dir))
+        if controller is not None:
+            st.endpoints, st.controller_ca = _addresses(controller.address), str(controller.ca.absolute())
         st.save()
         try:
             self._pki(st, topo)
             if driver == "linux":
-                self._network(st, topo, progress)
+                self._network(st, topo, progress, management=controller is not None or controllers is not None)
                 try:
                     outside.build(st, topo, premises, premises_psk, self.dir, self._record_netns(st), progress)
                 except ValueError as e:
                     raise LabError(str(e)) from None
+            if controllers is not None:
+                try:
+                    controller = controller_lab.setup(st, topo, controllers, self.pki_dir, progress)
+                except ControllerStartError as e:
+                    raise LabError(str(e)) from None
+                st.controller = controller.address
+                st.save()
+            elif controller is not None and not self._in_switch(st, controller):
+                self._reachable(st, topo, controller)
             self._agents(st, topo, progress, controller)
             if controller is None:
                 self._register(st, topo, progress)
                 self._converge(progress)
+            elif controllers is None and self._in_switch(st, controller):
+                progress(f"agents register once a controller listens at {controller.address} in namespace "
+                         f"{st.switch} (`nsenter --net={netns.path(st.switch or '')} l2vpc controller run ...`)")
             else:
-                progress(f"agents register with the controller at {controller.address}")
+                problems = controller_lab.wait_registered(st)
+                if problems:
+                    raise LabError(f"agents could not register with the controller at {controller.address}: "
+                                   + "; ".join(problems))
+                progress(f"{len(st.hosts)} agents registered with the controller at {controller.address}")
         except BaseException:
             progress("lab up failed; removing what it created")
             with contextlib.suppress(Exception):
@@ -204,13 +237,32 @@ class Lab:
             files = ca.issue_server(h.name, ips=[h.underlay_ip])
             record(files.cert, files.key)
 
-    def _network(self, st: LabState, topo: LabTopology, progress: Progress) -> None:
+    @staticmethod
+    def _in_switch(st: LabState, controller: LabController) -> bool:
+        """The controller is to listen in the lab's own switch namespace, which `up` has just made:
+        nobody could have started it there yet, so there is nothing to reach or wait for."""
+        return st.driver == "linux" and all(a.rpartition(":")[0] == MANAGEMENT_IP
+                                            for a in _addresses(controller.address))
+
+    def _reachable(self, st: LabState, topo: LabTopology, controller: LabController) -> None:
+        """A controller the lab does not run must answer where the agents dial it from."""
+        first = f"{st.prefix}{topo.hosts[0].name}" if st.driver == "linux" else None
+        problems = controller_lab.probe(_addresses(controller.address), first)
+        if not problems:
+            return
+        where = ("from the hosts' namespaces, where the agents dial it over the lab's underlay: a controller for "
+                 f"a lab of namespaces listens at {MANAGEMENT_IP} in the lab's switch namespace"
+                 if first else "from this machine")
+        raise LabError(f"--controller: cannot reach {'; '.join(problems)} ({where}); or let the lab run its own "
+                       "controllers: `l2vpc lab up --controllers 2`")
+
+    def _network(self, st: LabState, topo: LabTopology, progress: Progress, management: bool = False) -> None:
         switch = f"{st.prefix}ul"
         st.namespaces.append(switch)
         st.switch = switch
         st.save()  # recorded before it exists: down tolerates "already gone"
         netns.make_switch(switch, topo.underlay_mtu)
-        if st.controller is not None:  # where the agents reach their controller
+        if management:  # where the agents reach their controller
             netns.ip("addr", "add", f"{MANAGEMENT_IP}/{topo.prefixlen}", "dev", netns.UNDERLAY_BRIDGE, netns=switch)
         for h in topo.hosts:
             name = f"{st.prefix}{h.name}"
@@ -320,6 +372,8 @@ class Lab:
         for rec in st.hosts:
             if processes.stop(rec.pid, rec.agent_dir):
                 progress(f"stopped agent of {rec.name} (pid {rec.pid})")
+        if st.controllers or st.postgres or st.links:
+            warnings += controller_lab.teardown(st, progress)
         if st.driver == "linux":
             for rec in st.hosts:
                 if rec.netns and netns.exists(rec.netns):
@@ -351,7 +405,7 @@ class Lab:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f)
         st.remove_file()
-        leftover_dirs: list[Path] = [*(self.dir / sub for sub in ("agents", "logs", "run")), self.dir,
+        leftover_dirs: list[Path] = [*(self.dir / sub for sub in ("agents", "logs", "run", "controllers")), self.dir,
                                      *(Path(d) for d in reversed(st.dirs))]
         for d in leftover_dirs:
             with contextlib.suppress(FileNotFoundError, OSError):
@@ -422,7 +476,7 @@ class Lab:
         return st, hosts, attachments, vpc_names
 
     def _attachments(self, st: LabState) -> tuple[list[Attachment], dict[str, str]]:
-        return inspection.attachments(st, self.state_path)
+        return inspection.attachments(st, self.state_path, self.pki_dir)
 
     # ------------------------------------------------------------------ exec
 

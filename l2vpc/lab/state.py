@@ -71,6 +71,20 @@ class LabState:
     containerd: dict[str, Any] | None = None  # the lab's containerd (lab_pods.py), started on first Pod
     pods: list[dict[str, Any]] = field(default_factory=list)  # lab Pods (pods.PodRecord as dicts)
     vms: list[dict[str, Any]] = field(default_factory=list)  # lab VMs (vm.VmRecord as dicts)
+    # The lab's own controllers (`lab up --controllers N`, controller_lab.py): their records
+    # (controllers.ControllerRecord as dicts), their store (a path or URL; 0600 like this file),
+    # the lab's PostgreSQL cluster (postgres.py) if it made one, and links it made in this
+    # machine's namespace (the management veth).
+    controllers: list[dict[str, Any]] = field(default_factory=list)
+    store: str | None = None
+    postgres: dict[str, Any] | None = None
+    links: list[str] = field(default_factory=list)
+    # Where API clients on this machine reach the controllers (the lab's own, or those given
+    # with --controller), the CA their certificates come from, and the tokens the lab wrote.
+    endpoints: list[str] = field(default_factory=list)
+    controller_ca: str | None = None
+    admin_token_file: str | None = None
+    tenant_token_file: str | None = None
 
     @property
     def path(self) -> Path:

@@ -34,7 +34,8 @@ class L2vpcProvider(Provider):
         attributes={
             "endpoint": string(
                 optional=True,
-                description=f"Address of an l2vpc controller as `HOST:PORT` (TLS). Default: `${ENDPOINT_ENV}`. "
+                description="Address of an l2vpc controller as `HOST:PORT` (TLS), or a comma list of several "
+                f"(calls move to the next when one cannot be reached). Default: `${ENDPOINT_ENV}`. "
                 "When set, the provider keeps no state of its own: it calls the controller, which holds "
                 "the state and drives the hosts. When unset, the engine runs inside the provider with its "
                 "state in `state_path`.",
@@ -85,6 +86,11 @@ class L2vpcProvider(Provider):
                             f"token is only used with endpoint (or ${ENDPOINT_ENV}), which is not set; the "
                             "embedded engine needs no token.", "token")
                 return
+            if origin["token"] != "token" and settings.get("token"):
+                diags.warning("Token without an endpoint",
+                              f"${TOKEN_ENV} is set but neither endpoint nor ${ENDPOINT_ENV} is: the provider runs "
+                              f"the embedded engine and ignores the token. Set ${ENDPOINT_ENV} to use a controller, "
+                              f"or unset ${TOKEN_ENV}.")
             settings["token"] = settings["ca_file"] = None
             if settings.get("state_path") is None:
                 settings["state_path"] = paths.default_state_path()
@@ -111,11 +117,13 @@ def _remote_settings(settings: dict[str, Any], config: dict[str, Any], origin: d
                     "file, with an endpoint the controller keeps the state. Set only one.", "state_path")
         return False
     endpoint = str(settings["endpoint"])
-    if not _ENDPOINT_RE.match(endpoint) or not 0 < int(endpoint.rsplit(":", 1)[1]) < 65536:
-        diags.error("Invalid provider setting",
-                    f"{origin['endpoint']} must be HOST:PORT, e.g. controller.example.com:7443, got {endpoint!r}.",
-                    at["endpoint"])
-        return False
+    for one in endpoint.split(","):  # several controllers: calls move to the next when one is unreachable
+        one = one.strip()
+        if not _ENDPOINT_RE.match(one) or not 0 < int(one.rsplit(":", 1)[1]) < 65536:
+            diags.error("Invalid provider setting",
+                        f"{origin['endpoint']} must be HOST:PORT, e.g. controller.example.com:7443, got "
+                        f"{endpoint!r} (several controllers: a comma list).", at["endpoint"])
+            return False
     if not settings.get("token"):
         diags.error("Missing token",
                     f"token is required with {origin['endpoint']}: set token in the provider block or ${TOKEN_ENV} "

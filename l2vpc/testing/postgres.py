@@ -36,37 +36,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from l2vpc.lab.postgres import find_bin_dir, missing_reason
+
 ROLE = "l2vpc"
 ADMIN = "pgadmin"
 START_TIMEOUT = 30.0
-
-
-def find_bin_dir() -> Path | None:
-    """The newest installed PostgreSQL's bin directory (`L2VPC_PG_BIN` overrides), or None."""
-    override = os.environ.get("L2VPC_PG_BIN")
-    candidates = [Path(override)] if override else sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: _major(p.parent.name), reverse=True
-    )
-    for d in candidates:
-        if (d / "initdb").is_file() and (d / "postgres").is_file():
-            return d
-    return None
-
-
-def _major(name: str) -> int:
-    return int(name) if name.isdigit() else -1
-
-
-def missing_reason() -> str | None:
-    """Why a server cannot be started here, or None if it can."""
-    if find_bin_dir() is None:
-        return "PostgreSQL server binaries (initdb, postgres) not found; ./dev installs the postgresql package"
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            return "running as root but there is no `postgres` OS user to run the server as"
-    return None
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,9 @@ def test_layer3_session_routes_traffic_and_md5(lab: Lab, site: Site, prefix: str
     obs = d_edge.facts().observation(DX.id)
     assert obs is not None and obs.state == "down" and "BGP session with 169.254.10.1 is" in obs.detail, obs
     assert key not in obs.detail
+    # What was seen and the likely causes, in the operator's words, not FRR's state name.
+    assert "no answer from the peer" in obs.detail and "MD5 password as bgp.md5_key" in obs.detail, obs.detail
+    assert "bgp.customer_asn" in obs.detail and not re.search(r"\b(Idle|Connect|Active|OpenSent)\b", obs.detail)
 
     site.premises.set_md5(key)
     obs = wait_observation(d_edge, DX.id, established)

@@ -118,10 +118,18 @@ def test_bad_token_and_foreign_ca_fail_at_once_with_clear_errors(ctl: Controller
                                                                    tmp_path: Path) -> None:
     wrong = RemoteEngine(ctl.address, "l2vpc_tok-000000000000_nope", ca_file=str(pki / "ca.pem"))
     try:
-        with pytest.raises(UserError, match="controller refused the token"):
+        with pytest.raises(UserError, match="controller refused the token") as err:
             wrong.list("vpc")
     finally:
         wrong.close()
+    # Terraform shows it under a heading that says what happened.
+    from l2vpc.provider.diagnostics import Diagnostics
+    from l2vpc.provider.resources.common import report_engine_error
+
+    diags = Diagnostics()
+    assert report_engine_error(err.value, diags)
+    assert [d.summary for d in diags.errors] == ["Authentication failed"]
+    assert "l2vpc controller token create" in diags.errors[0].detail
 
     foreign = CertificateAuthority.create(tmp_path / "other-ca")
     started = time.monotonic()
@@ -210,3 +218,24 @@ def test_converge_progress_failures_timeout_and_stop(remote: RemoteEngine, ctl: 
         _, stopped = remote.converge(timeout=60)
         assert stopped.stopped and not stopped.ok
         assert time.monotonic() - started < 1.5  # the stream was cancelled, not waited out
+
+
+def test_learned_prefixes_come_through_the_api(remote: RemoteEngine, ctl: ControllerHandle) -> None:
+    """A remote apply of a direct connect waits for what its session learns, as the embedded
+    mode does: the edge's report reaches the provider through StatusDetail (it used to carry
+    only the detail and the reason, so the provider could not wait)."""
+    from l2vpc.hostconfig import HostConfig, Observation
+
+    engine = Engine(ctl.store, ctl.agents, secrets=ctl.service.secrets)
+    engine.register_host({"name": "e1", "region": "r1", "role": "edge", "location": "nyc1",
+                          "underlay_ip": "10.255.1.1", "handoff": "xc0"})
+    vpc = remote.create("vpc", NET)
+    dx = remote.create("direct_connect", {"name": "dx", "vpc_id": vpc.id, "location": "nyc1",
+                                          "bandwidth_mbps": 1000, "bgp": {"customer_asn": 65010}})
+    assert dx.edge_host == "e1" and remote.learned("direct_connect", dx.id) == ()
+    report = HostConfig("e1", "10.255.1.1", observations=(
+        Observation(dx.id, "established", learned=("192.168.50.0/24", "10.99.0.0/16")),))
+    with ctl.store.transaction() as tx:
+        tx.put_host_report("e1", 1, report.to_dict())
+    assert remote.learned("direct_connect", dx.id) == ("10.99.0.0/16", "192.168.50.0/24")
+    assert engine.learned("direct_connect", dx.id) == remote.learned("direct_connect", dx.id)

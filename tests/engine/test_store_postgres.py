@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,6 +109,19 @@ def test_open_store_urls_and_errors_never_echo_the_password(db: Schema) -> None:
             open_store(url)
         assert words in str(err.value), (words, str(err.value))
         assert secret not in str(err.value) and secret not in repr(err.value.__cause__), url
+
+
+def test_a_url_without_a_password_is_a_login_problem_not_a_retry(db: Schema, monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """It used to be a TemporaryError ("unreachable ...; retry later"): no retry supplies a password."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    url = db.url.replace(f":{db.server.password}@", "@")
+    with pytest.raises(StoreError) as err:
+        open_store(url)
+    assert not isinstance(err.value, TemporaryError)
+    message = str(err.value)
+    assert "login failed" in message and "has none" in message and "PGPASSWORD" in message, message
 
 
 def test_read_only_server_is_refused_with_a_hint(db: Schema) -> None:

@@ -119,3 +119,25 @@ def test_token_is_sensitive_in_the_schema() -> None:
     attrs = L2vpcProvider.schema.attributes
     assert attrs["token"].sensitive and not attrs["endpoint"].sensitive
     assert set(attrs) == {"endpoint", "token", "ca_file", "state_path", "region"}
+
+
+def test_token_from_the_environment_without_an_endpoint_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$L2VPC_TOKEN alone used to be ignored silently: the user thinks they talk to a controller."""
+    monkeypatch.setenv("L2VPC_TOKEN", "from-env")
+    provider, diags = configure()
+    assert errors(diags) == [] and provider.client is not None and not provider.client.remote
+    warnings = [(d.summary, d.detail) for d in diags.warnings]
+    assert len(warnings) == 1 and warnings[0][0] == "Token without an endpoint", warnings
+    assert "$L2VPC_TOKEN" in warnings[0][1] and "$L2VPC_ENDPOINT" in warnings[0][1]
+    assert "from-env" not in warnings[0][1]
+
+
+def test_several_endpoints_fail_over_and_name_each_other(ca_file: str) -> None:
+    provider, diags = configure(endpoint="127.0.0.1:1, 127.0.0.1:2", token="t", ca_file=ca_file)
+    assert errors(diags) == []
+    engine = provider.client.engine if provider.client else None
+    assert isinstance(engine, RemoteEngine) and engine.endpoints == ["127.0.0.1:1", "127.0.0.1:2"]
+    engine.retry_seconds = 0.5
+    with pytest.raises(Exception, match=r"unavailable.*other configured controllers \(127\.0\.0\.1:[12]\)"):
+        engine.list("vpc")
+    provider.close()

@@ -564,6 +564,10 @@ class PostgresStore(SqlStore):
         text = self.dialect.scrub(" ".join(str(exc).split()))
         if "Name or service not known" in text:  # NXDOMAIN, unlike "Temporary failure in name resolution"
             return StoreError(f"state database {self.name}: unknown host: {text}")
+        if "no password supplied" in text:  # libpq's own refusal to try: nothing a retry changes
+            return StoreError(f"state database {self.name}: login failed: the server wants a password and the URL "
+                              "has none; put it in PGPASSWORD or ~/.pgpass (or in the URL, which `ps` shows), or "
+                              "connect over the server's unix socket if it trusts local logins")
         if "FATAL:" in text and not any(w in text for w in _TRANSIENT_FATAL):
             return StoreError(f"state database {self.name}: the server refused the connection: "
                               f"{text.split('FATAL:', 1)[1].strip()}")

@@ -78,6 +78,7 @@ def path_of(text: str) -> Path | None:
 def report_engine_error(exc: Exception, diags: Diagnostics, summary: str = "Invalid value") -> bool:
     """Engine errors → diagnostics with attribute paths. False when `exc` is not ours."""
     from l2vpc.engine.errors import (
+        AuthenticationError,
         ConflictError,
         HostError,
         L2vpcError,
@@ -91,6 +92,10 @@ def report_engine_error(exc: Exception, diags: Diagnostics, summary: str = "Inva
             diags.error(summary, _detail(path, message), path_of(path))
     elif isinstance(exc, NotFoundError):
         diags.error("Not found", f"{exc}; it may have been deleted outside Terraform")
+    elif isinstance(exc, AuthenticationError):
+        diags.error("Authentication failed",
+                    f"{exc}. Check the provider's token (token, or $L2VPC_TOKEN): an administrator creates one with "
+                    "`l2vpc controller token create --role tenant --tenant NAME`.")
     elif isinstance(exc, ConflictError):
         diags.error("Conflict", f"{exc}. Run terraform apply again to retry with fresh data.")
     elif isinstance(exc, TemporaryError):

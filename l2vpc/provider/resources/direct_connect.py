@@ -116,22 +116,16 @@ class DirectConnectResource(EdgeServiceResource):
     def wait_learned(self, obj_id: str, deadline: float) -> None:
         # A BGP session is Established before the peer's routes arrive; give them a moment so
         # the routes reach the workloads in this apply (an empty table waits the full time).
-        # Through a controller the leader pushes learned routes itself when the edge reports
-        # them (its heartbeat digest changes), so there is nothing to wait for here.
+        # The same through a controller: the edge's report, refreshed, carries what it learned.
         import time
 
         engine = client_of(self).engine
-        actual_configs = getattr(engine, "actual_configs", None)
-        if actual_configs is None:
-            return
         dx = engine.get(self.kind, obj_id)
         if dx.mode != "layer3":
             return
         while time.monotonic() < deadline and not self.provider.stopping:
             self._refresh(obj_id, timeout=min(2.0, deadline - time.monotonic()))
-            report = actual_configs().get(dx.edge_host or "")
-            seen = report.observation(obj_id) if report else None
-            if seen is not None and seen.learned:
+            if engine.learned(self.kind, obj_id):
                 return
             self.provider.stop_event.wait(0.2)
 

@@ -221,8 +221,7 @@ class EdgeManager:
         session = router.session(e.bgp.peer_ip)
         if session.established:
             return _Health(actual, Observation(e.id, "established", learned=session.learned))
-        return _Health(actual, Observation(e.id, "down", f"BGP session with {e.bgp.peer_ip} is {session.state}",
-                                           reason="session_down"))
+        return _Health(actual, Observation(e.id, "down", session_down(e, session.seen()), reason="session_down"))
 
     def _vlan(self, tag: str, e: EdgeRouter) -> int | None:
         try:
@@ -409,3 +408,14 @@ class EdgeManager:
 def stray_devices(links: list[rtnl.Link]) -> list[str]:
     """Names of edge-router devices among `links` (for tests and teardown checks)."""
     return sorted(lk.name for lk in links if EDGE_DEVICE_RE.match(lk.name))
+
+
+def session_down(e: EdgeRouter, seen: str) -> str:
+    """Why a direct connect's BGP session is not up: what was seen, and what the customer's router
+    must have for it to come up (the usual culprits: peer address, AS number, MD5 password)."""
+    assert e.bgp is not None
+    password = ("the same MD5 password as bgp.md5_key" if e.bgp.md5_key
+                else "no MD5 password (bgp.md5_key is unset)")
+    return (f"BGP session with {e.bgp.peer_ip} is not up: {seen}. Likely causes: the customer router must have "
+            f"address {e.bgp.peer_ip} on the cross-connect and peer with {e.bgp.local_ip.split('/')[0]} "
+            f"(AS {e.bgp.local_asn}) as AS {e.bgp.peer_asn} (bgp.customer_asn), with {password}")

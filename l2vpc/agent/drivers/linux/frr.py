@@ -73,10 +73,26 @@ class BgpSpec:
 class Session:
     state: str  # FRR's words: Idle, Connect, Active, OpenSent, OpenConfirm, Established
     learned: tuple[str, ...] = ()
+    # Why the last session ended, as FRR tells it ('' when none did): e.g. "BGP Notification
+    # received" with "OPEN Message Error/Bad Peer AS".
+    last_reset: str = ""
+    last_notification: str = ""
 
     @property
     def established(self) -> bool:
         return self.state == "Established"
+
+    def seen(self) -> str:
+        """What we saw of the peer, in words an operator acts on (not FRR's state names)."""
+        if self.last_notification:
+            return f"the peer closed the session: {self.last_notification}"
+        if self.state in ("OpenSent", "OpenConfirm"):
+            return "the peer accepted the TCP connection but the BGP OPEN exchange did not complete"
+        if self.state.startswith("unknown"):
+            return f"its state could not be read ({self.state})"
+        if self.last_reset and self.last_reset not in ("Waiting for NHT", "Unknown"):
+            return f"no answer from the peer (the last session ended: {self.last_reset})"
+        return "no answer from the peer: no TCP connection to its BGP port"
 
 
 def check_password(key: str) -> str:
@@ -248,6 +264,14 @@ class Router:
                 buf += chunk
         return bytes(buf[:-4]).decode(errors="replace")
 
+    def _down_session(self, peer_ip: str, state: str) -> Session:
+        try:
+            doc = json.loads(self.command("bgpd", f"show bgp neighbors {peer_ip} json") or "{}").get(peer_ip, {})
+        except (OSError, ValueError, AttributeError):
+            return Session(state)
+        notification = str(doc.get("lastNotificationReason") or doc.get("lastErrorCodeSubcode") or "")
+        return Session(state, last_reset=str(doc.get("lastResetDueTo") or ""), last_notification=notification)
+
     def session(self, peer_ip: str) -> Session:
         """The BGP session with `peer_ip` and, once established, the prefixes it sent us."""
         try:
@@ -257,7 +281,7 @@ class Router:
                 return Session("Idle")
             state = str(peer.get("state", "Idle"))
             if state != "Established":
-                return Session(state)
+                return self._down_session(peer_ip, state)
             routes = json.loads(self.command("bgpd", f"show bgp ipv4 unicast neighbors {peer_ip} routes json")
                                 or "{}")
             return Session(state, tuple(sorted(routes.get("routes", {}))))
