@@ -34,6 +34,7 @@ from typing import Any
 
 from l2vpc.agent.daemon import Agent, AgentError, run, stop_on_signals
 from l2vpc.agent.drivers.base import Driver
+from l2vpc.agent.overlay_probe import PROBE_PORT, OverlayProber
 from l2vpc.agent.heartbeat import (
     ControllerLink,
     ControllerSettings,
@@ -87,6 +88,10 @@ def add_agent_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--cni-socket", default=None, metavar="PATH",
                    help="answer the l2vpc-cni plugin's requests on this unix socket (Pods; the plugin's "
                         "default is /run/l2vpc/cni.sock)")
+    r.add_argument("--probe-port", type=int, default=PROBE_PORT, metavar="PORT",
+                   help=f"linux: probe the VXLAN peers' underlay paths (reachability, path MTU) over UDP on "
+                        f"the underlay address at this port, and answer their probes (default {PROBE_PORT}; "
+                        "0: off)")
     r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     r.set_defaults(func=_run)
 
@@ -217,6 +222,24 @@ def build_driver(args: argparse.Namespace) -> Driver:
         raise AgentCliError(f"the linux driver needs root (or CAP_NET_ADMIN): {e}") from None
 
 
+def build_prober(args: argparse.Namespace) -> OverlayProber | None:
+    """The overlay prober of a Linux host (None with the memory driver or --probe-port 0), its
+    socket opened in the host's namespace."""
+    if args.driver != "linux" or args.probe_port == 0:
+        return None
+    if not 0 < args.probe_port < 65536:
+        raise AgentCliError(f"--probe-port: {args.probe_port} is outside 1..65535 (0: off)")
+    import socket
+
+    from l2vpc.agent.drivers.linux import netns
+
+    try:
+        return OverlayProber(args.underlay_ip, lambda: netns.socket_in(args.netns, socket.AF_INET, socket.SOCK_DGRAM),
+                             port=args.probe_port)
+    except OSError as e:
+        raise AgentCliError(f"--probe-port: {e.strerror or e}") from None
+
+
 def _host_document(args: argparse.Namespace) -> dict[str, Any]:
     if not args.region:
         raise AgentCliError("--region: required with --controller (the region the host serves)")
@@ -249,7 +272,12 @@ def _run(args: argparse.Namespace) -> int:
         except BaseException:
             driver.close()
             raise
+        prober = None
         try:
+            prober = build_prober(args)
+            if prober is not None:
+                agent.attach_overlay(prober)
+                prober.start()
             beats = None
             pods = None
             if controller is not None and doc is not None:
@@ -267,6 +295,9 @@ def _run(args: argparse.Namespace) -> int:
         except BaseException:
             agent.close()
             raise
+        finally:
+            if prober is not None:
+                prober.close()
     except (AgentError, PkiError, HeartbeatError) as e:
         raise AgentCliError(str(e)) from None
 
