@@ -23,6 +23,8 @@ from l2vpc.engine.planner import Plan
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology_file import load, sync
 
+REFRESH_TIMEOUT = 3.0  # seconds per host for `show --refresh`
+
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     for name, helptext in (("plan", "show what applying a topology file would change"),
@@ -38,6 +40,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="list what the state holds")
     p.add_argument("--state", default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--refresh", action="store_true",
+                   help="ask the hosts' agents what they run first (sessions, tunnels, overlay health) and record "
+                        "it; unreachable hosts keep their last report")
     p.set_defaults(func=_show)
 
 
@@ -115,11 +120,20 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    store = open_store(args.state or default_state_path())
+    state = args.state or default_state_path()
+    if args.refresh:
+        engine = open_engine(state)
+        try:
+            engine.refresh(timeout=REFRESH_TIMEOUT)
+        finally:
+            engine.agents.close()
+            engine.store.close()
+    store = open_store(state)
     try:
         engine = Engine(store)
         data: dict[str, Any] = {k: [o.model_dump(mode="json") for o in engine.list(k)]
                                 for k in ("vpc", "attachment", "direct_connect", "vpn")}
+        data["overlay"] = [p.to_dict() for p in engine.overlay_degraded()]
         data["hosts"] = [h.model_dump(mode="json") for h in engine.hosts()]
         for kind in ("direct_connect", "vpn"):
             for o in data[kind]:
@@ -134,7 +148,11 @@ def _show(args: argparse.Namespace) -> int:
             for h in data["hosts"]:
                 print(f"host {h['name']}: {h['role']} in {h['region']}, underlay {h['underlay_ip']}, {h['status']}")
             for v in data["vpc"]:
-                print(f"vpc {v['name']} ({v['id']}): vni {v['vni']}, {v['scope']} {v['region'] or ''}, mtu {v['mtu']}, cidr {v['cidr']}")
+                print(f"vpc {v['name']} ({v['id']}): vni {v['vni']}, {v['scope']} {v['region'] or ''}, mtu {v['mtu']}, "
+                      f"cidr {v['cidr']}, {v['status']}")
+                for pair in data["overlay"]:
+                    if pair["vpc_id"] == v["id"]:
+                        print(f"  degraded: {pair['detail']}")
             for a in data["attachment"]:
                 print(f"attachment {a['workload']}.{a['interface_name']} ({a['id']}) on {a['host']}: vpc {a['vpc_id']}, "
                       f"mac {a['mac_address']}, {a['ip_mode']} {a['ip_address'] or ''}")
