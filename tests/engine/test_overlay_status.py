@@ -4,12 +4,16 @@ watcher sees, the engine records it with `refresh` and shows it on the VPC (stat
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from l2vpc.agent.local import LocalAgentPool
+from l2vpc.cli import main
 from l2vpc.engine.api import Engine
 from l2vpc.engine.store import open_store
 from l2vpc.hostconfig import HostConfig, Observation, overlay_observation_id
@@ -48,7 +52,8 @@ def site(tmp_path: Path) -> Iterator[tuple[Engine, LocalAgentPool]]:
     store.close()
 
 
-def test_a_small_path_mtu_degrades_only_the_vpcs_whose_frames_it_drops(site: tuple[Engine, LocalAgentPool]) -> None:
+def test_a_small_path_mtu_degrades_only_the_vpcs_whose_frames_it_drops(site: tuple[Engine, LocalAgentPool],
+                                                                        capsys: Any) -> None:
     eng, pool = site
     watcher = Watcher()
     pool.clients()["host1"].agent.attach_overlay(watcher)
@@ -69,6 +74,18 @@ def test_a_small_path_mtu_degrades_only_the_vpcs_whose_frames_it_drops(site: tup
     assert eng.status_detail("vpc", jumbo.id) == \
         "overlay degraded: host1 -> host2: underlay path MTU 1500 < 9050 needed"
     assert eng.plan().is_empty  # observations are no dataplane change
+    # `l2vpc show` reads the recorded reports (`--refresh` asks the agents first).
+    capsys.readouterr()
+    assert main(["show", "--state", str(eng.store.path)]) == 0  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert re.search(r"^vpc jumbo .*, degraded\n  degraded: host1 -> host2: underlay path MTU 1500 < 9050 needed$",
+                     out, re.M), out
+    assert re.search(r"^vpc small .*, available$", out, re.M), out
+    assert main(["show", "--state", str(eng.store.path), "--json"]) == 0  # type: ignore[attr-defined]
+    data = json.loads(capsys.readouterr().out)
+    assert [(o["vpc"], o["host"], o["peer_host"], o["path_mtu"]) for o in data["overlay"]] == \
+        [("jumbo", "host1", "host2", 1500)]
+    assert {v["name"]: v["status"] for v in data["vpc"]} == {"jumbo": "degraded", "small": "available"}
 
     # No answer at all: every VPC the pair shares is degraded, host3's are not involved.
     watcher.seen = (Observation(overlay_observation_id("10.9.0.2"), "degraded", "", (), "peer_not_responding"),)
