@@ -161,7 +161,9 @@ def part_lab() -> None:
                     time.sleep(0.2)
                 heal = time.monotonic() - t1
             finally:
-                engine.agents.close()
+                close = getattr(engine.agents, "close", None)
+                if close is not None:
+                    close()
                 engine.store.close()
         finally:
             lab.down()

@@ -34,7 +34,6 @@ from typing import Any
 
 from l2vpc.agent.daemon import Agent, AgentError, run, stop_on_signals
 from l2vpc.agent.drivers.base import Driver
-from l2vpc.agent.overlay_probe import PROBE_PORT, OverlayProber
 from l2vpc.agent.heartbeat import (
     ControllerLink,
     ControllerSettings,
@@ -42,6 +41,7 @@ from l2vpc.agent.heartbeat import (
     HeartbeatScheduler,
     TokenSource,
 )
+from l2vpc.agent.overlay_probe import PROBE_PORT, OverlayProber
 from l2vpc.cli import CliError
 from l2vpc.pki import CertificateAuthority, PkiError, TlsFiles
 

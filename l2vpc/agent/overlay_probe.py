@@ -333,10 +333,11 @@ class OverlayProber:
         with self._lock:
             wait = self.book.next_event() - self._clock()
         wait = min(max(wait, 0.0), self.book.interval)
-        ready, _, _ = select.select([self._sock, self._wake_r], [], [], wait)
+        sock = self._sock.fileno()
+        ready, _, _ = select.select([sock, self._wake_r], [], [], wait)
         if self._wake_r in ready:
             os.read(self._wake_r, 64)
-        if self._sock in ready:
+        if sock in ready:
             self._receive()
         now = self._clock()
         with self._lock:

@@ -126,7 +126,9 @@ def _show(args: argparse.Namespace) -> int:
         try:
             engine.refresh(timeout=REFRESH_TIMEOUT)
         finally:
-            engine.agents.close()
+            close = getattr(engine.agents, "close", None)
+            if close is not None:
+                close()
             engine.store.close()
     store = open_store(state)
     try:
