@@ -276,6 +276,21 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "bench_overlay_probes",
+        needs=frozenset({ROOT}),
+        smoke=("--peers", "5", "--seconds", "1", "--fleet", "50", "--fleet-peers", "5"),
+        figures=(
+            F("host with N peers: datagrams sent", r"^\s+datagrams sent\s+{v} /s", "/s", None),
+            F("host with N peers: datagrams received", r"^\s+datagrams received\s+{v} /s", "/s", None),
+            F("host with N peers: agent CPU", r"^\s+agent CPU\s+{v} %", "%", noise=2),
+            F("fleet, one VPC on every host: datagrams per host",
+              r"^\s+one VPC on every host, \d+ peers:\s+{v} datagrams/s", "/s", None),
+            F("fleet, bookkeeping for every peer", r"^\s+bookkeeping for \d+ peers:\s+{v} ms CPU", "ms", noise=2),
+            F("lab: degraded detected", r"^\s+degraded detected in\s+{v} s", "s", noise=2),
+            F("lab: healthy again", r"^\s+healthy again in\s+{v} s", "s", noise=2),
+        ),
+    ),
+    Bench(
         "bench_vpn",
         needs=frozenset({ROOT}),
         smoke=("--runs", "1", "--many", "2"),

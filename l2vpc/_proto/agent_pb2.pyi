@@ -202,18 +202,20 @@ class VpnGateway(_message.Message):
     def __init__(self, id: _Optional[str] = ..., vni: _Optional[int] = ..., gateway_ip: _Optional[str] = ..., outside_ip: _Optional[str] = ..., outside: _Optional[str] = ..., peer_address: _Optional[str] = ..., local_cidrs: _Optional[_Iterable[str]] = ..., remote_cidrs: _Optional[_Iterable[str]] = ..., ike_proposal: _Optional[str] = ..., esp_proposal: _Optional[str] = ..., ike_lifetime: _Optional[int] = ..., esp_lifetime: _Optional[int] = ..., dpd_interval: _Optional[int] = ..., dpd_timeout: _Optional[int] = ..., mtu: _Optional[int] = ..., peer_id: _Optional[str] = ..., outside_gateway: _Optional[str] = ..., psk: _Optional[str] = ..., secret_digest: _Optional[str] = ...) -> None: ...
 
 class Observation(_message.Message):
-    __slots__ = ("id", "state", "detail", "learned", "reason")
+    __slots__ = ("id", "state", "detail", "learned", "reason", "path_mtu")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     LEARNED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    PATH_MTU_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     detail: str
     learned: _containers.RepeatedScalarFieldContainer[str]
     reason: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., learned: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    path_mtu: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., learned: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., path_mtu: _Optional[int] = ...) -> None: ...
 
 class HostConfig(_message.Message):
     __slots__ = ("host", "underlay_ip", "generation", "segments", "ports", "dhcp_servers", "labels", "edge_routers", "vpn_gateways", "observations")

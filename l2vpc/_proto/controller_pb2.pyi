@@ -275,7 +275,7 @@ class ReconcileEvent(_message.Message):
     def __init__(self, time_unix: _Optional[float] = ..., host: _Optional[str] = ..., what: _Optional[str] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("controller", "leader", "term", "desired_revision", "converged_revision", "hosts", "recent")
+    __slots__ = ("controller", "leader", "term", "desired_revision", "converged_revision", "hosts", "recent", "overlay")
     CONTROLLER_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +283,7 @@ class StatusReply(_message.Message):
     CONVERGED_REVISION_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
     RECENT_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_FIELD_NUMBER: _ClassVar[int]
     controller: str
     leader: str
     term: int
@@ -290,4 +291,27 @@ class StatusReply(_message.Message):
     converged_revision: int
     hosts: _containers.RepeatedCompositeFieldContainer[HostLiveness]
     recent: _containers.RepeatedCompositeFieldContainer[ReconcileEvent]
-    def __init__(self, controller: _Optional[str] = ..., leader: _Optional[str] = ..., term: _Optional[int] = ..., desired_revision: _Optional[int] = ..., converged_revision: _Optional[int] = ..., hosts: _Optional[_Iterable[_Union[HostLiveness, _Mapping]]] = ..., recent: _Optional[_Iterable[_Union[ReconcileEvent, _Mapping]]] = ...) -> None: ...
+    overlay: _containers.RepeatedCompositeFieldContainer[OverlayPair]
+    def __init__(self, controller: _Optional[str] = ..., leader: _Optional[str] = ..., term: _Optional[int] = ..., desired_revision: _Optional[int] = ..., converged_revision: _Optional[int] = ..., hosts: _Optional[_Iterable[_Union[HostLiveness, _Mapping]]] = ..., recent: _Optional[_Iterable[_Union[ReconcileEvent, _Mapping]]] = ..., overlay: _Optional[_Iterable[_Union[OverlayPair, _Mapping]]] = ...) -> None: ...
+
+class OverlayPair(_message.Message):
+    __slots__ = ("vpc", "vpc_id", "host", "peer_host", "peer_ip", "reason", "path_mtu", "needed_mtu", "detail")
+    VPC_FIELD_NUMBER: _ClassVar[int]
+    VPC_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PEER_HOST_FIELD_NUMBER: _ClassVar[int]
+    PEER_IP_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PATH_MTU_FIELD_NUMBER: _ClassVar[int]
+    NEEDED_MTU_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    vpc: str
+    vpc_id: str
+    host: str
+    peer_host: str
+    peer_ip: str
+    reason: str
+    path_mtu: int
+    needed_mtu: int
+    detail: str
+    def __init__(self, vpc: _Optional[str] = ..., vpc_id: _Optional[str] = ..., host: _Optional[str] = ..., peer_host: _Optional[str] = ..., peer_ip: _Optional[str] = ..., reason: _Optional[str] = ..., path_mtu: _Optional[int] = ..., needed_mtu: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...

@@ -41,6 +41,7 @@ from l2vpc.agent.heartbeat import (
     HeartbeatScheduler,
     TokenSource,
 )
+from l2vpc.agent.overlay_probe import PROBE_PORT, OverlayProber
 from l2vpc.cli import CliError
 from l2vpc.observability.listener import Listener, ListenerError
 from l2vpc.observability.logs import add_log_arguments
@@ -93,6 +94,10 @@ def add_agent_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--metrics-address", default=None, metavar="HOST:PORT",
                    help="serve Prometheus /metrics, /healthz and /readyz over HTTP here (default: off)")
     add_log_arguments(r)
+    r.add_argument("--probe-port", type=int, default=PROBE_PORT, metavar="PORT",
+                   help=f"linux: probe the VXLAN peers' underlay paths (reachability, path MTU) over UDP on "
+                        f"the underlay address at this port, and answer their probes (default {PROBE_PORT}; "
+                        "0: off)")
     r.set_defaults(func=_run)
 
     f = sub.add_parser("fleet", help="run many simulated hosts (memory driver) behind one server, for scale tests")
@@ -222,6 +227,26 @@ def build_driver(args: argparse.Namespace) -> Driver:
         raise AgentCliError(f"the linux driver needs root (or CAP_NET_ADMIN): {e}") from None
 
 
+def build_prober(args: argparse.Namespace) -> OverlayProber | None:
+    """The overlay prober of a Linux host (None with the memory driver or --probe-port 0, or when
+    its port cannot be opened), its socket opened in the host's namespace."""
+    if args.driver != "linux" or args.probe_port == 0:
+        return None
+    if not 0 < args.probe_port < 65536:
+        raise AgentCliError(f"--probe-port: {args.probe_port} is outside 1..65535 (0: off)")
+    import socket
+
+    from l2vpc.agent.drivers.linux import netns
+
+    try:
+        return OverlayProber(args.underlay_ip, lambda: netns.socket_in(args.netns, socket.AF_INET, socket.SOCK_DGRAM),
+                             port=args.probe_port)
+    except OSError as e:
+        # The dataplane does not depend on it: run without, and say so loudly.
+        logging.getLogger("l2vpc.agent").warning("overlay probes are off: %s", e.strerror or e)
+        return None
+
+
 def _host_document(args: argparse.Namespace) -> dict[str, Any]:
     if not args.region:
         raise AgentCliError("--region: required with --controller (the region the host serves)")
@@ -269,7 +294,12 @@ def _run(args: argparse.Namespace) -> int:
         except BaseException:
             driver.close()
             raise
+        prober = None
         try:
+            prober = build_prober(args)
+            if prober is not None:
+                agent.attach_overlay(prober)
+                prober.start()
             beats = None
             pods = None
             if controller is not None and doc is not None:
@@ -292,6 +322,9 @@ def _run(args: argparse.Namespace) -> int:
         except BaseException:
             agent.close()
             raise
+        finally:
+            if prober is not None:
+                prober.close()
     except (AgentError, PkiError, HeartbeatError) as e:
         raise AgentCliError(str(e)) from None
 

@@ -24,6 +24,10 @@ and the state file is the only place they are written).
 `actual_digest` is what heartbeats carry (heartbeat.py), computed from facts read at most every
 so often and after every converge.
 
+Overlay health (overlay_probe.py): with `attach_overlay(prober)`, every accepted config tells
+the prober which VXLAN peers to probe, and what the host reports carries its failing pairs as
+observations `overlay:<peer>` besides the driver's.
+
 Secrets: a push carries them (a VPN's psk, a BGP md5_key, a circuit key); the persisted config
 keeps them (`to_dict(secrets=True)`, 0600), because a restarted agent must re-apply them.
 Observations in a push are ignored (they are the agent's to report).
@@ -41,11 +45,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from l2vpc.agent.drivers.base import ConvergeResult, Driver
 from l2vpc.agent.pods import PodBindings
 from l2vpc.agent.virtual_servers import VirtualServers
-from l2vpc.hostconfig import HostConfig, config_digest, validate_host_config
+from l2vpc.hostconfig import HostConfig, Observation, config_digest, validate_host_config
 from l2vpc.hostconfig.diff import Action
 from l2vpc.hostconfig.failures import Failure, split_reason
 from l2vpc.pki import write_private
@@ -55,6 +60,15 @@ log = logging.getLogger("l2vpc.agent")
 STATE_FILE = "desired.json"
 LOCK_FILE = "agent.lock"
 STATE_FORMAT = 1
+
+
+class ObservationSource(Protocol):
+    """Something beside the driver that watches the host and reports observations (the overlay
+    prober): told every accepted config, asked what it sees now."""
+
+    def configure(self, cfg: HostConfig) -> None: ...
+
+    def observations(self) -> tuple[Observation, ...]: ...
 
 
 class AgentError(Exception):
@@ -122,6 +136,7 @@ class Agent:
         self._converged_once = False
         # Called (status, seconds) after every converge: the agent's metrics (metrics.py).
         self.on_converge: Callable[[str, float], None] | None = None
+        self._watchers: list[ObservationSource] = []
         self.pods = PodBindings(state_dir)
         self.vms = VirtualServers(state_dir, virtual_servers)
         if state_dir is not None:
@@ -164,6 +179,13 @@ class Agent:
             return
         self._desired = persisted
         self._resync_pending = True
+
+    def attach_overlay(self, source: ObservationSource) -> None:
+        """Report what `source` observes from now on, and tell it every accepted config."""
+        self._watchers.append(source)
+        desired = self.desired
+        if desired is not None:
+            source.configure(desired)
 
     def start(self) -> threading.Thread | None:
         """Re-converge the persisted config in a background thread (returned; None if none).
@@ -293,6 +315,8 @@ class Agent:
         """Run one converge (caller holds the converge lock) and record its outcome."""
         with self._status_lock:
             self._converging = True
+        for watcher in self._watchers:
+            watcher.configure(cfg)
         started = time.monotonic()
         try:
             result = self.driver.converge(self.vms.apply(self.pods.apply(cfg)))
@@ -331,8 +355,13 @@ class Agent:
             return HostConfig(fallback.host, fallback.underlay_ip)
 
     def _reported(self, facts: HostConfig, desired: HostConfig | None) -> HostConfig:
-        """What the host reports: its facts, plus the pod ports of `desired` that wait for their
-        Pod (no sandbox: nothing of them exists yet), so the engine sees them placed, pending."""
+        """What the host reports: its facts with the watchers' observations, plus the pod ports of
+        `desired` that wait for their Pod (no sandbox: nothing of them exists yet), so the engine
+        sees them placed, pending."""
+        seen = tuple(o for w in self._watchers for o in w.observations())
+        if seen:
+            facts = dataclasses.replace(
+                facts, observations=tuple(sorted((*facts.observations, *seen), key=lambda o: o.id)))
         if desired is None or not any(p.workload_kind == "pod" for p in desired.ports):
             return facts
         have = {p.id for p in facts.ports}
@@ -398,7 +427,10 @@ class Agent:
                 with self._status_lock:
                     return self._digest
             with self._status_lock:
-                same, digest = facts == self._digest_of, self._digest
+                # Observations do not take part in ==: compared on their own.
+                same = (self._digest_of is not None and facts == self._digest_of
+                        and facts.observations == self._digest_of.observations)
+                digest = self._digest
             if not same:
                 digest = config_digest(facts)
             with self._status_lock:

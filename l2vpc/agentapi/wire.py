@@ -128,7 +128,8 @@ def config_to_pb(cfg: HostConfig, *, secrets: bool = False) -> pb.HostConfig:
         edge_routers=[_edge_to_pb(e, secrets) for e in cfg.edge_routers],
         vpn_gateways=[_vpn_to_pb(v, secrets) for v in cfg.vpn_gateways],
         observations=[
-            pb.Observation(id=o.id, state=o.state, detail=o.detail, learned=list(o.learned), reason=o.reason)
+            pb.Observation(id=o.id, state=o.state, detail=o.detail, learned=list(o.learned), reason=o.reason,
+                           path_mtu=o.path_mtu)
             for o in cfg.observations
         ],
         labels=dict(cfg.labels),
@@ -163,7 +164,7 @@ def config_from_pb(msg: pb.HostConfig) -> HostConfig:
         ),
         edge_routers=tuple(_edge_from_pb(e) for e in msg.edge_routers),
         vpn_gateways=tuple(_vpn_from_pb(v) for v in msg.vpn_gateways),
-        observations=tuple(Observation(o.id, o.state, o.detail, tuple(o.learned), o.reason)
+        observations=tuple(Observation(o.id, o.state, o.detail, tuple(o.learned), o.reason, o.path_mtu)
                            for o in msg.observations),
         labels=dict(msg.labels),
     )

@@ -301,6 +301,10 @@ def _status(args: argparse.Namespace) -> int:
     for h in reply.hosts:
         seen = f"last seen {now - h.last_seen_unix:.0f}s ago" if h.last_seen_unix else "never seen"
         print(f"  {h.name:<24} {h.status:<5} {seen}")
+    degraded = sorted({o.vpc for o in reply.overlay})
+    print(f"overlay: {'degraded: ' + ', '.join(degraded) if degraded else 'healthy'}")
+    for o in reply.overlay:
+        print(f"  vpc {o.vpc} degraded: {o.detail}")
     if reply.recent:
         print("recent:")
         for ev in reply.recent:

@@ -14,8 +14,8 @@ from typing import Protocol
 from l2vpc.engine.model import Host
 from l2vpc.hostconfig.failures import HostFailure
 
-__all__ = ["ControlPlane", "ConvergeOutcome", "HostFailure", "HostLiveness", "PlaneStatus", "Progress",
-           "ReconcileEvent"]
+__all__ = ["ControlPlane", "ConvergeOutcome", "HostFailure", "HostLiveness", "OverlayPair", "PlaneStatus",
+           "Progress", "ReconcileEvent"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,21 @@ class HostLiveness:
     name: str
     status: str  # up | down
     last_seen_unix: float  # 0: never
+
+
+@dataclass(frozen=True)
+class OverlayPair:
+    """A failing overlay host pair of a VPC (engine/overlay.py), as `host` reports it."""
+
+    vpc: str  # name
+    vpc_id: str
+    host: str
+    peer_host: str
+    peer_ip: str
+    reason: str  # path_mtu | peer_not_responding
+    path_mtu: int  # measured; 0: not measured
+    needed_mtu: int  # the VPC's MTU + 50
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,7 @@ class PlaneStatus:
     converged_revision: int
     hosts: tuple[HostLiveness, ...] = ()
     recent: tuple[ReconcileEvent, ...] = field(default=())
+    overlay: tuple[OverlayPair, ...] = field(default=())  # every VPC's failing overlay pairs
 
 
 Progress = Callable[[str, str], None]  # (host, message)

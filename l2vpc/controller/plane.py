@@ -34,6 +34,7 @@ from l2vpc.controller.contract import (
     ConvergeOutcome,
     HostFailure,
     HostLiveness,
+    OverlayPair,
     PlaneStatus,
     Progress,
     ReconcileEvent,
@@ -49,10 +50,11 @@ from l2vpc.controller.reconciler import (
     Reconciler,
     parse_failures,
 )
+from l2vpc.engine import overlay
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, ValidationError
 from l2vpc.engine.executor import AgentPool
-from l2vpc.engine.model import Host, parse
+from l2vpc.engine.model import VPC, Host, parse
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import Store
 from l2vpc.observability.logs import clean, current_request_id, join_ids
@@ -87,7 +89,8 @@ class _View:
 
 def read_status(store: Store | PlaneStore, controller_id: str = "") -> PlaneStatus:
     """What Status shows, read from the store (any controller, leading or not)."""
-    with open_plane(store).transaction() as p:
+    plane = open_plane(store)
+    with plane.transaction() as p:
         now = p.clock()
         leader = read_leader(p)
         desired = p.tx.current_sequence(DESIRED)
@@ -97,6 +100,9 @@ def read_status(store: Store | PlaneStore, controller_id: str = "") -> PlaneStat
         events = p.events(200)
     hosts = [(o.id, str(o.data.get("status", "up"))) for o in stored]  # decoded outside the lock
     live = leader is not None and now < leader.expires
+    with plane.store.transaction() as tx:  # VPCs have no secret fields to open
+        vpcs = [VPC.model_validate(o.data) for o in tx.list("vpc")]
+        pairs = overlay.degraded_pairs(tx, overlay.index_for(plane.store), vpcs)
     return PlaneStatus(
         controller=controller_id,
         leader=leader.id if live and leader else "",
@@ -105,6 +111,9 @@ def read_status(store: Store | PlaneStore, controller_id: str = "") -> PlaneStat
         converged_revision=int(converged.get("revision", 0)),
         hosts=tuple(HostLiveness(n, s, beats[n].last_seen if n in beats else 0.0) for n, s in hosts),
         recent=tuple(ReconcileEvent(e.time, e.host, e.what) for e in events),
+        overlay=tuple(OverlayPair(o.vpc_name, o.vpc_id, o.host, o.peer_host, o.peer_ip, o.reason, o.path_mtu,
+                                  o.needed_mtu, o.describe())
+                      for v in sorted(vpcs, key=lambda v: v.name) for o in pairs.get(v.id, ())),
     )
 
 

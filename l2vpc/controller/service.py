@@ -49,7 +49,7 @@ from l2vpc.observability.logs import from_metadata, new_request_id, request_scop
 log = logging.getLogger("l2vpc.controller.api")
 
 OBJECT_KINDS = ("vpc", "attachment", "direct_connect", "vpn")
-DETAIL_KINDS = ("direct_connect", "vpn")
+DETAIL_KINDS = ("direct_connect", "vpc", "vpn")  # a VPC: its failing overlay pairs
 HOST_ROLES = ("compute", "edge")
 TENANT_KEY = "l2vpc-tenant"
 DEFAULT_MAX_DOCUMENT_BYTES = 256 * 1024
@@ -557,6 +557,9 @@ class ControllerService(pb_grpc.ControllerServicer):
             converged_revision=s.converged_revision,
             hosts=[pb.HostLiveness(name=h.name, status=h.status, last_seen_unix=h.last_seen_unix) for h in s.hosts],
             recent=[pb.ReconcileEvent(time_unix=e.time_unix, host=e.host, what=e.what) for e in s.recent],
+            overlay=[pb.OverlayPair(vpc=o.vpc, vpc_id=o.vpc_id, host=o.host, peer_host=o.peer_host, peer_ip=o.peer_ip,
+                                    reason=o.reason, path_mtu=o.path_mtu, needed_mtu=o.needed_mtu, detail=o.detail)
+                     for o in s.overlay],
         )
 
 

@@ -27,6 +27,7 @@ from l2vpc.engine.store import open_store
 from l2vpc.engine.topology_file import load, sync
 
 ENDPOINT_ENV, TOKEN_ENV, CA_FILE_ENV = "L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE"
+REFRESH_TIMEOUT = 3.0  # seconds per host for `show --refresh`
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +52,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca", default=os.environ.get(CA_FILE_ENV),
                    help=f"with --endpoint: CA certificate of the controllers' TLS (default: ${CA_FILE_ENV})")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--refresh", action="store_true",
+                   help="ask the hosts' agents what they run first (sessions, tunnels, overlay health) and record "
+                        "it; unreachable hosts keep their last report")
     p.set_defaults(func=_show)
 
 
@@ -141,6 +145,18 @@ def _registered(state: str) -> list[Host]:
         store.close()
 
 
+def _refresh(state: str) -> None:
+    """Ask the state's hosts what they run now and record it (what `show --refresh` shows)."""
+    engine = open_engine(state)
+    try:
+        engine.refresh(timeout=REFRESH_TIMEOUT)
+    finally:
+        close = getattr(engine.agents, "close", None)
+        if close is not None:
+            close()
+        engine.store.close()
+
+
 def _show_source(args: argparse.Namespace) -> tuple[Any, str]:
     """(an engine, or the controllers as a RemoteEngine; where it is) for `show`."""
     token = os.environ.get(TOKEN_ENV)
@@ -174,9 +190,14 @@ def _show_source(args: argparse.Namespace) -> tuple[Any, str]:
 
 def _show(args: argparse.Namespace) -> int:
     engine, where = _show_source(args)
+    if args.refresh and isinstance(engine, Engine):
+        _refresh(args.state or default_state_path())
     try:
         data: dict[str, Any] = {k: [o.model_dump(mode="json") for o in engine.list(k)]
                                 for k in ("vpc", "attachment", "direct_connect", "vpn")}
+        # A controller says degraded in the VPC's status; the pairs are in `controller status`.
+        degraded = getattr(engine, "overlay_degraded", None)
+        data["overlay"] = [p.to_dict() for p in degraded()] if degraded is not None else []
         data["hosts"] = [h.model_dump(mode="json") for h in engine.hosts()]
         for kind in ("direct_connect", "vpn"):
             for o in data[kind]:
@@ -191,7 +212,11 @@ def _show(args: argparse.Namespace) -> int:
             for h in data["hosts"]:
                 print(f"host {h['name']}: {h['role']} in {h['region']}, underlay {h['underlay_ip']}, {h['status']}")
             for v in data["vpc"]:
-                print(f"vpc {v['name']} ({v['id']}): vni {v['vni']}, {v['scope']} {v['region'] or ''}, mtu {v['mtu']}, cidr {v['cidr']}")
+                print(f"vpc {v['name']} ({v['id']}): vni {v['vni']}, {v['scope']} {v['region'] or ''}, mtu {v['mtu']}, "
+                      f"cidr {v['cidr']}, {v['status']}")
+                for pair in data["overlay"]:
+                    if pair["vpc_id"] == v["id"]:
+                        print(f"  degraded: {pair['detail']}")
             for a in data["attachment"]:
                 print(f"attachment {a['workload']}.{a['interface_name']} ({a['id']}) on {a['host']}: vpc {a['vpc_id']}, "
                       f"mac {a['mac_address']}, {a['ip_mode']} {a['ip_address'] or ''}")

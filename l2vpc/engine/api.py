@@ -10,6 +10,7 @@ The rules live elsewhere; this module opens transactions and dispatches:
     failover.py   host up/down verdicts, services moved off hosts that are down
     adoption.py   objects of a creator that crashed mid-create, and their confirmation
     pod_attachments.py   a Pod's on-demand attachments (AttachPod)
+    overlay.py    VPCs degraded by failing overlay pairs, as hosts report them
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from l2vpc.engine import adoption, failover, pod_attachments
+from l2vpc.engine import adoption, failover, overlay, pod_attachments
 from l2vpc.engine.batch import Batch, NotUndone, each_or_error
 from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError
 from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
@@ -138,6 +139,9 @@ class Engine:
             k = KINDS.get(kind)
             if k is None:
                 return objects
+            if kind == "vpc":
+                pairs = overlay.degraded_pairs(tx, overlay.index_for(self.store), objects)
+                return [overlay.with_overlay_status(o, pairs.get(o.id, ())) for o in objects]
             hosts = {h for h in map(k.placed_on, objects) if h}
             reports = tx.host_reports(hosts) if hosts else {}
             return [self._with_status(kind, o, tx, reports) for o in objects]
@@ -149,6 +153,9 @@ class Engine:
                      reports: Mapping[str, HostReport] | None = None) -> Any:
         """Status as the hosts report it, so drift shows on read. `reports`: the hosts' reports
         read already (for many objects), else read here."""
+        if kind == "vpc":
+            pairs = overlay.degraded_pairs(tx, overlay.index_for(self.store), [obj]).get(obj.id, ())
+            return overlay.with_overlay_status(obj, pairs)
         k = KINDS.get(kind)
         host = k.placed_on(obj) if k is not None else None
         if k is None or not host:
@@ -158,7 +165,10 @@ class Engine:
 
     def observation(self, kind: str, ident: str) -> Observation | None:
         """What the host of a direct connect or VPN reports of it (state, reason code, the
-        agent's words), None when nothing is reported."""
+        agent's words), None when nothing is reported. For a VPC: its failing overlay pairs in
+        one observation (state degraded), None while it has none."""
+        if kind == "vpc":
+            return overlay.summary(self.overlay_degraded(ident))
         obj = self.get(kind, ident)
         report = self.actual_configs().get(KINDS[kind].placed_on(obj) or "")
         return report.observation(ident) if report else None
@@ -177,6 +187,20 @@ class Engine:
         """Why it is not up, as a code of hostconfig.OBSERVATION_REASONS ('' when up or unknown)."""
         seen = self.observation(kind, ident)
         return seen.reason if seen else ""
+
+    def overlay_degraded(self, vpc_id: str | None = None) -> builtins.list[overlay.DegradedPair]:
+        """The failing overlay host pairs of the tenant's VPCs (of `vpc_id` only, when given), as
+        the hosts last reported them: who sees which peer fail, and the measured path MTU."""
+        with self.store.transaction() as tx:
+            if vpc_id is None:
+                vpcs = [self._load("vpc", o) for o in tx.list("vpc", tenant=self.tenant or None)]
+            else:
+                so = tx.get("vpc", vpc_id, tenant=self.tenant or None)
+                if so is None:
+                    raise NotFoundError("vpc", vpc_id)
+                vpcs = [self._load("vpc", so)]
+            pairs = overlay.degraded_pairs(tx, overlay.index_for(self.store), vpcs)
+        return [p for v in vpcs for p in pairs.get(v.id, ())]
 
     def refresh(self, hosts: Iterable[str] | None = None, timeout: float = 10.0) -> None:
         """Ask agents what they run now (sessions, tunnels) and record it; unreachable hosts

@@ -193,8 +193,11 @@ class Observation:
     """What an agent sees of a stateful item (a BGP session, a tunnel); reported, never pushed.
 
     state: edge routers `established` | `down` (layer2: `up` | `down`); VPNs `up` | `connecting`
-    | `down`. `learned` lists prefixes learned from the peer (BGP). When it is not up, `reason`
-    says why in a word code can act on (OBSERVATION_REASONS) and `detail` in words for people.
+    | `down`; overlay peers (id `overlay:<peer underlay address>`, see `overlay_observation_id`)
+    `degraded`, reported only while the pair fails. `learned` lists prefixes learned from the
+    peer (BGP). When it is not up, `reason` says why in a word code can act on
+    (OBSERVATION_REASONS) and `detail` in words for people. `path_mtu`: an overlay peer's
+    measured underlay path MTU (IP bytes; 0 = not measured, e.g. the peer does not answer).
     """
 
     id: str
@@ -202,6 +205,7 @@ class Observation:
     detail: str = ""
     learned: tuple[str, ...] = ()
     reason: str = ""
+    path_mtu: int = 0
 
 
 # Why an edge router or VPN gateway is not up. The first four mean the peer answered and said
@@ -219,8 +223,26 @@ OBSERVATION_REASONS = (
     "install_failed",       # the kernel refused a route or policy
     "no_sa",                # no IKE_SA yet; traffic to the remote networks starts one
     "not_configured",       # the host does not run the item
+    "path_mtu",             # overlay peer: the underlay path drops frames as big as the VPCs need
 )
 PEER_REFUSED = frozenset({"auth_failed", "proposal_rejected", "selectors_rejected", "negotiation_refused"})
+
+# What VXLAN adds to a VPC's frames on the underlay (outer IPv4 20 + UDP 8 + VXLAN 8 + inner
+# Ethernet 14): a VPC of MTU m needs an underlay path MTU of m + 50.
+VXLAN_OVERHEAD = 50
+OVERLAY_OBSERVATION_PREFIX = "overlay:"
+
+
+def overlay_observation_id(peer_ip: str) -> str:
+    """The id of the observation an agent reports while its overlay path to `peer_ip` fails."""
+    return OVERLAY_OBSERVATION_PREFIX + peer_ip
+
+
+def overlay_peer(observation_id: str) -> str | None:
+    """The peer's underlay address of an overlay observation id; None for other observations."""
+    if observation_id.startswith(OVERLAY_OBSERVATION_PREFIX):
+        return observation_id[len(OVERLAY_OBSERVATION_PREFIX):]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +361,8 @@ class HostConfig:
                 vpn_gateways=tuple(_vpn_gateway(v) for v in data.get("vpn_gateways", ())),
                 observations=tuple(
                     Observation(str(o["id"]), str(o["state"]), str(o.get("detail", "")),
-                                tuple(str(x) for x in o.get("learned", ())), str(o.get("reason", "")))
+                                tuple(str(x) for x in o.get("learned", ())), str(o.get("reason", "")),
+                                int(o.get("path_mtu", 0)))
                     for o in data.get("observations", ())
                 ),
                 labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},

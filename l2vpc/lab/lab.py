@@ -466,6 +466,18 @@ class Lab:
             raise LabError("this lab runs the memory driver: hosts have no uplink to take down")
         netns.ip("link", "set", netns.HOST_UPLINK, "up" if up else "down", netns=rec.netns)
 
+    def set_uplink_mtu(self, host: str, mtu: int | None) -> None:
+        """Give the switch's port towards `host` a smaller MTU, as a mis-configured underlay link
+        has (the bridge drops bigger frames silently, small ones pass), or the lab's underlay MTU
+        back (None)."""
+        st = self.require()
+        rec = st.host(host)
+        if rec is None:
+            raise LabError(f"host {host!r} is not in this lab ({', '.join(h.name for h in st.hosts)})")
+        if rec.netns is None or st.switch is None:
+            raise LabError("this lab runs the memory driver: hosts have no underlay link")
+        netns.ip("link", "set", rec.name, "mtu", str(mtu or st.underlay_mtu), netns=st.switch)
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> tuple[LabState, list[HostStatus], list[Attachment], dict[str, str]]:

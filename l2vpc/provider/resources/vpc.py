@@ -69,7 +69,9 @@ SCHEMA = Schema(
         "cidr": string(optional=True, validators=[is_ipv4_cidr()], description="IPv4 subnet of the segment."),
         "dhcp": DHCP,
         "vni": integer(computed=True, plan_modifiers=STABLE, description="VXLAN network identifier (allocated)."),
-        "status": string(computed=True, plan_modifiers=STABLE, description="`available` once created."),
+        "status": string(computed=True, plan_modifiers=STABLE,
+                         description="`available` once created; `degraded` while an underlay path between two of "
+                                     "its hosts drops its frames (see `l2vpc controller status`)."),
         "timeouts": timeouts(),
     },
 )
