@@ -6,8 +6,9 @@
     lab.sync_premises()                   # customer side of the direct connects the edges run
     lab.down()                            # removes exactly what up recorded
 
-This module builds and removes; looking at a running lab is inspection.py, the edges' outside
-world (cross-connects, internet, premises) is outside.py.
+This module builds and removes; looking at a running lab is inspection.py, acting on one
+(faults, commands in workloads, the premises' knobs) controls.py, the edges' outside world
+(cross-connects, internet, premises) outside.py.
 
 Layout beside the engine's state file (so the engine finds the lab's agents and TLS material):
 
@@ -60,13 +61,14 @@ from l2vpc.engine.errors import ConflictError
 from l2vpc.engine.model import Attachment
 from l2vpc.engine.store import open_store
 from l2vpc.hostconfig import HostConfig
-from l2vpc.hostconfig.names import workload_netns_name
-from l2vpc.lab import agents, controller_lab, inspection, netns, outside, premises, processes
+from l2vpc.lab import agents, controller_lab, inspection, netns, outside, processes
 from l2vpc.lab.agents import LabController
 from l2vpc.lab.controller_lab import ControllerPlan
 from l2vpc.lab.controllers import ControllerStartError
+from l2vpc.lab.controls import LabControls
+from l2vpc.lab.errors import LabError
 from l2vpc.lab.inspection import CheckResult, HostStatus
-from l2vpc.lab.premises import Premises, PremisesConfig
+from l2vpc.lab.premises import PremisesConfig
 from l2vpc.lab.state import HostRecord, LabState
 from l2vpc.lab.topology import MANAGEMENT_IP, LabTopology
 from l2vpc.pki import CertificateAuthority
@@ -77,10 +79,6 @@ _MAX_SOCKET_PATH = 100
 DEFAULT_BANDWIDTH_SCALE = 0.1
 
 Progress = Callable[[str], None]
-
-
-class LabError(Exception):
-    """The lab cannot do what was asked; the message says why and what to do."""
 
 
 def _quiet(_: str) -> None:
@@ -100,7 +98,7 @@ def _addresses(joined: str) -> list[str]:
     return [a.strip() for a in joined.split(",") if a.strip()]
 
 
-class Lab:
+class Lab(LabControls):
     def __init__(self, state_path: str, pki_dir: Path | None = None) -> None:
         self.state_path = state_file_path(state_path)
         base = Path(os.path.dirname(self.state_path))
@@ -278,9 +276,6 @@ class Lab:
             st.save()  # recorded before it exists: down tolerates "already gone"
         return record
 
-    def _site(self, st: LabState) -> Premises:
-        return outside.site(st, self.dir)
-
     def _agents(self, st: LabState, topo: LabTopology, progress: Progress,
                 controller: LabController | None = None) -> None:
         agents.start(st, topo, self.dir, self.pki_dir, controller)
@@ -453,31 +448,6 @@ class Lab:
         progress(f"unregistered {removed} of {len(st.registered)} hosts")
         return warnings
 
-    # ------------------------------------------------------------------ faults
-
-    def set_uplink(self, host: str, up: bool) -> None:
-        """Take `host`'s underlay uplink down (a partition: VXLAN traffic stops and, with a
-        controller, heartbeats and pushes too) or bring it back up."""
-        st = self.require()
-        rec = st.host(host)
-        if rec is None:
-            raise LabError(f"host {host!r} is not in this lab ({', '.join(h.name for h in st.hosts)})")
-        if rec.netns is None:
-            raise LabError("this lab runs the memory driver: hosts have no uplink to take down")
-        netns.ip("link", "set", netns.HOST_UPLINK, "up" if up else "down", netns=rec.netns)
-
-    def set_uplink_mtu(self, host: str, mtu: int | None) -> None:
-        """Give the switch's port towards `host` a smaller MTU, as a mis-configured underlay link
-        has (the bridge drops bigger frames silently, small ones pass), or the lab's underlay MTU
-        back (None)."""
-        st = self.require()
-        rec = st.host(host)
-        if rec is None:
-            raise LabError(f"host {host!r} is not in this lab ({', '.join(h.name for h in st.hosts)})")
-        if rec.netns is None or st.switch is None:
-            raise LabError("this lab runs the memory driver: hosts have no underlay link")
-        netns.ip("link", "set", rec.name, "mtu", str(mtu or st.underlay_mtu), netns=st.switch)
-
     # ------------------------------------------------------------------ status
 
     def status(self) -> tuple[LabState, list[HostStatus], list[Attachment], dict[str, str]]:
@@ -489,59 +459,6 @@ class Lab:
 
     def _attachments(self, st: LabState) -> tuple[list[Attachment], dict[str, str]]:
         return inspection.attachments(st, self.state_path, self.pki_dir)
-
-    # ------------------------------------------------------------------ exec
-
-    def workload_netns(self, workload: str) -> str:
-        """The namespace to run commands in: a workload's, or a premises machine's
-        (`premises-router`, `premises-host`, `premises-l2`) when the lab has a premises site."""
-        st = self.require()
-        if st.premises is not None and workload in premises.NAMES:
-            return self._site(st).netns(workload)
-        if st.driver != "linux":
-            raise LabError("this lab runs the memory driver: workloads have no namespaces to run commands in "
-                           "(bring the lab up as root for a real dataplane)")
-        for rec in st.hosts:
-            ns = workload_netns_name(rec.prefix, workload)
-            if netns.exists(ns):
-                return ns
-        pod = next((p["netns"] for p in st.pods if p["workload"] == workload or p["name"] == workload), None)
-        if pod is not None:  # a lab Pod: its namespace (the container's), commands from the host
-            return str(pod)
-        raise LabError(f"workload {workload!r} runs on no host of this lab (is it attached and applied? "
-                       "see `l2vpc lab status`)")
-
-    def exec_argv(self, workload: str, command: list[str]) -> list[str]:
-        if not command:
-            raise LabError("exec: give a command after --, e.g. `l2vpc lab exec web1 -- ip addr`")
-        return ["ip", "netns", "exec", self.workload_netns(workload), *command]
-
-    # ------------------------------------------------------------------ premises
-
-    def _require_site(self) -> tuple[LabState, Premises]:
-        st = self.require()
-        if st.premises is None:
-            raise LabError("this lab has no premises site; bring it up with `l2vpc lab up --edges 1 --premises`")
-        return st, self._site(st)
-
-    def sync_premises(self) -> list[str]:
-        """Configure the premises router for the layer-3 direct connects the edges run (see
-        outside.sync_peering); returns a line per edge."""
-        st, site = self._require_site()
-        return outside.sync_peering(st, site, self.pki_dir)
-
-    def premises_vlan(self, vid: int | None) -> None:
-        """premises-l2 tags its frames with `vid` (None: untagged), as a customer's switch port."""
-        _, site = self._require_site()
-        site.set_l2_vlan(vid)
-
-    def premises_md5(self, key: str | None) -> None:
-        """The premises router's BGP MD5 password (None: none); its bgpd restarts."""
-        _, site = self._require_site()
-        try:
-            site.set_md5(key)
-        except ValueError as e:
-            raise LabError(str(e)) from None
 
     # ------------------------------------------------------------------ check
 
