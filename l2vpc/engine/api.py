@@ -27,10 +27,10 @@ from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError
 from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
 from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.kinds import COMPUTED, ID_PREFIX, KINDS, MODELS
-from l2vpc.engine.kinds.context import Context, dump, host_of
+from l2vpc.engine.kinds.context import UNREADABLE, Context, dump, host_of, load_object
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.planner import Plan, plan
-from l2vpc.engine.secrets import SecretBox
+from l2vpc.engine.secrets import SECRET_FIELDS, SecretBox, redacted
 from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
 from l2vpc.engine.store.cached import CachedTransaction
 from l2vpc.engine.topology import Topology, host_configs
@@ -65,7 +65,8 @@ class Engine:
             yield self._context(tx)
 
     def _load(self, kind: str, so: StoredObject) -> Any:
-        return MODELS[kind].model_validate(self.secrets.open_fields(kind, so.data))
+        """The object as reads return it: no secret (see secrets.redacted)."""
+        return redacted(kind, load_object(self.secrets, kind, MODELS[kind], so.data))
 
     # ------------------------------------------------------------------ hosts
     def register_host(self, host: Host | Mapping[str, Any], *, keep_status: bool = False) -> Host:
@@ -158,7 +159,7 @@ class Engine:
             return overlay.with_overlay_status(obj, pairs)
         k = KINDS.get(kind)
         host = k.placed_on(obj) if k is not None else None
-        if k is None or not host:
+        if k is None or not host or obj.status == UNREADABLE:
             return obj
         report = reports.get(host) if reports is not None else tx.host_reports([host]).get(host)
         return k.with_status(obj, report)
@@ -170,6 +171,10 @@ class Engine:
         if kind == "vpc":
             return overlay.summary(self.overlay_degraded(ident))
         obj = self.get(kind, ident)
+        if obj.status == UNREADABLE:
+            return Observation(ident, UNREADABLE, detail=(
+                "its stored secret cannot be decrypted with this key (wrong L2VPC_SECRET_KEY or key file?), so it "
+                "is not pushed to any host; set the secret again or delete it"))
         report = self.actual_configs().get(KINDS[kind].placed_on(obj) or "")
         return report.observation(ident) if report else None
 
@@ -237,11 +242,11 @@ class Engine:
         if adopt:
             orphan = adoption.orphan(cx, k, clean, adopt)
             if orphan is not None:
-                return orphan
+                return redacted(kind, orphan)
         obj = k.create(cx, clean)
         if adopt:
             adoption.record(tx, obj.id, adopt)
-        return obj
+        return redacted(kind, obj)
 
     @contextmanager
     def batch(self) -> Iterator[Batch]:
@@ -289,7 +294,23 @@ class Engine:
             so = cx.tx.get(kind, ident, tenant=self.tenant or None)
             if so is None:
                 raise NotFoundError(kind, ident)
-            return k.update(cx, so, k.load(cx, so), k.merged(so.data, data))
+            return redacted(kind, k.update(cx, so, k.load(cx, so), k.merged(so.data, data)))
+
+    def same_secrets(self, kind: str, ident: str, data: Mapping[str, Any]) -> bool:
+        """Whether the stored object's secrets equal those in `data` (for callers that sync a
+        desired state and must not rewrite unchanged keys: reads do not return them)."""
+        with self.store.transaction() as tx:
+            return self.same_secrets_in(tx, kind, ident, data)
+
+    def same_secrets_in(self, tx: Transaction, kind: str, ident: str, data: Mapping[str, Any]) -> bool:
+        """`same_secrets` inside the caller's transaction."""
+        so = tx.get(kind, ident, tenant=self.tenant or None)
+        if so is None:
+            raise NotFoundError(kind, ident)
+        stored, failed = self.secrets.open_tolerant(kind, so.data)
+        if failed:
+            return False
+        return all(_at_path(stored, p) == _at_path(data, p) for p in SECRET_FIELDS.get(kind, ()))
 
     def delete(self, kind: str, ident: str) -> None:
         k = KINDS[kind]
@@ -323,7 +344,7 @@ class Engine:
                     so = cx.tx.get(kind, ident, tenant=self.tenant or None)
                     if so is None:
                         raise NotFoundError(kind, ident)
-                    result.append(k.update(cx, so, k.load(cx, so), k.merged(so.data, data)))
+                    result.append(redacted(kind, k.update(cx, so, k.load(cx, so), k.merged(so.data, data))))
                 raise _Rollback
         except _Rollback:
             pass
@@ -342,8 +363,10 @@ class Engine:
                 hosts=cx.hosts(),
                 vpcs={v.id: v for v in cx.objects("vpc", VPC)},
                 attachments={a.id: a for a in cx.objects("attachment", Attachment)},
-                direct_connects={d.id: d for d in cx.objects("direct_connect", DirectConnect)},
-                vpns={v.id: v for v in cx.objects("vpn", VPN)},
+                # An object whose secret cannot be opened is left out: it fails alone (its status
+                # says why) while everything else converges.
+                direct_connects={d.id: d for d in cx.objects("direct_connect", DirectConnect) if d.status != UNREADABLE},
+                vpns={v.id: v for v in cx.objects("vpn", VPN) if v.status != UNREADABLE},
             )
 
     def actual_configs(self) -> dict[str, HostConfig]:
@@ -389,3 +412,12 @@ class Engine:
             result.results.update(more.results)
             result.stopped = result.stopped or more.stopped
         return first, result
+
+
+def _at_path(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for step in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(step)
+    return value

@@ -23,6 +23,7 @@ from l2vpc.engine.errors import NotFoundError, UserError
 from l2vpc.engine.kinds import KINDS
 from l2vpc.engine.kinds.context import Context, dump, finish_batch, host_of
 from l2vpc.engine.model import Host
+from l2vpc.engine.secrets import redacted
 from l2vpc.engine.store.cached import CachedTransaction
 
 if TYPE_CHECKING:
@@ -108,7 +109,11 @@ class Batch:
         so = self.tx.get(kind, ident, tenant=self.engine.tenant or None)
         if so is None:
             raise NotFoundError(kind, ident)
-        return k.update(self.cx, so, k.load(self.cx, so), k.merged(so.data, data))
+        return redacted(kind, k.update(self.cx, so, k.load(self.cx, so), k.merged(so.data, data)))
+
+    def same_secrets(self, kind: str, ident: str, data: Mapping[str, Any]) -> bool:
+        """Whether the stored object's secrets equal those in `data` (Engine.same_secrets)."""
+        return self.engine.same_secrets_in(self.tx, kind, ident, data)
 
     def delete(self, kind: str, ident: str) -> None:
         k = KINDS[kind]

@@ -33,6 +33,7 @@ NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _PSK_RE = re.compile(r"^[A-Za-z0-9_.]{8,64}$")
+SEALED_INPUT_PREFIX = "sealed:"
 
 
 def _name(value: str) -> str:
@@ -139,11 +140,19 @@ def usable(net: ipaddress.IPv4Network | str, address: str) -> bool:
     return n.network_address < ip_address(address) < n.broadcast_address
 
 
+def _not_sealed(value: str) -> str:
+    # The engine once marked sealed secrets with this prefix; a key that starts with it is refused
+    # so that no stored value can pass for a sealed one (see engine/secrets.py).
+    if value.startswith(SEALED_INPUT_PREFIX):
+        raise ValueError(f"must not start with {SEALED_INPUT_PREFIX!r} (reserved for keys the engine sealed)")
+    return value
+
+
 def _md5_key(value: str) -> str:
     if not re.fullmatch(r"[!-~]{1,80}", value):
         # Never echo the key.
         raise ValueError("must be 1-80 printable characters without spaces")
-    return value
+    return _not_sealed(value)
 
 
 Name = Annotated[str, AfterValidator(_name)]
@@ -341,7 +350,8 @@ class DirectConnect(_Base):
     location: Name
     bandwidth_mbps: Int = Field(ge=1000, le=100000)
     partner: Literal["cross_connect", "megaport"] = "cross_connect"
-    service_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(default=None, repr=False)
+    service_key: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_not_sealed)] | None = (
+        Field(default=None, repr=False))
     gateway_ip: IPv4 | None = None
     mode: Literal["layer3", "layer2"] = "layer3"
     vlan: Int | None = Field(default=None, ge=2, le=4093)

@@ -3,7 +3,9 @@
 The store never holds them in clear: they are sealed (Fernet: AES-128-CBC + HMAC-SHA256) with
 a key that lives outside the store, from env `L2VPC_SECRET_KEY` (controllers) or a key file
 beside the state file (`<state>.key`, mode 0600, created on first use). Only the agent that
-runs the daemon needing the secret gets it in clear, over mutual TLS.
+runs the daemon needing the secret gets it in clear, over mutual TLS. Reads never return
+them (`redacted`). A stored secret that cannot be opened fails its own object only
+(`open_tolerant`, kinds/context.py): the others still reconcile.
 """
 
 from __future__ import annotations
@@ -11,18 +13,43 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from cryptography.fernet import Fernet, InvalidToken
+from pydantic import BaseModel
 
 from l2vpc.engine.errors import StoreError
 
-SEALED_PREFIX = "sealed:v1:"
+M = TypeVar("M", bound=BaseModel)
+
+# Sealed values are marked out of band: the stored document holds an object
+# {"$sealed": "v1", "token": <Fernet token>} where the model has a string, which no caller can
+# send (secret fields are strings; the models refuse objects there). Up to schema version 2 a
+# prefix marked them, which a user could type ("sealed:v1:bogus" was kept as if sealed and
+# then failed every reconcile); migration 3 turns prefixed strings into this form, and the
+# models refuse keys with the prefix (model.SEALED_INPUT_PREFIX).
+SEALED_TAG = "$sealed"
+SEALED_VERSION = "v1"
 # Where secrets sit inside stored objects: (kind, path to the field).
 SECRET_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "vpn": (("pre_shared_key",),),
     "direct_connect": (("service_key",), ("bgp", "md5_key")),
 }
+
+
+class SecretUnreadable(StoreError):
+    """A stored secret that this key cannot open (another key, or a value that was never
+    sealed by us). Only the object holding it fails: see `SecretBox.open_tolerant`."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field}: the stored secret cannot be decrypted with this key (wrong L2VPC_SECRET_KEY "
+                         "or key file?); set it again or delete the object")
+        self.field = field
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SEALED_TAG) == SEALED_VERSION and isinstance(value.get("token"), str)
 
 
 class SecretBox:
@@ -58,17 +85,20 @@ class SecretBox:
             raise StoreError(f"secret key file {path}: unusable ({e.__class__.__name__}); restore it or remove it "
                              "together with the objects holding secrets") from None
 
-    def seal(self, value: str) -> str:
-        return SEALED_PREFIX + self._fernet.encrypt(value.encode()).decode()
+    def seal(self, value: str) -> dict[str, str]:
+        return {SEALED_TAG: SEALED_VERSION, "token": self._fernet.encrypt(value.encode()).decode()}
 
-    def open(self, value: str) -> str:
-        if not value.startswith(SEALED_PREFIX):
-            return value
+    def open(self, value: Any, field: str = "secret") -> str | None:
+        """The clear text of a stored secret field (a sealed value, or None)."""
+        if value is None:
+            return None
+        if not is_sealed(value):
+            # Only ever sealed values are written; anything else is not ours to trust.
+            raise SecretUnreadable(field)
         try:
-            return self._fernet.decrypt(value[len(SEALED_PREFIX):].encode()).decode()
+            return self._fernet.decrypt(value["token"].encode()).decode()
         except InvalidToken:
-            raise StoreError("a stored secret cannot be decrypted with this key (wrong L2VPC_SECRET_KEY "
-                             "or key file?)") from None
+            raise SecretUnreadable(field) from None
 
     def _walk(self, kind: str, data: dict[str, Any], fn: Any) -> dict[str, Any]:
         out = dict(data)
@@ -82,12 +112,46 @@ class SecretBox:
                 parent[step] = child = dict(child)
                 parent = child
             leaf = path[-1]
-            if isinstance(parent.get(leaf), str):
-                parent[leaf] = fn(parent[leaf])
+            if parent.get(leaf) is not None:
+                parent[leaf] = fn(".".join(path), parent[leaf])
         return out
 
     def seal_fields(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        return self._walk(kind, data, lambda v: v if v.startswith(SEALED_PREFIX) else self.seal(v))
+        return self._walk(kind, data, lambda _field, v: v if is_sealed(v) else self.seal(v))
 
     def open_fields(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        return self._walk(kind, data, self.open)
+        """`data` with its secrets in clear; SecretUnreadable naming the first that cannot be opened."""
+        return self._walk(kind, data, lambda field, v: self.open(v, field))
+
+    def open_tolerant(self, kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """`data` with its secrets in clear, those that cannot be opened left out (None), and
+        the paths of those. One object with a bad secret must not stop the others."""
+        failed: list[str] = []
+
+        def open_one(field: str, value: Any) -> str | None:
+            try:
+                return self.open(value, field)
+            except SecretUnreadable:
+                failed.append(field)
+                return None
+
+        return self._walk(kind, data, open_one), failed
+
+
+def redacted(kind: str, obj: M, only: Iterable[str] | None = None) -> M:
+    """`obj` as reads return it: every secret field empty (reads never return a secret; the
+    write-only forms are the way to set them, and the engine pushes them only to agents).
+    `only`: just these fields (dotted paths)."""
+    update: dict[str, Any] = {}
+    wanted = None if only is None else set(only)
+    for path in SECRET_FIELDS.get(kind, ()):
+        if wanted is not None and ".".join(path) not in wanted:
+            continue
+        if len(path) == 1:
+            if getattr(obj, path[0], None) is not None:
+                update[path[0]] = None
+        else:
+            parent = getattr(obj, path[0], None)
+            if parent is not None and getattr(parent, path[1], None) is not None:
+                update[path[0]] = parent.model_copy(update={path[1]: None})
+    return obj.model_copy(update=update) if update else obj

@@ -22,6 +22,7 @@ from l2vpc.engine.api import Engine
 from l2vpc.engine.batch import Batch
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
+from l2vpc.engine.secrets import redacted
 from l2vpc.engine.topology import Topology
 from l2vpc.engine.validation import validate_topology
 
@@ -327,7 +328,10 @@ def _sync(b: Batch, tf: TopologyFile) -> dict[str, int]:
                 new.append((i, data))
                 continue
             cur_data = cur.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
-            if any(cur_data.get(f) != val for f, val in data.items()):
+            # Reads return no secret: the others are compared here, the secrets by the engine.
+            public = {**redacted(kind, obj).model_dump(mode="json", exclude_none=True, exclude={"id", "status"}),
+                      "vpc_id": data["vpc_id"]}
+            if any(cur_data.get(f) != val for f, val in public.items()) or not b.same_secrets(kind, cur.id, data):
                 _at(label, b.update, kind, cur.id, {**cur_data, **data})
                 counts["updated"] += 1
         counts["created"] += len(_create_all(b, kind, section, new))

@@ -646,3 +646,25 @@ def test_engine_keeps_cross_object_rules_under_concurrency(backend: Backend) -> 
 def test_backends_are_told_apart_by_url(backend: Backend) -> None:
     with open_store(backend.url) as s:
         assert re.sub("Store$", "", type(s).__name__).lower() == backend.name
+
+
+def test_migration_3_marks_sealed_secrets_out_of_band(backend: Backend) -> None:
+    # Up to schema 2 a sealed secret was a string "sealed:v1:<token>" (a prefix users could
+    # type); schema 3 holds {"$sealed": "v1", "token": <token>} instead (engine/secrets.py).
+    v2 = load_migrations(backend.name)[:2]
+    with backend.open(migrations=v2) as s:
+        with s.transaction() as tx:
+            tx.create("vpn", "vpn-1", {"name": "v", "pre_shared_key": "sealed:v1:tokA"})
+            tx.create("direct_connect", "dx-1", {"service_key": "sealed:v1:tokB",
+                                                 "bgp": {"customer_asn": 1, "md5_key": "sealed:v1:tokC"}})
+            tx.create("direct_connect", "dx-2", {"service_key": None, "bgp": {"md5_key": None}})
+            tx.create("vpc", "vpc-1", {"description": "sealed:v1:not a secret field"})
+    with backend.open() as s:
+        with s.transaction() as tx:
+            assert tx.get("vpn", "vpn-1").data == {  # type: ignore[union-attr]
+                "name": "v", "pre_shared_key": {"$sealed": "v1", "token": "tokA"}}
+            assert tx.get("direct_connect", "dx-1").data == {  # type: ignore[union-attr]
+                "service_key": {"$sealed": "v1", "token": "tokB"},
+                "bgp": {"customer_asn": 1, "md5_key": {"$sealed": "v1", "token": "tokC"}}}
+            assert tx.get("direct_connect", "dx-2").data == {"service_key": None, "bgp": {"md5_key": None}}  # type: ignore[union-attr]
+            assert tx.get("vpc", "vpc-1").data == {"description": "sealed:v1:not a secret field"}  # type: ignore[union-attr]

@@ -19,7 +19,7 @@ from l2vpc.engine import allocator as alloc
 from l2vpc.engine.errors import ConflictError, ValidationError
 from l2vpc.engine.model import VPC, Attachment, Host
 from l2vpc.engine.placement import place_dhcp
-from l2vpc.engine.secrets import SecretBox
+from l2vpc.engine.secrets import SecretBox, redacted
 from l2vpc.engine.store.base import StoredObject, Transaction
 from l2vpc.engine.store.cached import CachedTransaction
 from l2vpc.engine.topology import Topology
@@ -46,6 +46,26 @@ def host_of(so: StoredObject) -> Host:
     return host
 
 
+UNREADABLE = "secret_unreadable"  # status of an object whose stored secret cannot be opened
+
+
+def load_object(box: SecretBox, kind: str, model: type[M], data: dict[str, Any]) -> M:
+    """See Context.load."""
+    opened, failed = box.open_tolerant(kind, data)
+    if not failed:
+        return model.model_validate(opened)
+    # The model requires some of these secrets (a VPN's key, a Megaport service key): validate
+    # the rest with a stand-in, then empty it. The stand-in never leaves this function.
+    # (open_tolerant copied every dict on the way to a secret: `opened` is ours to change.)
+    for path in failed:
+        *parents, leaf = path.split(".")
+        parent = opened
+        for step in parents:
+            parent = parent[step]
+        parent[leaf] = "unreadable.secret"
+    return redacted(kind, model.model_validate({**opened, "status": UNREADABLE}), failed)
+
+
 def dump(obj: BaseModel) -> dict[str, Any]:
     return obj.model_dump(mode="json")
 
@@ -66,8 +86,10 @@ class Context:
 
     # ------------------------------------------------------------------ secrets
     def load(self, kind: str, model: type[M], so: StoredObject) -> M:
-        """The object a stored document holds, its secrets opened."""
-        return model.model_validate(self.secrets.open_fields(kind, so.data))
+        """The object a stored document holds, its secrets opened. One whose secret cannot be
+        opened still loads (so it can be read, updated with a new secret and deleted), with that
+        secret empty and status UNREADABLE; the topology leaves it out."""
+        return load_object(self.secrets, kind, model, so.data)
 
     def seal(self, kind: str, obj: BaseModel) -> dict[str, Any]:
         """What goes into the store: the object with its secrets sealed."""
