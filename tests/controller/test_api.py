@@ -401,3 +401,42 @@ def test_status_is_for_admins(ctl: ControllerHandle, client: Client) -> None:
         time.sleep(0.1)
     assert status.controller == "api-test" and status.leader == "api-test" and status.term >= 1
     assert [(h.name, h.status) for h in status.hosts] == [("h1", "up")]
+
+
+def test_reads_return_no_secret(ctl: ControllerHandle, client: Client, db: Any,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 15 item 5: Get/List (and every reply carrying the object) return no secret; what the
+    # engine needs it opens from the store, where it is sealed.
+    caplog.set_level(logging.DEBUG)
+    Engine(ctl.store, ctl.agents, secrets=ctl.service.secrets).register_host(
+        {"name": "e1", "region": "r1", "role": "edge", "location": "nyc1", "underlay_ip": "10.255.0.9",
+         "public_cidr": "203.0.113.32/28"})
+    t = token(ctl)
+    psk, md5, service = "Vpn.Secret_4711", "md5-Secret-0815", "mp-Service-Key-42"
+    vpc = client.create(t, "vpc", VPC)
+    vpn_data = {"name": "v", "vpc_id": vpc["id"], "peer_address": "198.51.100.1", "pre_shared_key": psk,
+                "remote_cidrs": ["192.168.0.0/24"]}
+    dx_data = {"name": "d", "vpc_id": vpc["id"], "location": "nyc1", "bandwidth_mbps": 1000, "partner": "megaport",
+               "service_key": service, "bgp": {"customer_asn": 65001, "md5_key": md5}}
+    replies = [client.create(t, "vpn", vpn_data), client.create(t, "direct_connect", dx_data)]
+    vpn, dx = replies
+    replies += [client.get(t, "vpn", vpn["id"]), client.get(t, "direct_connect", dx["id"]),
+                *client.list(t, "vpn"), *client.list(t, "direct_connect"),
+                client.update(t, "vpn", vpn["id"], {**vpn_data, "peer_id": "peer"}),
+                client.update(t, "direct_connect", dx["id"], {**dx_data, "bandwidth_mbps": 2000})]
+    for kind, data, ident in (("vpn", vpn_data, None), ("direct_connect", dx_data, dx["id"])):
+        request = pb.CheckRequest(kind=kind, data_json=json.dumps({**data, "name": "other"} if ident is None else data),
+                                  id=ident or "")
+        replies.append(json.loads(client.call("Check", request, t).data_json))
+    text = json.dumps(replies)
+    for secret in (psk, md5, service):
+        assert secret not in text and secret not in caplog.text
+    assert [r.get("pre_shared_key") for r in replies if r["id"].startswith("vpn-") or "peer_address" in r] \
+        == [None] * 5
+    dxs = [r for r in replies if "bandwidth_mbps" in r]
+    assert len(dxs) == 5 and all(r["service_key"] is None and r["bgp"]["md5_key"] is None for r in dxs)
+    stored = " ".join(row[0] for row in db.raw("SELECT data::text FROM objects WHERE kind IN ('vpn', 'direct_connect')"))
+    assert psk not in stored and md5 not in stored and service not in stored and '"$sealed": "v1"' in stored
+    # The engine still has them, to push to the edge.
+    topo = Engine(ctl.store, ctl.agents, secrets=ctl.service.secrets).topology()
+    assert topo.vpns[vpn["id"]].pre_shared_key == psk and topo.direct_connects[dx["id"]].service_key == service

@@ -66,6 +66,15 @@ class Workspace(TerraformDir):
         with self.engine() as engine:
             return engine.list(kind)
 
+    def stored(self, kind: str) -> dict[str, Any]:
+        """Objects by name with their secrets opened: what the engine pushes to hosts (reads
+        return no secret)."""
+        with self.engine() as engine:
+            topo = engine.topology()
+        objects = {"vpc": topo.vpcs, "attachment": topo.attachments, "direct_connect": topo.direct_connects,
+                   "vpn": topo.vpns}[kind]
+        return {o.name: o for o in objects.values()}
+
     def counts(self) -> dict[str, int]:
         with self.engine() as engine:
             return {kind: len(engine.list(kind)) for kind in ("vpc", "attachment", "direct_connect", "vpn")}

@@ -73,7 +73,8 @@ def test_direct_connect_create_update_replace_import_destroy(workspace: Workspac
     assert routed["bgp"]["customer_asn"] == 65000 + len(ws.resources()["l2vpc_vpc.a"]["id"])
     dxs = {d.name: d for d in ws.list("direct_connect")}
     assert dxs["routed"].edge_host == dxs["flat"].edge_host == "edge1"
-    assert dxs["flat"].vlan == 100 and dxs["flat"].service_key == SERVICE_KEY
+    assert dxs["flat"].vlan == 100 and dxs["flat"].service_key is None  # reads return no secret
+    assert ws.stored("direct_connect")["flat"].service_key == SERVICE_KEY
     # The engine's state (objects and the host reports) holds the secrets sealed only.
     assert files_holding(ws.root, MD5) == [] and files_holding(ws.root, SERVICE_KEY) == []
     key_file = Path(f"{ws.state_path}.key")  # what unseals them: private to the user
@@ -141,3 +142,73 @@ resource "l2vpc_direct_connect" "two" {{
     destroyed = ws.ok("destroy", "-input=false", "-auto-approve")
     assert "Resources: 6 destroyed." in destroyed.out
     assert ws.list("direct_connect") == [] and ws.list("vpc") == []
+
+
+WO_CONFIG = """
+resource "l2vpc_vpc" "a" {
+  name   = "dx-wo"
+  region = "us-east"
+  cidr   = "10.12.0.0/24"
+}
+
+resource "l2vpc_direct_connect" "routed" {
+  name           = "routed"
+  vpc_id         = l2vpc_vpc.a.id
+  location       = "nyc1"
+  bandwidth_mbps = 1000
+  bgp = {
+    customer_asn       = 65020
+    md5_key_wo         = "%(md5)s"
+    md5_key_wo_version = %(md5_version)d
+  }
+}
+
+resource "l2vpc_direct_connect" "mp" {
+  name                   = "mp"
+  vpc_id                 = l2vpc_vpc.a.id
+  location               = "nyc1"
+  bandwidth_mbps         = 1000
+  partner                = "megaport"
+  service_key_wo         = "%(service_key)s"
+  service_key_wo_version = 1
+  mode                   = "layer2"
+}
+"""
+MD5_WO_1, MD5_WO_2, SERVICE_KEY_WO = "md5.WriteOnly.1", "md5.WriteOnly.2", "mp-WriteOnly-Key-7"
+
+
+def test_write_only_md5_and_service_keys_never_reach_the_state(workspace: Workspace) -> None:
+    ws = workspace
+    ws.write(WO_CONFIG % {"md5": MD5_WO_1, "md5_version": 1, "service_key": SERVICE_KEY_WO})
+    created = ws.apply()
+    assert "Resources: 3 added, 0 changed, 0 destroyed." in created.out
+    for secret in (MD5_WO_1, SERVICE_KEY_WO):
+        assert secret not in created.out + created.err
+        assert secret not in ws.state_text()  # terraform.tfstate holds no secret
+        assert files_holding(ws.root, secret) == []
+    state = ws.resources()
+    assert state["l2vpc_direct_connect.routed"]["bgp"]["md5_key"] is None
+    assert state["l2vpc_direct_connect.routed"]["bgp"]["md5_key_wo_version"] == 1
+    assert state["l2vpc_direct_connect.mp"]["service_key"] is None
+    # The engine has them (it pushes them to the edge), its reads return none.
+    stored = ws.stored("direct_connect")
+    assert stored["routed"].bgp.md5_key == MD5_WO_1 and stored["mp"].service_key == SERVICE_KEY_WO
+    read = {d.name: d for d in ws.list("direct_connect")}
+    assert read["routed"].bgp.md5_key is None and read["mp"].service_key is None
+    ws.assert_plan_empty()
+
+    # A version bump re-keys in place.
+    ws.write(WO_CONFIG % {"md5": MD5_WO_2, "md5_version": 2, "service_key": SERVICE_KEY_WO})
+    rekeyed = ws.apply()
+    assert "Resources: 0 added, 1 changed, 0 destroyed." in rekeyed.out
+    assert "Warning: The BGP session re-keys" in rekeyed.out + rekeyed.err
+    assert MD5_WO_2 not in rekeyed.out + rekeyed.err + ws.state_text()
+    assert ws.stored("direct_connect")["routed"].bgp.md5_key == MD5_WO_2
+    ws.assert_plan_empty()
+
+    # Both forms at once: refused at plan, naming them.
+    both = WO_CONFIG.replace('md5_key_wo         = "%(md5)s"', 'md5_key_wo = "%(md5)s"\n    md5_key = "x1"')
+    ws.write(both % {"md5": MD5_WO_2, "md5_version": 2, "service_key": SERVICE_KEY_WO})
+    refused = ws.fails("plan", "-input=false")
+    assert "Conflicting attributes" in refused.out + refused.err
+    assert "bgp.md5_key and bgp.md5_key_wo cannot be set together" in " ".join((refused.out + refused.err).split())

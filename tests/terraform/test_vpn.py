@@ -83,7 +83,8 @@ def test_vpn_create_rekey_update_replace_import_destroy(workspace: Workspace) ->
     assert state["l2vpc_vpn.plain"]["gateway_ip"].startswith("10.20.0.")
     assert state["l2vpc_vpn.plain"]["ike"] == {"encryption": "aes256", "integrity": "sha256", "dh_group": "modp2048",
                                                "lifetime": 28800}
-    vpns = {v.name: v for v in ws.list("vpn")}
+    assert {v.name: v.pre_shared_key for v in ws.list("vpn")} == {"plain": None, "wo": None}  # reads: no secret
+    vpns = ws.stored("vpn")
     assert vpns["plain"].pre_shared_key == PSK and vpns["wo"].pre_shared_key == WO_1
     assert vpns["plain"].peer_id == f"peer-{state['l2vpc_vpc.a']['id']}"
     assert vpns["plain"].vpn_host in ("edge1", "edge2")
@@ -104,7 +105,7 @@ def test_vpn_create_rekey_update_replace_import_destroy(workspace: Workspace) ->
     vpns = {v.name: v for v in ws.list("vpn")}
     assert vpns["plain"].remote_cidrs == ("192.168.10.0/24", "192.168.11.0/24")
     assert (vpns["plain"].ike.encryption, vpns["plain"].ike.lifetime, vpns["plain"].ike.integrity) == ("aes128gcm16", 3600, "sha256")
-    assert vpns["wo"].pre_shared_key == WO_2
+    assert ws.stored("vpn")["wo"].pre_shared_key == WO_2
     assert WO_2 not in ws.state_text() and ws.resources()["l2vpc_vpn.wo"]["pre_shared_key_wo_version"] == 2
     # (No plan here: the next apply's exact counts would show any leftover change.)
 
@@ -161,7 +162,8 @@ resource "l2vpc_vpn" "two" {{
     assert_keys_hidden(imported)
     assert WO_1 not in ws.state_text()
     ws.assert_plan_empty()
-    assert {v.name: v.pre_shared_key for v in ws.list("vpn")} == {"plain": PSK, "wo": WO_2, "one": PSK, "two": WO_1}
+    assert {n: v.pre_shared_key for n, v in ws.stored("vpn").items()} == {"plain": PSK, "wo": WO_2, "one": PSK,
+                                                                          "two": WO_1}
 
     ws.ok("destroy", "-input=false", "-auto-approve")
     assert ws.list("vpn") == [] and ws.list("vpc") == []

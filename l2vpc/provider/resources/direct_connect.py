@@ -6,7 +6,13 @@ from typing import Any
 
 from l2vpc.provider.cty import STRING
 from l2vpc.provider.diagnostics import Diagnostics
-from l2vpc.provider.modifiers import requires_replace, use_state_for_unknown, use_state_while_unchanged
+from l2vpc.provider.framework import ResourcePlan
+from l2vpc.provider.modifiers import (
+    requires_replace,
+    requires_replace_if,
+    use_state_for_unknown,
+    use_state_while_unchanged,
+)
 from l2vpc.provider.resources.common import (
     SETTLE_SECONDS,
     EdgeServiceResource,
@@ -17,7 +23,9 @@ from l2vpc.provider.resources.common import (
 from l2vpc.provider.resources.vpc import NAME_PATTERN
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
 from l2vpc.provider.validators import (
+    at_least,
     between,
+    conflicts_with,
     each,
     is_ipv4_address,
     is_ipv4_cidr,
@@ -28,6 +36,10 @@ from l2vpc.provider.validators import (
 
 STABLE = [use_state_for_unknown()]
 REPLACE = [requires_replace()]
+# Secrets are not read back, so an imported direct connect has none in state: taking the
+# configured key then is not a change of key (the engine refuses one that differs).
+REPLACE_KNOWN = [requires_replace_if(lambda plan: plan.prior is not None,
+                                     description="changing it replaces the resource")]
 NAME = matches(NAME_PATTERN, "1–63 lowercase letters, digits and '-'")
 
 BGP = single_nested(
@@ -44,7 +56,13 @@ BGP = single_nested(
         "provider_ip": string(optional=True, computed=True, validators=[is_ipv4_address()],
                               plan_modifiers=[use_state_while_unchanged("bgp.peering_cidr", "bgp.customer_ip")],
                               description="Our router's address in `peering_cidr`."),
-        "md5_key": string(optional=True, sensitive=True, description="TCP MD5 password of the BGP session."),
+        "md5_key": string(optional=True, sensitive=True,
+                          description="TCP MD5 password of the BGP session. Kept in state; prefer `md5_key_wo`."),
+        "md5_key_wo": string(optional=True, write_only=True,
+                             description="Write-only TCP MD5 password (never stored in state; Terraform ≥ 1.11). "
+                             "Bump `md5_key_wo_version` to change it."),
+        "md5_key_wo_version": integer(optional=True, validators=[at_least(1)],
+                                      description="Version of `md5_key_wo`; changing it re-keys the session."),
         "advertised_prefixes": list_of(STRING, optional=True, computed=True, plan_modifiers=STABLE,
                                        validators=[each(is_ipv4_cidr())],
                                        description="Prefixes announced to the customer (default: the VPC `cidr`)."),
@@ -66,8 +84,16 @@ SCHEMA = Schema(
                                   description="Bandwidth in Mbps: 1000–100000 in steps of 1000; changed in place."),
         "partner": string(default="cross_connect", plan_modifiers=REPLACE, validators=[one_of("cross_connect", "megaport")],
                           description="`cross_connect` (default) or `megaport`."),
-        "service_key": string(optional=True, sensitive=True, plan_modifiers=REPLACE,
-                              description="Megaport service key (required for partner megaport)."),
+        "service_key": string(optional=True, sensitive=True, plan_modifiers=REPLACE_KNOWN,
+                              description="Megaport service key (required for partner megaport). Kept in state; "
+                              "prefer `service_key_wo`."),
+        "service_key_wo": string(optional=True, write_only=True,
+                                 description="Write-only Megaport service key (never stored in state; Terraform ≥ "
+                                 "1.11). Bump `service_key_wo_version` to change it (a new key replaces the "
+                                 "direct connect)."),
+        "service_key_wo_version": integer(optional=True, validators=[at_least(1)], plan_modifiers=REPLACE_KNOWN,
+                                          description="Version of `service_key_wo`; changing it replaces the "
+                                          "direct connect."),
         "gateway_ip": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_address()],
                              description="layer3: the edge router's address in the VPC (next hop to the premises)."),
         "mode": string(default="layer3", plan_modifiers=REPLACE, validators=[one_of("layer3", "layer2")],
@@ -91,11 +117,26 @@ class DirectConnectResource(EdgeServiceResource):
     model_name = "DirectConnect"
     host_field = "edge_host"
     up_states = ("active",)
+    config_validators = (conflicts_with("service_key", "service_key_wo"), conflicts_with("bgp.md5_key", "bgp.md5_key_wo"))
 
     def engine_data(self, values: dict[str, Any]) -> dict[str, Any]:
-        return drop_unset({k: values.get(k) for k in _FIELDS})
+        data = drop_unset({k: values.get(k) for k in _FIELDS})
+        key = values.get("service_key") or values.get("service_key_wo")
+        if isinstance(key, str):
+            data["service_key"] = key
+        bgp = values.get("bgp")
+        if isinstance(bgp, dict) and "bgp" in data:
+            data["bgp"] = {k: v for k, v in data["bgp"].items() if k not in ("md5_key_wo", "md5_key_wo_version")}
+            md5 = bgp.get("md5_key") or bgp.get("md5_key_wo")
+            if isinstance(md5, str):
+                data["bgp"]["md5_key"] = md5
+        return data
 
     def to_state(self, obj: Any, values: dict[str, Any] | None) -> dict[str, Any]:
+        # Reads return no secret: a plain key is echoed from the configuration (or prior state),
+        # a write-only one never lands in state.
+        values = values or {}
+        given_bgp = values.get("bgp") if isinstance(values.get("bgp"), dict) else {}
         bgp = None
         if obj.bgp is not None:
             bgp = {
@@ -104,12 +145,16 @@ class DirectConnectResource(EdgeServiceResource):
                 "peering_cidr": obj.bgp.peering_cidr,
                 "customer_ip": obj.bgp.customer_ip,
                 "provider_ip": obj.bgp.provider_ip,
-                "md5_key": obj.bgp.md5_key,
+                "md5_key": _plain(given_bgp.get("md5_key")),
+                "md5_key_wo": None,
+                "md5_key_wo_version": given_bgp.get("md5_key_wo_version"),
                 "advertised_prefixes": list(obj.bgp.advertised_prefixes or ()),
             }
         return {
             "id": obj.id, "name": obj.name, "vpc_id": obj.vpc_id, "location": obj.location,
-            "bandwidth_mbps": obj.bandwidth_mbps, "partner": obj.partner, "service_key": obj.service_key,
+            "bandwidth_mbps": obj.bandwidth_mbps, "partner": obj.partner,
+            "service_key": _plain(values.get("service_key")), "service_key_wo": None,
+            "service_key_wo_version": values.get("service_key_wo_version"),
             "gateway_ip": obj.gateway_ip, "mode": obj.mode, "vlan": obj.vlan, "bgp": bgp, "status": obj.status,
         }
 
@@ -133,3 +178,12 @@ class DirectConnectResource(EdgeServiceResource):
         bgp = config.get("bgp")
         if isinstance(bgp, dict) and bgp.get("customer_asn") == 23456:
             diags.error("Invalid value", "23456 is AS_TRANS (reserved); use a real ASN", "bgp.customer_asn")
+
+    def adjust_plan(self, plan: ResourcePlan, diags: Diagnostics) -> None:
+        if plan.prior is not None and plan.changed("bgp.md5_key_wo_version"):
+            diags.warning("The BGP session re-keys", "A new MD5 password is installed; the session restarts.",
+                          "bgp.md5_key_wo_version")
+
+
+def _plain(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

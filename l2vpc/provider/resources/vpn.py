@@ -135,7 +135,8 @@ class VpnResource(EdgeServiceResource):
             "id": obj.id, "name": obj.name, "vpc_id": obj.vpc_id, "gateway_ip": obj.gateway_ip,
             "peer_address": obj.peer_address, "peer_id": obj.peer_id,
             # The write-only form never lands in state; the plain form is kept (sensitive).
-            "pre_shared_key": None if write_only else obj.pre_shared_key,
+            # Reads return no secret: the plain key is the configuration's (or prior state's).
+            "pre_shared_key": None if write_only else values["pre_shared_key"],
             "pre_shared_key_wo": None,
             "pre_shared_key_wo_version": values.get("pre_shared_key_wo_version"),
             "local_cidrs": list(obj.local_cidrs or ()), "remote_cidrs": list(obj.remote_cidrs),
