@@ -41,7 +41,7 @@ from l2vpc._proto import controller_pb2_grpc as pb_grpc
 from l2vpc.controller.errors import ERROR_KEY, from_rpc
 from l2vpc.engine.api import MODELS
 from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, UserError
-from l2vpc.engine.model import VPC, Host
+from l2vpc.engine.model import REDACTED, VPC, Host
 from l2vpc.hostconfig.failures import HostFailure, code_of
 from l2vpc.observability.logs import REQUEST_ID_METADATA, current_request_id, new_request_id
 
@@ -328,7 +328,8 @@ M = TypeVar("M", bound=BaseModel)
 
 def _model(cls: type[M], text: str, what: str) -> M:
     try:
-        return cls.model_validate(json.loads(text))
+        # Objects come without their secrets (reads never return one): REDACTED.
+        return cls.model_validate(json.loads(text), context=REDACTED)
     except (ValueError, PydanticError) as e:
         # Not the document: it may hold secrets.
         raise L2vpcError(f"the controller sent a {what} this client cannot read "

@@ -23,6 +23,7 @@ from l2vpc.embedded import default_state_path, open_engine
 from l2vpc.engine.api import Engine
 from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
+from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
 from l2vpc.engine.topology_file import load, sync
 
@@ -75,10 +76,13 @@ def scratch_copy(path: str) -> Iterator[str]:
 
 
 def _run_plan(file: str, state: str) -> tuple[Plan, dict[str, int], dict[str, str]]:
+    # The copy's secrets are sealed with the state's key (a key of the copy's own could not open
+    # them: every secret would look changed, or unreadable).
+    secrets = SecretBox.for_state(state) if os.path.exists(state) else None
     with scratch_copy(state) as scratch:
         store = open_store(scratch)
         try:
-            engine = Engine(store)
+            engine = Engine(store, secrets=secrets)
             tf = load(file, engine.hosts())
             counts = sync(engine, tf)
             return engine.plan(), counts, {v.id: v.name for v in engine.list("vpc")}

@@ -17,9 +17,9 @@ from pydantic import BaseModel
 
 from l2vpc.engine import allocator as alloc
 from l2vpc.engine.errors import ConflictError, ValidationError
-from l2vpc.engine.model import VPC, Attachment, Host
+from l2vpc.engine.model import REDACTED, VPC, Attachment, Host
 from l2vpc.engine.placement import place_dhcp
-from l2vpc.engine.secrets import SecretBox, redacted
+from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import StoredObject, Transaction
 from l2vpc.engine.store.cached import CachedTransaction
 from l2vpc.engine.topology import Topology
@@ -54,16 +54,8 @@ def load_object(box: SecretBox, kind: str, model: type[M], data: dict[str, Any])
     opened, failed = box.open_tolerant(kind, data)
     if not failed:
         return model.model_validate(opened)
-    # The model requires some of these secrets (a VPN's key, a Megaport service key): validate
-    # the rest with a stand-in, then empty it. The stand-in never leaves this function.
-    # (open_tolerant copied every dict on the way to a secret: `opened` is ours to change.)
-    for path in failed:
-        *parents, leaf = path.split(".")
-        parent = opened
-        for step in parents:
-            parent = parent[step]
-        parent[leaf] = "unreadable.secret"
-    return redacted(kind, model.model_validate({**opened, "status": UNREADABLE}), failed)
+    # Validated as a read without secrets (REDACTED): the rules requiring one do not apply.
+    return model.model_validate({**opened, "status": UNREADABLE}, context=REDACTED)
 
 
 def dump(obj: BaseModel) -> dict[str, Any]:
