@@ -145,6 +145,16 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "bench_big_ranges",
+        smoke=("--rounds", "1"),
+        figures=(
+            F("VPN create in a /8 DHCP range", r"^VPN create, DHCP range filling 10\.0\.0\.0/8: {v} ms", "ms", noise=2),
+            F("VPN create peak memory in a /8", r"filling 10\.0\.0\.0/8: .* peak {v} MB", "MB", noise=1),
+            F("VPN create in a /24 (baseline)", r"^VPN create, /24 \(baseline\): {v} ms", "ms", None),
+            F("/8 / /24", r"^ratio /8 to /24: {v}x", "x", "lower", noise=0.5),
+        ),
+    ),
+    Bench(
         "bench_store",
         smoke=("--writes", "100", "--list", "1000"),
         figures=(

@@ -7,6 +7,8 @@
     l2vpc controller token create --store ... --role agent --host host1 --output host1.token
     l2vpc controller token list --store ...
     l2vpc controller token revoke --store ... tok-0123456789ab
+    l2vpc controller quota set --store ... --tenant acme vpc=50 vpn=10   # or --default
+    l2vpc controller quota show --store ... --tenant acme
     l2vpc controller status --endpoint ctl1.example.net:7700 --token-file admin.token --ca ca.pem
 
 `--store` defaults to env L2VPC_STORE, so a URL with a password need not appear in `ps`
@@ -35,6 +37,7 @@ from l2vpc.controller.server import (
     run,
 )
 from l2vpc.engine.agent_client import CLIENT_NAME
+from l2vpc.engine import quotas
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.store import Store, open_store
 from l2vpc.observability.logs import add_log_arguments
@@ -129,6 +132,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _store_arg(tr)
     tr.add_argument("id", help="token id (tok-...)")
     tr.set_defaults(func=_token_revoke)
+
+    q = csub.add_parser("quota", help="per-tenant quotas: objects of each kind a tenant may hold")
+    qsub = q.add_subparsers(dest="quota_command", metavar="ACTION", required=True)
+    qs = qsub.add_parser("set", help="set limits of a tenant (or, with --default, of every tenant)")
+    _store_arg(qs)
+    who = qs.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="the tenant ('' for the embedded engine's state)")
+    who.add_argument("--default", action="store_true", help="the limits of every tenant without its own")
+    qs.add_argument("limits", nargs="+", metavar="KIND=N",
+                    help=f"kinds: {', '.join(quotas.LIMITED)}; defaults "
+                    + ", ".join(f"{k}={v}" for k, v in quotas.DEFAULT_QUOTAS.items()))
+    qs.set_defaults(func=_quota_set)
+    qg = qsub.add_parser("show", help="a tenant's objects and limits per kind")
+    _store_arg(qg)
+    qg.add_argument("--tenant", required=True)
+    qg.add_argument("--json", action="store_true", help="print JSON")
+    qg.set_defaults(func=_quota_show)
 
     s = csub.add_parser("status", help="leader, revisions, host liveness and recent reconciler events")
     s.add_argument("--endpoint", required=True, help="HOST:PORT of any controller, or a comma list of several "
@@ -229,6 +249,38 @@ def _token_list(args: argparse.Namespace) -> int:
         scope = f"tenant {t.tenant}" if t.tenant else f"host {t.host}" if t.host else "-"
         expires = auth.format_time(t.expires) if t.expires else "never"
         print(f"{t.id:<17} {t.role:<7} {scope:<24} {t.state(now):<8} {auth.format_time(t.created):<21} {expires}")
+    return 0
+
+
+def _quota_set(args: argparse.Namespace) -> int:
+    values: dict[str, int] = {}
+    for item in args.limits:
+        kind, sep, number = item.partition("=")
+        if not sep or not number.strip().isdigit():
+            raise CliError(f"{item!r}: write KIND=N, e.g. vpc=100 (kinds: {', '.join(quotas.LIMITED)})")
+        values[kind.strip()] = int(number)
+    store = _open(args)
+    try:
+        limits = quotas.set_limits(store, None if args.default else args.tenant, values)
+    finally:
+        store.close()
+    target = "every tenant (default)" if args.default else f"tenant {args.tenant!r}"
+    print(f"quota of {target}: " + ", ".join(f"{k}={v}" for k, v in sorted(limits.items())))
+    return 0
+
+
+def _quota_show(args: argparse.Namespace) -> int:
+    store = _open(args)
+    try:
+        use = quotas.usage(store, args.tenant)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({k: {"objects": n, "limit": lim} for k, (n, lim) in use.items()}, indent=2))
+        return 0
+    print(f"{'KIND':<15} {'OBJECTS':>8} {'LIMIT':>8}")
+    for kind, (n, lim) in use.items():
+        print(f"{kind:<15} {n:>8} {lim:>8}")
     return 0
 
 

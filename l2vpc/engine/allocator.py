@@ -134,16 +134,25 @@ def vpc_reserved(vpc: VPC) -> AddressSet:
 
 
 def allocate_address(tx: Transaction, vpc_id: str, cidr: str, owner: str, avoid: Container[str]) -> str:
-    """A free usable address of `cidr`, from the top down (the bottom is for workloads)."""
+    """A free usable address of `cidr`, from the top down (the bottom is for workloads).
+
+    Ranges in `avoid` (an AddressSet) are stepped over whole, so the walk takes one step per
+    taken address or range, never one per address of a range (a DHCP range can fill a /8)."""
     used = tx.allocations(pool_ip(vpc_id))
     net = ipaddress.IPv4Network(cidr)
-    ip = net.broadcast_address - 1
-    while ip > net.network_address:
-        s = str(ip)
+    ranges = sorted(avoid.ranges, reverse=True) if isinstance(avoid, AddressSet) else []
+    bottom = int(net.network_address)
+    n = int(net.broadcast_address) - 1
+    while n > bottom:
+        below = next(((lo, hi) for lo, hi in ranges if lo <= n <= hi), None)
+        if below is not None:
+            n = below[0] - 1
+            continue
+        s = str(ipaddress.IPv4Address(n))
         if s not in used and s not in avoid:
             tx.reserve(pool_ip(vpc_id), s, owner)
             return s
-        ip -= 1
+        n -= 1
     raise ValidationError(f"no free address left in {cidr}", path="gateway_ip")
 
 

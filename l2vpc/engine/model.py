@@ -30,6 +30,11 @@ from l2vpc.engine.errors import ValidationError
 from l2vpc.hostconfig import MAX_ALLOWED_ADDRESSES
 
 MAX_VPCS_PER_WORKLOAD = 10
+# Bounds of inputs, so that no single request costs unbounded work (docs: resources' schemas).
+MIN_CIDR_PREFIX = 8  # a VPC cidr holds at most a /8: 16,777,216 addresses
+MAX_DNS_SERVERS = 8
+MAX_TRAFFIC_SELECTORS = 32  # a VPN's local_cidrs and remote_cidrs, each
+MAX_ADVERTISED_PREFIXES = 64
 NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -212,7 +217,7 @@ class Dhcp(_Base):
     range_start: IPv4
     range_end: IPv4
     gateway: IPv4 | None = None
-    dns_servers: tuple[IPv4, ...] = Field(default=(), max_length=8)
+    dns_servers: tuple[IPv4, ...] = Field(default=(), max_length=MAX_DNS_SERVERS)
     lease_time: Int = Field(default=3600, ge=120, le=604800)
     server_ip: IPv4 | None = None
 
@@ -241,6 +246,9 @@ class VPC(_Base):
 
     @model_validator(mode="after")
     def _rules(self) -> VPC:
+        if self.cidr is not None and ipaddress.IPv4Network(self.cidr).prefixlen < MIN_CIDR_PREFIX:
+            raise ValueError(f"cidr: {self.cidr} is larger than a VPC may be; use a /{MIN_CIDR_PREFIX} "
+                             "(16,777,216 addresses) or smaller")
         if self.scope == "single_region" and not self.region:
             raise ValueError("region: required for a single_region VPC")
         if self.scope == "multi_region" and self.region:
@@ -325,7 +333,7 @@ class Bgp(_Base):
     provider_ip: IPv4 | None = None
     # Printable, no whitespace: FRR takes it on one configuration line.
     md5_key: Annotated[str, AfterValidator(_md5_key)] | None = Field(default=None, repr=False)
-    advertised_prefixes: tuple[IPv4Net, ...] | None = None
+    advertised_prefixes: tuple[IPv4Net, ...] | None = Field(default=None, max_length=MAX_ADVERTISED_PREFIXES)
 
     @field_validator("customer_asn", "provider_asn")
     @classmethod
@@ -429,8 +437,8 @@ class VPN(_Base):
     peer_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     # Never kept in clear by the engine's store: see engine/secrets handling in api.py.
     pre_shared_key: str | None = Field(default=None, repr=False)
-    local_cidrs: tuple[IPv4Net, ...] | None = None
-    remote_cidrs: tuple[IPv4Net, ...] = Field(max_length=32)
+    local_cidrs: tuple[IPv4Net, ...] | None = Field(default=None, max_length=MAX_TRAFFIC_SELECTORS)
+    remote_cidrs: tuple[IPv4Net, ...] = Field(max_length=MAX_TRAFFIC_SELECTORS)
     ike: IkeProposal = IkeProposal()
     esp: EspProposal = EspProposal()
     dpd: Dpd = Dpd()

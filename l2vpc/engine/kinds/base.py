@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from l2vpc.engine import quotas
 from l2vpc.engine.kinds.context import Context
 from l2vpc.engine.store.base import HostReport, StoredObject
 
@@ -50,11 +51,13 @@ class Kind(abc.ABC, Generic[M]):
 
     def insert(self, cx: Context, obj: M, ident: str) -> None:
         """Write a new object (its id just generated: free by construction)."""
+        quotas.admit(cx.tx, self.name, cx.tenant, ident)
         cx.tx.create_new(self.name, ident, cx.seal(self.name, obj), tenant=cx.tenant)
 
     def write(self, cx: Context, so: StoredObject, obj: M) -> None:
         """Replace the object read as `so` (a concurrent change raises ConflictError)."""
         cx.tx.update(self.name, so.id, cx.seal(self.name, obj), so.generation)
+        quotas.keep(cx.tx, self.name, so.tenant, so.id)
 
     # ------------------------------------------------------------------ rules
     @abc.abstractmethod

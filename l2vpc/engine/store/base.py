@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # Object kinds the store holds.
-KINDS = ("host", "vpc", "attachment", "direct_connect", "vpn")
+KINDS = ("host", "vpc", "attachment", "direct_connect", "vpn", "quota")  # quota: engine/quotas.py
 
 
 @dataclass(frozen=True, slots=True)

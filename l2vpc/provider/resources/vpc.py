@@ -15,7 +15,7 @@ from l2vpc.provider.modifiers import (
 )
 from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset, known, timeouts
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
-from l2vpc.provider.validators import between, each, is_ipv4_address, is_ipv4_cidr, matches, one_of
+from l2vpc.provider.validators import between, each, is_ipv4_address, is_ipv4_cidr, length_between, matches, one_of
 
 STABLE = [use_state_for_unknown()]
 # The engine's rule (l2vpc.engine.model.NAME_PATTERN), repeated so that loading the schema does
@@ -30,8 +30,8 @@ DHCP = single_nested(
                             description="Last address handed out dynamically (inside `cidr`)."),
         "gateway": string(optional=True, validators=[is_ipv4_address()],
                           description="Default gateway handed to clients (e.g. a virtual router)."),
-        "dns_servers": list_of(STRING, optional=True, validators=[each(is_ipv4_address())],
-                               description="DNS servers handed to clients."),
+        "dns_servers": list_of(STRING, optional=True, validators=[each(is_ipv4_address()), length_between(0, 8)],
+                               description="DNS servers handed to clients (at most 8)."),
         "lease_time": integer(default=3600, validators=[between(120, 604800)],
                               description="Lease time in seconds (120–604800)."),
         "server_ip": string(optional=True, computed=True, validators=[is_ipv4_address()],
@@ -66,7 +66,8 @@ SCHEMA = Schema(
                          description="Region of a single_region VPC, one where hosts are registered (checked at "
                          "plan). Default: the provider's `region`; must be unset for multi_region."),
         "mtu": integer(default=1500, validators=[between(576, 9000)], description="MTU of the segment (576–9000)."),
-        "cidr": string(optional=True, validators=[is_ipv4_cidr()], description="IPv4 subnet of the segment."),
+        "cidr": string(optional=True, validators=[is_ipv4_cidr()],
+                       description="IPv4 subnet of the segment: a /8 (16,777,216 addresses) or smaller."),
         "dhcp": DHCP,
         "vni": integer(computed=True, plan_modifiers=STABLE, description="VXLAN network identifier (allocated)."),
         "status": string(computed=True, plan_modifiers=STABLE,
