@@ -36,8 +36,8 @@ from l2vpc.controller.server import (
     default_controller_id,
     run,
 )
-from l2vpc.engine.agent_client import CLIENT_NAME
 from l2vpc.engine import quotas
+from l2vpc.engine.agent_client import CLIENT_NAME
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.store import Store, open_store
 from l2vpc.observability.logs import add_log_arguments

@@ -42,7 +42,7 @@ def test_no_controller_reply_cli_output_nor_log_holds_a_secret(db: Any, tmp_path
             vpn = {**{k: v for k, v in TOPOLOGY["vpns"][0].items() if k != "vpc"}, "vpc_id": vpc.id}
             seen.append(remote.create("vpn", vpn))
             seen += remote.list("direct_connect") + remote.list("vpn")
-            seen += [remote.get(o.__class__.__name__ == "VPN" and "vpn" or "direct_connect", o.id) for o in seen[:3]]
+            seen += [remote.get((o.__class__.__name__ == "VPN" and "vpn") or "direct_connect", o.id) for o in seen[:3]]
             seen.append(remote.check("vpn", {**vpn, "name": "w"}))
         finally:
             remote.close()

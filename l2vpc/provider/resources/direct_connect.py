@@ -137,7 +137,8 @@ class DirectConnectResource(EdgeServiceResource):
         # Reads return no secret: a plain key is echoed from the configuration (or prior state),
         # a write-only one never lands in state.
         values = values or {}
-        given_bgp = values.get("bgp") if isinstance(values.get("bgp"), dict) else {}
+        given = values.get("bgp")
+        given_bgp: dict[str, Any] = given if isinstance(given, dict) else {}
         bgp = None
         if obj.bgp is not None:
             bgp = {

@@ -15,7 +15,15 @@ from l2vpc.provider.modifiers import (
 )
 from l2vpc.provider.resources.common import EngineResource, client_of, drop_unset, known, timeouts
 from l2vpc.provider.schema import Schema, integer, list_of, single_nested, string
-from l2vpc.provider.validators import between, each, is_ipv4_address, is_ipv4_cidr, length_between, matches, one_of
+from l2vpc.provider.validators import (
+    between,
+    each,
+    is_ipv4_address,
+    is_ipv4_cidr,
+    length_between,
+    matches,
+    one_of,
+)
 
 STABLE = [use_state_for_unknown()]
 # The engine's rule (l2vpc.engine.model.NAME_PATTERN), repeated so that loading the schema does
