@@ -267,9 +267,10 @@ def test_a_database_of_the_previous_version_keeps_working(url: str) -> None:
     with old, old.transaction() as tx:
         for statement in _OLD_ROWS:
             tx.change(statement)
-    # The new l2vpc: the engine finds schema 2 and changes nothing, the plane takes its tables over.
+    # The new l2vpc: the engine climbs from schema 2 (its later versions touch no plane table),
+    # the plane takes its tables over.
     with open_store(url) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == len(load_migrations(dialect))
         plane = open_plane(s)
         assert plane.schema_version() == 1
         with plane.transaction() as p:

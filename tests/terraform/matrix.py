@@ -133,6 +133,8 @@ BASE: dict[str, dict[str, Any]] = {
 
 LAYER2 = {"mode": "layer2", "bgp": REMOVED, "gateway_ip": REMOVED, "vlan": 100}
 WRITE_ONLY_KEY = {"pre_shared_key": REMOVED, "pre_shared_key_wo": "key.{n}.wo.one", "pre_shared_key_wo_version": 1}
+WRITE_ONLY_MD5 = {"bgp.md5_key": REMOVED, "bgp.md5_key_wo": "md5.{n}.wo.one", "bgp.md5_key_wo_version": 1}
+WRITE_ONLY_SERVICE = {"service_key": REMOVED, "service_key_wo": "svc-{n}-wo-one", "service_key_wo_version": 1}
 BGP_ADDRESSES_LEFT_OUT = {"bgp.customer_ip": REMOVED, "bgp.provider_ip": REMOVED}
 
 OTHER: dict[str, dict[str, Any]] = {
@@ -159,6 +161,8 @@ OTHER: dict[str, dict[str, Any]] = {
         "bgp.customer_ip": Alt("169.254.{n}.1", base={"bgp.provider_ip": REMOVED}),
         "bgp.provider_ip": Alt("169.254.{n}.2", base={"bgp.customer_ip": REMOVED}),
         "bgp.md5_key": "md5.{n}.b", "bgp.advertised_prefixes": ["10.60.0.0/16", "198.18.{n}.0/24"],
+        "bgp.md5_key_wo_version": Alt(2, base=WRITE_ONLY_MD5),
+        "service_key_wo_version": Alt(2, base=WRITE_ONLY_SERVICE),
         **TIMEOUTS_OTHER,
     },
     "l2vpc_vpn": {
@@ -180,6 +184,10 @@ TOGETHER: dict[str, list[Together]] = {
     "l2vpc_direct_connect": [
         Together(LAYER2),
         Together({"partner": "cross_connect", "service_key": REMOVED}),
+        Together(WRITE_ONLY_MD5),
+        Together({"bgp.md5_key_wo": "md5.{n}.wo.two", "bgp.md5_key_wo_version": 2}, base=WRITE_ONLY_MD5),
+        Together(WRITE_ONLY_SERVICE),
+        Together({"service_key_wo": "svc-{n}-wo-two", "service_key_wo_version": 2}, base=WRITE_ONLY_SERVICE),
     ],
     "l2vpc_vpn": [
         Together(WRITE_ONLY_KEY),
@@ -193,7 +201,8 @@ REMOVAL_BASE: dict[str, dict[str, Mapping[str, Any]]] = {
     "l2vpc_vpc": {"cidr": {"dhcp": REMOVED}},
     "l2vpc_attachment": {"ip_mode": {"ip_mode": "dhcp", "ip_address": REMOVED}, "ip_address": {"ip_mode": "dhcp"},
                          "port_security": {"allowed_addresses": REMOVED}},
-    "l2vpc_direct_connect": {"vlan": LAYER2},
+    "l2vpc_direct_connect": {"vlan": LAYER2, "bgp.md5_key_wo_version": WRITE_ONLY_MD5,
+                             "service_key_wo_version": WRITE_ONLY_SERVICE},
     "l2vpc_vpn": {"pre_shared_key_wo_version": WRITE_ONLY_KEY},
 }
 

@@ -8,6 +8,7 @@ from l2vpc.provider.cty import STRING
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.modifiers import (
+    AttributePlan,
     requires_replace,
     requires_replace_if,
     use_state_for_unknown,
@@ -37,10 +38,21 @@ from l2vpc.provider.validators import (
 
 STABLE = [use_state_for_unknown()]
 REPLACE = [requires_replace()]
-# Secrets are not read back, so an imported direct connect has none in state: taking the
-# configured key then is not a change of key (the engine refuses one that differs).
-REPLACE_KNOWN = [requires_replace_if(lambda plan: plan.prior is not None,
-                                     description="changing it replaces the resource")]
+
+
+def _key_was_known(plan: AttributePlan) -> bool:
+    """Secrets are not read back, so an imported direct connect has no key in state: taking the
+    configured one then is not a change of key (the engine refuses one that differs). A key
+    that was write-only (its version in state) is another key than a plain one given now."""
+    whole = plan.resource
+    prior = whole.prior if whole is not None else None
+    return plan.prior is not None or (isinstance(prior, dict) and prior.get("service_key_wo_version") is not None)
+
+
+REPLACE_KNOWN = [requires_replace_if(_key_was_known, description="changing it replaces the resource")]
+# A new version of the write-only key replaces it; leaving the number out changes no key.
+REPLACE_BUMPED = [requires_replace_if(lambda plan: plan.prior is not None and plan.planned is not None,
+                                      description="changing it replaces the resource")]
 NAME = matches(NAME_PATTERN, "1–63 lowercase letters, digits and '-'")
 
 BGP = single_nested(
@@ -92,7 +104,7 @@ SCHEMA = Schema(
                                  description="Write-only Megaport service key (never stored in state; Terraform ≥ "
                                  "1.11). Bump `service_key_wo_version` to change it (a new key replaces the "
                                  "direct connect)."),
-        "service_key_wo_version": integer(optional=True, validators=[at_least(1)], plan_modifiers=REPLACE_KNOWN,
+        "service_key_wo_version": integer(optional=True, validators=[at_least(1)], plan_modifiers=REPLACE_BUMPED,
                                           description="Version of `service_key_wo`; changing it replaces the "
                                           "direct connect."),
         "gateway_ip": string(optional=True, computed=True, plan_modifiers=STABLE, validators=[is_ipv4_address()],
