@@ -7,6 +7,8 @@ rounds (reconciler.py) that mark hosts down/up, move services, repair drift and 
 Threads (besides the callers'):
 - the loop: tries to lead once per `tick`; while leading, a full round every tick and a quick
   round (desired vs converged revision only) whenever it is woken;
+- liveness: on the leader, up/down verdicts every `tick` (Reconciler.judge), apart from the
+  loop so that a round waiting on a hung agent delays no other host's verdict;
 - the flusher: writes buffered heartbeats in one statement per flush (liveness.py) and, on the
   leader, checks the lock and renews the lease;
 - on PostgreSQL a listener (LISTEN/NOTIFY) that wakes the leader when a Converge is requested
@@ -185,7 +187,7 @@ class ClusterPlane:
         if state:
             self._set_converged(int(state.get("revision", 0)), parse_failures(state))
         self._listener = self.plane.listen(CHANNEL, self._on_notify)
-        for name, target in (("loop", self._run), ("flush", self._flush_loop)):
+        for name, target in (("loop", self._run), ("liveness", self._liveness_loop), ("flush", self._flush_loop)):
             t = threading.Thread(target=target, name=f"plane-{name}-{self.controller_id}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -340,6 +342,22 @@ class ClusterPlane:
                 log.exception("reconcile round failed")
             self._wake.wait(delay)
             self._wake.clear()
+
+    def _liveness_loop(self) -> None:
+        """Verdicts on their own thread: the loop's round may wait on a hung agent (a refresh,
+        a push) and must not hold back other hosts' down verdicts meanwhile."""
+        while not self._stopping.is_set():
+            try:
+                if self.elector.leading and self.reconciler.judge():
+                    self._wake.set()  # the loop converges with the new statuses
+            except LostLeadership as e:
+                log.warning("%s", e)
+                self._lost()
+            except L2vpcError as e:
+                log.warning("liveness check failed: %s", e)
+            except Exception:
+                log.exception("liveness check failed")
+            self._stopping.wait(self.tick)
 
     def _on_notify(self, payload: str | None) -> None:
         """From the listener thread: a hint to re-read, never the data itself."""

@@ -4,8 +4,11 @@ Each round compares recorded state with what should be and acts on the differenc
 it twice, or after a crash half-way, does no harm:
 
 1. desired revision (bumped by every Converge request) vs the converged revision;
-2. (each tick) hosts heard from too long ago → down, heard from again → up; services on down
-   hosts move (Engine.set_host_status / evacuate, one transaction each);
+2. (each tick, on the liveness thread: `judge`) hosts heard from too long ago → down, heard
+   from again → up; services on down hosts move (Engine.set_host_status / evacuate, one
+   transaction each). Verdicts never wait for agents: a hung agent's refresh or push cannot
+   delay another host's verdict, and once its host is down nobody waits for its calls
+   (executor.Abandoned), so the others' pushes go on;
 3. (each tick) hosts whose heartbeat says they run something else than their recorded report
    (digest differs, or the agent accepted an older generation than recorded: it restarted
    empty) are re-read ("refreshed"); every `resync_interval` all hosts are;
@@ -32,6 +35,7 @@ from l2vpc.controller.liveness import verdicts
 from l2vpc.controller.planestore import Event, Heartbeat
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import L2vpcError
+from l2vpc.engine.executor import Abandoned, gather
 from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
 from l2vpc.hostconfig import HostConfig, config_digest
@@ -107,6 +111,11 @@ class Reconciler:
         self._retry_delay = 1.0
         self._failed: dict[str, str] = {}  # host -> last failure text recorded as an event
         self._stuck: set[str] = set()  # evacuation messages already recorded
+        # Shared with the liveness thread (judge): verdicts it drew for the next round to act on.
+        self._lock = threading.Lock()
+        self._due = False  # a verdict calls for a converge
+        self._came_up: set[str] = set()  # to re-read: what they run after coming back
+        self.abandoned = Abandoned()  # hosts marked down: their running pushes are not waited for
         self.in_flight: tuple[str, ...] = ()  # hosts of the running converge (local waiters)
         self.converging_revision = 0
         # The request ids a converge of a revision serves (see plane.ClusterPlane._take_requests).
@@ -119,11 +128,13 @@ class Reconciler:
         self._ignored.clear()
         self._next_resync = 0.0
         self._retry_at = None
+        self.abandoned = Abandoned()
 
     # ------------------------------------------------------------------ the round
     def round(self, full: bool) -> list[Event]:
-        """One round (`full`: with liveness and drift, else only the revisions); returns the
-        events it recorded."""
+        """One round (`full`: with drift, else only the revisions); returns the events it
+        recorded. Liveness is judged apart (`judge`, on its own thread): a round held up by a
+        hung host's refresh or push never delays another host's verdict."""
         events: list[Event] = []
         if not self.elector.check():
             return events
@@ -133,6 +144,9 @@ class Reconciler:
         converged = int(state.get("revision", 0))
         need = desired > converged
         drift: dict[str, Reason] = {}
+        with self._lock:
+            need |= self._due
+            self._due = False
         if full:
             need |= self._observe(drift, events)
         if self._retry_at is not None and time.monotonic() >= self._retry_at:
@@ -143,22 +157,22 @@ class Reconciler:
             self._converge(desired, drift, events)
         return events
 
-    def _observe(self, drift: dict[str, Reason], events: list[Event]) -> bool:
-        """Liveness, failover and drift detection; True when a converge is due."""
+    def judge(self) -> bool:
+        """Liveness and failover: hosts heard from too long ago → down (their running pushes
+        are no longer waited for), heard from again → up; services on down hosts move.
+        Records its events; True when a verdict calls for a converge (the next round runs one)."""
+        if not self.elector.check():
+            return False
         with self.plane.transaction() as p:
             now = p.clock()
             hosts = p.tx.list("host")
             beats = p.heartbeats()
-            stamps = p.tx.host_report_stamps()
             gone = beats.keys() - {o.id for o in hosts}
             if gone:  # deregistered hosts (Engine.deregister_host): their heartbeats go too
                 p.delete_heartbeats(gone)
                 beats = {h: b for h, b in beats.items() if h not in gone}
         # Decoded after the transaction: the store's write lock is not held meanwhile.
         statuses = {o.id: str(o.data.get("status", "up")) for o in hosts}
-        need = False
-        fence = self.elector.fence
-        came_up: set[str] = set()
         # When this leader could not look for a while (the store's write lock held by a long
         # transaction, a pause), heartbeats could not be recorded either: silence in that gap
         # says nothing about the hosts. Count it like a takeover: from now on.
@@ -167,24 +181,53 @@ class Reconciler:
         self._last_observed = now
         changes = verdicts(statuses, {h: b.last_seen for h, b in beats.items()}, now, self.down_after,
                            max(self.elector.since, self._trust_from))
+        for host, status in statuses.items():
+            if status == "up" and host not in changes:  # up again (perhaps under another leader)
+                self.abandoned.discard(host)
+        events: list[Event] = []
         for host, status in sorted(changes.items()):
-            moved = self.engine.set_host_status(host, status, fence=fence)
-            statuses[host] = status
-            need = True
+            moved = self.engine.set_host_status(host, status, fence=self.elector.fence)
             if status == "down":
+                self.abandoned.add(host)
                 quiet = now - beats[host].last_seen
                 events.append(Event(now, host, f"host down: no heartbeat for {quiet:.1f} s"))
             else:
-                came_up.add(host)
+                self.abandoned.discard(host)
+                with self._lock:
+                    self._came_up.add(host)
                 events.append(Event(now, host, "host up: heartbeats resumed"))
-            events.extend(Event(now, host, m) for m in moved if m not in self._stuck)
-            self._stuck.update(m for m in moved if " stays on " in m)
+            events.extend(Event(now, host, m) for m in self._unstuck(moved))
+        if events:
+            self._record_events(events)
+        if changes:
+            with self._lock:
+                self._due = True
+        return bool(changes)
+
+    def _unstuck(self, moved: list[str], *, reset: bool = False) -> list[str]:
+        """What moved, without evacuation messages already recorded ("X stays on Y")."""
+        with self._lock:
+            new = [m for m in moved if m not in self._stuck]
+            stays = {m for m in moved if " stays on " in m}
+            self._stuck = stays if reset else self._stuck | stays
+        return new
+
+    def _observe(self, drift: dict[str, Reason], events: list[Event]) -> bool:
+        """Periodic failover and drift detection; True when a converge is due."""
+        with self.plane.transaction() as p:
+            now = p.clock()
+            hosts = p.tx.list("host")
+            beats = p.heartbeats()
+            stamps = p.tx.host_report_stamps()
+        statuses = {o.id: str(o.data.get("status", "up")) for o in hosts}
+        need = False
+        with self._lock:
+            came_up, self._came_up = self._came_up, set()
         resync = time.monotonic() >= self._next_resync
         if resync:
             self._next_resync = time.monotonic() + self.resync_interval
-            moved = self.engine.evacuate(fence=fence)
-            events.extend(Event(now, "", m) for m in moved if m not in self._stuck)
-            self._stuck = {m for m in moved if " stays on " in m}
+            moved = self.engine.evacuate(fence=self.elector.fence)
+            events.extend(Event(now, "", m) for m in self._unstuck(moved, reset=True))
             need = True
         self._load_reports(stamps)
         up = [h for h, s in statuses.items() if s == "up"]
@@ -193,7 +236,7 @@ class Reconciler:
             reason = self._suspect(host, beats.get(host), stamps.get(host))
             if reason[0]:
                 candidates[host] = reason
-        for host in came_up:
+        for host in came_up & set(up):
             candidates.setdefault(host, ("host_came_back", "host came back"))
         if resync:
             for host in up:
@@ -252,16 +295,21 @@ class Reconciler:
             return self.engine.agents.client(hosts[name]).report(self.refresh_timeout)
 
         got: dict[str, HostConfig] = {}
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(names)))) as pool:
-            futures = {name: pool.submit(read, name) for name in names}
-            for name, fut in futures.items():
-                try:
-                    got[name] = fut.result()
-                    self._refresh_backoff.pop(name, None)
-                except Exception as e:  # unreachable: liveness, not refresh, judges the host
-                    failures = self._refresh_backoff.get(name, (0, 0.0))[0] + 1
-                    self._refresh_backoff[name] = (failures, time.monotonic() + min(30.0, 2.0 ** failures))
-                    log.info("refresh of %s failed: %s", name, e)
+        pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(names))))
+        try:
+            # Each read has its own deadline (refresh_timeout); a host marked down meanwhile
+            # is not waited for at all.
+            done, _ = gather({name: pool.submit(read, name) for name in names}, self.abandoned)
+        finally:
+            pool.shutdown(wait=False)
+        for name, fut in sorted(done.items()):
+            try:
+                got[name] = fut.result()
+                self._refresh_backoff.pop(name, None)
+            except Exception as e:  # unreachable: liveness, not refresh, judges the host
+                failures = self._refresh_backoff.get(name, (0, 0.0))[0] + 1
+                self._refresh_backoff[name] = (failures, time.monotonic() + min(30.0, 2.0 ** failures))
+                log.info("refresh of %s failed: %s", name, e)
         if not got:
             return False
         with self.store.transaction() as tx:
@@ -318,7 +366,7 @@ class Reconciler:
 
         try:
             _plan, result = self.engine.converge(progress=progress, retries=2, timeout=self.push_timeout,
-                                                 on_plan=on_plan)
+                                                 on_plan=on_plan, abandoned=self.abandoned)
         finally:
             self.in_flight = ()
         failures = tuple(result.failures)

@@ -24,7 +24,7 @@ from typing import Any
 from l2vpc.engine import adoption, failover, overlay, pod_attachments
 from l2vpc.engine.batch import Batch, NotUndone, each_or_error
 from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError
-from l2vpc.engine.executor import AgentPool, ExecutionResult, Executor, NoAgents, Progress
+from l2vpc.engine.executor import Abandoned, AgentPool, ExecutionResult, Executor, NoAgents, Progress
 from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.kinds import COMPUTED, ID_PREFIX, KINDS, MODELS
 from l2vpc.engine.kinds.context import UNREADABLE, Context, dump, host_of, load_object
@@ -389,14 +389,17 @@ class Engine:
         return plan(self.desired_configs(actual=actual), actual)
 
     def converge(self, *, progress: Progress | None = None, retries: int = 3, timeout: float = 60.0,
-                 on_plan: Callable[[Plan], None] | None = None) -> tuple[Plan, ExecutionResult]:
+                 on_plan: Callable[[Plan], None] | None = None,
+                 abandoned: Abandoned | None = None) -> tuple[Plan, ExecutionResult]:
         """Plan against what hosts report and drive every changed host; returns both.
-        `on_plan(plan)` is called with the first plan before anything is pushed.
+        `on_plan(plan)` is called with the first plan before anything is pushed; hosts added
+        to `abandoned` meanwhile are not waited for (see executor.Abandoned).
 
         Routes to prefixes a direct connect learns over BGP are pushed to the VPC's workloads,
         so when a converge changes what is learned, a second round pushes the new routes."""
         topo = self.topology()
-        ex = Executor(self.agents, self.store, retries=retries, timeout=timeout, stop=self.stop, progress=progress)
+        ex = Executor(self.agents, self.store, retries=retries, timeout=timeout, stop=self.stop, progress=progress,
+                      abandoned=abandoned)
         actual = self.actual_configs()
         first = p = plan(self.desired_configs(topo, actual), actual)
         if on_plan is not None:

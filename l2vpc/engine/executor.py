@@ -16,9 +16,9 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from l2vpc.engine.errors import HostError
 from l2vpc.engine.model import Host
@@ -106,6 +106,52 @@ class ExecutionResult:
 
 
 Progress = Callable[[str, str], None]  # (host, message)
+T = TypeVar("T")
+WAKE_EVERY = 0.25  # seconds between looks at the abandoned hosts while pushes run
+
+
+class Abandoned:
+    """Hosts whose running calls the caller stopped waiting for (a controller marked them
+    down: a hung agent). A converge then finishes without them instead of holding every other
+    host's verdicts and pushes up to the push timeout; their threads end on their own timeout
+    and try no further. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hosts: set[str] = set()
+
+    def add(self, host: str) -> None:
+        with self._lock:
+            self._hosts.add(host)
+
+    def discard(self, host: str) -> None:
+        with self._lock:
+            self._hosts.discard(host)
+
+    def __contains__(self, host: object) -> bool:
+        with self._lock:
+            return host in self._hosts
+
+
+def gather(futures: Mapping[str, Future[T]], abandoned: Abandoned | None) -> tuple[dict[str, Future[T]], set[str]]:
+    """Wait until each host's future is done or the host is abandoned; returns (the done
+    futures, the hosts given up on). Per host, not all-or-nothing: a hung host costs the
+    others nothing once it is abandoned."""
+    pending = dict(futures)
+    done: dict[str, Future[T]] = {}
+    given_up: set[str] = set()
+    while pending:
+        if abandoned is None:
+            wait(pending.values())
+        else:
+            wait(pending.values(), timeout=WAKE_EVERY, return_when=FIRST_COMPLETED)
+        for name, fut in list(pending.items()):
+            if fut.done():
+                done[name] = pending.pop(name)
+            elif abandoned is not None and name in abandoned:
+                del pending[name]
+                given_up.add(name)
+    return done, given_up
 
 
 class Executor:
@@ -120,6 +166,7 @@ class Executor:
         timeout: float = 60.0,
         stop: threading.Event | None = None,
         progress: Progress | None = None,
+        abandoned: Abandoned | None = None,
     ) -> None:
         self.agents = agents
         self.store = store
@@ -129,18 +176,29 @@ class Executor:
         self.timeout = timeout
         self.stop = stop or threading.Event()
         self.progress = progress
+        self.abandoned = abandoned
 
     def execute(self, plan: Plan, hosts: Mapping[str, Host]) -> ExecutionResult:
         todo = [hp for _, hp in sorted(plan.hosts.items()) if hp.changes]
         result = ExecutionResult()
         if not todo:
             return result
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(todo))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(todo)))
+        try:
             # Each push runs in the caller's context: its request id goes with it (to the agent).
             futures = {hp.host: pool.submit(contextvars.copy_context().run, self._run_host, hp, hosts.get(hp.host))
                        for hp in todo}
-            for name, fut in futures.items():
-                result.results[name] = fut.result()
+            done, given_up = gather(futures, self.abandoned)
+        finally:
+            pool.shutdown(wait=False)  # an abandoned host's push ends on its own timeout
+        for hp in todo:
+            if hp.host in done:
+                result.results[hp.host] = done[hp.host].result()
+            elif hp.host in given_up:
+                res = HostResult(hp.host, ok=False, changes=len(hp.changes))
+                res.failure = HostFailure(hp.host, "down", "down",
+                                          "host went down during the push (its agent missed heartbeats); not waited for")
+                result.results[hp.host] = res
         result.stopped = self.stop.is_set() and any(r.step == "stopped" for r in result.results.values())
         return result
 
@@ -174,6 +232,8 @@ class Executor:
             if self.stop.is_set():
                 res.failure = HostFailure(host.name, "stopped", "stopped", f"stopped after {attempt - 1} attempts")
                 break
+            if attempt > 1 and self.abandoned is not None and host.name in self.abandoned:
+                break  # marked down meanwhile: nobody waits for this push any more
             self._note(host.name, f"pushing generation {generation} ({len(hp.changes)} changes), attempt {attempt}")
             try:
                 actual = client.push(config, self.timeout)

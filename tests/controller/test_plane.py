@@ -171,14 +171,16 @@ def test_wait_says_what_is_missing(cluster: Cluster) -> None:
     wait_for(lambda: leader.leading, 5, "ctl-a to lead")
     vpc = cluster.engine().create("vpc", {"name": "v", "region": "r1"})
     cluster.engine().create("attachment", {"vpc_id": vpc.id, "workload": "w1", "host": "c1"})
-    rev = lone.request_converge()
-    try:
-        with pytest.raises(TemporaryError, match=r"still converging: hosts c1 \(leader ctl-a\)"):
-            lone.wait_converged(rev, 1.0, None, never)
-        with pytest.raises(TemporaryError, match=r"still converging: hosts c1 \(leader ctl-a\)"):
-            leader.wait_converged(rev, 0.3, None, never)
-    finally:
-        release.set()
+    # Slow but alive: c1 keeps heartbeating (a silent host would be marked down and not waited for).
+    with Heartbeater(leader, cluster.pool, ["c1"], INTERVAL):
+        rev = lone.request_converge()
+        try:
+            with pytest.raises(TemporaryError, match=r"still converging: hosts c1 \(leader ctl-a\)"):
+                lone.wait_converged(rev, 1.0, None, never)
+            with pytest.raises(TemporaryError, match=r"still converging: hosts c1 \(leader ctl-a\)"):
+                leader.wait_converged(rev, 0.3, None, never)
+        finally:
+            release.set()
     assert lone.wait_converged(rev, 10, None, never).revision >= rev
 
 
