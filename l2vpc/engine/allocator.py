@@ -11,8 +11,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Container, Iterable
 
+from l2vpc.engine.addresses import usable
 from l2vpc.engine.errors import ConflictError, ValidationError
-from l2vpc.engine.model import VPC, Host, usable
+from l2vpc.engine.model import VPC, Host
 from l2vpc.engine.store.base import Transaction
 from l2vpc.hostconfig import INTERFACE_NAMES, MAX_VNI
 

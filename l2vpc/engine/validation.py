@@ -15,8 +15,9 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
 
+from l2vpc.engine.addresses import ip_address, ip_int, ip_network, usable
 from l2vpc.engine.errors import Problem as RuleProblem
-from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment, ip_address, ip_int, ip_network, usable
+from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment
 from l2vpc.engine.topology import Topology
 
 Problem = tuple[str, str]
