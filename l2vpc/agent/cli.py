@@ -265,13 +265,14 @@ def _logging(args: argparse.Namespace) -> None:
     configure_logs(args.log_level, args.log_format)
 
 
-def _listener(address: str | None, agent: Agent, beats: HeartbeatScheduler | None) -> Listener | None:
+def _listener(address: str | None, agent: Agent, beats: HeartbeatScheduler | None,
+              prober: OverlayProber | None) -> Listener | None:
     """The started metrics listener (`--metrics-address`), or None when it is off."""
     if address is None:
         return None
     from l2vpc.agent.metrics import AgentMetrics
 
-    metrics = AgentMetrics(agent, beats)
+    metrics = AgentMetrics(agent, beats, prober)
     try:
         listener = Listener(address, metrics.metrics, ready=metrics.ready)
         listener.start()
@@ -313,7 +314,7 @@ def _run(args: argparse.Namespace) -> int:
                     from l2vpc.agent.pod_control import PodControl
 
                     pods = PodControl(settings, tokens, args.host)
-            listener = _listener(args.metrics_address, agent, beats)
+            listener = _listener(args.metrics_address, agent, beats, prober)
             try:
                 return run(agent, args.listen, tls, heartbeats=beats, cni_socket=args.cni_socket, pod_control=pods)
             finally:

@@ -104,6 +104,19 @@ class _Peer:
     hi: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    """One VXLAN peer as the prober judges it now (for metrics)."""
+
+    peer: str  # underlay address
+    state: str  # one of PEER_STATES
+    needed: int  # IP bytes a probe to it must pass
+    path_mtu: int  # measured (0: not measured: healthy, or no answer at all)
+
+
+PEER_STATES = ("healthy", "degraded", "unreachable")  # degraded: path MTU too small
+
+
 class PeerBook:
     """Which probes to send to which peer when, and what their answers mean (no I/O).
 
@@ -227,6 +240,14 @@ class PeerBook:
         p.degraded, p.reason, p.path_mtu = True, "path_mtu", p.lo
         p.last_measured, p.mode, p.next_due = now, "suspect", now + self.interval
 
+    def states(self) -> tuple[PeerState, ...]:
+        """Every peer's verdict; a peer still being judged (a few lost probes) counts healthy
+        until `fail_after` rounds say otherwise, as in `observations`."""
+        return tuple(
+            PeerState(ip, "healthy" if not p.degraded else "degraded" if p.reason == "path_mtu" else "unreachable",
+                      p.needed, p.path_mtu if p.degraded and p.reason == "path_mtu" else 0)
+            for ip, p in sorted(self.peers.items()))
+
     def observations(self) -> tuple[Observation, ...]:
         out = []
         for ip, p in sorted(self.peers.items()):
@@ -305,6 +326,11 @@ class OverlayProber:
         plus `peers` and `degraded` gauges."""
         with self._lock:
             return {**self.counters, "peers": len(self.book.peers), "degraded": len(self._observations)}
+
+    def peer_states(self) -> tuple[PeerState, ...]:
+        """Each peer's verdict now (healthy | degraded | unreachable, measured path MTU)."""
+        with self._lock:
+            return self.book.states()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="overlay-probe", daemon=True)

@@ -17,6 +17,9 @@ Read at scrape time from the store (`Snapshot`, at most once per SNAPSHOT_MAX_AG
     l2vpc_leader_term, l2vpc_leader                  the recorded term; 1 when this one leads
     l2vpc_direct_connect_bgp_established{direct_connect}, ..._learned_prefixes{direct_connect}
     l2vpc_vpn_tunnel_state{vpn,state}                1 for the tunnel's state (up|connecting|down)
+    l2vpc_overlay_degraded_pairs{reason}             failing (VPC, host pair) rows the hosts report
+                                                     (engine/overlay.py): path_mtu | peer_not_responding
+    l2vpc_overlay_degraded_vpcs                      VPCs with at least one failing pair
 
 Labels are method names, gRPC code names, host and object ids, reason codes: bounded sets.
 A scrape of a controller with 1,000 hosts stays far below 1 MB (bench/bench_metrics.py).
@@ -36,7 +39,9 @@ from prometheus_client.registry import Collector
 from l2vpc.controller.leader import read_leader
 from l2vpc.controller.planestore import PlaneStore, open_plane
 from l2vpc.controller.reconciler import CONVERGED_KEY, DESIRED
+from l2vpc.engine import overlay
 from l2vpc.engine.executor import ExecutionResult
+from l2vpc.engine.model import VPC
 from l2vpc.engine.store.base import Store
 from l2vpc.hostconfig import HostConfig
 from l2vpc.observability.metrics import Metrics, escape, label_value, text_family
@@ -47,6 +52,7 @@ HOST_BUCKETS = (0.05, 0.25, 1.0, 5.0, 30.0)
 API_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0)
 CONVERGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 VPN_STATES = ("up", "connecting", "down")
+OVERLAY_REASONS = ("path_mtu", "peer_not_responding")
 REPAIR_REASONS = ("no_report", "agent_restarted", "generation_regressed", "changed_behind_our_back",
                   "host_came_back", "periodic_resync")
 
@@ -65,10 +71,13 @@ class Snapshot:
     last_seen: dict[str, float]  # host -> store clock of the last recorded heartbeat
     bgp: dict[str, tuple[bool, int]] = field(default_factory=dict)  # direct connect -> (up, learned)
     vpn: dict[str, str] = field(default_factory=dict)  # vpn -> state
+    overlay_pairs: dict[str, int] = field(default_factory=dict)  # reason -> failing (VPC, host pair) rows
+    overlay_vpcs: int = 0  # VPCs with a failing pair
 
 
 def read_snapshot(store: Store | PlaneStore) -> Snapshot:
-    with open_plane(store).transaction() as p:
+    plane = open_plane(store)
+    with plane.transaction() as p:
         now = p.clock()
         leader = read_leader(p)
         desired = p.tx.current_sequence(DESIRED)
@@ -77,6 +86,14 @@ def read_snapshot(store: Store | PlaneStore) -> Snapshot:
         beats = p.heartbeats()
         edges = [o.id for o in hosts if o.data.get("role") == "edge"]
         reports = p.tx.host_reports(edges) if edges else {}
+        # The VPCs are decoded only when some host reports a failing pair (degraded_pairs asks
+        # the index first): a healthy overlay costs the scrape one query of report stamps.
+        degraded = overlay.degraded_pairs(p.tx, overlay.index_for(plane.store),
+                                          (VPC.model_validate(o.data) for o in p.tx.list("vpc")))
+    overlay_pairs = dict.fromkeys(OVERLAY_REASONS, 0)
+    for pairs in degraded.values():
+        for pair in pairs:
+            overlay_pairs[pair.reason] = overlay_pairs.get(pair.reason, 0) + 1
     bgp: dict[str, tuple[bool, int]] = {}
     vpn: dict[str, str] = {}
     for rep in reports.values():
@@ -95,6 +112,7 @@ def read_snapshot(store: Store | PlaneStore) -> Snapshot:
         failed_hosts=len(converged.get("failures") or ()),
         statuses={o.id: str(o.data.get("status", "up")) for o in hosts},
         last_seen={h: b.last_seen for h, b in beats.items()}, bgp=bgp, vpn=vpn,
+        overlay_pairs=overlay_pairs, overlay_vpcs=len(degraded),
     )
 
 
@@ -250,6 +268,14 @@ class _SnapshotCollector(Collector):
             for candidate in VPN_STATES:
                 vpn.add_metric([ident, candidate], 1 if state == candidate else 0)
         yield vpn
+        pairs = GaugeMetricFamily("l2vpc_overlay_degraded_pairs",
+                                  "failing overlay (VPC, host pair) rows the hosts report, by reason",
+                                  labels=["reason"])
+        for reason, count in sorted(s.overlay_pairs.items()):
+            pairs.add_metric([label_value(reason)], count)
+        yield pairs
+        yield GaugeMetricFamily("l2vpc_overlay_degraded_vpcs", "VPCs with a failing overlay host pair",
+                                value=s.overlay_vpcs)
 
 
 class Readiness:

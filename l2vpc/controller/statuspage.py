@@ -9,10 +9,10 @@ topology. Nothing secret is shown (the page names fields one by one; keys never 
 Who may see it (`guard`): clients on loopback, and others presenting an admin token of this
 controller (`Authorization: Bearer l2vpc_...`), as `l2vpc controller status` does.
 
-Overlay health: `StatusPage.overlay` is a callable returning `PairHealth` rows (per VPC and
-host pair: reachable, measured path MTU). Until the agents report overlay probes it is None and
-the section says so; the probes' owner sets it (`page.overlay = ...`), and the page shows
-their rows with the VPCs' own status (a VPC reported `degraded` is marked in its table).
+Overlay health: the failing host pairs the agents report (engine/overlay.py), read with the
+plane's status (`PlaneStatus.overlay`): per VPC the host, its peer, the measured path MTU and the
+MTU the VPC needs on the underlay; a VPC with such a pair is `degraded` in its table too.
+`StatusPage.overlay`, when set, is a callable returning `PairHealth` rows used instead.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from l2vpc.controller.auth import Authenticator, AuthError, format_time
-from l2vpc.controller.contract import PlaneStatus
+from l2vpc.controller.contract import OverlayPair, PlaneStatus
 from l2vpc.engine.topology import Topology
 from l2vpc.observability.listener import Request, Response
 
@@ -38,9 +38,17 @@ class PairHealth:
     vpc: str
     host_a: str
     host_b: str
-    state: str  # healthy | degraded | unknown
+    state: str  # healthy | degraded (path MTU) | unreachable | unknown
     path_mtu: int | None = None  # measured, bytes
     detail: str = ""
+    needed_mtu: int | None = None  # what the VPC's frames need on the underlay (its MTU + 50)
+
+
+def pair_health(pair: OverlayPair) -> PairHealth:
+    """A failing pair as the agents report it, as a row of the page."""
+    return PairHealth(pair.vpc_id, pair.host, pair.peer_host or pair.peer_ip,
+                      "degraded" if pair.reason == "path_mtu" else "unreachable",
+                      pair.path_mtu or None, pair.detail, pair.needed_mtu or None)
 
 
 OverlayHealth = Callable[[], Sequence[PairHealth]]
@@ -53,7 +61,7 @@ def _e(value: object) -> str:
 def _status(value: str) -> str:
     """A status word in a span whose class colours it."""
     good = {"up", "available", "active", "established", "healthy", "ok", "converged"}
-    bad = {"down", "failed", "degraded", "error"}
+    bad = {"down", "failed", "degraded", "unreachable", "error"}
     kind = "good" if value in good else "bad" if value in bad else "warn"
     return f'<span class="st {kind}">{_e(value)}</span>'
 
@@ -106,8 +114,11 @@ def render(status: PlaneStatus, topo: Topology, overlay: Sequence[PairHealth] | 
         ports[a.vpc_id] = ports.get(a.vpc_id, 0) + 1
         if a.host:
             carried.setdefault(a.vpc_id, set()).add(a.host)
+    failing = {p.vpc for p in overlay or () if p.state not in ("healthy", "unknown")}
     vpc_rows = []
     for v in sorted(topo.vpcs.values(), key=lambda v: (v.name, v.id)):
+        if v.id in failing and v.status != "degraded":  # the stored status does not know the overlay
+            v = v.model_copy(update={"status": "degraded"})
         where = v.region if v.scope == "single_region" else "multi-region"
         hosts = sorted(carried.get(v.id, ()))
         shown = ", ".join(hosts[:8]) + (f" and {len(hosts) - 8} more" if len(hosts) > 8 else "")
@@ -133,13 +144,15 @@ def render(status: PlaneStatus, topo: Topology, overlay: Sequence[PairHealth] | 
         overlay_html = ('<p class="empty" id="overlay-empty">No overlay probe results: agents do not report '
                         "overlay health yet.</p>")
     else:
-        rows = [f'<tr data-pair="{_e(p.host_a)}|{_e(p.host_b)}" data-status="{_e(p.state)}"><td>'
+        rows = [f'<tr data-pair="{_e(p.host_a)}|{_e(p.host_b)}" data-status="{_e(p.state)}" '
+                f'data-overlay-vpc="{_e(names.get(p.vpc, p.vpc))}"><td>'
                 f"{_e(names.get(p.vpc, p.vpc))}</td><td>{_e(p.host_a)}</td><td>{_e(p.host_b)}</td>"
                 f"<td>{_status(p.state)}</td><td>{_e(p.path_mtu if p.path_mtu is not None else '')}</td>"
+                f"<td>{_e(p.needed_mtu if p.needed_mtu is not None else '')}</td>"
                 f"<td>{_e(p.detail)}</td></tr>" for p in overlay]
-        overlay_html = _table("overlay", ("VPC", "host", "peer", "state", "path MTU", "detail"), rows,
+        overlay_html = _table("overlay", ("VPC", "host", "peer", "state", "path MTU", "needed MTU", "detail"), rows,
                               "Every probed pair is healthy; no pairs to show.")
-    degraded = [v.name for v in topo.vpcs.values() if v.status == "degraded"]
+    degraded = [v.name for v in topo.vpcs.values() if v.status == "degraded" or v.id in failing]
     if degraded:
         overlay_html += f'<p id="overlay-degraded">Degraded VPCs: {_e(", ".join(sorted(degraded)))}</p>'
 
@@ -204,6 +217,7 @@ class StatusPage:
         refused = self.guard(request)
         if refused is not None:
             return refused
-        overlay = self.overlay() if self.overlay is not None else None
-        page = render(self.read_status(), self.read_topology(), overlay, time.time())
+        status = self.read_status()
+        overlay = self.overlay() if self.overlay is not None else [pair_health(p) for p in status.overlay]
+        page = render(status, self.read_topology(), overlay, time.time())
         return Response(200, page.encode(), HTML)

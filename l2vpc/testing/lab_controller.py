@@ -31,7 +31,7 @@ class Controller:
     """`l2vpc controller run` inside namespace `ns`, stopped (SIGTERM) by stop()."""
 
     def __init__(self, ns: str, store: str, listen: str, pki: Path, directory: Path, *, controller_id: str,
-                 heartbeat_interval: float, down_after: float) -> None:
+                 heartbeat_interval: float, down_after: float, metrics_address: str | None = None) -> None:
         self.ready = directory / f"{controller_id}.ready"
         self.log = directory / f"{controller_id}.log"
         argv = ["nsenter", f"--net={netns.path(ns)}", "--", sys.executable, "-c",
@@ -39,6 +39,8 @@ class Controller:
                 "--store", store, "--listen", listen, "--pki", str(pki), "--id", controller_id,
                 "--heartbeat-interval", str(heartbeat_interval), "--down-after", str(down_after),
                 "--resync-interval", "300", "--ready-file", str(self.ready)]
+        if metrics_address is not None:  # inside `ns`; reach it through a Relay
+            argv += ["--metrics-address", metrics_address]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)

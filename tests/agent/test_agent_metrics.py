@@ -1,11 +1,14 @@
 """An agent's metrics and readiness through its real listener (HTTP on loopback), with the
 memory driver: not ready while its config fails to converge, ready once it has; converges
 counted by outcome; edge observations and DHCP leases by their object; the Linux driver's
-lease count read from dnsmasq lease files."""
+lease count read from dnsmasq lease files; the overlay prober's counters and peer verdicts, with
+real probers in two namespaces joined by a 1500-MTU veth."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +19,11 @@ from l2vpc.agent.core import Agent
 from l2vpc.agent.drivers.linux.dhcp_servers import DhcpServers
 from l2vpc.agent.drivers.memory import MemoryDriver
 from l2vpc.agent.metrics import AgentMetrics
+from l2vpc.agent.overlay_probe import OverlayProber, PeerBook
 from l2vpc.hostconfig import BgpPeer, DhcpServer, EdgeRouter, HostConfig, Observation, Segment
+from l2vpc.lab import netns
 from l2vpc.observability.listener import Listener, ListenerError
-from l2vpc.testing.scrape import get, samples, value
+from l2vpc.testing.scrape import get, samples, value, wait_for
 
 HOST, UNDERLAY = "edge1", "10.99.0.1"
 
@@ -133,3 +138,96 @@ def test_a_taken_or_bad_address_is_a_clear_error() -> None:
         listener.stop()
     with pytest.raises(ListenerError, match="is not HOST:PORT"):
         Listener("9100", listener.metrics)
+
+
+@pytest.fixture
+def two_namespaces() -> Iterator[tuple[str, str]]:
+    """Namespaces A (10.77.0.1) and B (10.77.0.2 and .4) on a veth of MTU 1500: nothing above
+    1500 bytes of IP passes between them."""
+    a, b = f"l2am-a-{os.getpid()}", f"l2am-b-{os.getpid()}"
+    made: list[str] = []
+    try:
+        for ns in (a, b):
+            netns.create(ns)
+            made.append(ns)
+        netns.ip("link", "add", "ova", "mtu", "1500", "type", "veth", "peer", "name", "ovb", "mtu", "1500",
+                 "netns", b, netns=a)
+        netns.ip("addr", "add", "10.77.0.1/24", "dev", "ova", netns=a)
+        netns.ip("addr", "add", "10.77.0.2/24", "dev", "ovb", netns=b)
+        netns.ip("addr", "add", "10.77.0.4/24", "dev", "ovb", netns=b)
+        for ns, dev in ((a, "ova"), (b, "ovb")):
+            netns.ip("link", "set", dev, "up", netns=ns)
+        yield a, b
+    finally:
+        for ns in made:
+            netns.remove(ns)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+def test_overlay_probe_counters_and_peer_verdicts_are_metrics(two_namespaces: tuple[str, str],
+                                                               tmp_path: Path) -> None:
+    ns_a, ns_b = two_namespaces
+    port = 7651
+
+    def prober(ns: str, ip: str) -> OverlayProber:
+        return OverlayProber(ip, lambda: netns.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM), port=port,
+                             book=PeerBook(interval=0.2, timeout=0.1, measure_timeout=0.1))
+
+    # A carries a jumbo VPC towards .2 (9050 bytes needed: the 1500 veth is too small), a
+    # 1400 VPC towards .4 (1450 fits), and a VPC towards .3, where nobody answers.
+    a_cfg = HostConfig("a", "10.77.0.1", segments=(Segment(7, "jumbo", 9000, ("10.77.0.2",)),
+                                                   Segment(8, "small", 1400, ("10.77.0.4",)),
+                                                   Segment(9, "gone", 1500, ("10.77.0.3",))))
+    probers = [prober(ns_a, "10.77.0.1"), prober(ns_b, "10.77.0.2"), prober(ns_b, "10.77.0.4")]
+    agent = Agent(MemoryDriver("a", "10.77.0.1"), tmp_path / "state", driver_name="memory")
+    metrics = AgentMetrics(agent, prober=probers[0])
+    listener = Listener("127.0.0.1:0", metrics.metrics, ready=metrics.ready)
+    listener.start()
+    base = f"http://{listener.address}"
+    try:
+        agent.attach_overlay(probers[0])
+        assert agent.push(a_cfg).status == "converged"  # the agent tells its prober the peers
+        probers[1].configure(HostConfig("b", "10.77.0.2", segments=(Segment(7, "jumbo", 9000, ("10.77.0.1",)),)))
+        probers[2].configure(HostConfig("b", "10.77.0.4", segments=(Segment(8, "small", 1400, ("10.77.0.1",)),)))
+        for p in probers:
+            p.start()
+
+        def judged() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            got = samples(base)
+            return got if got.get(("l2vpc_overlay_peers", (("state", "healthy"),))) == 1 and \
+                got.get(("l2vpc_overlay_peers", (("state", "degraded"),))) == 1 and \
+                got.get(("l2vpc_overlay_peers", (("state", "unreachable"),))) == 1 else None
+
+        got = wait_for(judged, 15, "one healthy, one degraded (path MTU), one unreachable peer")
+        # A veth takes frames up to its MTU (+4 for a VLAN tag the search may find).
+        mtu = got[("l2vpc_overlay_path_mtu_min_bytes", ())]
+        assert 1500 <= mtu <= 1504, got
+        assert got[("l2vpc_overlay_peer_path_mtu_bytes", (("peer", "10.77.0.2"),))] == mtu
+        # Only the peer degraded by its MTU has a per-peer series.
+        assert [k for k in got if k[0] == "l2vpc_overlay_peer_path_mtu_bytes"] == [
+            ("l2vpc_overlay_peer_path_mtu_bytes", (("peer", "10.77.0.2"),))]
+        stats = probers[0].stats()
+        assert got[("l2vpc_overlay_probes_sent_total", ())] >= 6
+        assert 0 < got[("l2vpc_overlay_probes_answered_total", ())] < got[("l2vpc_overlay_probes_sent_total", ())]
+        assert got[("l2vpc_overlay_probe_send_errors_total", ())] >= 1  # 9050 bytes refused at the 1500 veth
+        assert got[("l2vpc_overlay_peer_probes_answered_total", ())] >= 1  # B probes A too
+        assert got[("l2vpc_overlay_probes_sent_bytes_total", ())] >= 1450
+        assert stats["probes_sent"] >= got[("l2vpc_overlay_probes_sent_total", ())]  # counters only grow
+
+        # The jumbo VPC gone from A: that peer goes from the metrics, nothing is degraded.
+        assert agent.push(dataclasses.replace(a_cfg, generation=2, segments=a_cfg.segments[1:])).status == \
+            "converged"
+        got = samples(base)
+        assert got[("l2vpc_overlay_peers", (("state", "degraded"),))] == 0
+        assert ("l2vpc_overlay_path_mtu_min_bytes", ()) not in got
+        assert not [k for k in got if k[0] == "l2vpc_overlay_peer_path_mtu_bytes"]
+    finally:
+        listener.stop()
+        for p in probers:
+            p.close()
+        agent.close()
+
+
+def test_an_agent_without_a_prober_has_no_overlay_metrics(served: tuple[Agent, MemoryDriver, str]) -> None:
+    assert not [k for k in samples(served[2]) if k[0].startswith("l2vpc_overlay_")]

@@ -1,7 +1,8 @@
 """Issue 12, overlay health by packets: a jumbo VPC (MTU 9000) across two lab hosts; the underlay
 switch's port towards host2 gets a 1500 MTU (jumbo frames dropped silently, pings still pass) →
 within ~10 s the VPC is degraded, naming the pair and the measured path MTU, in the VPC's status,
-`l2vpc controller status` (text and JSON); the MTU restored → healthy again.
+`l2vpc controller status` (text and JSON), the controller's /metrics and its status page (loaded
+by headless Chromium); the MTU restored → healthy again.
 
 Real everything: namespaces, agents on the Linux driver probing each other over the underlay, a
 controller process on PostgreSQL recording what they report (as test_agents_partition.py).
@@ -26,13 +27,16 @@ from l2vpc.engine.store import open_store
 from l2vpc.lab.lab import Lab, LabController
 from l2vpc.lab.topology import MANAGEMENT_IP, LabTopology
 from l2vpc.testing.lab_controller import Controller, Relay, socket_url
+from l2vpc.testing.scrape import get, samples
 
 from ._api_helpers import Client, make_pki
+from ._browser_helpers import CHROMIUM, Rows, chromium
 from ._plane_helpers import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 
 PORT = 7701
+METRICS_PORT = 7702  # on loopback in the switch namespace: the status page needs no token there
 INTERVAL = 0.5
 LOWERED = 1500
 DETECT_WITHIN = 10.0
@@ -40,9 +44,15 @@ DETECT_WITHIN = 10.0
 
 class Site:
     def __init__(self, lab: Lab, client: Client, admin: str, tenant: str, relay: str, pki: Path,
-                 token_file: Path) -> None:
+                 token_file: Path, metrics: str) -> None:
         self.lab, self.client, self.admin, self.tenant = lab, client, admin, tenant
         self.relay, self.pki, self.token_file = relay, pki, token_file
+        self.metrics = metrics  # http://... of the controller's metrics listener
+
+    def degraded_pairs(self) -> dict[str, float]:
+        """l2vpc_overlay_degraded_pairs by reason, as the controller's /metrics says now."""
+        return {dict(labels)["reason"]: v for (name, labels), v in samples(self.metrics).items()
+                if name == "l2vpc_overlay_degraded_pairs"}
 
     def status(self) -> cpb.StatusReply:
         return self.client.call("Status", cpb.StatusRequest(), self.admin)
@@ -71,27 +81,32 @@ def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
     lab = Lab(str(tmp_path / "state.db"), pki_dir=pki)
     controller: Controller | None = None
     relay: Relay | None = None
+    metrics: Relay | None = None
     client: Client | None = None
     try:
         lab.up(topo, "linux", controller=LabController(f"{MANAGEMENT_IP}:{PORT}", pki / "ca.pem", tokens,
                                                        server_name="controller"))
         controller = Controller(lab.switch_netns, socket_url(db), f"{MANAGEMENT_IP}:{PORT}", pki, tmp_path,
-                                controller_id="c1", heartbeat_interval=INTERVAL, down_after=3.0)
+                                controller_id="c1", heartbeat_interval=INTERVAL, down_after=3.0,
+                                metrics_address=f"127.0.0.1:{METRICS_PORT}")
         relay = Relay(lab.switch_netns, MANAGEMENT_IP, PORT)
+        metrics = Relay(lab.switch_netns, "127.0.0.1", METRICS_PORT)
         client = Client(relay.address, pki / "ca.pem")
-        yield Site(lab, client, admin, tenant, relay.address, pki, token_file)
+        yield Site(lab, client, admin, tenant, relay.address, pki, token_file, f"http://{metrics.address}")
     finally:
         if client is not None:
             client.close()
-        if relay is not None:
-            relay.close()
+        for r in (relay, metrics):
+            if r is not None:
+                r.close()
         if controller is not None:
             controller.stop()
         warnings = lab.down()
         assert not [w for w in warnings if "still carries" not in w], warnings
 
 
-def test_a_smaller_underlay_mtu_degrades_the_jumbo_vpc_naming_pair_and_mtu_then_heals(site: Site, capsys: Any) -> None:
+def test_a_smaller_underlay_mtu_degrades_the_jumbo_vpc_naming_pair_and_mtu_then_heals(site: Site, capsys: Any,
+                                                                                       tmp_path: Path) -> None:
     wait_for(lambda: {h.name: h.status for h in site.status().hosts} == {"host1": "up", "host2": "up"}, 60,
              "both lab agents registered over the underlay")
     vpc = site.client.create(site.tenant, "vpc", {"name": "jumbo", "region": "us-east", "mtu": 9000})
@@ -107,6 +122,7 @@ def test_a_smaller_underlay_mtu_degrades_the_jumbo_vpc_naming_pair_and_mtu_then_
     assert list(site.status().overlay) == []
     assert site.client.get(site.tenant, "vpc", vpc["id"])["status"] == "available"
     assert "overlay: healthy" in site.cli_status(capsys)
+    assert site.degraded_pairs() == {"path_mtu": 0, "peer_not_responding": 0}
 
     site.lab.set_uplink_mtu("host2", LOWERED)
     try:
@@ -135,8 +151,31 @@ def test_a_smaller_underlay_mtu_degrades_the_jumbo_vpc_naming_pair_and_mtu_then_
         data = json.loads(site.cli_status(capsys, "--json"))
         assert {o["vpc"] for o in data["overlay"]} == {"jumbo"}, data["overlay"]
         assert all(LOWERED <= o["path_mtu"] <= LOWERED + 4 for o in data["overlay"]), data["overlay"]
+
+        # Each host reports its side once its own probes have been judged: wait for both, then
+        # the controller's metrics count the same rows (read at scrape time, cached ~1 s).
+        pairs = wait_for(lambda: [p for p in site.status().overlay if p.reason == "path_mtu"]
+                         if len(site.status().overlay) == 2 else [], DETECT_WITHIN, "both sides of the pair")
+        wait_for(lambda: site.degraded_pairs() == {"path_mtu": 2, "peer_not_responding": 0}, 5,
+                 "l2vpc_overlay_degraded_pairs on /metrics")
+        assert samples(site.metrics)[("l2vpc_overlay_degraded_vpcs", ())] == 1
+        if CHROMIUM is not None:  # the status page as a browser renders it
+            dom = chromium("--dump-dom", f"{site.metrics}/status", profile=tmp_path / "chrome")
+            assert dom.returncode == 0, dom.stderr[-2000:]
+            page = Rows()
+            page.feed(dom.stdout)
+            rows = [r for r in page.rows if "data-pair" in r]
+            assert sorted((r["data-overlay-vpc"], r["data-pair"], r["data-status"]) for r in rows) == [
+                ("jumbo", "host1|host2", "degraded"), ("jumbo", "host2|host1", "degraded")], rows
+            vpcs = {r["data-vpc"]: r["data-status"] for r in page.rows if "data-vpc" in r}
+            assert vpcs == {"jumbo": "degraded", "small": "available"}, vpcs
+            text = " ".join(page.text)
+            assert re.search(r"\b150[0-4]\b", text) and "9050" in text, text
     finally:
         site.lab.set_uplink_mtu("host2", None)
     wait_for(lambda: not list(site.status().overlay), 30, "the VPC healthy again")
     assert site.client.get(site.tenant, "vpc", vpc["id"])["status"] == "available"
     assert "overlay: healthy" in site.cli_status(capsys)
+    wait_for(lambda: site.degraded_pairs() == {"path_mtu": 0, "peer_not_responding": 0}, 5, "metrics healthy")
+    status, body = get(f"{site.metrics}/status")
+    assert status == 200 and "Every probed pair is healthy" in body and 'data-pair=' not in body
