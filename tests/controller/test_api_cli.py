@@ -20,6 +20,7 @@ from l2vpc._proto import controller_pb2 as pb
 from l2vpc.cli import main
 from l2vpc.controller import auth
 from l2vpc.controller.cli import parse_duration
+from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.store import open_store
 
 from ._api_helpers import Client, rejected
@@ -52,13 +53,36 @@ def test_token_commands(db: Any, capsys: pytest.CaptureFixture[str], tmp_path: P
 
     path = tmp_path / "agent.token"
     rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "agent",
-                           "--host", "h1", "--output", str(path))
-    assert rc == 0 and out == ""
+                           "--host", "h1", "--output", str(path), "--no-expiry")
+    assert rc == 0 and out == "" and "never expires" in err
     assert auth.parse_token(path.read_text().strip()) is not None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
-    rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "tenant")
+    rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "tenant",
+                           "--ttl", "1h")
     assert rc == 1 and "--tenant: required for role tenant" in err and out == ""
+    # A lifetime of 0 or less is refused, naming --ttl and what is allowed; never-expiring
+    # tokens only by asking for them.
+    store = open_store(db.url)
+    count = len(auth.list_tokens(store))
+    for flags, words in ((["--ttl", "0s"], "--ttl: 0 s is not allowed: give more than 0"),
+                         (["--ttl", "0"], "--ttl: 0 s is not allowed"),
+                         (["--ttl=-5s"], "--ttl: -5 s is not allowed"),
+                         (["--ttl", "11000d"], "at most 10 years"),
+                         ([], "--ttl: required"),
+                         (["--ttl", "1h", "--no-expiry"], "--ttl, --no-expiry: give one of them")):
+        rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "tenant",
+                               "--tenant", "acme", *flags)
+        assert rc == 1 and words in err and out == "", (flags, err)
+        assert "--no-expiry" in err or "at most" in err
+    try:
+        assert len(auth.list_tokens(store)) == count
+        for ttl in (0, -1.0, float("inf")):
+            with pytest.raises(ValidationError, match="ttl: must be more than 0 seconds"):
+                auth.create_token(store, "admin", ttl=ttl)
+        assert len(auth.list_tokens(store)) == count
+    finally:
+        store.close()
 
     rc, out, _ = run_cli(capsys, "controller", "token", "revoke", "--store", db.url, token_id)
     assert rc == 0
