@@ -81,7 +81,9 @@ def cluster(db: Any, secret_key: str, tmp_path: Path, monkeypatch: pytest.Monkey
             agents.append(agent)
             agent.start()
         deadline = time.monotonic() + 30
-        while sorted(r[0] for r in db.raw("SELECT id FROM objects WHERE kind = 'host'")) != ["host1", "host2", "host3"]:
+        registered = ("SELECT id FROM objects WHERE kind = 'host' AND data->>'status' = 'up' "
+                      "AND data->>'agent_address' IS NOT NULL")  # enrolled, and then registered by its agent
+        while sorted(r[0] for r in db.raw(registered)) != ["host1", "host2", "host3"]:
             assert time.monotonic() < deadline, "agents did not register: " + "".join(
                 a.log.read_text() for a in agents)
             time.sleep(0.1)
