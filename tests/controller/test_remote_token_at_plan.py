@@ -13,7 +13,14 @@ import pytest
 from l2vpc.controller import auth
 from l2vpc.engine.store import open_store
 
-from ._remote_helpers import ControllerProcess, RemoteWorkspace, make_pki, terraform_env, tenant_objects, tokens
+from ._remote_helpers import (
+    ControllerProcess,
+    RemoteWorkspace,
+    make_pki,
+    tenant_objects,
+    terraform_env,
+    tokens,
+)
 
 pytestmark = pytest.mark.terraform
 
