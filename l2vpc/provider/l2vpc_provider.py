@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from l2vpc import __version__, paths
+from l2vpc.engine.errors import L2vpcError
 from l2vpc.provider.client import EngineClient
 from l2vpc.provider.cty import Unknown
 from l2vpc.provider.diagnostics import Diagnostics
@@ -94,8 +95,21 @@ class L2vpcProvider(Provider):
             settings["token"] = settings["ca_file"] = None
             if settings.get("state_path") is None:
                 settings["state_path"] = paths.default_state_path()
+        client = EngineClient(settings, self.stop_event)
+        if client.remote:
+            # A bad token fails the plan here, not the apply after it (creates call nobody at plan).
+            try:
+                client.check_token()
+            except L2vpcError as e:
+                client.close()
+                # No attribute path: Terraform would print the configuration line, token and all.
+                where = "the provider's token" if origin["token"] == "token" else f"${TOKEN_ENV}"
+                diags.error("Controller refused the token",
+                            f"{e}. The token is {where}; a tenant token comes from "
+                            "`l2vpc controller token create --role tenant --tenant NAME --ttl 30d`.")
+                return
         self.settings = settings
-        self.client = EngineClient(settings, self.stop_event)
+        self.client = client
         self.client.warm_up()
 
     def error_diagnostics(self, exc: Exception) -> Diagnostics | None:
