@@ -98,7 +98,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--controller-ca", default=None, help="with --controller: CA certificate of its TLS")
     up.add_argument("--controller-name", default=None, help="with --controller: the name in its certificate")
     up.add_argument("--controller-tokens", default=None,
-                    help="with --controller: file (mode 0600) of HOST TOKEN lines, an agent token per host")
+                    help="with --controller: file (mode 0600) of HOST TOKEN lines, an agent token per host "
+                         "(`l2vpc controller host enroll --hosts FILE --token-output TOKENS` writes one)")
     up.add_argument("--pki", default=None,
                     help="CA directory to issue the agents' certificates from (with --controller: the "
                          "controller's, so agents accept it; default: pki/ beside the state)")
