@@ -123,6 +123,14 @@ def terraform_env(root: Path) -> dict[str, str]:
     return {**dev_override(root), "TMPDIR": str(root)}
 
 
+def use_terraform_env(root: Path, monkeypatch: Any) -> None:
+    """Terraform runs as terraform_env says, with no L2VPC_* connection of the caller's."""
+    for key, value in terraform_env(root).items():
+        monkeypatch.setenv(key, value)
+    for key in ("L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE", "L2VPC_STATE_PATH"):
+        monkeypatch.delenv(key, raising=False)
+
+
 def tenant_objects(db: Any) -> list[tuple[str, str, str]]:
     """(kind, tenant, name or workload) of every tenant object, behind the controllers' backs."""
     rows = db.raw(f"SELECT kind, tenant, data::text FROM objects WHERE kind IN {TENANT_OBJECTS} ORDER BY kind, id")

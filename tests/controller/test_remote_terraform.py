@@ -34,8 +34,8 @@ from ._remote_helpers import (
     RemoteWorkspace,
     make_pki,
     tenant_objects,
-    terraform_env,
     tokens,
+    use_terraform_env,
 )
 
 pytestmark = pytest.mark.terraform
@@ -64,10 +64,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(db: Any, secret_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    for key, value in terraform_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    for key in ("L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE", "L2VPC_STATE_PATH"):
-        monkeypatch.delenv(key, raising=False)
+    use_terraform_env(tmp_path, monkeypatch)
     ca = make_pki(tmp_path / "pki")
     controller = ControllerProcess(db.url, tmp_path / "pki", tmp_path)
     sockdir = Path(tempfile.mkdtemp(prefix="l2r", dir="/tmp"))  # unix socket paths must stay short

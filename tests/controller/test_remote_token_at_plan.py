@@ -18,8 +18,8 @@ from ._remote_helpers import (
     RemoteWorkspace,
     make_pki,
     tenant_objects,
-    terraform_env,
     tokens,
+    use_terraform_env,
 )
 
 pytestmark = pytest.mark.terraform
@@ -41,10 +41,7 @@ resource "l2vpc_vpc" "apps" {
 
 @pytest.fixture
 def controller(db: Any, secret_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ControllerProcess]:
-    for key, value in terraform_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    for key in ("L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE", "L2VPC_STATE_PATH"):
-        monkeypatch.delenv(key, raising=False)
+    use_terraform_env(tmp_path, monkeypatch)
     make_pki(tmp_path / "pki")
     proc = ControllerProcess(db.url, tmp_path / "pki", tmp_path)
     try:
