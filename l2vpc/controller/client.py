@@ -40,7 +40,7 @@ from l2vpc._proto import controller_pb2 as pb
 from l2vpc._proto import controller_pb2_grpc as pb_grpc
 from l2vpc.controller.errors import ERROR_KEY, from_rpc
 from l2vpc.engine.api import MODELS
-from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, UserError
+from l2vpc.engine.errors import AuthenticationError, L2vpcError, NotFoundError, TemporaryError, UserError
 from l2vpc.engine.model import REDACTED, VPC, Host
 from l2vpc.hostconfig.failures import HostFailure, code_of
 from l2vpc.observability.logs import REQUEST_ID_METADATA, current_request_id, new_request_id
@@ -166,7 +166,7 @@ class RemoteEngine:
         return _model(MODELS[kind], reply.data_json, f"{kind} {reply.id}")
 
     def check_token(self, timeout: float = CHECK_TOKEN_TIMEOUT) -> None:
-        """UserError when the controller refuses our token (invalid, expired, revoked, or not a
+        """AuthenticationError when the controller refuses our token (invalid, expired, revoked, or not a
         tenant's): a provider asks when it is configured, so a plan fails with the reason before
         anything is applied. Any other failure (unreachable, slow) is left to the calls that
         follow, which retry and name it."""
@@ -177,7 +177,9 @@ class RemoteEngine:
         except grpc.RpcError as e:
             code = e.code() if isinstance(e, grpc.Call) else None
             if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                raise _error(e, self.endpoint) from None
+                # Either way this token cannot do what Terraform will ask (an agent's, say).
+                details = e.details() if isinstance(e, grpc.Call) else ""
+                raise AuthenticationError(f"controller refused the token: {details}") from None
             log.debug("controller %s: token check inconclusive: %s", self.endpoint, code)
 
     # ------------------------------------------------------------------ hosts

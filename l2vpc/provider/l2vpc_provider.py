@@ -102,11 +102,10 @@ class L2vpcProvider(Provider):
                 client.check_token()
             except L2vpcError as e:
                 client.close()
-                # No attribute path: Terraform would print the configuration line, token and all.
-                where = "the provider's token" if origin["token"] == "token" else f"${TOKEN_ENV}"
-                diags.error("Controller refused the token",
-                            f"{e}. The token is {where}; a tenant token comes from "
-                            "`l2vpc controller token create --role tenant --tenant NAME --ttl 30d`.")
+                # Reported without an attribute path: Terraform would print the configuration
+                # line, token and all.
+                if not report_engine_error(e, diags):
+                    raise
                 return
         self.settings = settings
         self.client = client

@@ -71,7 +71,7 @@ def test_a_bad_token_fails_the_plan(controller: ControllerProcess, db: Any, tmp_
         ws.ok("init", "-input=false")
         planned = ws.tf("plan", "-input=false")
         assert planned.rc == 1, (name, planned)
-        assert "Controller refused the token" in planned.text and words in planned.text, (name, planned)
+        assert "Authentication failed" in planned.text and words in planned.text, (name, planned)
         assert token.split("_", 2)[-1] not in planned.text  # the secret never shows
     ws = RemoteWorkspace(tmp_path / "good", controller.endpoint, good, ca)
     ws.write(CREATES_ONLY)
