@@ -464,7 +464,7 @@ def _status(args: argparse.Namespace) -> int:
                 details = e.details() if isinstance(e, grpc.Call) else str(e)
                 if code == "UNAUTHENTICATED":
                     raise CliError(f"authentication failed at {endpoint}: {details}; give an admin token "
-                                   "(`l2vpc controller token create --role admin`)") from None
+                                   "(`l2vpc controller token create --role admin --ttl 7d`)") from None
                 if code != "UNAVAILABLE":
                     raise CliError(f"controller at {endpoint}: {code}: {details}") from None
                 failed.append(f"{endpoint}: {details}")
