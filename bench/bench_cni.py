@@ -47,6 +47,7 @@ from l2vpc.agentapi.channel import host_metadata, open_channel, stub
 from l2vpc.cni import spec
 from l2vpc.cni.plugin import call_agent
 from l2vpc.controller.auth import create_token
+from l2vpc.controller.enrollment import enroll_hosts
 from l2vpc.engine.agent_client import engine_tls
 from l2vpc.engine.store import open_store
 from l2vpc.lab import lab_pods, netns, pods
@@ -314,6 +315,7 @@ def main() -> int:
         topo = LabTopology.build(hosts=2)
         store = open_store(schema.url)
         try:
+            enroll_hosts(store, topo.host_documents())  # the operator says what each host is
             tokens = {h.name: create_token(store, "agent", host=h.name)[1] for h in topo.hosts}
             tenant = create_token(store, "tenant", tenant="bench")[1]
             admin = create_token(store, "admin")[1]

@@ -11,14 +11,18 @@ Roles:
     agent    bound to one host name: Register and Heartbeat for that host only
     admin    everything (object calls of any tenant, Status, token management)
 
-    token_id, text = create_token(store, "tenant", tenant="acme", ttl=86400)
+    token_id, text = create_token(store, "tenant", tenant="acme", ttl=86400)   # ttl=None: never expires
     auth = Authenticator(store)
     principal = auth.authenticate(context.invocation_metadata())   # or raises AuthError
 
 `Authenticator` keeps a snapshot of every live token's digest, reloaded from the store every
 `cache_seconds` in one transaction: heartbeats of a thousand agents do not read the database on
-every call, and a revoke takes effect within `cache_seconds`. Nothing here logs or stores a
-token's secret.
+every call, and a revoke takes effect within `cache_seconds`. A token created since the last
+reload is read on its own, at a bounded rate; past that rate (a flood of made-up ids) callers
+wait for one shared reload instead, so a good new token still works at once and the flood
+costs at most one store read at a time. Refusals say "expired" or "revoked" (with what to do)
+only to the holder of the token's secret; anything else is "invalid token". Nothing here
+logs or stores a token's secret.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ _ID_RE = re.compile(r"^tok-[0-9a-f]{12}$")
 # url-safe base64 of SECRET_BYTES bytes, unpadded (token_urlsafe): 43 characters.
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _MAX_TTL = 10 * 365 * 86400.0
-# Store reads for token ids not in the snapshot: at most this many per second (burst: MISS_BURST).
+# Store reads for token ids not in the snapshot: at most this many per second (burst: MISS_BURST);
+# past that, at most this many shared reloads of the snapshot per second.
 MISS_RATE = 20.0
 MISS_BURST = 50
 
@@ -129,14 +134,30 @@ def validate_scope(role: str, tenant: str, host: str) -> None:
         raise ValidationError(problems)
 
 
+def check_ttl(ttl: float | None) -> None:
+    """`ttl` is None (never expires) or more than 0 and at most 10 years (ValidationError on `ttl`).
+    0 is refused: it reads like "expires at once", and a token that never expires must be asked
+    for explicitly."""
+    if ttl is None:
+        return
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or not 0 < ttl <= _MAX_TTL:
+        shown = f"{ttl:g}" if isinstance(ttl, int | float) and not isinstance(ttl, bool) else repr(ttl)
+        raise ValidationError(f"must be more than 0 seconds and at most 10 years ({_MAX_TTL:.0f} s), got {shown}; "
+                              "a token that never expires is asked for explicitly (no ttl)", path="ttl")
+
+
 def create_token(store: Store | PlaneStore, role: str, *, tenant: str = "", host: str = "",
-                 ttl: float = 0.0) -> tuple[str, str]:
-    """A new token: returns (id, text). `ttl` seconds until it expires, 0 for never.
+                 ttl: float | None = None) -> tuple[str, str]:
+    """A new token: returns (id, text). `ttl` seconds until it expires (> 0), None for never.
     The text is the only copy of the secret: hand it to its user, do not keep it."""
-    validate_scope(role, tenant, host)
-    if not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl < 0 or ttl > _MAX_TTL:
-        raise ValidationError(f"must be 0 (never expires) or a number of seconds up to {_MAX_TTL:.0f}",
-                              path="ttl")
+    problems: list[tuple[str, str]] = []
+    for check in (lambda: validate_scope(role, tenant, host), lambda: check_ttl(ttl)):
+        try:
+            check()
+        except ValidationError as e:
+            problems += e.problems
+    if problems:
+        raise ValidationError(problems)
     token_id = f"tok-{secrets.token_hex(6)}"
     secret = secrets.token_urlsafe(SECRET_BYTES)
     now = time.time()
@@ -146,7 +167,7 @@ def create_token(store: Store | PlaneStore, role: str, *, tenant: str = "", host
         "host": host,
         "digest": _digest(secret),
         "created": now,
-        "expires": now + ttl if ttl else 0,
+        "expires": now + ttl if ttl is not None else 0,
         "revoked": 0,
     }
     with open_plane(store).transaction() as p:
@@ -191,14 +212,14 @@ def parse_token(text: str) -> tuple[str, str] | None:
 class _Entry:
     digest: str
     principal: Principal
-    revoked: bool
+    revoked: float  # when it was revoked (unix time); 0: live
 
 
 def _entry(so: StoredObject) -> _Entry:
     d = so.data
     principal = Principal(so.id, str(d.get("role", "")), str(d.get("tenant", "")), str(d.get("host", "")),
                           float(d.get("expires", 0)))
-    return _Entry(str(d.get("digest", "")), principal, bool(d.get("revoked")))
+    return _Entry(str(d.get("digest", "")), principal, float(d.get("revoked") or 0))
 
 
 INVALID = "invalid token"
@@ -231,25 +252,42 @@ class Authenticator:
         try:
             if time.monotonic() - self._loaded_at < self.cache_seconds:
                 return self._entries, self._missing  # another thread just did it
-            started = time.monotonic()
-            with self.plane.transaction() as p:
-                objs = p.tokens()
-            entries = {so.id: _entry(so) for so in objs}
-            with self._lock:
-                self._entries, self._missing, self._loaded_at = entries, set(), started
-                return self._entries, self._missing
+            return self._load()
         finally:
             self._reload.release()
 
+    def _load(self) -> tuple[dict[str, _Entry], set[str]]:
+        """Read every token into a new snapshot (the caller holds `_reload`)."""
+        started = time.monotonic()
+        with self.plane.transaction() as p:
+            objs = p.tokens()
+        entries = {so.id: _entry(so) for so in objs}
+        with self._lock:
+            self._entries, self._missing, self._loaded_at = entries, set(), started
+            return self._entries, self._missing
+
+    def _snapshot_since(self, asked: float) -> dict[str, _Entry]:
+        """A snapshot read after monotonic time `asked`: waits for (or runs) one reload. Threads
+        waiting together share one: however many made-up ids arrive, at most one reload runs at
+        a time, and a token created before the call is in it."""
+        with self._reload:
+            if self._loaded_at >= asked:
+                return self._entries  # a reload that started after `asked` finished meanwhile
+            # At most MISS_RATE reloads a second: the ids waiting meanwhile share the next one.
+            time.sleep(max(0.0, self._loaded_at + 1 / MISS_RATE - time.monotonic()))
+            return self._load()[0]
+
     def _lookup(self, token_id: str) -> _Entry | None:
+        asked = time.monotonic()
         entries, missing = self._fresh_entries()
         found = entries.get(token_id)
         if found is not None or token_id in missing:
             return found
-        # Created since the last reload (a client using a brand-new token): read just this one,
-        # at a bounded rate, so a flood of made-up ids cannot queue up store transactions.
+        # Created since the last reload (a client using a brand-new token): read just this one
+        # while the budget lasts; past it (a flood of made-up ids) wait for the next shared
+        # reload instead of queueing a transaction per id, so a new token still works at once.
         if not self._take_miss_budget():
-            return None
+            return self._snapshot_since(asked).get(token_id)
         with self.plane.transaction() as p:
             so = p.get_token(token_id)
         with self._lock:
@@ -279,8 +317,12 @@ class Authenticator:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, INVALID)
         token_id, secret = parsed
         entry = self._lookup(token_id)
-        if entry is None or not hmac.compare_digest(entry.digest, _digest(secret)) or entry.revoked:
+        if entry is None or not hmac.compare_digest(entry.digest, _digest(secret)):
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED, INVALID)
+        if entry.revoked:  # said only to the holder of the secret
+            raise AuthError(grpc.StatusCode.UNAUTHENTICATED,
+                            f"token {token_id} was revoked at {format_time(entry.revoked)}; "
+                            "create a new one")
         expires = entry.principal.expires
         if expires and self._clock() >= expires:
             raise AuthError(grpc.StatusCode.UNAUTHENTICATED,

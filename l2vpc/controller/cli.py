@@ -4,7 +4,9 @@
     export L2VPC_SECRET_KEY=...        # the same Fernet key on every controller of a cluster
     l2vpc controller run --store postgresql://l2vpc@db/l2vpc --listen 0.0.0.0:7700 --pki /etc/l2vpc/pki
     l2vpc controller token create --store ... --role tenant --tenant acme --ttl 24h   # prints it once
-    l2vpc controller token create --store ... --role agent --host host1 --output host1.token
+    l2vpc controller host enroll host1 --store ... --region us-east --underlay-ip 10.0.0.11 \
+        --token-output host1.token --no-expiry       # what host1 is, fixed here; and its agent token
+    l2vpc controller host enroll --store ... --hosts hosts.json --token-output fleet.tokens --ttl 30d
     l2vpc controller token list --store ...
     l2vpc controller token revoke --store ... tok-0123456789ab
     l2vpc controller quota set --store ... --tenant acme vpc=50 vpn=10   # or --default
@@ -25,6 +27,7 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from l2vpc.cli import CliError
 from l2vpc.controller import auth
@@ -120,7 +123,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tc.add_argument("--role", required=True, choices=auth.ROLES)
     tc.add_argument("--tenant", default="", help="role tenant: the tenant it acts for")
     tc.add_argument("--host", default="", help="role agent: the host it registers and heartbeats for")
-    tc.add_argument("--ttl", type=_duration, default=0.0, help="lifetime, e.g. 24h or 30d (default: never expires)")
+    _ttl_args(tc)
     tc.add_argument("--output", type=Path, default=None,
                     help="write the token to this file (mode 0600) instead of stdout")
     tc.set_defaults(func=_token_create)
@@ -150,6 +153,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     qg.add_argument("--json", action="store_true", help="print JSON")
     qg.set_defaults(func=_quota_show)
 
+    h = csub.add_parser("host", help="enroll hosts: what a host is (role, region, location, addresses) is the "
+                        "operator's word, never its agent's")
+    hsub = h.add_subparsers(dest="host_command", metavar="ACTION", required=True)
+    he = hsub.add_parser("enroll", help="record what a host is (create, or change as the operator); its agent may "
+                         "then register, with exactly this identity")
+    _store_arg(he)
+    he.add_argument("name", nargs="?", default=None, help="the host's name (or --hosts)")
+    he.add_argument("--hosts", type=Path, default=None,
+                    help="JSON list of host documents (name, region, underlay_ip; role, location, public_cidr, ...), "
+                         "as `agent fleet --hosts` and `lab hosts` take and print")
+    he.add_argument("--region", default=None, help="the region the host serves")
+    he.add_argument("--underlay-ip", default=None, help="its underlay (VXLAN source) address")
+    he.add_argument("--role", default=None, choices=("compute", "edge"), help="default compute")
+    he.add_argument("--location", default=None, help="edge hosts: the on-ramp location served, e.g. nyc1")
+    he.add_argument("--public-cidr", default=None, help="edge hosts: the public block VPN gateways get addresses from")
+    he.add_argument("--public-gateway", default=None, help="edge hosts: next hop of the public addresses")
+    he.add_argument("--handoff", default=None, help="edge hosts: the device facing the premises (default xc0)")
+    he.add_argument("--outside", default=None, help="edge hosts: the device on the outside network (default out0)")
+    he.add_argument("--token-output", type=Path, default=None,
+                    help="also create an agent token per host and write it here (mode 0600): the token for one "
+                         "host, HOST TOKEN lines for --hosts (as `agent fleet` and `lab up --controller-tokens` read)")
+    _ttl_args(he, "with --token-output: ")
+    he.set_defaults(func=_host_enroll)
+
     s = csub.add_parser("status", help="leader, revisions, host liveness and recent reconciler events")
     s.add_argument("--endpoint", required=True, help="HOST:PORT of any controller, or a comma list of several "
                    "(tried in turn)")
@@ -160,6 +187,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--timeout", type=_duration, default=10.0)
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=_status)
+
+
+def _ttl_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    p.add_argument("--ttl", type=_signed_duration, default=None,
+                   help=f"{prefix}the token's lifetime, e.g. 24h or 30d (more than 0, at most 10 years)")
+    p.add_argument("--no-expiry", action="store_true", help=f"{prefix}a token that never expires (instead of --ttl)")
+
+
+def _signed_duration(text: str) -> float:
+    """A duration, negative ones too (so `--ttl=-1h` is refused with the rule, not a parse error)."""
+    text = text.strip()
+    return -_duration(text[1:]) if text.startswith("-") else _duration(text)
+
+
+def _token_ttl(args: argparse.Namespace) -> float | None:
+    """The TTL the flags ask for (None: never expires); CliError naming --ttl otherwise."""
+    if args.no_expiry:
+        if args.ttl is not None:
+            raise CliError("--ttl, --no-expiry: give one of them, not both")
+        return None
+    if args.ttl is None:
+        raise CliError("--ttl: required: the token's lifetime, e.g. 24h or 30d (more than 0, at most 10 years); "
+                       "for a token that never expires give --no-expiry")
+    try:
+        auth.check_ttl(args.ttl)
+    except ValidationError:
+        raise CliError(f"--ttl: {args.ttl:g} s is not allowed: give more than 0 and at most 10 years (e.g. 24h, "
+                       "30d); for a token that never expires give --no-expiry") from None
+    return float(args.ttl)
 
 
 def _store_arg(p: argparse.ArgumentParser) -> None:
@@ -213,22 +269,95 @@ def _open(args: argparse.Namespace) -> Store:
 
 
 def _token_create(args: argparse.Namespace) -> int:
+    try:
+        auth.validate_scope(args.role, args.tenant, args.host)
+    except ValidationError as e:
+        raise CliError(_options(e)) from None
+    ttl = _token_ttl(args)
     store = _open(args)
     try:
-        token_id, text = auth.create_token(store, args.role, tenant=args.tenant, host=args.host, ttl=args.ttl)
+        token_id, text = auth.create_token(store, args.role, tenant=args.tenant, host=args.host, ttl=ttl)
     except ValidationError as e:
-        # Name the command-line options, not the fields.
-        raise CliError("; ".join(f"--{p}: {m}" if p else m for p, m in e.problems)) from None
+        raise CliError(_options(e)) from None
     finally:
         store.close()
     scope = f" for tenant {args.tenant}" if args.tenant else f" for host {args.host}" if args.host else ""
-    expiry = f"expires {auth.format_time(time.time() + args.ttl)}" if args.ttl else "never expires"
+    expiry = _expiry(ttl)
     if args.output is not None:
         write_private(args.output, (text + "\n").encode())
         print(f"token {token_id} ({args.role}{scope}, {expiry}) written to {args.output}", file=sys.stderr)
     else:
         print(f"token {token_id} ({args.role}{scope}, {expiry}); it is shown only this once", file=sys.stderr)
         print(text, flush=True)
+    return 0
+
+
+def _options(e: ValidationError) -> str:
+    """A ValidationError's problems naming the command-line options, not the fields."""
+    return "; ".join(f"--{p.replace('_', '-')}: {m}" if p else m for p, m in e.problems)
+
+
+def _expiry(ttl: float | None) -> str:
+    return f"expires {auth.format_time(time.time() + ttl)}" if ttl is not None else "never expires"
+
+
+# ---------------------------------------------------------------------- hosts
+_HOST_FLAGS = ("region", "underlay_ip", "role", "location", "public_cidr", "public_gateway", "handoff", "outside")
+
+
+def _host_documents(args: argparse.Namespace) -> list[dict[str, Any]]:
+    flags = {k: getattr(args, k) for k in _HOST_FLAGS if getattr(args, k) is not None}
+    if args.hosts is not None:
+        given = [f"--{k.replace('_', '-')}" for k in flags] + (["NAME"] if args.name else [])
+        if given:
+            raise CliError(f"{', '.join(given)}: not with --hosts (the file holds every host's document)")
+        try:
+            docs = json.loads(args.hosts.read_text())
+        except OSError as e:
+            raise CliError(f"--hosts: cannot read {args.hosts}: {e.strerror}") from None
+        except ValueError as e:
+            raise CliError(f"--hosts: {args.hosts} is not JSON ({e})") from None
+        if not isinstance(docs, list) or not docs:
+            raise CliError(f"--hosts: {args.hosts} must hold a non-empty JSON list of host documents")
+        # Where a host's agent listens is the agent's to say (lab and fleet files may carry it).
+        return [{k: v for k, v in d.items() if k != "agent_address"} if isinstance(d, dict) else d for d in docs]
+    if not args.name:
+        raise CliError("NAME: give the host's name (or --hosts FILE)")
+    missing = [f"--{k.replace('_', '-')}" for k in ("region", "underlay_ip") if k not in flags]
+    if missing:
+        raise CliError(f"{', '.join(missing)}: required to enroll a host")
+    return [{"name": args.name, **flags}]
+
+
+def _host_enroll(args: argparse.Namespace) -> int:
+    from l2vpc.controller.enrollment import enroll_hosts
+
+    docs = _host_documents(args)
+    ttl = _token_ttl(args) if args.token_output is not None else None
+    if args.token_output is None and (args.ttl is not None or args.no_expiry):
+        raise CliError("--ttl, --no-expiry: only with --token-output (they are the agent tokens' lifetime)")
+    store = _open(args)
+    try:
+        try:
+            hosts = enroll_hosts(store, docs)
+        except ValidationError as e:
+            # One host from flags: name the options; from a file: the documents' paths.
+            if args.hosts is None:
+                raise CliError(_options(ValidationError([(p.removeprefix("hosts[0]."), m)
+                                                          for p, m in e.problems]))) from None
+            raise CliError(f"--hosts: {e}") from None
+        tokens = [(h.name, auth.create_token(store, "agent", host=h.name, ttl=ttl)[1]) for h in hosts] \
+            if args.token_output is not None else []
+    finally:
+        store.close()
+    for h in hosts:
+        edge = f" at {h.location}" + (f", public {h.public_cidr}" if h.public_cidr else "") if h.role == "edge" else ""
+        print(f"enrolled {h.name}: {h.role} in {h.region}{edge}, underlay {h.underlay_ip}", file=sys.stderr)
+    if tokens:
+        text = tokens[0][1] + "\n" if args.name else "".join(f"{n} {t}\n" for n, t in tokens)
+        write_private(args.token_output, text.encode())
+        print(f"{len(tokens)} agent token{'s' if len(tokens) > 1 else ''} ({_expiry(ttl)}) written to "
+              f"{args.token_output}", file=sys.stderr)
     return 0
 
 
@@ -335,7 +464,7 @@ def _status(args: argparse.Namespace) -> int:
                 details = e.details() if isinstance(e, grpc.Call) else str(e)
                 if code == "UNAUTHENTICATED":
                     raise CliError(f"authentication failed at {endpoint}: {details}; give an admin token "
-                                   "(`l2vpc controller token create --role admin`)") from None
+                                   "(`l2vpc controller token create --role admin --ttl 7d`)") from None
                 if code != "UNAVAILABLE":
                     raise CliError(f"controller at {endpoint}: {code}: {details}") from None
                 failed.append(f"{endpoint}: {details}")

@@ -40,7 +40,7 @@ from l2vpc._proto import controller_pb2 as pb
 from l2vpc._proto import controller_pb2_grpc as pb_grpc
 from l2vpc.controller.errors import ERROR_KEY, from_rpc
 from l2vpc.engine.api import MODELS
-from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, UserError
+from l2vpc.engine.errors import AuthenticationError, L2vpcError, NotFoundError, TemporaryError, UserError
 from l2vpc.engine.model import REDACTED, VPC, Host
 from l2vpc.hostconfig.failures import HostFailure, code_of
 from l2vpc.observability.logs import REQUEST_ID_METADATA, current_request_id, new_request_id
@@ -50,6 +50,7 @@ log = logging.getLogger("l2vpc.controller.client")
 MAX_MESSAGE_BYTES = 16 << 20
 DEFAULT_CALL_TIMEOUT = 30.0
 DEFAULT_RETRY_SECONDS = 15.0
+CHECK_TOKEN_TIMEOUT = 3.0  # the token check at configure: longer means "unreachable", told later
 _FIRST_BACKOFF = 0.1
 _MAX_BACKOFF = 1.0
 # Slack on top of the converge wait the controller is asked for, so its own answer (with what
@@ -163,6 +164,23 @@ class RemoteEngine:
 
     def _object(self, kind: str, reply: pb.ObjectReply) -> Any:
         return _model(MODELS[kind], reply.data_json, f"{kind} {reply.id}")
+
+    def check_token(self, timeout: float = CHECK_TOKEN_TIMEOUT) -> None:
+        """AuthenticationError when the controller refuses our token (invalid, expired, revoked, or not a
+        tenant's): a provider asks when it is configured, so a plan fails with the reason before
+        anything is applied. Any other failure (unreachable, slow) is left to the calls that
+        follow, which retry and name it."""
+        try:
+            # Tokens are checked before a request is looked at: an empty id is refused as
+            # INVALID_ARGUMENT once the token passed, and nothing is read from the store.
+            self._stub.Get(pb.GetRequest(kind="vpc", id=""), timeout=timeout)
+        except grpc.RpcError as e:
+            code = e.code() if isinstance(e, grpc.Call) else None
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                # Either way this token cannot do what Terraform will ask (an agent's, say).
+                details = e.details() if isinstance(e, grpc.Call) else ""
+                raise AuthenticationError(f"controller refused the token: {details}") from None
+            log.debug("controller %s: token check inconclusive: %s", self.endpoint, code)
 
     # ------------------------------------------------------------------ hosts
     def hosts(self, region: str | None = None, role: str | None = None) -> builtins.list[Host]:

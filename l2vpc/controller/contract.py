@@ -7,7 +7,7 @@ reconciler can be built and tested apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,6 +71,12 @@ Progress = Callable[[str, str], None]  # (host, message)
 class ControlPlane(Protocol):
     def register(self, host: Host) -> float:
         """Record (create or update) an agent's host; returns the heartbeat interval (s)."""
+        ...
+
+    def register_agent(self, host: Host, given: Iterable[str]) -> float:
+        """An agent's registration of its host (enrollment.py): refused (enrollment.Refused)
+        unless the host is enrolled and every identity field in `given` (the fields the agent
+        spelled out) matches; refreshes only the agent address. Returns the heartbeat interval."""
         ...
 
     def heartbeat(self, host: str, accepted_generation: int, converged_generation: int,

@@ -28,7 +28,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +41,10 @@ from l2vpc.controller.contract import (
     Progress,
     ReconcileEvent,
 )
+from l2vpc.controller.enrollment import Refused, admit
 from l2vpc.controller.leader import CHANNEL, Elector, LeaderRecord, LostLeadership, read_leader
 from l2vpc.controller.liveness import Beat, HeartbeatBuffer, check_heartbeat
-from l2vpc.controller.planestore import Heartbeat, PlaneStore, Subscription, open_plane
+from l2vpc.controller.planestore import Event, Heartbeat, PlaneStore, Subscription, open_plane
 from l2vpc.controller.reconciler import (
     CONVERGED_KEY,
     CONVERGING_KEY,
@@ -56,6 +57,7 @@ from l2vpc.engine import overlay
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, ValidationError
 from l2vpc.engine.executor import AgentPool
+from l2vpc.engine.kinds.context import dump, host_of
 from l2vpc.engine.model import VPC, Host, parse
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import Store
@@ -233,6 +235,33 @@ class ClusterPlane:
         # Counts as a heartbeat. Generation 0 and no digest: the leader re-reads the host,
         # as an agent that (re)starts may have lost its config.
         self._buffer.add(h.name, Beat(time.time(), 0, 0, False, ""))
+        return self.agent_interval
+
+    def register_agent(self, host: Host, given: Iterable[str]) -> float:
+        """An agent's registration (enrollment.py): only an enrolled host, only with its enrolled
+        identity; refreshes the agent address and counts as a heartbeat. A refusal
+        (enrollment.Refused) records an event and changes nothing else."""
+        try:
+            with self.plane.transaction() as p:
+                so = p.tx.get("host", host.name)
+                enrolled = host_of(so) if so is not None else None
+                admitted = admit(enrolled, host, given)
+                if so is not None and enrolled is not None:
+                    if enrolled.status == "down" and enrolled.agent_address is None:
+                        # Enrolled and never heard from: up at its first registration, as a
+                        # host registered without enrollment used to be.
+                        admitted = admitted.model_copy(update={"status": "up"})
+                    if dump(admitted) != so.data:
+                        p.tx.update("host", host.name, dump(admitted), so.generation)
+        except Refused as e:
+            log.warning("registration of host %s refused: %s", host.name, e)
+            with self.plane.transaction() as p:
+                p.add_events([Event(p.clock(), host.name, f"registration refused: {e}")])
+            raise
+        with self._known_lock:
+            self._known.add(host.name)
+        self._pace()
+        self._buffer.add(host.name, Beat(time.time(), 0, 0, False, ""))
         return self.agent_interval
 
     def heartbeat(self, host: str, accepted_generation: int, converged_generation: int,

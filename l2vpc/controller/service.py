@@ -37,6 +37,7 @@ from l2vpc._proto import controller_pb2_grpc as pb_grpc
 from l2vpc.controller.auth import Authenticator, AuthError, Principal
 from l2vpc.controller.batching import CreateBatcher
 from l2vpc.controller.contract import ControlPlane, ConvergeOutcome
+from l2vpc.controller.enrollment import Refused as NotAdmitted
 from l2vpc.controller.errors import to_status
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import L2vpcError, NotFoundError, TemporaryError, ValidationError
@@ -486,9 +487,16 @@ class ControllerService(pb_grpc.ControllerServicer):
     @_rpc(AGENT)
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext,
                  caller: Caller) -> pb.RegisterReply:
-        host = parse(Host, self.document(request.host_json, "host_json"))
+        doc = self.document(request.host_json, "host_json")
+        host = parse(Host, doc)
         self._own_host(caller, host.name, "Register")
-        interval = self.plane.register(host)
+        if caller.principal.role == "admin":
+            interval = self.plane.register(host)  # the operator's word: creates or changes the host
+        else:
+            try:
+                interval = self.plane.register_agent(host, doc.keys())
+            except NotAdmitted as e:  # not enrolled, or another identity than enrolled
+                raise AuthError(grpc.StatusCode.PERMISSION_DENIED, f"Register: {e}") from None
         log.info("host %s registered (agent at %s)", host.name, host.agent_address or "no address")
         return pb.RegisterReply(heartbeat_interval_seconds=interval)
 

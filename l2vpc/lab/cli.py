@@ -23,6 +23,8 @@ With controllers the lab runs (they converge it; the agents register with them):
 
 With a controller the lab does not run (`lab up` fails when the agents cannot reach it):
 
+    l2vpc lab hosts --hosts 3 > lab-hosts.json       # the operator enrolls the lab's hosts, and gets tokens
+    l2vpc controller host enroll --hosts lab-hosts.json --token-output tokens --ttl 7d
     l2vpc lab up --hosts 3 --pki CONTROLLER_PKI_DIR --controller 10.200.255.254:7700 \\
         --controller-ca CONTROLLER_PKI_DIR/ca.pem --controller-tokens tokens   # lines: HOST TOKEN
     # as root the controller must listen on 10.200.255.254 in the lab's underlay switch namespace
@@ -64,11 +66,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     lab = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
 
     up = lab.add_parser("up", help="create hosts, start their agents and register them with the engine")
-    up.add_argument("--hosts", type=int, default=3, help="compute hosts host1..hostN (default 3)")
-    up.add_argument("--regions", default=DEFAULT_REGION, help=f"comma-separated, round-robin (default {DEFAULT_REGION})")
-    up.add_argument("--edges", type=int, default=0, help="edge hosts edge1..edgeM (default 0)")
-    up.add_argument("--locations", default=DEFAULT_LOCATION,
-                    help=f"on-ramp locations of the edges, round-robin (default {DEFAULT_LOCATION})")
+    _topology_args(up)
     up.add_argument("--driver", choices=("auto", "linux", "memory"), default="auto",
                     help="auto: linux as root, else memory")
     up.add_argument("--premises", action="store_true",
@@ -100,7 +98,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--controller-ca", default=None, help="with --controller: CA certificate of its TLS")
     up.add_argument("--controller-name", default=None, help="with --controller: the name in its certificate")
     up.add_argument("--controller-tokens", default=None,
-                    help="with --controller: file (mode 0600) of HOST TOKEN lines, an agent token per host")
+                    help="with --controller: file (mode 0600) of HOST TOKEN lines, an agent token per host "
+                         "(`l2vpc controller host enroll --hosts FILE --token-output TOKENS` writes one)")
     up.add_argument("--pki", default=None,
                     help="CA directory to issue the agents' certificates from (with --controller: the "
                          "controller's, so agents accept it; default: pki/ beside the state)")
@@ -111,6 +110,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                      "controllers: eval \"$(l2vpc lab env)\"")
     _state_arg(env)
     env.set_defaults(func=_env)
+
+    hosts = lab.add_parser("hosts", help="print the host documents `lab up` with the same options makes (JSON), "
+                           "for `l2vpc controller host enroll --hosts` before `lab up --controller`")
+    _topology_args(hosts)
+    hosts.set_defaults(func=_hosts)
 
     down = lab.add_parser("down", help="remove everything the lab created (and only that)")
     _state_arg(down)
@@ -152,6 +156,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=_check)
 
 
+def _topology_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hosts", type=int, default=3, help="compute hosts host1..hostN (default 3)")
+    p.add_argument("--regions", default=DEFAULT_REGION, help=f"comma-separated, round-robin (default {DEFAULT_REGION})")
+    p.add_argument("--edges", type=int, default=0, help="edge hosts edge1..edgeM (default 0)")
+    p.add_argument("--locations", default=DEFAULT_LOCATION,
+                   help=f"on-ramp locations of the edges, round-robin (default {DEFAULT_LOCATION})")
+
+
+def _topology(args: argparse.Namespace) -> LabTopology:
+    return LabTopology.build(args.hosts, _split(args.regions), args.edges, _split(args.locations))
+
+
+def _hosts(args: argparse.Namespace) -> int:
+    try:
+        topo = _topology(args)
+    except TopologyError as e:
+        raise CliError(str(e)) from None
+    print(json.dumps(topo.host_documents(), indent=2))
+    return 0
+
+
 def _state_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", default=None,
                    help="the state file (default: $L2VPC_STATE_PATH, else state.db in $L2VPC_HOME: /var/lib/l2vpc as root, ~/.local/state/l2vpc otherwise)")
@@ -178,7 +203,7 @@ def _split(value: str) -> list[str]:
 def _up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     try:
-        topo = LabTopology.build(args.hosts, _split(args.regions), args.edges, _split(args.locations))
+        topo = _topology(args)
         if args.driver == "memory" or (args.driver == "auto" and os.geteuid() != 0):
             _say(MEMORY_NOTICE)
         if not args.premises and (args.premises_lan != DEFAULT_LAN or args.premises_asn != DEFAULT_ASN

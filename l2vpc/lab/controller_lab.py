@@ -17,7 +17,7 @@ With the memory driver everything runs here on 127.0.0.1.
 
 Store: SQLite in the lab dir by default (controllers on one machine share it; leadership is a
 file lock), a cluster the lab creates and deletes (`--postgres`, see postgres.py), or a URL.
-The lab writes an agent token per host (each agent's 0600 file), an admin token and a tenant
+The lab enrolls its hosts (it is their operator), writes an agent token per host (each agent's 0600 file), an admin token and a tenant
 token (`controllers/admin.token`, `controllers/tenant.token`, 0600) and, for PostgreSQL, a
 sealing key (`controllers/secret.key`) unless L2VPC_SECRET_KEY is set.
 """
@@ -204,6 +204,7 @@ def _store(st: LabState, plan: ControllerPlan, here: Path, progress: Progress) -
 
 def _tokens(st: LabState, topo: LabTopology, store_url: str, here: Path) -> dict[str, str]:
     from l2vpc.controller.auth import create_token
+    from l2vpc.controller.enrollment import enroll_hosts
     from l2vpc.engine.errors import L2vpcError
     from l2vpc.engine.store import open_store
 
@@ -212,6 +213,7 @@ def _tokens(st: LabState, topo: LabTopology, store_url: str, here: Path) -> dict
     except L2vpcError as e:
         raise ControllerStartError(f"controller store: {e}") from None
     try:
+        enroll_hosts(store, topo.host_documents())  # the lab is the operator: it says what each host is
         agents = {h.name: create_token(store, "agent", host=h.name)[1] for h in topo.hosts}
         for role, tenant, path in (("admin", "", here / "admin.token"), ("tenant", TENANT, here / "tenant.token")):
             st.files.append(str(path))

@@ -87,6 +87,11 @@ class LabTopology:
     underlay_cidr: str = UNDERLAY_CIDR
     underlay_mtu: int = UNDERLAY_MTU
 
+    def host_documents(self) -> list[dict[str, str]]:
+        """What each host is, as an operator enrolls it (`controller host enroll --hosts`):
+        the registration without the agent's address."""
+        return [{k: v for k, v in h.registration("").items() if v and k != "agent_address"} for h in self.hosts]
+
     @property
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.underlay_cidr).prefixlen

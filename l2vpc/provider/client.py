@@ -139,6 +139,13 @@ class EngineClient:
                     self._engine, self._close = engine, lambda: _close_embedded(engine)
             return self._engine
 
+    def check_token(self) -> None:
+        """With a controller: L2vpcError when it refuses the token (see RemoteEngine.check_token)."""
+        if self.remote:
+            check = getattr(self.engine, "check_token", None)
+            if check is not None:
+                check()
+
     def warm_up(self) -> None:
         """Import the engine in the background while Terraform is still busy, so the first
         plan or read does not stall every parallel call on the import."""

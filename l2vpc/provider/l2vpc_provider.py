@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from l2vpc import __version__, paths
+from l2vpc.engine.errors import L2vpcError
 from l2vpc.provider.client import EngineClient
 from l2vpc.provider.cty import Unknown
 from l2vpc.provider.diagnostics import Diagnostics
@@ -94,8 +95,20 @@ class L2vpcProvider(Provider):
             settings["token"] = settings["ca_file"] = None
             if settings.get("state_path") is None:
                 settings["state_path"] = paths.default_state_path()
+        client = EngineClient(settings, self.stop_event)
+        if client.remote:
+            # A bad token fails the plan here, not the apply after it (creates call nobody at plan).
+            try:
+                client.check_token()
+            except L2vpcError as e:
+                client.close()
+                # Reported without an attribute path: Terraform would print the configuration
+                # line, token and all.
+                if not report_engine_error(e, diags):
+                    raise
+                return
         self.settings = settings
-        self.client = EngineClient(settings, self.stop_event)
+        self.client = client
         self.client.warm_up()
 
     def error_diagnostics(self, exc: Exception) -> Diagnostics | None:

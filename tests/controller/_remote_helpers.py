@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from l2vpc.controller import auth
+from l2vpc.controller.enrollment import enroll_hosts
 from l2vpc.engine.store import open_store
 from l2vpc.pki import CertificateAuthority, TlsFiles, write_private
 from l2vpc.provider import launcher
@@ -83,6 +84,11 @@ class RegisteredAgent(AgentProcess):
     def __init__(self, name: str, underlay_ip: str, ca: CertificateAuthority, controller: ControllerProcess,
                  url: str, root: Path, sock: Path) -> None:
         token_file = root / f"{name}.token"
+        store = open_store(url)
+        try:  # the operator enrolls the host, then hands its agent a token
+            enroll_hosts(store, [{"name": name, "region": "us-east", "underlay_ip": underlay_ip}])
+        finally:
+            store.close()
         write_private(token_file, (tokens(url, "agent", host=name) + "\n").encode())
         super().__init__(name, underlay_ip, ca, root / name, sock,
                          extra=("--controller", controller.endpoint, "--controller-ca", str(ca.ca_path),
@@ -115,6 +121,14 @@ def terraform_env(root: Path) -> dict[str, str]:
     """Environment for Terraform runs: the provider through dev_overrides (as tests/terraform)."""
     launcher.precompile()
     return {**dev_override(root), "TMPDIR": str(root)}
+
+
+def use_terraform_env(root: Path, monkeypatch: Any) -> None:
+    """Terraform runs as terraform_env says, with no L2VPC_* connection of the caller's."""
+    for key, value in terraform_env(root).items():
+        monkeypatch.setenv(key, value)
+    for key in ("L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE", "L2VPC_STATE_PATH"):
+        monkeypatch.delenv(key, raising=False)
 
 
 def tenant_objects(db: Any) -> list[tuple[str, str, str]]:

@@ -22,6 +22,7 @@ import pytest
 
 from l2vpc._proto import controller_pb2 as cpb
 from l2vpc.controller.auth import create_token
+from l2vpc.controller.enrollment import enroll_hosts
 from l2vpc.engine.store import open_store
 from l2vpc.lab.lab import Lab, LabController
 from l2vpc.lab.topology import MANAGEMENT_IP, LabTopology
@@ -46,6 +47,7 @@ def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
     topo = LabTopology.build(hosts=3)
     store = open_store(db.url)
     try:
+        enroll_hosts(store, topo.host_documents())  # the operator says what each host is
         tokens = {h.name: create_token(store, "agent", host=h.name)[1] for h in topo.hosts}
         admin = create_token(store, "admin")[1]
         tenant = create_token(store, "tenant", tenant="acme")[1]

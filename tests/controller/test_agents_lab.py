@@ -16,6 +16,7 @@ import pytest
 
 from l2vpc._proto import controller_pb2 as cpb
 from l2vpc.controller.auth import create_token
+from l2vpc.controller.enrollment import enroll_hosts
 from l2vpc.engine.store import open_store
 from l2vpc.lab import cli as lab_cli
 from l2vpc.lab.lab import Lab, LabController, LabError
@@ -38,6 +39,7 @@ def test_memory_lab_agents_register_with_a_controller(db: Any, secret_key: str, 
     topo = LabTopology.build(hosts=2, edges=1)
     store = open_store(db.url)
     try:
+        enroll_hosts(store, topo.host_documents())  # the operator says what each host is
         tokens = {h.name: create_token(store, "agent", host=h.name)[1] for h in topo.hosts}
         admin = create_token(store, "admin")[1]
         tenant = create_token(store, "tenant", tenant="acme")[1]
@@ -64,7 +66,8 @@ def test_memory_lab_agents_register_with_a_controller(db: Any, secret_key: str, 
                 reply = client.call("ListHosts", cpb.ListHostsRequest(), tenant)
                 return {h["name"]: h for h in (json.loads(x) for x in reply.hosts_json)}
 
-            got = wait_for(lambda: len(hs := hosts()) == 3 and hs, 30, "three hosts registered by their agents")
+            got = wait_for(lambda: len(hs := hosts()) == 3 and all(h["status"] == "up" for h in hs.values()) and hs,
+                           30, "three hosts registered by their agents")
             assert got["edge1"]["role"] == "edge" and got["edge1"]["location"] == "nyc1"
             assert got["edge1"]["public_cidr"] == "203.0.113.32/28"
             assert got["host1"]["agent_address"] == st.host("host1").address  # type: ignore[union-attr]

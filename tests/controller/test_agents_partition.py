@@ -26,6 +26,7 @@ from l2vpc._proto import controller_pb2 as cpb
 from l2vpc.agentapi import wire
 from l2vpc.agentapi.channel import open_channel, stub
 from l2vpc.controller.auth import create_token
+from l2vpc.controller.enrollment import enroll_hosts
 from l2vpc.engine.agent_client import engine_tls
 from l2vpc.engine.store import open_store
 from l2vpc.hostconfig import HostConfig, port_device_name
@@ -87,6 +88,7 @@ def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
     topo = LabTopology.build(hosts=3)
     store = open_store(db.url)
     try:
+        enroll_hosts(store, topo.host_documents())  # the operator says what each host is
         tokens = {h.name: create_token(store, "agent", host=h.name)[1] for h in topo.hosts}
         admin = create_token(store, "admin")[1]
         tenant = create_token(store, "tenant", tenant="acme")[1]

@@ -21,6 +21,7 @@ from l2vpc.agent.drivers.memory import MemoryDriver
 from l2vpc.agent.fleet import Fleet, issue_fleet_certificate, serve_fleet
 from l2vpc.agent.heartbeat import ControllerLink, ControllerSettings, HeartbeatScheduler, TokenSource
 from l2vpc.controller.auth import create_token
+from l2vpc.controller.enrollment import enroll_hosts
 from l2vpc.controller.server import ControllerHandle
 from l2vpc.engine.store import open_store
 from l2vpc.pki import CertificateAuthority
@@ -74,6 +75,9 @@ class Site:
         return self.single if host == "solo" else self.fleet.agents[host]
 
 
+SOLO = {"name": "solo", "region": "r1", "underlay_ip": "10.50.1.1"}
+
+
 def fleet_hosts() -> list[dict[str, str]]:
     return [{"name": f"f{i:02d}", "region": "r1", "role": "compute", "underlay_ip": f"10.50.0.{i}"}
             for i in range(1, FLEET + 1)]
@@ -86,6 +90,7 @@ def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
     store = open_store(db.url)
     try:
         hosts = fleet_hosts()
+        enroll_hosts(store, [*hosts, SOLO])  # the operator says what each host is
         tokens = {h["name"]: create_token(store, "agent", host=h["name"])[1] for h in hosts}
         tokens["solo"] = create_token(store, "agent", host="solo")[1]
         admin = create_token(store, "admin")[1]
@@ -114,8 +119,7 @@ def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
             stack.append(single.close)
             solo_server, solo_address = serve(single, "127.0.0.1:0", ca.issue_server("solo"))
             stack.append(lambda: solo_server.stop(0).wait())
-            solo_link = ControllerLink(single, {"name": "solo", "region": "r1", "underlay_ip": "10.50.1.1",
-                                                "agent_address": solo_address}, source)
+            solo_link = ControllerLink(single, {**SOLO, "agent_address": solo_address}, source)
             client = Client(handle.address, pki / "ca.pem")
             stack.append(client.close)
             s = Site(handle, client, admin, tenant, fleet, single, fleet_beats, solo_link, settings)

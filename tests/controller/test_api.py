@@ -17,6 +17,7 @@ import pytest
 
 from l2vpc._proto import controller_pb2 as pb
 from l2vpc.controller import auth
+from l2vpc.controller.enrollment import enroll_hosts
 from l2vpc.controller.errors import from_rpc
 from l2vpc.controller.leader import ELECTION
 from l2vpc.controller.planestore import open_plane
@@ -158,12 +159,15 @@ def test_bad_tokens_are_unauthenticated(ctl: ControllerHandle, client: Client, d
         ("garbage", (), "invalid token"),
         (f"l2vpc_tok-000000000000_{secret}", (), "invalid token"),  # unknown id
         (f"l2vpc_{token_id}_{secret[:-1]}{'B' if secret.endswith('A') else 'A'}", (), "invalid token"),
-        (revoked, (), "invalid token"),
+        (revoked, (), "was revoked at"),  # what happened and what to do, as for an expired one
+        (revoked[:-1] + ("B" if revoked.endswith("A") else "A"), (), "invalid token"),  # only to its holder
     ]
     for bearer, metadata, words in cases:
         e = rejected(client.call, "Create", request, bearer, metadata=metadata)
         assert e.code() == grpc.StatusCode.UNAUTHENTICATED, (bearer, e.code())
         assert words in e.details()
+    e = rejected(client.call, "Create", request, revoked)
+    assert e.details().endswith("; create a new one") and "invalid" not in e.details()
     e = rejected(client.call, "Create", request, short)
     assert e.code() == grpc.StatusCode.UNAUTHENTICATED
     info = next(t for t in auth.list_tokens(ctl.store) if short.startswith(f"l2vpc_{t.id}_"))
@@ -325,6 +329,9 @@ def hosts_table(db: Any) -> list[Any]:
 def test_agents_register_and_heartbeat(ctl: ControllerHandle, client: Client, db: Any) -> None:
     agent, tenant = token(ctl, "agent", host="h2"), token(ctl)
     doc = {"name": "h2", "region": "r1", "underlay_ip": "10.255.0.2", "agent_address": "10.255.0.2:7600"}
+    e = rejected(client.call, "Register", pb.RegisterRequest(host_json=json.dumps(doc)), agent)
+    assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "not enrolled" in e.details()
+    enroll_hosts(ctl.store, [{k: v for k, v in doc.items() if k != "agent_address"}])
     reply = client.call("Register", pb.RegisterRequest(host_json=json.dumps(doc)), agent)
     assert reply.heartbeat_interval_seconds == 1.0
     listed = client.call("ListHosts", pb.ListHostsRequest(), tenant)

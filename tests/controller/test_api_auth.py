@@ -4,9 +4,11 @@ store reads for made-up token ids."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -59,7 +61,10 @@ def test_revoke_lands_within_the_cache_time(store: Store) -> None:
     auth.revoke_token(store, token_id)
     a.verify(text)  # cached: still accepted for up to cache_seconds
     time.sleep(0.35)
-    assert str(refused(a, text)) == auth.INVALID
+    e = refused(a, text)  # says so, and what to do, to the holder of the secret only
+    assert e.code == grpc.StatusCode.UNAUTHENTICATED
+    assert str(e).startswith(f"token {token_id} was revoked at ") and str(e).endswith("; create a new one")
+    assert str(refused(a, text[:-1] + ("B" if text.endswith("A") else "A"))) == auth.INVALID
     assert [t.state() for t in auth.list_tokens(store)] == ["revoked"]
 
 
@@ -77,12 +82,45 @@ def test_new_tokens_work_at_once_and_expire(store: Store) -> None:
 
 
 def test_made_up_ids_read_the_store_at_a_bounded_rate(store: Store) -> None:
+    """A flood of made-up ids costs a bounded number of store reads, and a token created in the
+    middle of it works at once (the flood does not lock good new tokens out)."""
     a = auth.Authenticator(store, cache_seconds=60)
+    a.verify(auth.create_token(store, "admin")[1])  # loads the snapshot
+    reads = [0]
+    transaction = a.plane.transaction
+
+    def counted() -> Any:
+        reads[0] += 1
+        return transaction()
+
+    a.plane.transaction = counted  # type: ignore[method-assign]
     secret = "A" * 43
-    for i in range(auth.MISS_BURST):
-        refused(a, f"l2vpc_tok-{i:012x}_{secret}")
-    # The budget is spent: even a real new token is refused until it refills.
-    _, text = auth.create_token(store, "tenant", tenant="acme")
-    refused(a, text)
-    time.sleep(2 / auth.MISS_RATE)
-    assert a.verify(text).tenant == "acme"
+    stop = threading.Event()
+    flooded = [0]
+
+    def flood(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            refused(a, f"l2vpc_tok-{k:04x}{i:08x}_{secret}")
+            flooded[0] += 1
+            i += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=flood, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)  # the read budget is long spent
+        assert flooded[0] > auth.MISS_BURST
+        for _ in range(3):
+            _, text = auth.create_token(store, "tenant", tenant="acme")
+            assert a.verify(text).tenant == "acme"  # at once, mid-flood
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    elapsed = time.monotonic() - started
+    # The burst, then at most MISS_RATE reads a second (the per-id reads and the shared reloads).
+    assert reads[0] <= auth.MISS_BURST + 2 * auth.MISS_RATE * elapsed + 5, (reads[0], flooded[0], elapsed)
+    assert flooded[0] > reads[0]

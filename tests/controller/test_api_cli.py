@@ -20,6 +20,7 @@ from l2vpc._proto import controller_pb2 as pb
 from l2vpc.cli import main
 from l2vpc.controller import auth
 from l2vpc.controller.cli import parse_duration
+from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.store import open_store
 
 from ._api_helpers import Client, rejected
@@ -52,13 +53,36 @@ def test_token_commands(db: Any, capsys: pytest.CaptureFixture[str], tmp_path: P
 
     path = tmp_path / "agent.token"
     rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "agent",
-                           "--host", "h1", "--output", str(path))
-    assert rc == 0 and out == ""
+                           "--host", "h1", "--output", str(path), "--no-expiry")
+    assert rc == 0 and out == "" and "never expires" in err
     assert auth.parse_token(path.read_text().strip()) is not None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
-    rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "tenant")
+    rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "tenant",
+                           "--ttl", "1h")
     assert rc == 1 and "--tenant: required for role tenant" in err and out == ""
+    # A lifetime of 0 or less is refused, naming --ttl and what is allowed; never-expiring
+    # tokens only by asking for them.
+    store = open_store(db.url)
+    count = len(auth.list_tokens(store))
+    for flags, words in ((["--ttl", "0s"], "--ttl: 0 s is not allowed: give more than 0"),
+                         (["--ttl", "0"], "--ttl: 0 s is not allowed"),
+                         (["--ttl=-5s"], "--ttl: -5 s is not allowed"),
+                         (["--ttl", "11000d"], "at most 10 years"),
+                         ([], "--ttl: required"),
+                         (["--ttl", "1h", "--no-expiry"], "--ttl, --no-expiry: give one of them")):
+        rc, out, err = run_cli(capsys, "controller", "token", "create", "--store", db.url, "--role", "tenant",
+                               "--tenant", "acme", *flags)
+        assert rc == 1 and words in err and out == "", (flags, err)
+        assert "--no-expiry" in err or "at most" in err
+    try:
+        assert len(auth.list_tokens(store)) == count
+        for ttl in (0, -1.0, float("inf")):
+            with pytest.raises(ValidationError, match="ttl: must be more than 0 seconds"):
+                auth.create_token(store, "admin", ttl=ttl)
+        assert len(auth.list_tokens(store)) == count
+    finally:
+        store.close()
 
     rc, out, _ = run_cli(capsys, "controller", "token", "revoke", "--store", db.url, token_id)
     assert rc == 0
@@ -139,3 +163,55 @@ def test_run_serves_until_sigterm(db: Any, secret_key: str, tmp_path: Path,
     assert not ready.exists()
     for secret in (tenant.split("_", 2)[2], admin.split("_", 2)[2], db.server.password, secret_key):
         assert secret not in out and secret not in err
+
+
+def test_host_enroll(db: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    def hosts() -> dict[str, dict[str, Any]]:
+        return {i: json.loads(d) for i, d in db.raw("SELECT id, data::text FROM objects WHERE kind = 'host'")}
+
+    token_file = tmp_path / "host1.token"
+    rc, out, err = run_cli(capsys, "controller", "host", "enroll", "host1", "--store", db.url, "--region", "us-east",
+                           "--underlay-ip", "10.0.0.11", "--token-output", str(token_file), "--no-expiry")
+    assert rc == 0 and out == "", err
+    assert "enrolled host1: compute in us-east, underlay 10.0.0.11" in err and "never expires" in err
+    assert hosts()["host1"]["status"] == "down" and "agent_address" not in {k for k, v in hosts()["host1"].items() if v}
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token_id = auth.parse_token(token_file.read_text().strip())[0]  # type: ignore[index]
+    store = open_store(db.url)
+    try:
+        (info,) = [t for t in auth.list_tokens(store) if t.id == token_id]
+    finally:
+        store.close()
+    assert (info.role, info.host, info.expires) == ("agent", "host1", 0)
+
+    # A fleet or a lab: the hosts file, HOST TOKEN lines out (as `agent fleet` and `lab up` read).
+    rc, out, err = run_cli(capsys, "lab", "hosts", "--hosts", "1", "--edges", "1")
+    assert rc == 0, err
+    lab = json.loads(out)
+    assert [h["name"] for h in lab] == ["host1", "edge1"] and lab[1]["public_cidr"]
+    lab[0] |= {"name": "host2", "underlay_ip": "10.0.0.12", "agent_address": "10.0.0.12:7600"}  # address: dropped
+    hosts_file, tokens_file = tmp_path / "hosts.json", tmp_path / "tokens"
+    hosts_file.write_text(json.dumps(lab))
+    rc, out, err = run_cli(capsys, "controller", "host", "enroll", "--store", db.url, "--hosts", str(hosts_file),
+                           "--token-output", str(tokens_file), "--ttl", "7d")
+    assert rc == 0, err
+    assert [line.split()[0] for line in tokens_file.read_text().splitlines()] == ["host2", "edge1"]
+    assert hosts()["edge1"]["role"] == "edge" and hosts()["edge1"]["location"] == "nyc1"
+    assert hosts()["host2"].get("agent_address") is None
+
+    before = hosts()
+    for argv, words in (
+        (["host3", "--region", "us-east"], "--underlay-ip: required"),
+        (["host3", "--region", "us-east", "--underlay-ip", "10.0.0.11"], "--underlay-ip: 10.0.0.11 is already the "
+                                                                          "underlay address of host host1"),
+        (["host3", "--region", "us-east", "--underlay-ip", "10.0.0.13", "--role", "edge"], "--location"),
+        (["host3", "--region", "us-east", "--underlay-ip", "10.0.0.13", "--public-cidr", "198.51.100.0/28"],
+         "only edge hosts give out public addresses"),
+        (["host3", "--region", "us-east", "--underlay-ip", "10.0.0.13", "--token-output", "t", "--ttl", "0s"],
+         "--ttl: 0 s is not allowed"),
+        (["host3", "--region", "us-east", "--underlay-ip", "10.0.0.13", "--ttl", "1h"], "only with --token-output"),
+        (["--hosts", str(hosts_file), "--region", "us-east"], "--region: not with --hosts"),
+    ):
+        rc, out, err = run_cli(capsys, "controller", "host", "enroll", "--store", db.url, *argv)
+        assert rc == 1 and words in err, (argv, err)
+    assert hosts() == before and not (tmp_path / "t").exists()

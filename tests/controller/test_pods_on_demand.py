@@ -26,6 +26,7 @@ import pytest
 from l2vpc._proto import controller_pb2 as cpb
 from l2vpc.cni import spec
 from l2vpc.controller.auth import create_token
+from l2vpc.controller.enrollment import enroll_hosts
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.store import open_store
@@ -139,6 +140,7 @@ def _site(pg: Any, tmp: Path) -> Iterator[Site]:
     topo = LabTopology.build(hosts=2)
     store = open_store(schema.url)
     try:
+        enroll_hosts(store, topo.host_documents())  # the operator says what each host is
         tokens = {h.name: create_token(store, "agent", host=h.name)[1] for h in topo.hosts}
         tenant = create_token(store, "tenant", tenant="acme")[1]
         admin = create_token(store, "admin")[1]

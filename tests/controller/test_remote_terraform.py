@@ -34,8 +34,8 @@ from ._remote_helpers import (
     RemoteWorkspace,
     make_pki,
     tenant_objects,
-    terraform_env,
     tokens,
+    use_terraform_env,
 )
 
 pytestmark = pytest.mark.terraform
@@ -64,10 +64,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(db: Any, secret_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    for key, value in terraform_env(tmp_path).items():
-        monkeypatch.setenv(key, value)
-    for key in ("L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE", "L2VPC_STATE_PATH"):
-        monkeypatch.delenv(key, raising=False)
+    use_terraform_env(tmp_path, monkeypatch)
     ca = make_pki(tmp_path / "pki")
     controller = ControllerProcess(db.url, tmp_path / "pki", tmp_path)
     sockdir = Path(tempfile.mkdtemp(prefix="l2r", dir="/tmp"))  # unix socket paths must stay short
@@ -81,7 +78,9 @@ def cluster(db: Any, secret_key: str, tmp_path: Path, monkeypatch: pytest.Monkey
             agents.append(agent)
             agent.start()
         deadline = time.monotonic() + 30
-        while sorted(r[0] for r in db.raw("SELECT id FROM objects WHERE kind = 'host'")) != ["host1", "host2", "host3"]:
+        registered = ("SELECT id FROM objects WHERE kind = 'host' AND data->>'status' = 'up' "
+                      "AND data->>'agent_address' IS NOT NULL")  # enrolled, and then registered by its agent
+        while sorted(r[0] for r in db.raw(registered)) != ["host1", "host2", "host3"]:
             assert time.monotonic() < deadline, "agents did not register: " + "".join(
                 a.log.read_text() for a in agents)
             time.sleep(0.1)

@@ -394,12 +394,67 @@ def test_disabled_by_the_environment(rig: Rig) -> None:
     assert not rig.runtime.exists() or os.listdir(rig.runtime) == []
 
 
-def test_a_runtime_directory_others_can_enter_is_not_used(rig: Rig) -> None:
-    rig.runtime.chmod(0o755)
+def cold_and_why(rig: Rig) -> str:
+    """Start once: it must be cold; returns what the launcher said on stderr."""
     started = rig.start()
     assert started.facts()["pid"] == started.proc.pid and started.shutdown() == 0
+    assert started.proc.stderr is not None
+    return started.proc.stderr.read().decode()
+
+
+def test_a_runtime_directory_others_can_enter_is_not_used(rig: Rig) -> None:
+    rig.runtime.chmod(0o755)
+    said = cold_and_why(rig)
+    assert f"warm starts are off: runtime directory {rig.runtime} is open to group or others (mode 0755" in said
     time.sleep(0.5)
     assert os.listdir(rig.runtime) == []  # no zygote started there either
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory of another user")
+def test_a_runtime_directory_of_another_user_is_not_used_and_it_says_so(rig: Rig) -> None:
+    """What a pre-created directory of another user used to do silently: warm starts off."""
+    os.chown(rig.runtime, 65534, 65534)
+    said = cold_and_why(rig)
+    assert f"runtime directory {rig.runtime} is owned by uid 65534, not us (uid 0)" in said, said
+    assert said.count("warm starts are off") == 1
+    time.sleep(0.5)
+    assert os.listdir(rig.runtime) == []  # nothing bound, locked or logged in it
+
+
+def test_a_runtime_directory_in_a_parent_others_can_write_is_not_used(rig: Rig) -> None:
+    """Others could swap our entry in such a parent between a check and a use."""
+    parent = Path(tempfile.mkdtemp(prefix="l2w-open-", dir="/tmp"))
+    try:
+        parent.chmod(0o777)  # world-writable, not sticky
+        rig.runtime = parent / "rt"
+        said = cold_and_why(rig)
+        assert f"runtime directory {rig.runtime} is not safe: its parent {parent} is writable by others" in said
+        time.sleep(0.5)
+        assert os.listdir(parent) == []  # not even created
+        # A symlink as the runtime directory itself is not followed either.
+        (parent / "rt").symlink_to(rig.runtime.parent)
+        parent.chmod(0o700)
+        said = cold_and_why(rig)
+        assert f"runtime directory {rig.runtime} is a symlink or not a directory" in said, said
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_a_planted_log_symlink_is_neither_followed_nor_written(rig: Rig, tmp_path: Path) -> None:
+    rig.start().shutdown()
+    zygote = rig.zygote()
+    (log,) = [p for p in rig.runtime.iterdir() if p.suffix == ".log"]
+    assert stop_zygotes(str(rig.runtime)) == [zygote]
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    log.unlink()
+    log.symlink_to(victim)
+    started = rig.start()  # cold; it starts the next zygote, which opens its log
+    assert started.facts()["pid"] == started.proc.pid and started.shutdown() == 0
+    rig.zygote()
+    assert victim.read_text() == "precious\n"
+    assert not log.is_symlink() and stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert "starting for" in log.read_text()
 
 
 def test_simultaneous_cold_starts_leave_one_zygote(rig: Rig) -> None:

@@ -95,7 +95,7 @@ def report_engine_error(exc: Exception, diags: Diagnostics, summary: str = "Inva
     elif isinstance(exc, AuthenticationError):
         diags.error("Authentication failed",
                     f"{exc}. Check the provider's token (token, or $L2VPC_TOKEN): an administrator creates one with "
-                    "`l2vpc controller token create --role tenant --tenant NAME`.")
+                    "`l2vpc controller token create --role tenant --tenant NAME --ttl 30d`.")
     elif isinstance(exc, ConflictError):
         diags.error("Conflict", f"{exc}. Run terraform apply again to retry with fresh data.")
     elif isinstance(exc, TemporaryError):

@@ -6,8 +6,9 @@ reproduces) it always starts cold. Otherwise:
 1. It imports nothing but os/sys and the C modules _socket and _signal (the `socket` and
    `signal` modules pull in enum: ~10 ms), and works out which zygote fits this start
    (key.py): its socket is `<runtime dir>/z-<digest of key>.sock` (runtime_dir.py).
-2. The runtime directory must be private (runtime_dir.py), else the warm path is not used.
-   The zygote's uid is checked (SO_PEERCRED) too.
+2. The runtime directory must be private and safely reached (runtime_dir.py), else the warm
+   path is not used and the client says why on stderr. The zygote's uid is checked
+   (SO_PEERCRED) too.
 3. It sends argv, the whole environment and the umask, with fds 0, 1, 2 and its working
    directory attached (SCM_RIGHTS). The zygote forks; the child, once it has taken all that
    on, answers `pid N`; the client answers `g` (go); only then does the child do anything
@@ -32,7 +33,7 @@ import sys
 
 from l2vpc.provider.warm import wire
 from l2vpc.provider.warm.key import digest, zygote_key
-from l2vpc.provider.warm.runtime_dir import RuntimeDir, ZygoteFiles
+from l2vpc.provider.warm.runtime_dir import RuntimeDir, UnsafeRuntimeDir, ZygoteFiles, location
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -96,12 +97,18 @@ class _Client:
         import _socket
 
         try:
-            directory = RuntimeDir.from_environment()
             key = zygote_key()
         except (OSError, ValueError):
             return None
+        try:
+            directory = RuntimeDir.open(location())
+        except UnsafeRuntimeDir as e:
+            # Say so (Terraform logs a provider's stderr): otherwise every start is silently cold.
+            os.write(2, f"l2vpc provider: warm starts are off: {e}\n".encode(errors="replace"))
+            return None
         files = directory.zygote_files(digest(key))
-        if not files.socket_fits() or not directory.make_private():
+        if not files.socket_fits():
+            directory.close()
             return None
         for signum in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
             self.previous[signum] = _signal.signal(signum, self._forward)
@@ -111,6 +118,7 @@ class _Client:
             started = self._request(sock, files, key, args)
         except OSError:  # includes timeouts; a child, if forked, sees the close before "g"
             started = None
+        directory.close()  # connected (or not): the directory is not needed any more
         if started is None:
             sock.close()
             return None

@@ -6,7 +6,7 @@ For tests, benchmarks and tidying up; a provider start never runs this.
 from __future__ import annotations
 
 from l2vpc.provider.warm import wire
-from l2vpc.provider.warm.runtime_dir import RuntimeDir, connect
+from l2vpc.provider.warm.runtime_dir import RuntimeDir, UnsafeRuntimeDir, connect
 
 
 def ask(path: str, op: bytes, timeout: float = 2.0) -> bytes:
@@ -28,8 +28,16 @@ def ask(path: str, op: bytes, timeout: float = 2.0) -> bytes:
 
 def running_zygotes(directory: str) -> dict[str, int]:
     """Socket path -> pid of every zygote answering in `directory`."""
-    found = {}
-    for path in RuntimeDir(directory).sockets():
+    found: dict[str, int] = {}
+    try:
+        opened = RuntimeDir.open(directory, create=False)
+    except UnsafeRuntimeDir:
+        return found
+    try:
+        paths = opened.sockets()
+    finally:
+        opened.close()
+    for path in paths:
         try:
             reply = ask(path, b"ping")
         except OSError:

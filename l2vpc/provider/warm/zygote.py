@@ -22,7 +22,7 @@ import sys
 from l2vpc.provider.warm import wire
 from l2vpc.provider.warm.child import run_child, set_process_name
 from l2vpc.provider.warm.key import digest, key_environment, zygote_key
-from l2vpc.provider.warm.runtime_dir import RUNTIME_DIR_ENV, RuntimeDir, ZygoteFiles
+from l2vpc.provider.warm.runtime_dir import RUNTIME_DIR_ENV, RuntimeDir, UnsafeRuntimeDir, ZygoteFiles
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -107,9 +107,10 @@ def main() -> None:
     import gc
 
     gc.disable()  # no collections while importing: fewer holes, fewer pages a child copies
-    directory = RuntimeDir(os.environ[RUNTIME_DIR_ENV])
-    if not directory.is_private():
-        return
+    try:
+        directory = RuntimeDir.open(os.environ[RUNTIME_DIR_ENV], create=False)
+    except UnsafeRuntimeDir:
+        return  # nowhere safe to log either; the client that spawned us said why
     key = zygote_key()
     files = directory.zygote_files(digest(key))
     lock = files.take_lock()
@@ -119,7 +120,7 @@ def main() -> None:
     os.dup2(log, 2, inheritable=False)
     os.close(log)
     try:
-        _log(f"zygote {os.getpid()} starting for {files.sock}")
+        _log(f"zygote {os.getpid()} starting for {files.sock_path}")
         set_process_name(b"l2vpc-zygote")
         directory.tidy(keep=files)
         for name in PRELOAD_FIRST:
@@ -345,6 +346,7 @@ class _Zygote:
         self.listener.close()
         for fd in (self.wake_r, self.wake_w, self.lock_fd):
             os.close(fd)
+        self.files.directory.close()
 
 
 def _idle_seconds() -> float:
