@@ -19,6 +19,11 @@ transaction; the leader is woken at once when it runs in the same process, throu
 notification otherwise. Without notifications (SQLite) the leader polls the desired revision
 every 50 ms and waiters poll the converged one. One converge covers every revision requested
 before it read the desired revision, so a burst of requests costs one converge.
+
+Longer than most modules (~560 lines) because the four threads above share one lock, one
+stop event and the leadership state: split apart they would pass those around. The next
+split, when it grows again: the PostgreSQL listener and the heartbeat flusher in modules of
+their own, started with the shared state as an object.
 """
 
 from __future__ import annotations
