@@ -21,66 +21,34 @@ from typing import Any
 import pytest
 
 from l2vpc._proto import controller_pb2 as cpb
-from l2vpc.controller.auth import create_token
-from l2vpc.controller.enrollment import enroll_hosts
-from l2vpc.engine.store import open_store
-from l2vpc.lab.lab import Lab, LabController
-from l2vpc.lab.topology import MANAGEMENT_IP, LabTopology
-from l2vpc.testing.lab_controller import Controller, Relay, socket_url
+from l2vpc.lab.lab import Lab
 
-from ._api_helpers import Client, make_pki
-from .test_agents_partition import Site, converge, wait_for
+from .test_agents_partition import Site, controller_site, converge, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 
 PORT = 7701
-INTERVAL = 0.5
 DOWN_AFTER = 3.0
 # Heartbeat interval + flush + the liveness tick (1 s) + a loaded machine; far below the
 # push timeout (30 s) that a round waiting on the stopped agent would add.
 MARGIN = 4.0
 
 
+def _resume_agents(lab: Lab) -> None:
+    """Never leave an agent stopped (lab down could not stop it)."""
+    state = lab.load()
+    for rec in state.hosts if state is not None else ():
+        if rec.pid is not None:
+            try:
+                os.kill(rec.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.fixture
 def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
-    pki = make_pki(tmp_path / "pki")
-    topo = LabTopology.build(hosts=3)
-    store = open_store(db.url)
-    try:
-        enroll_hosts(store, topo.host_documents())  # the operator says what each host is
-        tokens = {h.name: create_token(store, "agent", host=h.name)[1] for h in topo.hosts}
-        admin = create_token(store, "admin")[1]
-        tenant = create_token(store, "tenant", tenant="acme")[1]
-    finally:
-        store.close()
-    lab = Lab(str(tmp_path / "state.db"), pki_dir=pki)
-    controller: Controller | None = None
-    relay: Relay | None = None
-    client: Client | None = None
-    try:
-        lab.up(topo, "linux", controller=LabController(f"{MANAGEMENT_IP}:{PORT}", pki / "ca.pem", tokens,
-                                                       server_name="controller"))
-        controller = Controller(lab.switch_netns, socket_url(db), f"{MANAGEMENT_IP}:{PORT}", pki, tmp_path,
-                                controller_id="c1", heartbeat_interval=INTERVAL, down_after=DOWN_AFTER)
-        relay = Relay(lab.switch_netns, MANAGEMENT_IP, PORT)
-        client = Client(relay.address, pki / "ca.pem")
-        yield Site(lab, client, admin, tenant)
-    finally:
-        state = lab.load()
-        for rec in state.hosts if state is not None else ():
-            if rec.pid is not None:  # never leave an agent stopped (lab down could not stop it)
-                try:
-                    os.kill(rec.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-        if client is not None:
-            client.close()
-        if relay is not None:
-            relay.close()
-        if controller is not None:
-            controller.stop()
-        warnings = lab.down()
-        assert not [w for w in warnings if "still carries" not in w], warnings
+    with controller_site(db, tmp_path, port=PORT, down_after=DOWN_AFTER, before_down=_resume_agents) as s:
+        yield s
 
 
 def agent_pid(site: Site, host: str) -> int:

@@ -11,6 +11,7 @@ heartbeats, the controller's pushes and its VXLAN traffic at once, as a real par
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -82,8 +83,11 @@ class Site:
         return {d.vni for d in self.actual(host).dhcp_servers}
 
 
-@pytest.fixture
-def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
+@contextlib.contextmanager
+def controller_site(db: Any, tmp_path: Path, port: int = PORT, down_after: float = DOWN_AFTER,
+                    before_down: Callable[[Lab], None] | None = None) -> Iterator[Site]:
+    """A lab of 3 enrolled hosts whose agents (Linux driver) register with a controller process
+    on `db`, reached through a relay; `before_down` runs first at teardown (also on failure)."""
     pki = make_pki(tmp_path / "pki")
     topo = LabTopology.build(hosts=3)
     store = open_store(db.url)
@@ -99,15 +103,17 @@ def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
     relay: Relay | None = None
     client: Client | None = None
     try:
-        lab.up(topo, "linux", controller=LabController(f"{MANAGEMENT_IP}:{PORT}", pki / "ca.pem", tokens,
+        lab.up(topo, "linux", controller=LabController(f"{MANAGEMENT_IP}:{port}", pki / "ca.pem", tokens,
                                                        server_name="controller"))
-        controller = Controller(lab.switch_netns, socket_url(db), f"{MANAGEMENT_IP}:{PORT}", pki, tmp_path,
-                                controller_id="c1", heartbeat_interval=INTERVAL, down_after=DOWN_AFTER)
-        relay = Relay(lab.switch_netns, MANAGEMENT_IP, PORT)
+        controller = Controller(lab.switch_netns, socket_url(db), f"{MANAGEMENT_IP}:{port}", pki, tmp_path,
+                                controller_id="c1", heartbeat_interval=INTERVAL, down_after=down_after)
+        relay = Relay(lab.switch_netns, MANAGEMENT_IP, port)
         # The relay reaches the controller as 127.0.0.1, a name its certificate carries.
         client = Client(relay.address, pki / "ca.pem")
         yield Site(lab, client, admin, tenant)
     finally:
+        if before_down is not None:
+            before_down(lab)
         if client is not None:
             client.close()
         if relay is not None:
@@ -116,6 +122,12 @@ def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
             controller.stop()
         warnings = lab.down()
         assert not [w for w in warnings if "still carries" not in w], warnings
+
+
+@pytest.fixture
+def site(db: Any, secret_key: str, tmp_path: Path) -> Iterator[Site]:
+    with controller_site(db, tmp_path) as s:
+        yield s
 
 
 def converge(site: Site) -> None:
