@@ -1,7 +1,8 @@
 """`l2vpc demo`: the main job a newcomer runs first.
 
-Brings up a lab (3 compute hosts and an edge, as network namespaces with real agents; the
-memory driver without root), runs the embedded Terraform on examples/terraform/quickstart,
+Brings up a lab in the default mode (3 compute hosts and an edge, as network namespaces with
+real agents, the memory driver without root; a local controller on SQLite that converges them
+and repairs them between applies), runs the embedded Terraform on examples/terraform/quickstart,
 shows the plan, applies it, starts the quickstart's Pod (containerd + runc, its network added by
 the l2vpc-cni plugin) and turns the workload web1 into a real VM (QEMU on taps, its lease from
 the VPC's DHCP server) (both as root), and prints a connectivity report: which workloads reach
@@ -73,6 +74,7 @@ def _tf_output(workdir: Path, name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from l2vpc import paths
+    from l2vpc.lab.controller_lab import ControllerPlan
     from l2vpc.lab.lab import Lab
     from l2vpc.lab.premises import PremisesConfig
     from l2vpc.lab.topology import LabTopology
@@ -104,8 +106,11 @@ def run(args: argparse.Namespace) -> int:
     shutil.copytree(_example_dir(), workdir, ignore=shutil.ignore_patterns(".terraform*", "terraform.tfstate*"))
 
     _say("\n== 1. lab: 3 compute hosts and 1 edge host, each a namespace with its own agent, and a premises site")
+    # The default mode: a local controller on SQLite converges the lab and repairs it between
+    # applies; Terraform and every `l2vpc` command find it through its record.
     lab.up(LabTopology.build(3, ["us-east"], 1, ["nyc1"]), driver="auto", progress=lambda m: _say(f"   {m}"),
-           premises=PremisesConfig() if root else None, premises_psk=DEMO_PSK if root else None)
+           premises=PremisesConfig() if root else None, premises_psk=DEMO_PSK if root else None,
+           controllers=ControllerPlan(1))
 
     _say(f"\n== 2. terraform plan ({workdir})")
     if _tf(workdir, "plan", "-input=false", "-out=demo.tfplan"):
@@ -205,13 +210,10 @@ def _report(lab: Lab) -> int:
         return 0 if result.ok else 1
     # MTU: a full-size frame with "don't fragment" crosses the overlay between two hosts.
     attachments, vpc_names = lab._attachments(st)
-    from l2vpc.embedded import open_engine
+    from l2vpc.lab import lab_vms
 
-    engine = open_engine(lab.state_path, agents="memory")
-    try:
-        mtus = {v.id: v.mtu for v in engine.list("vpc")}
-    finally:
-        engine.store.close()
+    mtus = {a.vpc_id: mtu for workload in {a.workload for a in attachments}
+            for a, mtu in lab_vms.attachments(st, workload)}
     ok = result.ok
     by_vpc: dict[str, list[Attachment]] = {}
     running_pods = {p["workload"] for p in st.pods}

@@ -155,13 +155,24 @@ def _run(args: argparse.Namespace) -> int:
     from l2vpc.cli import CliError
     from l2vpc.embedded import default_state_path, open_engine
 
-    engine = open_engine(args.state or default_state_path())
-    try:
-        engine.refresh()  # statuses as the hosts report them now
-        snap = snapshot_of(engine)
-    finally:
-        engine.agents.close()  # type: ignore[attr-defined]
-        engine.store.close()
+    from l2vpc.embedded.cli import local_controllers
+
+    state = args.state or default_state_path()
+    remote = local_controllers(state)  # the controllers a lab runs for this state, if any
+    if remote is not None:
+        try:
+            remote.refresh()
+            snap = snapshot_of(remote)
+        finally:
+            remote.close()
+    else:
+        engine = open_engine(state)
+        try:
+            engine.refresh()  # statuses as the hosts report them now
+            snap = snapshot_of(engine)
+        finally:
+            engine.agents.close()  # type: ignore[attr-defined]
+            engine.store.close()
     try:
         if args.vpc:
             snap = snap.only_vpc(args.vpc)

@@ -2,7 +2,10 @@
 
 `plan` never writes: it syncs the file into a scratch copy of the state and plans there.
 `apply` syncs the real state in one transaction (a file that fails half-way changes nothing)
-and converges the hosts.
+and converges the hosts. Both refuse while a lab runs a controller for the state (its record,
+l2vpc.paths.local_control_plane): the controller owns the hosts then, and a topology file's
+all-or-nothing sync has no counterpart in its API; Terraform goes through it. `show` (and
+`l2vpc graph`) ask that controller, as an admin, when there is one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from l2vpc import paths
 from l2vpc.cli import CliError
 from l2vpc.embedded import default_state_path, open_engine
 from l2vpc.engine.api import Engine
@@ -98,8 +102,37 @@ def _print_plan(p: Plan, counts: dict[str, int], as_json: bool, names: dict[str,
         print(p.render(names))
 
 
+def local_controllers(state: str) -> Any:
+    """The controllers a lab runs for `state` as an admin's RemoteEngine (every tenant), or None
+    when no lab runs any; CliError naming the record when it is stale."""
+    try:
+        plane = paths.local_control_plane(state)
+        if plane is None:
+            return None
+        token = plane.token(admin=True)
+    except paths.ControlPlaneError as e:
+        raise CliError(str(e)) from None
+    from l2vpc.controller.client import RemoteEngine
+
+    return RemoteEngine(plane.endpoint, token, ca_file=plane.ca_file, retry_seconds=5.0)
+
+
+def _embedded_only(command: str, state: str) -> None:
+    """`plan|apply -f` drive the embedded engine: not beside a controller that owns the hosts."""
+    try:
+        plane = paths.local_control_plane(state)
+    except paths.ControlPlaneError as e:
+        raise CliError(str(e)) from None
+    if plane is not None:
+        raise CliError(f"{command} -f drives the embedded engine, but a lab runs a controller for {state} (record "
+                       f"{plane.record}, controllers {plane.endpoint}) that owns its hosts: declare the topology "
+                       "with Terraform (`l2vpc tf -C DIR apply`), or run the lab without a controller "
+                       "(`l2vpc lab down`, then `l2vpc lab up --embedded`)")
+
+
 def _plan(args: argparse.Namespace) -> int:
     state = args.state or default_state_path()
+    _embedded_only("plan", state)
     p, counts, names = _run_plan(args.file, state)
     _print_plan(p, counts, args.json, names)
     return 0
@@ -107,6 +140,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     state = args.state or default_state_path()
+    _embedded_only("apply", state)
     tf = load(args.file, _registered(state))  # a bad file fails here, before the state is opened
     engine = open_engine(state, agents=args.agents)
     store = engine.store
@@ -181,14 +215,9 @@ def _show_source(args: argparse.Namespace) -> tuple[Any, str]:
                        f"(--endpoint or ${ENDPOINT_ENV}): the token is for a controller; set the endpoint, or unset "
                        "the token to show the local state")
     path = args.state or default_state_path()
-    # A lab that runs its own controllers for this state: show what they hold.
-    from l2vpc.lab.inspection import remote_engine
-    from l2vpc.lab.lab import Lab
-
-    st = Lab(path).load()
-    remote = remote_engine(st) if st is not None else None
+    remote = local_controllers(path)  # a lab that runs its own controllers for this state
     if remote is not None:
-        return remote, f"the lab's controllers {', '.join(st.endpoints) if st else ''} (admin: every tenant)"
+        return remote, f"the lab's controllers {', '.join(remote.endpoints)} (admin: every tenant)"
     return Engine(open_store(path)), f"state {path}"
 
 

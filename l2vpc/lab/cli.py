@@ -87,11 +87,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="agents shape direct connects at bandwidth_mbps times this (default "
                          f"{DEFAULT_BANDWIDTH_SCALE}: 1000 Mbps is 100 Mbit/s, measurable with iperf3)")
     up.add_argument("--controllers", type=int, default=None, metavar="N",
-                    help="run N controllers for the lab (they converge it; the agents register with them); "
-                         "reachable from this machine, tokens written below the lab dir")
+                    help="run N controllers for the lab (default 1, on SQLite: they converge it and repair it "
+                         "without an apply; the agents register with them); reachable from this machine, tokens "
+                         "written below the lab dir, found by Terraform and `l2vpc` through a record beside the state")
     up.add_argument("--postgres", nargs="?", const=LAB_POSTGRES, default=None, metavar="URL",
                     help="with --controllers: their store is PostgreSQL, a cluster the lab creates and removes, or "
                          "the server at URL (default: SQLite in the lab dir)")
+    up.add_argument("--embedded", action="store_true",
+                    help="run no controller: the embedded engine (`l2vpc apply -f`, or Terraform on the state) "
+                         "drives the agents when it applies, and nothing repairs the lab in between")
     up.add_argument("--controller", action="append", default=None, metavar="HOST:PORT",
                     help="agents register with this controller, which the lab does not run (repeat, or a comma "
                          "list, for several); the lab registers nothing itself")
@@ -211,9 +215,7 @@ def _up(args: argparse.Namespace) -> int:
             raise CliError("--premises-lan, --premises-asn and --premises-md5 need --premises")
         peering = None if args.premises_peering == "none" else args.premises_peering
         site = PremisesConfig(args.premises_lan, args.premises_asn, args.premises_md5, peering) if args.premises else None
-        if args.postgres is not None and args.controllers is None:
-            raise CliError("--postgres: only with --controllers N (the lab's own controllers keep their state there)")
-        plan = ControllerPlan(args.controllers, args.postgres) if args.controllers is not None else None
+        plan = _controller_plan(args)
         st = lab.up(topo, args.driver, progress=_say, premises=site, premises_psk=args.premises_psk,
                     bandwidth_scale=args.bandwidth_scale, controller=_controller(args), controllers=plan)
     except _ERRORS as e:
@@ -229,6 +231,23 @@ def _up(args: argparse.Namespace) -> int:
     for line in next_steps(st, explicit_state=args.state is not None):
         print(line)
     return 0
+
+
+def _controller_plan(args: argparse.Namespace) -> ControllerPlan | None:
+    """The lab's own controllers: one on SQLite unless told otherwise; None for --embedded or a
+    controller the lab does not run (--controller)."""
+    if args.embedded:
+        given = [f for f, v in (("--controllers", args.controllers), ("--postgres", args.postgres),
+                                ("--controller", args.controller)) if v is not None]
+        if given:
+            raise CliError(f"--embedded runs no controller; {given[0]} asks for one: give one of the two")
+        return None
+    if args.controller is not None:
+        if args.controllers is not None or args.postgres is not None:
+            raise CliError(f"{'--controllers' if args.controllers is not None else '--postgres'}: the lab's own "
+                           "controllers; --controller names one it does not run: give one of the two")
+        return None
+    return ControllerPlan(1 if args.controllers is None else args.controllers, args.postgres)
 
 
 def exports(st: LabState) -> list[str]:
@@ -254,10 +273,13 @@ def next_steps(st: LabState, explicit_state: bool) -> list[str]:
     if st.controllers:
         lines = [f"  controller {c['id']}: {c['endpoint']}" for c in st.controllers]
         lines += [f"  tokens: admin {st.admin_token_file}, tenant {st.tenant_token_file} (tenant {TENANT})"]
-        state = f" --state {st.state_path}" if explicit_state else ""
-        return [*lines, f"next: `eval \"$(l2vpc lab env{state})\"` (sets L2VPC_ENDPOINT, L2VPC_CA_FILE, L2VPC_TOKEN), "
-                        "then Terraform (`l2vpc tf -C DIR apply`); `l2vpc show`, `l2vpc lab check` and "
-                        "`l2vpc lab status` ask the controllers"]
+        if explicit_state:  # the record is beside that state, where nothing looks by default
+            return [*lines, f"next: `eval \"$(l2vpc lab env --state {st.state_path})\"` (sets L2VPC_ENDPOINT, "
+                            "L2VPC_CA_FILE, L2VPC_TOKEN), then Terraform (`l2vpc tf -C DIR apply`); "
+                            f"`l2vpc lab check --state {st.state_path}` asks the controllers"]
+        return [*lines, "next: Terraform (`l2vpc tf -C DIR apply`, from any directory), `l2vpc show`, "
+                        "`l2vpc lab check` and `l2vpc lab status` find the controllers by themselves; for another "
+                        "environment (a `terraform` of your own elsewhere): `eval \"$(l2vpc lab env)\"`"]
     if st.controller:
         return [f"next: Terraform with L2VPC_ENDPOINT={st.endpoints[0] if st.endpoints else st.controller} and a "
                 "tenant token of that controller (L2VPC_TOKEN); then `l2vpc lab check`"]

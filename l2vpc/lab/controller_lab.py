@@ -3,6 +3,7 @@
     ctl = setup(st, topo, ControllerPlan(2, postgres=LAB_POSTGRES), lab_dir, pki_dir, progress)
     ...agents start with `ctl` (the addresses they dial, their tokens)...
     wait_registered(st, timeout)      # every agent registered, or why not
+    publish(st)                       # the record `l2vpc.paths.local_control_plane()` reads
     teardown(st)                      # controllers, the lab's PostgreSQL, tokens, files
 
 Where things run (linux driver): controllers live in the underlay switch's namespace and listen
@@ -20,6 +21,11 @@ file lock), a cluster the lab creates and deletes (`--postgres`, see postgres.py
 The lab enrolls its hosts (it is their operator), writes an agent token per host (each agent's 0600 file), an admin token and a tenant
 token (`controllers/admin.token`, `controllers/tenant.token`, 0600) and, for PostgreSQL, a
 sealing key (`controllers/secret.key`) unless L2VPC_SECRET_KEY is set.
+
+Once every agent registered, `publish` writes the record of this control plane beside the
+lab's state (l2vpc.paths.control_plane_path: endpoints, CA, token file paths, the controllers'
+pids; no secret, 0600 anyway), so Terraform's provider, `l2vpc show|graph` and the lab's own
+commands find the controllers from any directory with no setting; `lab down` removes it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from l2vpc import paths
 from l2vpc.lab import controllers, netns, processes
 from l2vpc.lab import postgres as lab_postgres
 from l2vpc.lab.agents import LabController
@@ -273,6 +280,22 @@ def wait_registered(st: LabState, timeout: float = REGISTER_TIMEOUT) -> list[str
         why = failed[-1] if failed else (processes.log_tail(Path(rec.log), 2) or "no answer")
         problems.append(f"{name}: {why}")
     return problems
+
+
+def publish(st: LabState) -> str:
+    """Write the record of the lab's controllers beside its state; returns its path. Recorded in
+    the lab's files first, so `down` removes it (also after an interrupted `up`)."""
+    path = paths.control_plane_path(st.state_path)
+    assert st.controller_ca and st.tenant_token_file and st.admin_token_file
+    doc = {"format": paths.CONTROL_PLANE_FORMAT, "lab": st.id, "endpoints": st.endpoints,
+           "ca_file": st.controller_ca, "token_file": st.tenant_token_file,
+           "admin_token_file": st.admin_token_file,
+           "processes": [{"pid": r.pid, "marker": r.ready_file} for r in _records(st)]}
+    if path not in st.files:
+        st.files.append(path)
+        st.save()
+    write_private(Path(path), json.dumps(doc, indent=2, sort_keys=True).encode())
+    return path
 
 
 def teardown(st: LabState, progress: Progress) -> list[str]:

@@ -21,6 +21,7 @@ from l2vpc.engine.model import Attachment
 from l2vpc.engine.store import open_store
 from l2vpc.hostconfig.names import tap_device_name, workload_netns_name
 from l2vpc.lab import probe, processes
+from l2vpc.lab.errors import LabError
 from l2vpc.lab.state import LabState
 
 
@@ -85,6 +86,9 @@ def remote_engine(st: LabState) -> Any:
     has no admin token for them (no controllers, or one it does not run)."""
     if not (st.endpoints and st.admin_token_file):
         return None
+    if st.controllers and not any(processes.alive(c["pid"], c["ready_file"]) for c in st.controllers):
+        raise LabError(f"none of the lab's controllers runs any more ({', '.join(st.endpoints)}; lab record "
+                       f"{st.path}): `l2vpc lab down`, then `l2vpc lab up`")
     from l2vpc.controller.client import RemoteEngine
 
     token = Path(st.admin_token_file).read_text().strip()

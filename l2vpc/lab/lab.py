@@ -52,6 +52,7 @@ from pathlib import Path
 
 import grpc
 
+from l2vpc import paths
 from l2vpc._proto import agent_pb2 as pb
 from l2vpc.agentapi.channel import host_metadata, open_channel, stub
 from l2vpc.embedded import open_engine
@@ -150,6 +151,9 @@ class Lab(LabControls):
             raise LabError(f"--bandwidth-scale: {bandwidth_scale} must be above 0 and at most 1000")
         if self.load() is not None:
             raise LabError(f"a lab is already up here ({self.dir / 'lab.json'}); run `l2vpc lab down` first")
+        # No lab here, so a record of controllers beside the state is a dead lab's: it would send
+        # Terraform to them.
+        Path(paths.control_plane_path(self.state_path)).unlink(missing_ok=True)
         if controllers is not None:
             if controller is not None:
                 raise LabError("--controllers N runs the lab's own controllers; --controller names one it does "
@@ -205,6 +209,8 @@ class Lab(LabControls):
                     raise LabError(f"agents could not register with the controller at {controller.address}: "
                                    + "; ".join(problems))
                 progress(f"{len(st.hosts)} agents registered with the controller at {controller.address}")
+                if controllers is not None:
+                    progress(f"local control plane recorded in {controller_lab.publish(st)}")
         except BaseException:
             progress("lab up failed; removing what it created")
             with contextlib.suppress(Exception):
@@ -352,6 +358,11 @@ class Lab(LabControls):
         """Remove everything the lab recorded; returns warnings (things left, and why)."""
         st = self.load()
         if st is None:
+            record = Path(paths.control_plane_path(self.state_path))
+            if record.exists():  # a lab that went without its down left its record: stale
+                record.unlink()
+                progress(f"removed {record} (a record of controllers no lab runs)")
+                return []
             return [f"no lab is up for state {self.state_path}"]
         warnings: list[str] = []
         if st.vms:
@@ -454,7 +465,10 @@ class Lab(LabControls):
         """The lab record, each agent's health and ports, and the engine's attachments on lab hosts."""
         st = self.require()
         hosts = inspection.host_statuses(st, self.pki_dir)
-        attachments, vpc_names = self._attachments(st)
+        try:
+            attachments, vpc_names = self._attachments(st)
+        except LabError:  # the lab's controllers are gone: the status says so, per controller
+            attachments, vpc_names = [], {}
         return st, hosts, attachments, vpc_names
 
     def _attachments(self, st: LabState) -> tuple[list[Attachment], dict[str, str]]:

@@ -21,7 +21,7 @@ from l2vpc.engine.agent_client import engine_tls
 from l2vpc.engine.model import Attachment
 from l2vpc.hostconfig import HostConfig
 from l2vpc.hostconfig.names import tap_device_name
-from l2vpc.lab import vm
+from l2vpc.lab import inspection, vm
 from l2vpc.lab.state import HostRecord, LabState
 from l2vpc.lab.vm import Nic, VmError, VmRecord
 
@@ -44,16 +44,20 @@ def _save(st: LabState, rec: VmRecord | None, drop: str | None = None) -> None:
     st.save()
 
 
-def attachments(state_path: str, workload: str) -> list[tuple[Attachment, int]]:
+def attachments(st: LabState, workload: str) -> list[tuple[Attachment, int]]:
     """The workload's attachments in interface order (net1, net2, ...), as placed, each with its
-    VPC's MTU."""
-    engine = open_engine(state_path)
+    VPC's MTU: as the lab's controllers hold them, else as its state does."""
+    remote = inspection.remote_engine(st)
+    engine = remote if remote is not None else open_engine(st.state_path)
     try:
         mtus = {v.id: v.mtu for v in engine.list("vpc")}
         atts = [(a, mtus.get(a.vpc_id, 1500)) for a in engine.list("attachment") if a.workload == workload]
     finally:
-        engine.agents.close()  # type: ignore[attr-defined]
-        engine.store.close()
+        if remote is not None:
+            remote.close()
+        else:
+            engine.agents.close()
+            engine.store.close()
     return sorted(atts, key=lambda pair: int((pair[0].interface_name or "net0")[3:]))
 
 
@@ -73,7 +77,7 @@ def up(st: LabState, lab_dir: Path, pki_dir: Path, workload: str) -> VmRecord:
         raise VmError("VMs need the lab's linux driver (run the lab as root)")
     if any(v["workload"] == workload for v in st.vms):
         raise VmError(f"a lab VM already runs workload {workload!r}")
-    pairs = attachments(st.state_path, workload)
+    pairs = attachments(st, workload)
     atts = [a for a, _mtu in pairs]
     if not atts:
         raise VmError(f"workload {workload!r} has no attachments: attach it first")

@@ -53,8 +53,10 @@ class L2vpcProvider(Provider):
             ),
             "state_path": string(
                 optional=True,
-                description="State file of the embedded engine (not with `endpoint`). Default: "
-                f"{paths.describe_default()}: the one the lab and the `l2vpc` commands use.",
+                description="State file of the embedded engine (not with `endpoint`). Default: the local "
+                "controller `l2vpc lab up` runs, found through its record beside the default state "
+                f"({paths.CONTROL_PLANE_FILE}), else the embedded engine on {paths.describe_default()}: "
+                "what the lab and the `l2vpc` commands use.",
             ),
             "region": string(optional=True, description="Region for resources that do not name one."),
         },
@@ -78,6 +80,9 @@ class L2vpcProvider(Provider):
         for name, env in (("endpoint", ENDPOINT_ENV), ("token", TOKEN_ENV), ("ca_file", CA_FILE_ENV)):
             if not settings.get(name) and os.environ.get(env):
                 settings[name], origin[name] = os.environ[env], f"{name} (from ${env})"
+        if not any(settings.get(name) for name in ("endpoint", "token", "ca_file", "state_path")):
+            if not _local_control_plane(settings, origin, diags):
+                return
         if settings.get("endpoint"):
             if not _remote_settings(settings, config, origin, diags):
                 return
@@ -118,6 +123,24 @@ class L2vpcProvider(Provider):
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+def _local_control_plane(settings: dict[str, Any], origin: dict[str, str], diags: Diagnostics) -> bool:
+    """Nothing says where to go: the controller a lab runs on this machine, if its record is
+    there (endpoints, CA, the tenant token). False (with an error) when the record is stale."""
+    try:
+        plane = paths.local_control_plane()
+        if plane is None:
+            return True
+        settings["endpoint"], settings["ca_file"], settings["token"] = plane.endpoint, plane.ca_file, plane.token()
+    except paths.ControlPlaneError as e:
+        diags.error("Local control plane unavailable",
+                    f"{e}. Or set endpoint (${ENDPOINT_ENV}) for a controller, or state_path for the embedded "
+                    "engine.")
+        return False
+    for name in ("endpoint", "token", "ca_file"):
+        origin[name] = f"{name} (from {plane.record})"
+    return True
 
 
 def _remote_settings(settings: dict[str, Any], config: dict[str, Any], origin: dict[str, str],
