@@ -101,7 +101,7 @@ def main() -> int:
         state = str(tmp / ".l2vpc" / "state.db")
         lab = Lab(state)
         try:
-            assert run("lab", "up", "--hosts", "2", "--state", state) == 0
+            assert run("lab", "up", "--embedded", "--hosts", "2", "--state", state) == 0
             st = lab.require()
             assert run("apply", "-f", str(topology_file(tmp / "topo.yaml", st, DOC)), "--state", state,
                        "--agents", "grpc") == 0

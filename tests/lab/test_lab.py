@@ -55,7 +55,7 @@ def test_topology_value() -> None:
 
 def test_memory_lab_up_apply_check_down(lab: tuple[Lab, str], tmp_path: Path, capsys: Any) -> None:
     the_lab, state = lab
-    assert run("lab", "up", "--hosts", "2", "--edges", "1", "--driver", "memory", "--state", state) == 0
+    assert run("lab", "up", "--embedded", "--hosts", "2", "--edges", "1", "--driver", "memory", "--state", state) == 0
     err = capsys.readouterr().err
     st = the_lab.load()
     assert st is not None and st.driver == "memory" and [h.name for h in st.hosts] == ["host1", "host2", "edge1"]
@@ -114,7 +114,7 @@ def test_memory_lab_up_apply_check_down(lab: tuple[Lab, str], tmp_path: Path, ca
         store.close()
 
     # A new lab under the same state runs what the state holds for its hosts straight away.
-    assert run("lab", "up", "--hosts", "2", "--driver", "memory", "--state", state) == 0
+    assert run("lab", "up", "--embedded", "--hosts", "2", "--driver", "memory", "--state", state) == 0
     assert "converging what the state already holds" in capsys.readouterr().err
     assert run("lab", "check", "--state", state) == 0
 

@@ -48,7 +48,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, str]]:
 
 def test_lab_apply_check_exec_down(lab: tuple[Lab, str], tmp_path: Path, capsys: Any) -> None:
     the_lab, state = lab
-    assert run("lab", "up", "--hosts", "3", "--state", state) == 0
+    assert run("lab", "up", "--embedded", "--hosts", "3", "--state", state) == 0
     st = the_lab.load()
     assert st is not None and st.driver == "linux"
     assert ip("-o", "link", "show", "br0", netns=st.switch).count("mtu 9100") == 1

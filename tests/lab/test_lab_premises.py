@@ -64,7 +64,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Lab, str]]:
 
 def test_premises_site_direct_connect_and_down(lab: tuple[Lab, str], tmp_path: Path, capsys: Any) -> None:
     the_lab, state = lab
-    assert run("lab", "up", "--hosts", "1", "--edges", "1", "--premises", "--premises-psk", "lab.psk.1234",
+    assert run("lab", "up", "--embedded", "--hosts", "1", "--edges", "1", "--premises", "--premises-psk", "lab.psk.1234",
                "--state", state) == 0
     err = capsys.readouterr().err
     assert "premises: " in err and "VPN gateway 203.0.113.10" in err

@@ -95,7 +95,7 @@ def podlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodLab]:
     state = str(tmp / ".l2vpc" / "state.db")
     lab = Lab(state)
     try:
-        assert run("lab", "up", "--hosts", "2", "--state", state) == 0
+        assert run("lab", "up", "--embedded", "--hosts", "2", "--state", state) == 0
         st = lab.require()
         topo = topology_file(tmp / "topo.yaml", st, DOC)
         assert run("apply", "-f", str(topo), "--state", state, "--agents", "grpc") == 0
