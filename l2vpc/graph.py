@@ -154,7 +154,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from l2vpc.cli import CliError
     from l2vpc.embedded import default_state_path, open_engine
-
     from l2vpc.embedded.cli import local_controllers
 
     state = args.state or default_state_path()

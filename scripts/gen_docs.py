@@ -63,8 +63,9 @@ terraform {
   }
 }
 
-# The engine runs inside the provider and keeps its state in a SQLite file
-# (default: $L2VPC_STATE_PATH, else .l2vpc/state.db next to the configuration).
+# No connection settings: the local controller `l2vpc lab up` runs (found through its
+# record beside the default state), else the engine inside the provider on the default
+# state ($L2VPC_STATE_PATH, else state.db in $L2VPC_HOME).
 provider "l2vpc" {
   region = "us-east" # for VPCs that do not name a region
 }
@@ -103,9 +104,13 @@ and pods attach to with one interface each. The provider hands every change to t
 engine, which works out what each host must run and drives the agents on the hosts; an apply
 returns once the hosts run the result. Direct connects and VPNs land on edge hosts.
 
-By default the engine runs embedded in the provider, with its state in a local SQLite file
-(mode 0600); secrets (pre-shared keys, MD5 and service keys) are sealed in it with a key kept
-beside it (`state.db.key`) or given in `$L2VPC_SECRET_KEY`.
+With no connection settings, the provider calls the local controller `l2vpc lab up` runs (on
+SQLite; it converges the hosts and repairs them between applies), which it finds from any
+directory through the record the lab writes beside the default state; `endpoint` names any
+other controller. Without either (or with `state_path`), the engine runs embedded in the
+provider, with its state in a local SQLite file (mode 0600). Secrets (pre-shared keys, MD5 and
+service keys) are sealed in the state with a key kept beside it (`state.db.key`) or given in
+`$L2VPC_SECRET_KEY`.
 """
 
 

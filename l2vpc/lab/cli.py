@@ -1,7 +1,7 @@
 """`l2vpc lab up|down|status|exec|check`: simulated hosts with real agents, for demos and tests.
 
-    l2vpc lab up --hosts 3 [--regions us-east,eu-west] [--edges 1] [--state .l2vpc/state.db]
-    l2vpc apply -f topology.yaml          # or terraform apply with the same state
+    l2vpc lab up --hosts 3 [--regions us-east,eu-west] [--edges 1]   # + one local controller (SQLite)
+    l2vpc tf -C DIR apply                  # the provider finds that controller (control-plane.json)
     l2vpc lab exec web1 -- ping -c 1 10.20.0.12
     l2vpc lab check                        # exits 1 on any reachability or isolation failure
     l2vpc lab down
@@ -15,7 +15,13 @@ With a customer site for direct connects and VPNs (root):
     l2vpc lab exec premises-l2 -- busybox udhcpc -i eth0     # behind a layer2 direct connect
     l2vpc lab premises vlan 100            # premises-l2 tags its frames (layer2 with vlan = 100)
 
-With controllers the lab runs (they converge it; the agents register with them):
+Without a controller (the embedded engine drives the agents when it applies; nothing repairs
+in between):
+
+    l2vpc lab up --hosts 3 --embedded
+    l2vpc apply -f topology.yaml          # or Terraform on the same state
+
+With several controllers the lab runs (they converge it; the agents register with them):
 
     l2vpc lab up --hosts 3 --controllers 2 [--postgres [URL]]   # SQLite, or PostgreSQL the lab owns / at URL
     eval "$(l2vpc lab env)"                                      # L2VPC_ENDPOINT, _CA_FILE, _TOKEN

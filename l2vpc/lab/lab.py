@@ -22,6 +22,12 @@ its own), each agent runs the Linux driver on its host's namespace, and workload
 namespaces the agents create. Without root, agents run the memory driver: the control path is
 the same (processes, TLS, gRPC, registration), the dataplane is simulated.
 
+`up()` without `controllers=` is the embedded mode (the library's default, and what the
+dataplane tests use): hosts registered in the state, converged by whoever applies. The CLI's
+default is `controllers=ControllerPlan(1)`: the lab's own controller (controller_lab.py), whose
+record beside the state (`l2vpc.paths.local_control_plane`) Terraform and `l2vpc` find; `down`
+removes it, also a stale one whose lab is gone.
+
 With a controller (`up(..., controller=LabController(...))`), the lab neither registers its
 hosts nor converges them: each agent registers its own host with the controller and heartbeats
 (role-agent token per host, in a 0600 file), and the controller converges. The lab's CA is then

@@ -56,7 +56,7 @@ def attachments(st: LabState, workload: str) -> list[tuple[Attachment, int]]:
         if remote is not None:
             remote.close()
         else:
-            engine.agents.close()
+            engine.agents.close()  # type: ignore[union-attr]
             engine.store.close()
     return sorted(atts, key=lambda pair: int((pair[0].interface_name or "net0")[3:]))
 

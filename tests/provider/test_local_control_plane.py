@@ -51,7 +51,7 @@ def local_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
 
 def test_the_record_is_found_and_explicit_settings_win(local_lab: tuple[Lab, LabState], tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    lab, st = local_lab
+    _lab, st = local_lab
     record = Path(paths.control_plane_path())
     assert record.parent == tmp_path / "home" and record.stat().st_mode & 0o077 == 0
     tenant = Path(str(st.tenant_token_file)).read_text().strip()
@@ -90,7 +90,7 @@ def test_the_record_is_found_and_explicit_settings_win(local_lab: tuple[Lab, Lab
 
 def test_a_stale_record_is_an_error_naming_it(local_lab: tuple[Lab, LabState], capsys: pytest.CaptureFixture[str]
                                               ) -> None:
-    lab, st = local_lab
+    _lab, st = local_lab
     for c in st.controllers:
         controllers.kill(ControllerRecord(**c))
     record = paths.control_plane_path()
