@@ -112,15 +112,16 @@ def local_control_plane(state_path: str | None = None) -> ControlPlane | None:
         processes = [(int(p["pid"]), str(p["marker"])) for p in doc["processes"]]
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise ControlPlaneError(f"{path}: not a record of a local control plane ({e}); {_REMEDY}") from None
-    if not plane.endpoints or not any(_running(pid, marker) for pid, marker in processes):
+    if not plane.endpoints or not any(process_running(pid, marker) for pid, marker in processes):
         pids = ", ".join(str(pid) for pid, _ in processes) or "none"
         raise ControlPlaneError(f"{path}: the local control plane it names is gone (controller pid {pids} not "
                                 f"running, endpoints {plane.endpoint or 'none'}); {_REMEDY}")
     return plane
 
 
-def _running(pid: int, marker: str) -> bool:
-    """pid runs (not a zombie) and its command line still names marker: a recycled pid is not it."""
+def process_running(pid: int, marker: str) -> bool:
+    """pid runs (not a zombie) and its command line still names marker: a recycled pid is not it.
+    (Here, not in the agent's process helpers, so the provider can ask without importing them.)"""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from l2vpc.paths import process_running
+
 NSENTER = "nsenter"
 
 
@@ -73,15 +75,7 @@ def alive(pid: int | None, marker: str) -> bool:
     if not pid:
         return False
     _reap(pid)
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except OSError:
-        return False
-    state = stat.rsplit(b")", 1)[-1].split()[0]
-    return state != b"Z" and marker.encode() in cmdline
+    return process_running(pid, marker)
 
 
 def exited(pid: int) -> bool:
