@@ -2,8 +2,8 @@
 
 A newcomer copies these blocks: they run here line by line in a clone of the committed tree
 (its `.venv` the project's own), as root, in order within a document, and every line must
-succeed. Each document gets its own default state (`$L2VPC_HOME`, where every command looks);
-whatever a block brings up is taken down again (`l2vpc lab down`) also when a line fails. The
+succeed; after `./dev demo`, so must the commands it suggests. Each document gets its own
+default state (`$L2VPC_HOME`, where every command looks); whatever a block brings up is taken down again (`l2vpc lab down`) also when a line fails. The
 one block not run is `./dev test`: it is this test suite.
 """
 
@@ -73,3 +73,36 @@ def test_command_blocks_run_as_printed(clone: tuple[Path, dict[str, str]], docum
                                  timeout=600)
             assert run.returncode == 0, (f"{document} block {index}: `{line}` exited {run.returncode}:\n"
                                          f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+            if line == "./dev demo":
+                run_demo_hints(run.stdout, where, env)
+
+
+def demo_hints(output: str) -> list[str]:
+    """The commands the demo suggests at its end (between "Try:" and "Remove it with"), without
+    their comments."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith("Try:"))
+    hints = []
+    for line in lines[start + 1:]:
+        if line.startswith("Remove it with"):
+            break
+        hints.append(line.split("#", 1)[0].strip())
+    return [h for h in hints if h]
+
+
+def test_demo_hints_are_parsed() -> None:
+    out = "x\nThe lab is still up. Try:\n   a b\n   c -C /d plan      # empty\nRemove it with: e\n"
+    assert demo_hints(out) == ["a b", "c -C /d plan"]
+
+
+def run_demo_hints(output: str, where: Path, env: dict[str, str]) -> None:
+    """Each hint runs verbatim where the demo ran, and the re-plan it suggests is empty. Hints that
+    apply another example are left out: they need an answer and change the lab."""
+    hints = [h for h in demo_hints(output) if " apply" not in h]
+    assert any(h.endswith(" plan") for h in hints), output[-2000:]
+    for hint in hints:
+        run = subprocess.run(["bash", "-c", hint], cwd=where, env=env, capture_output=True, text=True,
+                             timeout=300, stdin=subprocess.DEVNULL)
+        assert run.returncode == 0, f"demo hint `{hint}` exited {run.returncode}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+        if hint.endswith(" plan"):
+            assert "No changes." in run.stdout, f"demo hint `{hint}` plans changes:\n{run.stdout[-3000:]}"
