@@ -3,8 +3,9 @@
 A newcomer copies these blocks: they run here line by line in a clone of the committed tree
 (its `.venv` the project's own), as root, in order within a document, and every line must
 succeed; after `./dev demo`, so must the commands it suggests. Each document gets its own
-default state (`$L2VPC_HOME`, where every command looks); whatever a block brings up is taken down again (`l2vpc lab down`) also when a line fails. The
-one block not run is `./dev test`: it is this test suite.
+default state (`$L2VPC_HOME`, where every command looks); whatever a block brings up is taken
+down again (`l2vpc lab down`) also when a line fails. The one block not run is `./dev test`: it
+is this test suite.
 """
 
 from __future__ import annotations
