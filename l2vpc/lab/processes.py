@@ -31,9 +31,19 @@ def start(argv: list[str], pidfile: Path, log: Path, env: dict[str, str] | None 
     tmp = pidfile.with_name(pidfile.name + ".tmp")
     tmp.write_text(f"{proc.pid}\n")
     tmp.replace(pidfile)
-    # `ip netns exec NS program...` execs the program: wait for that last exec.
-    procs.wait_exec(proc.pid, argv[4:] if argv[:3] == ["ip", "netns", "exec"] else argv, timeout=10.0)
+    procs.wait_exec(proc.pid, final_argv(argv), timeout=10.0)
     return proc.pid
+
+
+def final_argv(argv: list[str]) -> list[str]:
+    """What the process runs once started: `ip netns exec NS program...` and `nsenter ... --
+    program...` exec the program (waiting for their own command line would wait out the timeout:
+    10 s for every agent and controller of a controller lab)."""
+    if argv[:3] == ["ip", "netns", "exec"]:
+        return argv[4:]
+    if argv[:1] == ["nsenter"] and "--" in argv:
+        return argv[argv.index("--") + 1:]
+    return argv
 
 
 def stop(pid: int | None, marker: str, timeout: float = 5.0) -> bool:

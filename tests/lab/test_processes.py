@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,26 @@ def test_a_program_started_in_a_namespace_is_alive_by_its_marker_the_moment_star
             processes.kill(pid, marker)
         subprocess.run(["ip", "netns", "del", netns], check=False)
     assert not any(processes.alive(pid, marker) for pid, marker in pids)
+
+
+def test_a_start_through_nsenter_returns_once_the_program_runs(tmp_path: Path) -> None:
+    # The lab's controllers and, with a controller, its agents start as `nsenter --net=NS --
+    # program...`; the start waited for nsenter's own command line, which never comes back after
+    # its exec, and so took its whole 10 s wait per process (30 s for `lab up --hosts 3`).
+    assert processes.final_argv(["nsenter", "--net=/run/netns/x", "--", "prog", "a"]) == ["prog", "a"]
+    assert processes.final_argv(["ip", "netns", "exec", "x", "prog"]) == ["prog"]
+    assert processes.final_argv(["prog", "--", "a"]) == ["prog", "--", "a"]
+    netns = f"l2t-nse-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    marker = str(tmp_path / "marker")
+    pid = None
+    try:
+        started = time.monotonic()
+        pid = processes.start(["nsenter", f"--net=/run/netns/{netns}", "--", "sh", "-c", "sleep 30; :", marker],
+                              tmp_path / "p.pid", tmp_path / "p.log")
+        waited = time.monotonic() - started
+        assert processes.alive(pid, marker), (tmp_path / "p.log").read_text()
+        assert waited < 5.0, f"start waited {waited:.1f}s: for nsenter's command line, until its timeout (10 s)"
+    finally:
+        processes.kill(pid, marker)
+        subprocess.run(["ip", "netns", "del", netns], check=False)
