@@ -5,9 +5,11 @@ A lab Pod is the Kubernetes Pod `default/<name>`, so its workload is `default-<n
 - on a lab without a controller, an attachment the configuration already declares for that
   workload (`workload_kind = "pod"`) is used as it is; for a VPC without one the lab declares
   one (as a user would in Terraform), placed with the Pod's other attachments;
-- on a lab whose agents run with a controller, the lab declares nothing: each ADD creates the
-  Pod's attachment on demand (net1, net2, ... in the order of --vpc; the host is --host, else
-  the first compute host), and the DEL of `rm` deletes it.
+- on a lab whose agents run with a controller, the lab declares nothing: an attachment the
+  configuration declares is used where it is placed (its host, its interface; the lab's own
+  controllers tell, with the admin token), and for a VPC without one each ADD creates the Pod's
+  attachment on demand (net1, net2, ... in the order of --vpc; the host is --host, else the
+  host of its other attachments, else the first compute host), and the DEL of `rm` deletes it.
 The Pod's networks are then added by the CNI plugin, one ADD per VPC in interface order, and its
 container started. Needs the linux driver (root).
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from l2vpc.embedded import open_engine
 from l2vpc.engine.model import Attachment
 from l2vpc.hostconfig.names import pod_workload
-from l2vpc.lab import pods
+from l2vpc.lab import inspection, pods
 from l2vpc.lab.pods import Containerd, ContainerdRecord, PodError, PodRecord
 from l2vpc.lab.state import HostRecord, LabState
 
@@ -108,8 +110,15 @@ def run(st: LabState, lab_dir: Path, name: str, vpcs: list[str], host: str | Non
         if ip_mode is not None:
             raise PodError("--ip-mode: only for attachments the lab declares (a lab without a controller); on "
                            "demand, a Pod's VPC with DHCP gets dhcp")
-        rec = _host(st, host or next((h.name for h in st.hosts if h.role == "compute"), ""))
-        networks = [(vpc, f"net{i}") for i, vpc in enumerate(vpcs, start=1)]
+        declared = _declared(st, workload)
+        placed = next((a.host for a in declared.values() if a.host), None)
+        rec = _host(st, host or placed or next((h.name for h in st.hosts if h.role == "compute"), ""))
+        taken: set[str] = {str(a.interface_name) for a in declared.values()}
+        free = iter([f"net{i}" for i in range(1, 11) if f"net{i}" not in taken])
+        networks: list[tuple[str, str]] = []
+        for vpc in vpcs:
+            att = declared.get(vpc)
+            networks.append((vpc, str(att.interface_name) if att and att.interface_name else next(free, "")))
     else:
         attachments = declare(st.state_path, workload, vpcs, host, ip_mode)
         rec = _host(st, attachments[0][1].host or "")
@@ -157,6 +166,19 @@ def remove_all(st: LabState) -> list[str]:
         st.containerd = None
         st.save()
     return warnings
+
+
+def _declared(st: LabState, workload: str) -> dict[str, Attachment]:
+    """The workload's attachments by VPC name, as the lab's own controllers hold them (none when
+    the lab has no admin token for its controller: then every ADD creates its attachment)."""
+    remote = inspection.remote_engine(st)
+    if remote is None:
+        return {}
+    try:
+        names = {v.id: v.name for v in remote.list("vpc")}
+        return {names.get(a.vpc_id, a.vpc_id): a for a in remote.list("attachment") if a.workload == workload}
+    finally:
+        remote.close()
 
 
 def _host(st: LabState, name: str) -> HostRecord:
