@@ -226,7 +226,10 @@ def _up(args: argparse.Namespace) -> int:
                     bandwidth_scale=args.bandwidth_scale, controller=_controller(args), controllers=plan)
     except _ERRORS as e:
         raise CliError(str(e)) from None
-    print(f"lab {st.id} up: {len(st.hosts)} hosts ({st.driver} driver), state {st.state_path}")
+    # With its own controllers the lab's state is theirs (in the lab dir), not the state file.
+    where = f"state {st.state_path}" if not st.controllers else (
+        f"{len(st.controllers)} controller{'s' if len(st.controllers) > 1 else ''} at {', '.join(st.endpoints)}")
+    print(f"lab {st.id} up: {len(st.hosts)} hosts ({st.driver} driver), {where}")
     for h in st.hosts:
         where = f", netns {h.netns}" if h.netns else ""
         public = f", public {h.public_cidr}" if h.public_cidr else ""
