@@ -62,6 +62,8 @@ def test_lab_up_then_terraform_from_anywhere_with_no_settings(tmp_path: Path) ->
         assert len([line for line in shown.stdout.splitlines() if line.startswith("attachment ")]) == 4
         checked = l2vpc(env, elsewhere, "lab", "check")
         assert checked.returncode == 0 and "6/6 pairs answer ping" in checked.stdout, checked.stdout + checked.stderr
+        graph = l2vpc(env, elsewhere, "graph", "--format", "dot")
+        assert graph.returncode == 0 and "web1" in graph.stdout, graph.stderr
         status = l2vpc(env, elsewhere, "lab", "status")
         assert status.returncode == 0 and "controller c1:" in status.stdout, status.stdout + status.stderr
         refused = l2vpc(env, elsewhere, "apply", "-f", str(ROOT / "examples" / "topology" / "two-vpcs.yaml"))
