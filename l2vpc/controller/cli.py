@@ -12,6 +12,7 @@
     l2vpc controller quota set --store ... --tenant acme vpc=50 vpn=10   # or --default
     l2vpc controller quota show --store ... --tenant acme
     l2vpc controller status --endpoint ctl1.example.net:7700 --token-file admin.token --ca ca.pem
+    l2vpc controller status        # the local control plane `l2vpc lab up` runs
 
 `--store` defaults to env L2VPC_STORE, so a URL with a password need not appear in `ps`
 (libpq's PGPASSWORD and ~/.pgpass work too). Store URLs are never echoed with their password.
@@ -178,10 +179,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     he.set_defaults(func=_host_enroll)
 
     s = csub.add_parser("status", help="leader, revisions, host liveness and recent reconciler events")
-    s.add_argument("--endpoint", required=True, help="HOST:PORT of any controller, or a comma list of several "
-                   "(tried in turn)")
-    s.add_argument("--token-file", required=True, type=Path, help="file holding an admin token")
-    s.add_argument("--ca", required=True, type=Path, help="CA certificate (PEM) the controller's certificate is from")
+    s.add_argument("--endpoint", default=None, help="HOST:PORT of any controller, or a comma list of several "
+                   "(tried in turn); default: the local control plane `l2vpc lab up` runs (its record beside "
+                   "the state), with its admin token and CA")
+    s.add_argument("--token-file", type=Path, default=None, help="file holding an admin token (with --endpoint)")
+    s.add_argument("--ca", type=Path, default=None,
+                   help="CA certificate (PEM) the controller's certificate is from (with --endpoint)")
     s.add_argument("--tls-name", default=None, help="name to expect in the controller's certificate "
                    "(default: the endpoint's host)")
     s.add_argument("--timeout", type=_duration, default=10.0)
@@ -437,6 +440,27 @@ def read_token_file(path: Path) -> str:
     return text
 
 
+def _status_target(args: argparse.Namespace) -> None:
+    """Fill endpoint, admin token and CA from the local control plane's record when none is given."""
+    given = [f"--{n.replace('_', '-')}" for n in ("endpoint", "token_file", "ca") if getattr(args, n) is not None]
+    if given and len(given) < 3:
+        missing = sorted({"--endpoint", "--token-file", "--ca"} - set(given))
+        raise CliError(f"{', '.join(given)} given without {', '.join(missing)}: give all three, or none to ask "
+                       "the local control plane")
+    if given:
+        return
+    from l2vpc.paths import ControlPlaneError, local_control_plane
+
+    try:
+        plane = local_control_plane()
+    except ControlPlaneError as e:
+        raise CliError(str(e)) from None
+    if plane is None:
+        raise CliError("no local control plane runs (`l2vpc lab up` starts one): give --endpoint, --token-file "
+                       "and --ca of a controller")
+    args.endpoint, args.token_file, args.ca = plane.endpoint, Path(plane.admin_token_file), Path(plane.ca_file)
+
+
 def _status(args: argparse.Namespace) -> int:
     import grpc
     from google.protobuf.json_format import MessageToDict
@@ -444,6 +468,7 @@ def _status(args: argparse.Namespace) -> int:
     from l2vpc._proto import controller_pb2 as pb
     from l2vpc._proto import controller_pb2_grpc as pb_grpc
 
+    _status_target(args)
     token = read_token_file(args.token_file)
     try:
         ca = args.ca.read_bytes()

@@ -215,3 +215,16 @@ def test_host_enroll(db: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
         rc, out, err = run_cli(capsys, "controller", "host", "enroll", "--store", db.url, *argv)
         assert rc == 1 and words in err, (argv, err)
     assert hosts() == before and not (tmp_path / "t").exists()
+
+
+def test_status_flags_go_together_or_come_from_the_local_control_plane(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("L2VPC_HOME", str(tmp_path))
+    monkeypatch.delenv("L2VPC_STATE_PATH", raising=False)
+    rc, _, err = run_cli(capsys, "controller", "status", "--endpoint", "127.0.0.1:7700")
+    assert rc == 1 and "--endpoint given without --ca, --token-file" in err, err
+    rc, _, err = run_cli(capsys, "controller", "status")
+    assert rc == 1 and "no local control plane runs (`l2vpc lab up` starts one)" in err, err
+    (tmp_path / "control-plane.json").write_text("{}")
+    rc, _, err = run_cli(capsys, "controller", "status")
+    assert rc == 1 and "control-plane.json: not a record of a local control plane" in err, err

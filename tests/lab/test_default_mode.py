@@ -9,6 +9,7 @@ directory, the plan after it is empty, and `lab down` leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -66,6 +67,9 @@ def test_lab_up_then_terraform_from_anywhere_with_no_settings(tmp_path: Path) ->
         assert graph.returncode == 0 and "web1" in graph.stdout, graph.stderr
         status = l2vpc(env, elsewhere, "lab", "status")
         assert status.returncode == 0 and "controller c1:" in status.stdout, status.stdout + status.stderr
+        controller = l2vpc(env, elsewhere, "controller", "status", "--json")
+        assert controller.returncode == 0, controller.stdout + controller.stderr
+        assert sorted(h["name"] for h in json.loads(controller.stdout)["hosts"]) == ["host1", "host2", "host3"]
         refused = l2vpc(env, elsewhere, "apply", "-f", str(ROOT / "examples" / "topology" / "two-vpcs.yaml"))
         assert refused.returncode == 1 and "l2vpc lab up --embedded" in refused.stderr, refused.stderr
 
