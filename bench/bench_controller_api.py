@@ -1,25 +1,33 @@
 """Controller API throughput: attachment creates/s through gRPC, two controllers on one
-PostgreSQL (target >= 500/s), against a baseline of direct Engine creates on the same store.
+PostgreSQL and 16 clients (target >= 2,000/s, issue 19), against two baselines in the same run.
 
-Starts a throwaway PostgreSQL (durable: fsync on, unless --no-fsync), then:
+Starts a throwaway PostgreSQL (durable: fsync on, unless --no-fsync), then for each mode:
 - setup, directly through an Engine: H hosts (no agents: creates do not touch hosts) and, per
   tenant, VPCs with room for 10 attachments each (an attachment create reads its VPC's
   members, so VPC size matters; 10 is the scale bench's figure);
-- API: two `l2vpc controller run` processes; P client processes with T threads each, client
-  process i talking to controller i % 2 with the token of tenant i % TENANTS; every thread
+- API (once per count in --controllers, e.g. 1,2,3): that many `l2vpc controller run`
+  processes; P client processes with T threads each (default 4 x 4 = 16 clients), client
+  process i talking to controller i % N with the token of tenant i % TENANTS; every thread
   creates attachments one Create call at a time. Creates/s = all creates / (last end - first
   start); latency percentiles per call;
 - baseline: the same number of creates by P processes through Engine objects on the store
-  (what the API adds: gRPC, TLS, tokens, JSON, the controller's threads).
+  (what the API adds: gRPC, TLS, tokens, JSON, the controller's threads);
+- gRPC floor: the same clients against a server whose Create parses the document and answers
+  at once (no engine, no database): what gRPC, TLS and JSON alone cost in Python.
+
+Per mode it prints the CPU each process used per create (the steadier figure on a shared
+machine), the CPU other processes of the machine used meanwhile, and the ceiling that CPU
+cost allows on idle cores (cores x 1000 ms / CPU ms per create).
 
     .venv/bin/python bench/bench_controller_api.py [--creates 4000] [--procs 4] [--threads 4]
-        [--controllers 2] [--tenants 4] [--no-fsync]
+        [--controllers 2 | 1,2,3] [--tenants 4] [--no-fsync]
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -36,6 +44,7 @@ from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
 
 PER_VPC = 10
+TARGET = 2000  # creates/s with two controllers and 16 clients (issue 19)
 HOSTS = 16
 WARMUP = 10  # creates per thread before the clock starts: connections, caches
 
@@ -168,27 +177,81 @@ def _pct(latencies: list[float], q: float) -> float:
     return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
 
+# --- the gRPC floor: the same calls to a server that does nothing --------------------------------
+
+
+def _floor_server(pki: str, ready: Any, stop: Any) -> None:
+    """A Controller server over the same TLS whose Create parses the document and answers at
+    once: what gRPC, TLS and JSON cost a create in Python, without the engine or the database."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from l2vpc._proto import controller_pb2 as cpb
+    from l2vpc._proto import controller_pb2_grpc as cpb_grpc
+
+    class Floor(cpb_grpc.ControllerServicer):
+        def Create(self, request: Any, context: Any) -> Any:
+            context.invocation_metadata()
+            data = json.loads(request.data_json)
+            return cpb.ObjectReply(kind=request.kind, id="att-0", data_json=json.dumps(data))
+
+        def List(self, request: Any, context: Any) -> Any:
+            return cpb.ListReply(objects=[cpb.ObjectReply(kind="vpc", id=v, data_json=json.dumps(
+                {"name": v, "id": v})) for v in ready[1]])
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=32))
+    cpb_grpc.add_ControllerServicer_to_server(Floor(), server)
+    d = Path(pki)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
+        [((d / "controller.key").read_bytes(), (d / "controller.pem").read_bytes())]))
+    server.start()
+    ready[0].put(f"127.0.0.1:{port}")
+    stop.wait()
+    server.stop(0)
+
+
+def _machine_busy() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--creates", type=int, default=4000, help="measured creates in total (default 4000)")
     p.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
     p.add_argument("--threads", type=int, default=4, help="threads per client process (default 4)")
-    p.add_argument("--controllers", type=int, default=2, choices=(1, 2))
+    p.add_argument("--controllers", default="2",
+                   help="controllers sharing the database, or a list to compare: 1,2,3 (default 2)")
     p.add_argument("--tenants", type=int, default=4)
     p.add_argument("--no-fsync", action="store_true")
     args = p.parse_args()
+    try:
+        counts = [int(c) for c in args.controllers.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or any(not 1 <= c <= 3 for c in counts):
+        p.error(f"--controllers: one or more of 1, 2, 3 separated by commas, got {args.controllers!r}")
     per_thread = -(-args.creates // (args.procs * args.threads))
     tenants = [f"tenant{i}" for i in range(args.tenants)]
     key = Fernet.generate_key()
     ctx = multiprocessing.get_context("spawn")
+    cores = os.cpu_count() or 1
 
     with cb.postgres(durable=not args.no_fsync) as pg, tempfile.TemporaryDirectory(prefix="l2vpc-api-") as tmp:
         d = Path(tmp)
         cb.make_pki(d / "pki")
         say(f"PostgreSQL {'without fsync' if args.no_fsync else 'durable (fsync on)'}; {args.procs} client processes "
-            f"x {args.threads} threads, {args.tenants} tenants, {PER_VPC} attachments per VPC, {HOSTS} hosts")
-        results = {}
-        for mode in ("api", "engine"):
+            f"x {args.threads} threads, {args.tenants} tenants, {PER_VPC} attachments per VPC, {HOSTS} hosts; "
+            f"{cores} cores, load average {os.getloadavg()[0]:.1f} at the start")
+        results: dict[str, float] = {}
+        per_create: dict[str, float] = {}
+        modes = [f"api{c}" for c in counts] + ["engine", "floor"]
+        for mode in modes:
             db = f"{mode}_bench"
             url = pg.create_database(db)
             work = plan(args.procs, args.threads, per_thread)
@@ -196,21 +259,36 @@ def main() -> int:
             barrier, out = ctx.Barrier(args.procs + 1), ctx.Queue()
             cluster = cb.Cluster(d / mode, cb.env(key.decode()), d / "pki")
             cluster.directory.mkdir()
+            floor: multiprocessing.process.BaseProcess | None = None
+            stop_floor = ctx.Event()
             try:
                 procs: list[multiprocessing.process.BaseProcess] = []
-                if mode == "api":
+                pids: dict[str, int] = {}
+                if mode.startswith("api"):
                     store = open_store(url)
                     try:
                         tokens = [create_token(store, "tenant", tenant=t)[1] for t in tenants]
                     finally:
                         store.close()
                     addresses = [cb.start_controller(cluster, url, f"c{i + 1}", heartbeat_interval=2, down_after=10,
-                                                     resync_interval=3600)[1] for i in range(args.controllers)]
+                                                     resync_interval=3600)[1] for i in range(int(mode[3:]))]
                     for i in range(args.procs):
                         todos = work[i * args.threads:(i + 1) * args.threads]
                         token = tokens[tenants.index(tenant_of(i * args.threads, args.threads, tenants))]
                         procs.append(ctx.Process(target=_api_worker, args=(
                             addresses[i % len(addresses)], str(d / "pki" / "ca.pem"), token, todos, barrier, out)))
+                    pids = {f"controller {c.name}": c.pid for c in cluster.procs}
+                elif mode == "floor":
+                    names = sorted({v for todo in work for v, _, _ in todo})
+                    ready = (ctx.Queue(), names)
+                    floor = ctx.Process(target=_floor_server, args=(str(d / "pki"), ready, stop_floor))
+                    floor.start()
+                    address = ready[0].get(timeout=60)
+                    procs = [ctx.Process(target=_api_worker, args=(
+                        address, str(d / "pki" / "ca.pem"), "floor", work[i * args.threads:(i + 1) * args.threads],
+                        barrier, out)) for i in range(args.procs)]
+                    assert floor.pid is not None
+                    pids = {"gRPC server": floor.pid}
                 else:
                     for i in range(args.procs):
                         todos = work[i * args.threads:(i + 1) * args.threads]
@@ -219,25 +297,42 @@ def main() -> int:
                 for proc in procs:
                     proc.start()
                 barrier.wait(300)
-                pids = {f"controller {c.name}": c.pid for c in cluster.procs}
-                pids["postgres"] = cb.postmaster_pid(pg)
+                if mode != "floor":
+                    pids["postgres"] = cb.postmaster_pid(pg)
                 before = {n: cb.tree_ticks(pid) for n, pid in pids.items()}
+                busy0 = _machine_busy()
                 t0 = time.monotonic()
                 rate, latencies, n, client_cpu = _collect(procs, out)
                 elapsed = time.monotonic() - t0
-                cpu = {name: 100.0 * (cb.tree_ticks(pid) - before[name]) / cb.CLK_TCK / elapsed
-                       for name, pid in pids.items()}
-                cpu["clients"] = 100.0 * client_cpu / elapsed
+                busy1 = _machine_busy()
+                seconds = {name: (cb.tree_ticks(pid) - before[name]) / cb.CLK_TCK for name, pid in pids.items()}
+                seconds["clients"] = client_cpu
+                ours = sum(seconds.values())
+                machine = (busy1[0] - busy0[0]) / cb.CLK_TCK
+                others = max(0.0, machine - ours)
                 results[mode] = rate
-                what = f"API, {args.controllers} controller(s)" if mode == "api" else "baseline: Engine on the store"
+                per_create[mode] = ours / n * 1000
+                what = {"engine": "baseline: Engine on the store", "floor": "gRPC floor (server answers at once)"}.get(
+                    mode, f"API, {mode[3:]} controller(s)")
                 say(f"{what}: {n} creates at {rate:.0f}/s; latency p50 {_pct(latencies, 0.5):.1f} ms, "
-                    f"p99 {_pct(latencies, 0.99):.1f} ms; CPU " + ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items()))
+                    f"p99 {_pct(latencies, 0.99):.1f} ms; CPU " + ", ".join(
+                        f"{k} {100 * v / elapsed:.0f}%" for k, v in seconds.items()))
+                say(f"  CPU per create: {per_create[mode]:.2f} ms (" + ", ".join(
+                    f"{k} {v / n * 1000:.2f}" for k, v in seconds.items()) + f"); other processes on the machine "
+                    f"used {100 * others / elapsed:.0f}% of one core meanwhile")
             finally:
+                stop_floor.set()
+                if floor is not None:
+                    floor.join(30)
                 cluster.stop()
                 pg.drop_database(db)
-        verdict = "OK" if results["api"] >= 500 else "UNDER TARGET"
-        say(f"API CREATES: {results['api']:.0f}/s with {args.controllers} controller(s) (target >= 500/s: {verdict}); "
-            f"baseline (Engine directly, {args.procs} processes): {results['engine']:.0f}/s")
+        main_mode = f"api{counts[-1] if 2 not in counts else 2}"
+        verdict = "OK" if results[main_mode] >= TARGET else "UNDER TARGET"
+        say(f"API CREATES: {results[main_mode]:.0f}/s with {main_mode[3:]} controller(s) (target >= {TARGET}/s: "
+            f"{verdict}); baseline (Engine directly, {args.procs} processes): {results['engine']:.0f}/s")
+        for mode in modes:
+            say(f"  ceiling on {cores} idle cores ({mode}): {cores * 1000 / per_create[mode]:.0f}/s "
+                f"= {cores} x 1000 ms / {per_create[mode]:.2f} ms of CPU per create")
     return 0
 
 

@@ -54,7 +54,9 @@ def admit(tx: Transaction, kind: str, tenant: str, ident: str) -> None:
         who = f"tenant {tenant!r}" if tenant else "this state"
         raise ValidationError(f"quota exceeded: {who} may hold at most {limit} {kind} objects and holds {held}; "
                               "delete some, or ask an operator to raise the quota (l2vpc controller quota set)")
-    tx.reserve(pool, ident, ident)
+    # A new object's id is unique by construction: claimed without reading the pool (in a
+    # batch, reserve would read the tenant's whole count pool, growing with the tenant).
+    tx.claim(pool, ident, ident)
 
 
 def keep(tx: Transaction, kind: str, tenant: str, ident: str) -> None:

@@ -122,3 +122,34 @@ def test_batched_attachments_see_each_other(db: Any, secret_key: str) -> None:
         # Placement saw the batch's earlier creates: the unpinned x0..x3 spread over h0 and h1.
         placed = sorted(r.host for r in made if r.workload.startswith("x"))
         assert placed == ["h0", "h1", "h1", "h1"], placed
+
+
+def test_writers_commit_other_vpcs_while_one_batch_waits(db: Any, secret_key: str) -> None:
+    """Several writers per controller: while one batch waits for its VPC's lock (held here by
+    another session, as another controller's batch would), a create on another VPC commits."""
+    with open_store(db.url) as store:
+        engine = Engine(store, LocalAgentPool(), tenant="acme")
+        engine.register_host({"name": "h0", "region": "us-east", "underlay_ip": "10.9.0.1"})
+        held, free = (engine.create("vpc", {"name": f"v{i}", "region": "us-east"}).id for i in range(2))
+        batcher = CreateBatcher(store, lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant), writers=2)
+        results: dict[str, Any] = {}
+
+        def create(vpc: str, workload: str) -> None:
+            try:
+                results[workload] = batcher.create("acme", "attachment", {"vpc_id": vpc, "workload": workload})
+            except Exception as e:
+                results[workload] = e
+
+        waiting = threading.Thread(target=create, args=(held, "on-held"))
+        other = threading.Thread(target=create, args=(free, "on-free"))
+        with open_store(db.url) as elsewhere, elsewhere.keyed_transaction([f"vpc:{held}"]):
+            waiting.start()
+            time.sleep(0.3)  # its batch now waits for the VPC's lock
+            other.start()
+            other.join(timeout=10)
+            assert not other.is_alive() and "on-held" not in results
+            assert not isinstance(results["on-free"], Exception), results
+        waiting.join(timeout=30)
+        batcher.close()
+        assert not isinstance(results["on-held"], Exception), results
+        assert {a.workload for a in engine.list("attachment")} == {"on-held", "on-free"}
