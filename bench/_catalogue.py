@@ -209,6 +209,9 @@ BENCHES: tuple[Bench, ...] = (
             F("Engine creates (baseline, our code)", r"^baseline: Engine on the store: \d+ creates at {v}/s", "/s"),
             F("Engine create latency p50", r"^baseline: Engine .*latency p50 {v} ms", "ms"),
             F("Engine create latency p99", r"^baseline: Engine .*p99 {v} ms", "ms"),
+            F("gRPC floor calls", r"^gRPC floor .*: \d+ creates at {v}/s", "/s"),
+            F("CPU per create, {mode}", r"^\s+CPU per create \[(?P<mode>\w+)\]: {v} ms", "ms", noise=0.2),
+            F("ceiling on idle cores, {mode}", r"^\s+ceiling on \d+ idle cores \[(?P<mode>\w+)\]: {v}/s", "/s"),
         ),
     ),
     Bench(

@@ -317,7 +317,7 @@ def main() -> int:
                 say(f"{what}: {n} creates at {rate:.0f}/s; latency p50 {_pct(latencies, 0.5):.1f} ms, "
                     f"p99 {_pct(latencies, 0.99):.1f} ms; CPU " + ", ".join(
                         f"{k} {100 * v / elapsed:.0f}%" for k, v in seconds.items()))
-                say(f"  CPU per create: {per_create[mode]:.2f} ms (" + ", ".join(
+                say(f"  CPU per create [{mode}]: {per_create[mode]:.2f} ms (" + ", ".join(
                     f"{k} {v / n * 1000:.2f}" for k, v in seconds.items()) + f"); other processes on the machine "
                     f"used {100 * others / elapsed:.0f}% of one core meanwhile")
             finally:
@@ -331,7 +331,7 @@ def main() -> int:
         say(f"API CREATES: {results[main_mode]:.0f}/s with {main_mode[3:]} controller(s) (target >= {TARGET}/s: "
             f"{verdict}); baseline (Engine directly, {args.procs} processes): {results['engine']:.0f}/s")
         for mode in modes:
-            say(f"  ceiling on {cores} idle cores ({mode}): {cores * 1000 / per_create[mode]:.0f}/s "
+            say(f"  ceiling on {cores} idle cores [{mode}]: {cores * 1000 / per_create[mode]:.0f}/s "
                 f"= {cores} x 1000 ms / {per_create[mode]:.2f} ms of CPU per create")
     return 0
 

@@ -103,7 +103,11 @@ def add_attachments(url: str, key: bytes, fleets: list[list[dict[str, str]]], at
     """All attachments in ONE transaction: the running controller sees none of them, then all,
     so the converge that follows is timed from a state where hosts run nothing of them.
     Returns the seconds the write took and the hosts carrying attachments."""
-    store = open_store(url)
+    from l2vpc.engine.store.postgres import PostgresStore
+
+    # 50,000 creates keep the transaction busy in Python between statements for longer than
+    # the store's idle-in-transaction limit on a loaded machine.
+    store = PostgresStore(url, idle_timeout=900)
     try:
         engine = Engine(store, LocalAgentPool(), tenant=TENANT, secrets=SecretBox(key))
         started = time.monotonic()
