@@ -153,3 +153,53 @@ def test_writers_commit_other_vpcs_while_one_batch_waits(db: Any, secret_key: st
         batcher.close()
         assert not isinstance(results["on-held"], Exception), results
         assert {a.workload for a in engine.list("attachment")} == {"on-held", "on-free"}
+
+
+def test_concurrent_writers_of_two_controllers_hand_out_nothing_twice(db: Any, secret_key: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two controllers' batchers, every writer allowed to start at once (no stall wait), many
+    clients on shared VPCs and workloads: every create lands, and no MAC of a VPC, address of a
+    VPC or interface name of a workload is handed out twice."""
+    import l2vpc.controller.batching as batching
+
+    monkeypatch.setattr(batching, "STALLED_AFTER", 0.0)
+    with open_store(db.url) as setup:
+        engine = Engine(setup, LocalAgentPool(), tenant="acme")
+        engine.register_host({"name": "h0", "region": "us-east", "underlay_ip": "10.9.0.1"})
+        vpcs = [engine.create("vpc", {"name": f"v{i}", "region": "us-east", "cidr": f"10.{i}.0.0/24"}).id
+                for i in range(3)]
+    stores = [open_store(db.url) for _ in range(2)]
+    batchers = [CreateBatcher(s, lambda tenant, s=s: Engine(s, LocalAgentPool(), tenant=tenant), writers=4)
+                for s in stores]
+    made: list[Any] = []
+    lock = threading.Lock()
+
+    def client(c: int) -> None:
+        for j in range(12):
+            # Clients c and c + 4 share workloads (on other VPCs): their interface names contend.
+            vpc = vpcs[(c // 4 + j) % len(vpcs)]
+            data = {"vpc_id": vpc, "workload": f"w{c % 4}-{j}", "host": "h0", "ip_mode": "static",
+                    "ip_address": f"10.{vpcs.index(vpc)}.0.{10 + c * 12 + j}/24"}
+            result = batchers[c % 2].create("acme", "attachment", data)
+            with lock:
+                made.append(result)
+
+    try:
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    finally:
+        for b in batchers:
+            b.close()
+        for s in stores:
+            s.close()
+    assert len(made) == 96
+    with open_store(db.url) as store:
+        stored = Engine(store, LocalAgentPool(), tenant="acme").list("attachment")
+    assert len(stored) == 96
+    for key in (lambda a: (a.vpc_id, a.mac_address), lambda a: (a.vpc_id, a.ip_address),
+                lambda a: (a.workload, a.interface_name)):
+        seen = [key(a) for a in stored]
+        assert len(set(seen)) == len(seen), sorted(seen)
