@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -169,8 +170,10 @@ def test_concurrent_writers_of_two_controllers_hand_out_nothing_twice(db: Any, s
         vpcs = [engine.create("vpc", {"name": f"v{i}", "region": "us-east", "cidr": f"10.{i}.0.0/24"}).id
                 for i in range(3)]
     stores = [open_store(db.url) for _ in range(2)]
-    batchers = [CreateBatcher(s, lambda tenant, s=s: Engine(s, LocalAgentPool(), tenant=tenant), writers=4)
-                for s in stores]
+    def engines(store: Any) -> Callable[[str], Engine]:
+        return lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant)
+
+    batchers = [CreateBatcher(s, engines(s), writers=4) for s in stores]
     made: list[Any] = []
     lock = threading.Lock()
 
