@@ -45,8 +45,8 @@ DEFAULT_WRITERS = 4
 # A batch running longer than this waits for a lock (another controller's batch on the same VPC,
 # a whole-store transaction) or for the disk: only then may the next writer start one. Sooner,
 # the creates wait for the running batch and go in the next, larger one: each batch costs the
-# database a dozen statements, so on a busy machine 4 writers at once did 3.7 ms of CPU per
-# create against 2.6 ms for one (bench/bench_controller_api.py, 2 controllers).
+# database a dozen statements, so on a busy machine writers starting at once cost 3.7 ms (two)
+# and 4.6 ms (four) of CPU per create against 2.6 ms for one (bench_controller_api.py, 2 controllers).
 STALLED_AFTER = 0.1
 # A create whose transaction needs the whole store (anything but an attachment): it conflicts
 # with every other batch of this controller.
