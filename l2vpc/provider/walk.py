@@ -8,11 +8,10 @@ elements by their configurable attributes.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from l2vpc.provider.cty import Unknown, values_equal
+from l2vpc.provider.cty import Unknown, copy_value, values_equal
 from l2vpc.provider.diagnostics import Key, Path
 from l2vpc.provider.framework import Value
 from l2vpc.provider.schema import Attribute, Nesting
@@ -100,7 +99,7 @@ def with_write_only(attributes: Mapping[str, Attribute], planned: Value, config:
         cfg = matches[0] if matches and isinstance(matches[0], dict) else {}
         for name, a in attrs.items():
             if a.write_only:
-                v[name] = copy.deepcopy(cfg.get(name))
+                v[name] = copy_value(cfg.get(name))
             else:
                 walk_nested(a, base.child(name), v.get(name), [cfg.get(name)], visit)
 
@@ -111,5 +110,5 @@ def with_write_only(attributes: Mapping[str, Attribute], planned: Value, config:
 def with_defaults(attributes: Mapping[str, Attribute], value: Value) -> Value:
     for name, a in attributes.items():
         if value.get(name) is None and a.has_default:
-            value[name] = copy.deepcopy(a.default)
+            value[name] = copy_value(a.default)
     return value
