@@ -163,8 +163,20 @@ def _fill(attributes: Mapping[str, Attribute], value: Value, fallback: Any) -> N
                     _fill(a.nested.attributes, element, others.get(k) if isinstance(others, dict) else None)
 
 
+def _has_unknown(value: Any) -> bool:
+    if isinstance(value, Unknown):
+        return True
+    if isinstance(value, dict):
+        return any(_has_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_unknown(v) for v in value)
+    return False
+
+
 def _unknown_paths(attributes: Mapping[str, Attribute], value: Any, base: Path) -> list[Path]:
     out: list[Path] = []
+    if not _has_unknown(value):  # the usual case: no paths to build
+        return out
 
     def walk(v: Any, path: Path) -> None:
         if isinstance(v, Unknown):

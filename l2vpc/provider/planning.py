@@ -152,7 +152,8 @@ def _plan_defaults(attributes: Mapping[str, Attribute], planned: Value, config: 
             if cfg.get(name) is None and a.has_default:
                 value[name] = copy_value(a.default)
                 continue
-            walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
+            if a.nested is not None:
+                walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
 
     visit(attributes, Path(), planned, [config])
 
@@ -169,7 +170,8 @@ def mark_computed_unknown(attributes: Mapping[str, Attribute], planned: Value, c
                 if not a.has_default:
                     value[name] = Unknown()
                 continue
-            walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
+            if a.nested is not None:
+                walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
 
     visit(attributes, Path(), planned, [config])
 
@@ -190,6 +192,8 @@ def _run_modifiers(
     old = prior if isinstance(prior, dict) else {}
     for name in sorted(attributes):
         a = attributes[name]
+        if not a.plan_modifiers and a.nested is None:
+            continue
         path = base.child(name)
         if a.plan_modifiers:
             ap = AttributePlan(
