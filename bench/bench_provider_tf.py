@@ -21,6 +21,11 @@ table of the ratios per count: whether our cost grows like Go's with N. Its defa
 plan, apply and re-plan (Terraform's own destroy of 2,000 resources takes minutes for either
 provider); above the engine's default quota of 1,000 VPCs the bench raises the state's quota.
 
+--equal-state adds a third workspace, null_resource with 10 more trigger values: a state about as
+big as an l2vpc_vpc's. Terraform's own work per resource (copying and encoding the state) grows
+with the number of resources times the size of each one's state, whichever provider wrote it; this
+baseline shows how much of the gap is that rather than the provider's own cost.
+
 The handshake line (provider start -> handshake on stdout) is timed as bench_provider_start.py
 times it (l2vpc.testing.provider_process): warm (a zygote forks the provider, what Terraform gets
 from the second start on), cold (L2VPC_PROVIDER_ZYGOTE=0) and the Go provider, same TLS setup.
@@ -63,6 +68,10 @@ TARGETS = {"plan": 1.0, "apply": 1.1}
 TARGET_COUNTS = (200, 1000)  # where TARGETS apply (issue 19); other counts show the trend
 HANDSHAKE_TARGET_MS = 120.0
 STEPS = ("plan", "apply", "replan", "destroy")
+# --equal-state: null_resource triggers with this many more values, so that its state holds about
+# as many attributes as an l2vpc_vpc's (11): Terraform's own work per resource grows with the
+# size of the state, whichever provider's it is.
+EQUAL_STATE_KEYS = 10
 LABELS = {"plan": "plan", "apply": "apply", "replan": "re-plan", "destroy": "destroy"}
 
 
@@ -91,7 +100,7 @@ class Workspace:
 
 
 class Bench:
-    def __init__(self, tmp: Path, count: int, null_binary_cache: Path | None) -> None:
+    def __init__(self, tmp: Path, count: int, null_binary_cache: Path | None, equal_state: bool = False) -> None:
         self.tmp = tmp
         self.count = count
         launcher.precompile()
@@ -119,6 +128,7 @@ class Bench:
         self.state_db = tmp / "l2vpc-state" / "state.db"
         self.l2vpc = self._l2vpc_workspace()
         self.null = self._null_workspace()
+        self.null_equal = self._null_workspace("null-eq", EQUAL_STATE_KEYS) if equal_state else None
 
     def _l2vpc_workspace(self) -> Workspace:
         from l2vpc.embedded import open_engine
@@ -141,14 +151,15 @@ class Bench:
         ws.snapshot(*(self.state_db.parent / f"state.db{s}" for s in ("", "-wal", "-shm", "-journal")))
         return ws
 
-    def _null_workspace(self) -> Workspace:
-        ws = Workspace("null", self.tmp / "ws-null")
+    def _null_workspace(self, name: str = "null", extra_keys: int = 0) -> Workspace:
+        ws = Workspace(name, self.tmp / f"ws-{name}")
         ws.dir.mkdir()
+        extra = "".join(f'    k{i} = "value-{i}-${{count.index}}"\n' for i in range(extra_keys))
         (ws.dir / "main.tf").write_text(
             'terraform {\n  required_providers {\n'
             f'    null = {{ source = "hashicorp/null", version = "{null_provider.NULL_VERSION}" }}\n  }}\n}}\n'
             f'resource "null_resource" "v" {{\n  count    = {self.count}\n'
-            '  triggers = { name = "vpc-${count.index}" }\n}\n'
+            '  triggers = {\n    name = "vpc-${count.index}"\n' + extra + '  }\n}\n'
         )
         self.init(ws)
         return ws
@@ -400,12 +411,13 @@ def profiled_round(bench: Bench, with_cprofile: bool) -> tuple[Path, dict[str, f
     return root, wall
 
 
-def compare(bench: Bench, runs: int, steps: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """`runs` rounds of `steps` in both workspaces; step -> (l2vpc median, null median), in s."""
-    rounds: dict[str, list[dict[str, float]]] = {"l2vpc": [], "null": []}
+def compare(bench: Bench, runs: int, steps: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """`runs` rounds of `steps` in every workspace; step -> workspace name -> median seconds."""
+    workspaces = [w for w in (bench.null, bench.l2vpc, bench.null_equal) if w is not None]
+    rounds: dict[str, list[dict[str, float]]] = {ws.name: [] for ws in workspaces}
     for i in range(runs):
-        # Step by step, alternating who goes first: both sides see much the same machine load.
-        order = (bench.null, bench.l2vpc) if i % 2 == 0 else (bench.l2vpc, bench.null)
+        # Step by step, alternating who goes first: all see much the same machine load.
+        order = workspaces if i % 2 == 0 else workspaces[::-1]
         times: dict[str, dict[str, float]] = {ws.name: {} for ws in order}
         for step in steps:
             for ws in order:
@@ -415,19 +427,22 @@ def compare(bench: Bench, runs: int, steps: tuple[str, ...]) -> dict[str, tuple[
                 ws.reset()  # what the destroy leaves, without timing Terraform's
             rounds[ws.name].append(times[ws.name])
             t = times[ws.name]
-            print(f"  {bench.count} resources, round {i + 1} {ws.name:<5}: "
+            print(f"  {bench.count} resources, round {i + 1} {ws.name:<7}: "
                   + ", ".join(f"{s} {t[s]:.2f} s" for s in steps), flush=True)
-    return {step: (statistics.median(r[step] for r in rounds["l2vpc"]),
-                   statistics.median(r[step] for r in rounds["null"])) for step in steps}
+    return {step: {name: statistics.median(r[step] for r in rs) for name, rs in rounds.items()} for step in steps}
 
 
-def report_ratios(count: int, figures: dict[str, tuple[float, float]]) -> None:
-    for step, (ours, base) in figures.items():
+def report_ratios(count: int, figures: dict[str, dict[str, float]]) -> None:
+    for step, t in figures.items():
+        ours, base = t["l2vpc"], t["null"]
         target = ""
         if step in TARGETS and count in TARGET_COUNTS:
             verdict = "OK" if ours / base <= TARGETS[step] else "MISSED"
             target = f" (target <= {TARGETS[step]})  {verdict}"
-        print(f"{LABELS[step]} {count}: l2vpc {ours:.2f} s, null {base:.2f} s, ratio {ours / base:.2f}{target}")
+        equal = ""
+        if "null-eq" in t:
+            equal = f"; null with an equal-size state {t['null-eq']:.2f} s, ratio {ours / t['null-eq']:.2f}"
+        print(f"{LABELS[step]} {count}: l2vpc {ours:.2f} s, null {base:.2f} s, ratio {ours / base:.2f}{target}{equal}")
 
 
 def main() -> int:
@@ -439,6 +454,8 @@ def main() -> int:
                         "with --counts plan,apply,replan)")
     parser.add_argument("--runs", type=int, default=3, help="rounds; figures are medians (default 3)")
     parser.add_argument("--handshake-runs", type=int, default=30, help="provider starts timed (default 30)")
+    parser.add_argument("--equal-state", action="store_true",
+                        help=f"also time null_resource with {EQUAL_STATE_KEYS} more triggers (a state as big as ours)")
     parser.add_argument("--profile", action="store_true", help="add an instrumented l2vpc round (RPC times + cProfile)")
     parser.add_argument("--top", type=int, default=25, help="functions shown per cProfile table (default 25)")
     parser.add_argument("--cache", type=Path, help="where the null provider sdist is kept (default ~/.cache/l2vpc-bench)")
@@ -467,7 +484,7 @@ def main() -> int:
         for count in counts:
             where = tmp / f"n{count}" if len(counts) > 1 else tmp
             where.mkdir(exist_ok=True)
-            bench = Bench(where, count, args.cache)
+            bench = Bench(where, count, args.cache, args.equal_state)
             results[count] = compare(bench, args.runs, steps)
             if len(counts) > 1:
                 report_ratios(count, results[count])
@@ -480,8 +497,8 @@ def main() -> int:
         if args.counts:
             print("\nratio l2vpc / null by resources:   " + "  ".join(f"{LABELS[s]:>8}" for s in steps))
             for count in counts:
-                print(f"  {count:>6}{'':27}" + "  ".join(f"{results[count][s][0] / results[count][s][1]:8.2f}"
-                                                     for s in steps))
+                r = results[count]
+                print(f"  {count:>6}{'':27}" + "  ".join(f"{r[s]['l2vpc'] / r[s]['null']:8.2f}" for s in steps))
 
         hs = handshake_figures(args.handshake_runs, null_binary)
         verdict = "OK" if hs.warm <= min(HANDSHAKE_TARGET_MS, hs.null) else "MISSED"
