@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from l2vpc.provider.codec import from_json_value
-from l2vpc.provider.cty import Unknown, copy_value, values_equal
+from l2vpc.provider.cty import Unknown, copy_value, is_wholly_known, values_equal
 from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, Resource, StateResult, Value, guard
 from l2vpc.provider.schema import Attribute, Nesting, Schema
@@ -163,19 +163,9 @@ def _fill(attributes: Mapping[str, Attribute], value: Value, fallback: Any) -> N
                     _fill(a.nested.attributes, element, others.get(k) if isinstance(others, dict) else None)
 
 
-def _has_unknown(value: Any) -> bool:
-    if isinstance(value, Unknown):
-        return True
-    if isinstance(value, dict):
-        return any(_has_unknown(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_unknown(v) for v in value)
-    return False
-
-
 def _unknown_paths(attributes: Mapping[str, Attribute], value: Any, base: Path) -> list[Path]:
     out: list[Path] = []
-    if not _has_unknown(value):  # the usual case: no paths to build
+    if is_wholly_known(value):  # the usual case: no paths to build
         return out
 
     def walk(v: Any, path: Path) -> None:
