@@ -44,11 +44,9 @@ def _same_where_given(given: Mapping[str, Any], wanted: Mapping[str, Any], exist
 
 def orphan(cx: Context, kind: Kind[M], data: dict[str, Any], adopt: bool | str) -> M | None:
     """The unconfirmed object an earlier create of `data` with the same `adopt` made, if any."""
-    unconfirmed = cx.tx.allocations(UNCONFIRMED)
-    if not unconfirmed:
-        return None
+    # Point lookups: both pools grow with the state, and every create (and plan check) asks.
     for ident in kind.same_objects(cx, data):
-        if unconfirmed.get(_unconfirmed_value(adopt, ident)) != ident:
+        if cx.tx.holder(UNCONFIRMED, _unconfirmed_value(adopt, ident)) != ident:
             continue
         so = cx.tx.get(kind.name, ident, tenant=cx.tenant or None)
         if so is None:
@@ -67,5 +65,5 @@ def record(tx: Transaction, ident: str, adopt: bool | str) -> None:
 
 def confirm(tx: Transaction, ident: str) -> None:
     """The creator has recorded the object: never adopt it again."""
-    if ident in tx.allocations(UNCONFIRMED).values():
+    if tx.holds(ident, UNCONFIRMED):  # only then a write: reads stay reads
         tx.release_owner(ident, pool=UNCONFIRMED)

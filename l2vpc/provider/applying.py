@@ -7,12 +7,11 @@ in a state are a provider bug ("please report") rather than something Terraform 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 from l2vpc.provider.codec import from_json_value
-from l2vpc.provider.cty import Unknown, values_equal
+from l2vpc.provider.cty import Unknown, copy_value, is_wholly_known, values_equal
 from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, Resource, StateResult, Value, guard
 from l2vpc.provider.schema import Attribute, Nesting, Schema
@@ -29,11 +28,11 @@ def apply_resource_change(
         if prior is None:
             return StateResult(None, diags)
         with guard(resource.provider, diags, f"{name} delete"):
-            resource.delete(copy.deepcopy(prior), diags)
+            resource.delete(copy_value(prior), diags)
         # A failed delete leaves the object in state.
         return StateResult(prior if diags.has_errors else None, diags)
 
-    full_plan = with_write_only(schema.attributes, copy.deepcopy(planned), config)
+    full_plan = with_write_only(schema.attributes, copy_value(planned), config)
     result: Value | None = None
     if prior is None:
         with guard(resource.provider, diags, f"{name} create"):
@@ -44,7 +43,7 @@ def apply_resource_change(
             return StateResult(None, diags)
     else:
         with guard(resource.provider, diags, f"{name} update"):
-            result = resource.update(copy.deepcopy(prior), full_plan, diags)
+            result = resource.update(copy_value(prior), full_plan, diags)
         if result is None:
             if not diags.has_errors:
                 diags.bug(f"{name} update", "update returned no state and no error.")
@@ -58,7 +57,7 @@ def read_resource(resource: Resource, state: Value) -> StateResult:
     diags = Diagnostics()
     result: Value | None = None
     with guard(resource.provider, diags, f"{resource.type_name} read"):
-        result = resource.read(copy.deepcopy(state), diags)
+        result = resource.read(copy_value(state), diags)
     if result is None:
         # Gone unless reading failed: then keep what we had.
         return StateResult(state if diags.has_errors else None, diags)
@@ -109,7 +108,7 @@ def read_data_source(data_source: DataSource, config: Value) -> StateResult:
     diags = Diagnostics()
     result: Value | None = None
     with guard(data_source.provider, diags, f"{data_source.type_name} read"):
-        result = data_source.read(copy.deepcopy(config), diags)
+        result = data_source.read(copy_value(config), diags)
     if result is None:
         if not diags.has_errors:
             diags.bug(f"{data_source.type_name} read", "read returned no state and no error.")
@@ -130,7 +129,7 @@ def _complete(
     if extra:
         diags.bug(what, f"returned attributes the schema does not have: {', '.join(sorted(extra))}.")
         return None
-    state = copy.deepcopy(result)
+    state = copy_value(result)
     _fill(schema.attributes, state, fallback)
     null_write_only(schema.attributes, state)
     unknown = _unknown_paths(schema.attributes, state, Path())
@@ -144,7 +143,7 @@ def _fill(attributes: Mapping[str, Attribute], value: Value, fallback: Any) -> N
     fb = fallback if isinstance(fallback, dict) else {}
     for name, a in attributes.items():
         if name not in value:
-            value[name] = copy.deepcopy(fb.get(name))
+            value[name] = copy_value(fb.get(name))
         elif a.nested is not None and a.nested.nesting is Nesting.SINGLE and isinstance(value[name], dict):
             _fill(a.nested.attributes, value[name], fb.get(name))
         elif a.nested is not None and isinstance(value[name], list):
@@ -166,6 +165,8 @@ def _fill(attributes: Mapping[str, Attribute], value: Value, fallback: Any) -> N
 
 def _unknown_paths(attributes: Mapping[str, Attribute], value: Any, base: Path) -> list[Path]:
     out: list[Path] = []
+    if is_wholly_known(value):  # the usual case: no paths to build
+        return out
 
     def walk(v: Any, path: Path) -> None:
         if isinstance(v, Unknown):

@@ -54,9 +54,7 @@ class Path(tuple[Step, ...]):
     """
 
     def __new__(cls, *steps: Step) -> Path:
-        for s in steps:
-            if not isinstance(s, str | int | Key) or isinstance(s, bool):
-                raise TypeError(f"path steps are str, int or Key, not {type(s).__name__}")
+        _check_steps(steps)
         return super().__new__(cls, steps)
 
     @classmethod
@@ -74,7 +72,9 @@ class Path(tuple[Step, ...]):
         return cls(*steps)
 
     def child(self, *steps: Step) -> Path:
-        return Path(*self, *steps)
+        # Planning walks build one per attribute per call: check only the new steps.
+        _check_steps(steps)
+        return tuple.__new__(Path, self + steps)
 
     def __str__(self) -> str:
         out = ""
@@ -89,6 +89,12 @@ class Path(tuple[Step, ...]):
 
     def __repr__(self) -> str:
         return f"Path({', '.join(repr(s) for s in self)})"
+
+
+def _check_steps(steps: tuple[Any, ...]) -> None:
+    for s in steps:
+        if type(s) is not str and (not isinstance(s, str | int | Key) or isinstance(s, bool)):
+            raise TypeError(f"path steps are str, int or Key, not {type(s).__name__}")
 
 
 def as_path(value: Path | str | Iterable[Step] | None) -> Path | None:

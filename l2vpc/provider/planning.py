@@ -11,11 +11,10 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
-from l2vpc.provider.cty import Unknown, values_equal
+from l2vpc.provider.cty import Unknown, copy_value, values_equal
 from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, PlanResult, Provider, Resource, ResourcePlan, Value, guard
 from l2vpc.provider.modifiers import AttributePlan
@@ -60,7 +59,7 @@ def validate_resource_config(
     with guard(resource.provider, diags, f"{resource.type_name} validation"):
         for validator in resource.config_validators:
             validator(config, diags)
-        resource.validate(copy.deepcopy(config), diags)
+        resource.validate(copy_value(config), diags)
     return diags
 
 
@@ -70,7 +69,7 @@ def validate_provider_config(provider: Provider, config: Value) -> Diagnostics:
     with guard(provider, diags, "provider configuration"):
         for validator in provider.config_validators:
             validator(config, diags)
-        provider.validate_config(copy.deepcopy(config), diags)
+        provider.validate_config(copy_value(config), diags)
     return diags
 
 
@@ -79,7 +78,7 @@ def configure_provider(provider: Provider, config: Value, terraform_version: str
     if diags.has_errors:
         return diags
     provider.terraform_version = terraform_version
-    config = with_defaults(provider.schema.attributes, copy.deepcopy(config))
+    config = with_defaults(provider.schema.attributes, copy_value(config))
     with guard(provider, diags, "provider configuration"):
         provider.configure(config, diags)
     return diags
@@ -100,7 +99,7 @@ def plan_resource_change(
         return PlanResult(None, [], diags, unchanged=False)
 
     creating = prior is None
-    planned = copy.deepcopy(proposed)
+    planned = copy_value(proposed)
     cfg = config or {}
     _plan_defaults(schema.attributes, planned, cfg)
     if creating or not values_equal(schema.type, planned, prior):
@@ -109,8 +108,8 @@ def plan_resource_change(
     replace: set[Path] = set()
     # Modifiers see the whole resource (as the framework's requests carry Plan, State, Config).
     plan = ResourcePlan(
-        prior=copy.deepcopy(prior),
-        config=copy.deepcopy(config),
+        prior=copy_value(prior),
+        config=copy_value(config),
         planned=planned,
         requires_replace=replace,
         schema=schema,
@@ -151,9 +150,10 @@ def _plan_defaults(attributes: Mapping[str, Attribute], planned: Value, config: 
                 value[name] = None
                 continue
             if cfg.get(name) is None and a.has_default:
-                value[name] = copy.deepcopy(a.default)
+                value[name] = copy_value(a.default)
                 continue
-            walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
+            if a.nested is not None:
+                walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
 
     visit(attributes, Path(), planned, [config])
 
@@ -170,7 +170,8 @@ def mark_computed_unknown(attributes: Mapping[str, Attribute], planned: Value, c
                 if not a.has_default:
                     value[name] = Unknown()
                 continue
-            walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
+            if a.nested is not None:
+                walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
 
     visit(attributes, Path(), planned, [config])
 
@@ -191,13 +192,15 @@ def _run_modifiers(
     old = prior if isinstance(prior, dict) else {}
     for name in sorted(attributes):
         a = attributes[name]
+        if not a.plan_modifiers and a.nested is None:
+            continue
         path = base.child(name)
         if a.plan_modifiers:
             ap = AttributePlan(
                 path=path,
                 type=a.value_type,
-                config=copy.deepcopy(cfg.get(name)),
-                prior=copy.deepcopy(old.get(name)),
+                config=copy_value(cfg.get(name)),
+                prior=copy_value(old.get(name)),
                 planned=planned.get(name),
                 creating=creating,
                 diags=diags,

@@ -8,11 +8,10 @@ elements by their configurable attributes.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from l2vpc.provider.cty import Unknown, values_equal
+from l2vpc.provider.cty import Unknown, copy_value, values_equal
 from l2vpc.provider.diagnostics import Key, Path
 from l2vpc.provider.framework import Value
 from l2vpc.provider.schema import Attribute, Nesting
@@ -82,7 +81,25 @@ def walk_nested(
         visit(a.nested.attributes, element_path, element, matches)
 
 
+_WRITE_ONLY: dict[int, tuple[Mapping[str, Attribute], bool]] = {}
+
+
+def has_write_only(attributes: Mapping[str, Attribute]) -> bool:
+    """Whether any attribute (nested ones included) is write-only; remembered per schema, so
+    the walks below cost nothing for the (usual) schemas without any."""
+    known = _WRITE_ONLY.get(id(attributes))
+    if known is not None and known[0] is attributes:
+        return known[1]
+    found = any(a.write_only or (a.nested is not None and has_write_only(a.nested.attributes))
+                for a in attributes.values())
+    _WRITE_ONLY[id(attributes)] = (attributes, found)  # holds `attributes`: its id stays its own
+    return found
+
+
 def null_write_only(attributes: Mapping[str, Attribute], value: Value) -> None:
+    if not has_write_only(attributes):
+        return
+
     def visit(attrs: Mapping[str, Attribute], base: Path, v: Value, _: list[Any]) -> None:
         for name, a in attrs.items():
             if a.write_only:
@@ -95,12 +112,14 @@ def null_write_only(attributes: Mapping[str, Attribute], value: Value) -> None:
 
 def with_write_only(attributes: Mapping[str, Attribute], planned: Value, config: Value | None) -> Value:
     """The planned values plus the write-only ones from the configuration (for create/update)."""
+    if not has_write_only(attributes):
+        return planned
 
     def visit(attrs: Mapping[str, Attribute], base: Path, v: Value, matches: list[Any]) -> None:
         cfg = matches[0] if matches and isinstance(matches[0], dict) else {}
         for name, a in attrs.items():
             if a.write_only:
-                v[name] = copy.deepcopy(cfg.get(name))
+                v[name] = copy_value(cfg.get(name))
             else:
                 walk_nested(a, base.child(name), v.get(name), [cfg.get(name)], visit)
 
@@ -111,5 +130,5 @@ def with_write_only(attributes: Mapping[str, Attribute], planned: Value, config:
 def with_defaults(attributes: Mapping[str, Attribute], value: Value) -> Value:
     for name, a in attributes.items():
         if value.get(name) is None and a.has_default:
-            value[name] = copy.deepcopy(a.default)
+            value[name] = copy_value(a.default)
     return value

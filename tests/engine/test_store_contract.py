@@ -243,6 +243,27 @@ def test_reserve_conflicts_name_pool_value_and_holder(store: Store) -> None:
         assert tx.pool_sizes(["vni", "mac", "none"]) == {"vni": 2, "mac": 1}
 
 
+def test_holder_and_holds_answer_for_one_value(store: Store) -> None:
+    # What adoption asks per create (engine/adoption.py): one value's holder, whether an owner
+    # holds anything in a pool; in a plain and in a batch's cached transaction alike.
+    from l2vpc.engine.store.cached import CachedTransaction
+
+    with store.transaction() as tx:
+        tx.reserve("name:vpc", "web", "vpc-1")
+        tx.reserve("unconfirmed", "key/vpc-1", "vpc-1")
+    with store.transaction() as tx:
+        cached = CachedTransaction(tx)
+        cached.claim("name:vpc", "db", "vpc-2")  # kept in memory until the batch flushes
+        for t in (tx, cached):
+            assert t.holder("name:vpc", "web") == "vpc-1"
+            assert t.holder("name:vpc", "nope") is None and t.holder("other", "web") is None
+            assert t.holder("name:vpc", "we\x00b") is None  # cannot be stored: held by nobody
+            assert t.holds("vpc-1", "unconfirmed") and not t.holds("vpc-1", "other")
+            assert not t.holds("vpc-2", "unconfirmed") and not t.holds("vpc-\x001", "unconfirmed")
+        assert cached.holder("name:vpc", "db") == "vpc-2" and cached.holds("vpc-2", "name:vpc")
+        assert tx.holder("name:vpc", "db") is None  # not flushed
+
+
 def test_release_owner(store: Store) -> None:
     with store.transaction() as tx:
         for v in ("1", "2"):

@@ -92,5 +92,5 @@ class Kind(abc.ABC, Generic[M]):
     def same_objects(self, cx: Context, data: Mapping[str, Any]) -> list[str]:
         """Ids of existing objects that an earlier create of `data` may have made (adoption,
         see adoption.py): by default the holder of its name."""
-        holder = cx.tx.allocations(cx.name_pool(self.name)).get(str(data.get("name")))
+        holder = cx.tx.holder(cx.name_pool(self.name), str(data.get("name")))
         return [holder] if holder else []

@@ -92,6 +92,15 @@ class Transaction(abc.ABC):
     def allocations(self, pool: str) -> dict[str, str]:
         """value -> owner for one pool."""
 
+    def holder(self, pool: str, value: str) -> str | None:
+        """Who holds `value` in `pool` (None: nobody); one row where the store can, for callers
+        that ask about one value of a pool that grows with the state (names, adoption)."""
+        return self.allocations(pool).get(value)
+
+    def holds(self, owner: str, pool: str) -> bool:
+        """Whether `owner` holds any value in `pool` (one row where the store can)."""
+        return owner in self.allocations(pool).values()
+
     def create_new(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
         """`create` for an id just generated for it (random): a store may send it together with
         the next statement; a clash then raises ConflictError there, failing the transaction."""

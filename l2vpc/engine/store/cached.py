@@ -253,6 +253,12 @@ class CachedTransaction(Transaction):
     def allocations(self, pool: str) -> dict[str, str]:
         return dict(self.prefetch_pools([pool])[pool])
 
+    def holder(self, pool: str, value: str) -> str | None:
+        return self.prefetch_pools([pool])[pool].get(value)
+
+    def holds(self, owner: str, pool: str) -> bool:
+        return owner in self.prefetch_pools([pool])[pool].values()
+
     def allocations_many(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
         return {p: dict(v) for p, v in self.prefetch_pools(list(pools)).items()}
 

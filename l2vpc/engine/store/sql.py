@@ -97,6 +97,7 @@ class Statements:
                         "ON CONFLICT (pool, value) DO NOTHING")
         self.holder = f"SELECT owner FROM allocations WHERE pool = {p} AND value = {p}"
         self.release = f"DELETE FROM allocations WHERE owner = {p}"
+        self.holds = f"SELECT 1 FROM allocations WHERE owner = {p} AND pool = {p} LIMIT 1"
         self.release_pool = f"DELETE FROM allocations WHERE owner = {p} AND pool = {p}"
         self.allocations = f"SELECT value, owner FROM allocations WHERE pool = {p}"
         self.allocations_many = f"SELECT pool, value, owner FROM allocations WHERE {one_of('pool')}"
@@ -281,6 +282,17 @@ class SqlTransaction(Transaction):
         if not lookup_key("pool", pool):
             return {}
         return dict(self.rows(self._sql.allocations, (pool,)))
+
+    def holder(self, pool: str, value: str) -> str | None:
+        if not (lookup_key("pool", pool) and lookup_key("value", value)):
+            return None
+        rows = self.rows(self._sql.holder, (pool, value))
+        return str(rows[0][0]) if rows else None
+
+    def holds(self, owner: str, pool: str) -> bool:
+        if not (lookup_key("owner", owner) and lookup_key("pool", pool)):
+            return False
+        return bool(self.rows(self._sql.holds, (owner, pool)))
 
     def allocations_many(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
         names = sorted({p for p in pools if lookup_key("pool", p)})

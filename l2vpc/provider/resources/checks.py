@@ -28,14 +28,13 @@ changes) plans it as "(known after apply)", so Terraform's plan says what change
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from l2vpc.provider.cty import Unknown, values_equal
+from l2vpc.provider.cty import Unknown, copy_value, values_equal
 from l2vpc.provider.diagnostics import Diagnostics
 from l2vpc.provider.framework import ResourcePlan
 from l2vpc.provider.schema import Attribute
@@ -116,7 +115,7 @@ def check_plan(resource: EngineResource, plan: ResourcePlan, diags: Diagnostics)
         return
     values = planned
     if resource.schema.has_write_only():  # the engine checks the key the create will send
-        values = with_write_only(resource.schema.attributes, copy.deepcopy(planned), config)
+        values = with_write_only(resource.schema.attributes, copy_value(planned), config)
     data = resource.engine_data(values)
     vpc_id = data.get("vpc_id")
     if "vpc_id" in unknown or (isinstance(vpc_id, str) and resource.vpc_changes(vpc_id)):
