@@ -29,7 +29,7 @@ from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
-from l2vpc.engine.topology_file import load, sync
+from l2vpc.engine.topology_file import load, plan_sync, sync
 
 ENDPOINT_ENV, TOKEN_ENV, CA_FILE_ENV = "L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE"
 REFRESH_TIMEOUT = 3.0  # seconds per host for `show --refresh`
@@ -88,8 +88,7 @@ def _run_plan(file: str, state: str) -> tuple[Plan, dict[str, int], dict[str, st
         try:
             engine = Engine(store, secrets=secrets)
             tf = load(file, engine.hosts())
-            counts = sync(engine, tf)
-            return engine.plan(), counts, {v.id: v.name for v in engine.list("vpc")}
+            return plan_sync(engine, tf)
         finally:
             store.close()
 

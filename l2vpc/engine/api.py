@@ -249,14 +249,20 @@ class Engine:
         return redacted(kind, obj)
 
     @contextmanager
-    def batch(self) -> Iterator[Batch]:
+    def batch(self, *, dry_run: bool = False) -> Iterator[Batch]:
         """Many writes in one transaction, read once and written together (engine/batch.py);
-        everything commits when the block ends, nothing if it raises."""
+        everything commits when the block ends, nothing if it raises. `dry_run`: nothing
+        commits in any case (Batch.plan shows where the writes would lead)."""
         # Many small acyclic objects: the cyclic collector would scan the heap again and again.
-        with paused_gc(), self.store.transaction() as stored:
-            b = Batch(self, CachedTransaction(stored))
-            yield b
-            b.finish()
+        try:
+            with paused_gc(), self.store.transaction() as stored:
+                b = Batch(self, CachedTransaction(stored))
+                yield b
+                if dry_run:
+                    raise _Rollback
+                b.finish()
+        except _Rollback:
+            pass
 
     def create_many(self, kind: str, items: Sequence[Mapping[str, Any]]) -> builtins.list[Any]:
         """Create many objects of one kind in one transaction, in order. Per item: the object,

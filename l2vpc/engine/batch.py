@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from l2vpc.engine.errors import NotFoundError, UserError
 from l2vpc.engine.kinds import KINDS
-from l2vpc.engine.kinds.context import Context, dump, finish_batch, host_of
-from l2vpc.engine.model import Host
-from l2vpc.engine.secrets import redacted
+from l2vpc.engine.kinds.context import UNREADABLE, Context, dump, finish_batch, host_of, place_deferred
+from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host
+from l2vpc.engine.planner import Plan, plan
+from l2vpc.engine.secrets import SECRET_FIELDS, redacted
+from l2vpc.engine.store.base import StoredObject
 from l2vpc.engine.store.cached import CachedTransaction
+from l2vpc.engine.topology import Topology, host_configs
+from l2vpc.hostconfig import HostConfig
+
+M = TypeVar("M")
 
 if TYPE_CHECKING:
     from l2vpc.engine.api import Engine
@@ -66,7 +72,24 @@ class Batch:
     def objects(self, kind: str) -> builtins.list[Any]:
         """The engine's tenant's objects of a kind, as stored (no status from hosts)."""
         tenant = self.engine.tenant
-        return [self.engine._load(kind, o) for o in self.tx.list(kind) if not tenant or o.tenant == tenant]
+        model = KINDS[kind].model if kind in KINDS else None
+        if model is None:
+            return [self.engine._load(kind, o) for o in self.tx.list(kind) if not tenant or o.tenant == tenant]
+        return [redacted(kind, self._loaded(kind, model, o)) for o in self.tx.list(kind)
+                if not tenant or o.tenant == tenant]
+
+    def _loaded(self, kind: str, model: type[M], so: StoredObject) -> M:
+        """The object `so` holds, secrets opened (Context.load); each stored version of a kind
+        without secrets parsed once per batch (shared with Context.parsed: the same model)."""
+        if kind in SECRET_FIELDS:
+            return self.cx.load(kind, model, so)
+        memo = self.tx.parsed
+        hit = memo.get((kind, so.id))
+        if hit is not None and hit[0] is so:
+            return hit[1]  # type: ignore[no-any-return]
+        obj = self.cx.load(kind, model, so)
+        memo[(kind, so.id)] = (so, obj)
+        return obj
 
     # ------------------------------------------------------------------ writes
     def register_host(self, host: Host) -> None:
@@ -125,4 +148,30 @@ class Batch:
     def finish(self) -> None:
         """DHCP placement of the touched VPCs, then every kept write to the store."""
         finish_batch(self.tx, self.engine.secrets)
+
+    # ------------------------------------------------------------------ dry runs
+    def plan(self) -> tuple[Plan, Topology]:
+        """The plan the state this batch leaves would lead to, and that topology, without
+        sending its kept writes (a dry run, Engine.batch(dry_run=True)): each stored version
+        parsed once in the batch, the models its creates made used as they are."""
+        place_deferred(self.tx, self.engine.secrets)
+        topo = self.topology()
+        reports = self.tx.host_reports()
+        actual = {h: HostConfig.from_dict(r.config) for h, r in reports.items()}
+        desired = host_configs(topo, self.engine.learned_prefixes(actual), self.engine.secrets.digest)
+        return plan(desired, actual), topo
+
+    def topology(self) -> Topology:
+        """What Engine.topology() would read once this batch is written, from the batch itself."""
+        def objects(kind: str, model: type[M]) -> builtins.list[M]:
+            return [self._loaded(kind, model, so) for so in self.tx.view(kind)]
+
+        return Topology(
+            hosts={so.id: host_of(so) for so in self.tx.view("host")},
+            vpcs={v.id: v for v in objects("vpc", VPC)},
+            attachments={a.id: a for a in objects("attachment", Attachment)},
+            # As Engine.topology: an object whose secret cannot be opened is left out.
+            direct_connects={d.id: d for d in objects("direct_connect", DirectConnect) if d.status != UNREADABLE},
+            vpns={v.id: v for v in objects("vpn", VPN) if v.status != UNREADABLE},
+        )
 

@@ -166,7 +166,7 @@ class VPC(_Base):
 
     @model_validator(mode="after")
     def _rules(self) -> VPC:
-        if self.cidr is not None and ipaddress.IPv4Network(self.cidr).prefixlen < MIN_CIDR_PREFIX:
+        if self.cidr is not None and ip_network(self.cidr).prefixlen < MIN_CIDR_PREFIX:
             raise ValueError(f"cidr: {self.cidr} is larger than a VPC may be; use a /{MIN_CIDR_PREFIX} "
                              "(16,777,216 addresses) or smaller")
         if self.scope == "single_region" and not self.region:

@@ -48,7 +48,8 @@ def admit(tx: Transaction, kind: str, tenant: str, ident: str) -> None:
     if kind not in DEFAULT_QUOTAS:
         return
     pool = pool_count(kind, tenant)
-    limit = limits(tx, tenant)[kind]
+    derived = getattr(tx, "derived", None)  # a batch (store/cached.py): the limits read once
+    limit = (derived(QUOTA_KIND, tenant, lambda: limits(tx, tenant)) if derived else limits(tx, tenant))[kind]
     held = tx.pool_sizes([pool]).get(pool, 0)
     if held >= limit:
         who = f"tenant {tenant!r}" if tenant else "this state"

@@ -22,6 +22,7 @@ from l2vpc.engine.api import Engine
 from l2vpc.engine.batch import Batch
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
+from l2vpc.engine.planner import Plan
 from l2vpc.engine.secrets import redacted
 from l2vpc.engine.topology import Topology
 from l2vpc.engine.validation import validate_topology
@@ -270,6 +271,15 @@ def sync(engine: Engine, tf: TopologyFile) -> dict[str, int]:
     error, nothing). Deletes first, then creates/updates."""
     with engine.batch() as b:
         return _sync(b, tf)
+
+
+def plan_sync(engine: Engine, tf: TopologyFile) -> tuple[Plan, dict[str, int], dict[str, str]]:
+    """What `sync` would change (counts), the plan it leads to and the VPCs' names by id;
+    nothing is written (a dry-run batch: its writes are kept in memory, never sent)."""
+    with engine.batch(dry_run=True) as b:
+        counts = _sync(b, tf)
+        p, topo = b.plan()
+        return p, counts, {v.id: v.name for v in topo.vpcs.values()}
 
 
 def _sync(b: Batch, tf: TopologyFile) -> dict[str, int]:

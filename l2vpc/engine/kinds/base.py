@@ -17,7 +17,9 @@ from pydantic import BaseModel
 
 from l2vpc.engine import quotas
 from l2vpc.engine.kinds.context import Context
+from l2vpc.engine.secrets import SECRET_FIELDS
 from l2vpc.engine.store.base import HostReport, StoredObject
+from l2vpc.engine.store.cached import CachedTransaction
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -52,7 +54,10 @@ class Kind(abc.ABC, Generic[M]):
     def insert(self, cx: Context, obj: M, ident: str) -> None:
         """Write a new object (its id just generated: free by construction)."""
         quotas.admit(cx.tx, self.name, cx.tenant, ident)
-        cx.tx.create_new(self.name, ident, cx.seal(self.name, obj), tenant=cx.tenant)
+        so = cx.tx.create_new(self.name, ident, cx.seal(self.name, obj), tenant=cx.tenant)
+        if isinstance(cx.tx, CachedTransaction) and self.name not in SECRET_FIELDS:
+            # What a read of it in this batch parses to (Context.parsed, Batch.topology).
+            cx.tx.parsed[(self.name, ident)] = (so, obj)
 
     def write(self, cx: Context, so: StoredObject, obj: M) -> None:
         """Replace the object read as `so` (a concurrent change raises ConflictError)."""

@@ -134,7 +134,18 @@ class Context:
         return build()
 
     def hosts_named(self, names: Iterable[str]) -> dict[str, Host]:
-        return {o.id: host_of(o) for o in self.tx.get_many("host", names)}
+        stored = self.tx.get_many("host", names)
+        if not isinstance(self.tx, CachedTransaction):
+            return {o.id: host_of(o) for o in stored}
+        # In a batch, each stored version parsed once (a host written in it has no stored text
+        # for host_of's memo).
+        memo, out = self.tx.parsed, {}
+        for so in stored:
+            hit = memo.get(("host", so.id))
+            if hit is None or hit[0] is not so:
+                hit = memo[("host", so.id)] = (so, host_of(so))
+            out[so.id] = hit[1]
+        return out
 
     def parsed(self, model: type[M], so: StoredObject) -> M:
         """The model a stored document holds (no secrets opened); in a batch, parsed once per
@@ -204,11 +215,17 @@ class Context:
             self.tx.update("vpc", vpc_id, dump(placed), so.generation)
 
 
-def finish_batch(tx: CachedTransaction, secrets: SecretBox) -> None:
-    """What a batch of writes left for its end: each touched VPC's DHCP server placed once,
-    then every kept write sent to the store. Before the transaction commits."""
+def place_deferred(tx: CachedTransaction, secrets: SecretBox) -> None:
+    """Each VPC whose members a batch changed gets its DHCP server placed, once (kept as
+    updates of the batch, see store/cached.py)."""
     vpcs = sorted(tx.deferred.pop("dhcp", ()))
     cx = Context(tx, secrets)
     for vpc_id in vpcs:
         cx._place_dhcp(vpc_id, {})
+
+
+def finish_batch(tx: CachedTransaction, secrets: SecretBox) -> None:
+    """What a batch of writes left for its end: each touched VPC's DHCP server placed once,
+    then every kept write sent to the store. Before the transaction commits."""
+    place_deferred(tx, secrets)
     tx.flush()

@@ -122,6 +122,13 @@ class Transaction(abc.ABC):
         for pool, value, owner in claims:
             self.claim(pool, value, owner)
 
+    def update_many(self, updates: Sequence[tuple[str, str, dict[str, Any], int]]) -> None:
+        """`update(kind, ident, data, expected_generation)` of each, as few statements as the
+        store can (a batch's DHCP placements, see cached.py). A missing or changed object raises
+        NotFoundError/ConflictError; the caller then rolls the transaction back."""
+        for kind, ident, data, generation in updates:
+            self.update(kind, ident, data, generation)
+
     def allocations_many(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
         """`allocations` of several pools (one round trip where the store can); pools holding
         nothing map to {}."""

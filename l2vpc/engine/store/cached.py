@@ -43,6 +43,8 @@ class CachedTransaction(Transaction):
         self._new: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
         self._new_kinds: dict[str, int] = {}  # kind -> how many of _new
         self._claims: dict[tuple[str, str], str] = {}
+        # Updates of stored objects: (kind, id) -> (data, the stored generation they expect).
+        self._updates: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
         self._claims_by_pool: dict[str, dict[str, str]] = {}
         self._undo: list[Callable[[], None]] = []
         self._fence = 0  # undo entries before it reached the store: not undoable
@@ -68,6 +70,13 @@ class CachedTransaction(Transaction):
             claims = [(pool, value, owner) for (pool, value), owner in self._claims.items()]
             self._new, self._new_kinds, self._claims, self._claims_by_pool = {}, {}, {}, {}
             self._tx.write_many(objects, claims)
+        if self._updates:
+            updates = [(kind, ident, data, generation) for (kind, ident), (data, generation) in self._updates.items()]
+            self._updates = {}
+            self._tx.update_many(updates)
+            for kind, ident, _, _ in updates:
+                # Their generation as the store counts it now (one step, however many kept).
+                self._objects.pop((kind, ident), None)
         self._fence = len(self._undo)
 
     def _direct(self) -> None:
@@ -112,6 +121,11 @@ class CachedTransaction(Transaction):
         if mac_numbers:
             self._blocks.setdefault("mac", deque()).extend(mac_numbers)
 
+    def _pool(self, pool: str) -> dict[str, str]:
+        """One pool as known here (read once): the hot path of every create's allocations."""
+        held = self._pools.get(pool)
+        return held if held is not None else self.prefetch_pools([pool])[pool]
+
     def prefetch_pools(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
         pools = list(pools)
         missing = sorted({p for p in pools if p not in self._pools})
@@ -148,7 +162,7 @@ class CachedTransaction(Transaction):
         return [so for so in (self._objects[(kind, i)] for i in wanted) if so is not None]
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
-        if self._new_kinds.get(kind):
+        if self._new_kinds.get(kind) or any(k == kind for k, _ in self._updates):
             self.flush()
         if tenant is not None:
             return self._tx.list(kind, tenant)
@@ -189,11 +203,74 @@ class CachedTransaction(Transaction):
         self._undo.append(undo)
         return so
 
+    def view(self, kind: str) -> list[StoredObject]:
+        """Every object of a kind as this transaction sees it, kept writes included, without
+        sending them (a dry run plans from it: topology_file.plan_sync)."""
+        stored = self._lists.get(kind)
+        if stored is None:
+            stored = self._tx.list(kind)
+        out = []
+        for so in stored:
+            mine = self._objects.get((kind, so.id), _ABSENT)
+            if mine is None:
+                continue  # deleted here (deletes are sent at once; a list read before is older)
+            out.append(so if mine is _ABSENT else mine)  # type: ignore[arg-type]
+        out += [self._objects[key] for key in self._new if key[0] == kind]  # type: ignore[misc]
+        out.sort(key=lambda so: so.id)  # the store's order (its lists are by id)
+        return out
+
     def update(self, kind: str, ident: str, data: dict[str, Any], expected_generation: int) -> StoredObject:
+        key = (kind, ident)
+        cur = self._objects.get(key)
+        if cur is not None and not self._tx_only(kind):
+            return self._keep_update(key, cur, data, expected_generation)
         self._direct()
         self._changed(kind)
         self._objects.pop((kind, ident), None)  # if the update fails, re-read
         so = self._objects[(kind, ident)] = self._tx.update(kind, ident, data, expected_generation)
+        return so
+
+    @staticmethod
+    def _tx_only(kind: str) -> bool:
+        """Kinds whose updates go to the store at once: all but those a batch updates often."""
+        return kind not in _KEPT_UPDATES
+
+    def _keep_update(self, key: tuple[str, str], cur: StoredObject, data: dict[str, Any],
+                     expected_generation: int) -> StoredObject:
+        """An update kept for flush(): checked against the version read here (the store checks
+        the generation again when it is sent). An object created in this batch is stored once,
+        with its last data."""
+        kind, ident = key
+        if cur.generation != expected_generation:
+            raise ConflictError(
+                f"{kind} {ident!r} was changed concurrently: expected generation {expected_generation}, "
+                f"actual generation {cur.generation}; re-read it and retry")
+        new = self._new.get(key)
+        before_update = self._updates.get(key)
+        so = StoredObject(kind, ident, cur.generation + (0 if new is not None else 1), data, cur.tenant)
+        if new is not None:
+            self._new[key] = (data, new[1])
+        else:
+            base = before_update[1] if before_update is not None else cur.generation
+            self._updates[key] = (data, base)
+        self._objects[key] = so
+        dropped = self._lists.pop(kind, None)
+        derived = {k: v for k, v in self._derived.items() if k[0] == kind}
+        for k in derived:
+            del self._derived[k]
+
+        def undo() -> None:
+            self._objects[key] = cur
+            if new is not None:
+                self._new[key] = new
+            elif before_update is None:
+                del self._updates[key]
+            else:
+                self._updates[key] = before_update
+            if dropped is not None:
+                self._lists[kind] = dropped
+
+        self._undo.append(undo)
         return so
 
     def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
@@ -205,7 +282,7 @@ class CachedTransaction(Transaction):
 
     # ------------------------------------------------------------------ allocations
     def reserve(self, pool: str, value: str, owner: str) -> None:
-        holder = self.prefetch_pools([pool])[pool].get(value)
+        holder = self._pool(pool).get(value)
         if holder == owner:
             return  # the same owner claiming again: a no-op, as in the store
         if holder is not None:
@@ -251,7 +328,7 @@ class CachedTransaction(Transaction):
                     del held[value]
 
     def allocations(self, pool: str) -> dict[str, str]:
-        return dict(self.prefetch_pools([pool])[pool])
+        return dict(self._pool(pool))
 
     def holder(self, pool: str, value: str) -> str | None:
         return self.prefetch_pools([pool])[pool].get(value)
@@ -302,3 +379,5 @@ class CachedTransaction(Transaction):
 
 
 _ABSENT = object()
+# VPCs: a batch places each touched VPC's DHCP server at its end, one update per VPC.
+_KEPT_UPDATES = frozenset({"vpc"})

@@ -90,6 +90,12 @@ class Statements:
                        "ON CONFLICT (kind, id) DO NOTHING")
         self.update = (f"UPDATE objects SET data = {j}, generation = generation + 1 "
                        f"WHERE kind = {p} AND id = {p} AND generation = {p} RETURNING generation, tenant")
+        # Many updates in one statement: rows (kind, id, expected generation, data); the JSON
+        # parameter's cast (PostgreSQL's ::jsonb) applied to the batch's text column.
+        b = d.batch((("kind", "text"), ("id", "text"), ("gen", "bigint"), ("data", "text")))
+        self.update_many = (f"UPDATE objects SET data = {j.replace(p, 'b.data')}, generation = objects.generation + 1 "
+                            f"FROM {b} WHERE objects.kind = b.kind AND objects.id = b.id "
+                            "AND objects.generation = b.gen RETURNING objects.kind, objects.id")
         self.delete = f"DELETE FROM objects WHERE kind = {p} AND id = {p}"
         self.delete_generation = f"DELETE FROM objects WHERE kind = {p} AND id = {p} AND generation = {p}"
 
@@ -233,6 +239,21 @@ class SqlTransaction(Transaction):
             self._raise_missing_or_stale(kind, ident, expected_generation)
         generation, tenant = rows[0]
         return LazyObject.from_row(kind, ident, generation, text, tenant)
+
+    def update_many(self, updates: Sequence[tuple[str, str, dict[str, Any], int]]) -> None:
+        rows: list[tuple[str, str, int, str]] = []
+        for kind, ident, data, generation in updates:
+            check_kind(kind)
+            check_generation("expected_generation", generation)
+            if not lookup_key("id", ident):
+                raise NotFoundError(kind, ident)
+            rows.append((kind, ident, generation, encode(kind, ident, data)))
+        if not rows:
+            return
+        done = {(k, i) for k, i in self.rows(self._sql.update_many, self.dialect.batch_params(rows, 4))}
+        for kind, ident, generation, _ in rows:
+            if (kind, ident) not in done:
+                self._raise_missing_or_stale(kind, ident, generation)
 
     def delete(self, kind: str, ident: str, expected_generation: int | None = None) -> None:
         check_kind(kind)
