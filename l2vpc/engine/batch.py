@@ -19,6 +19,8 @@ import builtins
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel
+
 from l2vpc.engine.errors import NotFoundError, UserError
 from l2vpc.engine.kinds import KINDS
 from l2vpc.engine.kinds.context import UNREADABLE, Context, dump, finish_batch, host_of, place_deferred
@@ -30,7 +32,7 @@ from l2vpc.engine.store.cached import CachedTransaction
 from l2vpc.engine.topology import Topology, host_configs
 from l2vpc.hostconfig import HostConfig
 
-M = TypeVar("M")
+M = TypeVar("M", bound=BaseModel)
 
 if TYPE_CHECKING:
     from l2vpc.engine.api import Engine
@@ -86,7 +88,7 @@ class Batch:
         memo = self.tx.parsed
         hit = memo.get((kind, so.id))
         if hit is not None and hit[0] is so:
-            return hit[1]  # type: ignore[no-any-return]
+            return hit[1]
         obj = self.cx.load(kind, model, so)
         memo[(kind, so.id)] = (so, obj)
         return obj

@@ -33,7 +33,7 @@ What each change costs:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from l2vpc.hostconfig.model import (
@@ -44,6 +44,7 @@ from l2vpc.hostconfig.model import (
     Segment,
     VpnGateway,
     blank_secrets,
+    plain,
 )
 
 Kind = Literal["segment", "port", "dhcp_server", "edge_router", "vpn_gateway"]
@@ -149,8 +150,8 @@ class Change:
             "path": self.path,
             "action": self.action,
             "how": self.how,
-            "before": blank_secrets(asdict(self.before)) if self.before is not None else None,
-            "after": blank_secrets(asdict(self.after)) if self.after is not None else None,
+            "before": blank_secrets(plain(self.before)) if self.before is not None else None,
+            "after": blank_secrets(plain(self.after)) if self.after is not None else None,
             "depends_on": list(self.depends_on),
             "disruptive": self.disruptive,
             "detail": self.detail,

@@ -24,7 +24,7 @@ from l2vpc.engine.store.base import Store
 from l2vpc.engine.topology_file import parse_document, plan_sync, sync
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from bench_write_path import topology  # noqa: E402  (the bench's generated file, small)
+from bench_write_path import topology
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -98,7 +98,8 @@ def test_dry_run_plans_like_a_real_sync(store: Store) -> None:
 
     # Changes: attachments removed and added (on DHCP VPCs too), a VPC changed.
     changed = copy.deepcopy(doc)
-    changed["attachments"] = changed["attachments"][5:] + [
+    changed["attachments"] = [
+        *changed["attachments"][5:],
         {"vpc": "v00001", "workload": "free3", "ip_mode": "dhcp"},
         {"vpc": "v00005", "workload": "free4", "ip_mode": "static", "ip_address": "10.0.5.77/24"},
     ]

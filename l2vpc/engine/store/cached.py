@@ -22,6 +22,7 @@ The owner must call `flush()` before the transaction commits; Engine.create_many
 
 from __future__ import annotations
 
+import builtins
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -203,19 +204,21 @@ class CachedTransaction(Transaction):
         self._undo.append(undo)
         return so
 
-    def view(self, kind: str) -> list[StoredObject]:
+    def view(self, kind: str) -> builtins.list[StoredObject]:
         """Every object of a kind as this transaction sees it, kept writes included, without
         sending them (a dry run plans from it: topology_file.plan_sync)."""
         stored = self._lists.get(kind)
         if stored is None:
             stored = self._tx.list(kind)
-        out = []
+        out: builtins.list[StoredObject] = []
         for so in stored:
-            mine = self._objects.get((kind, so.id), _ABSENT)
-            if mine is None:
-                continue  # deleted here (deletes are sent at once; a list read before is older)
-            out.append(so if mine is _ABSENT else mine)  # type: ignore[arg-type]
-        out += [self._objects[key] for key in self._new if key[0] == kind]  # type: ignore[misc]
+            mine = self._objects.get((kind, so.id), so)  # None: deleted here, after the list was read
+            if mine is not None:
+                out.append(mine)
+        for key in self._new:
+            new = self._objects[key] if key[0] == kind else None
+            if new is not None:
+                out.append(new)
         out.sort(key=lambda so: so.id)  # the store's order (its lists are by id)
         return out
 
