@@ -29,7 +29,7 @@ from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
-from l2vpc.engine.topology_file import load, plan_sync, sync
+from l2vpc.engine.topology_file import load, plan_sync, sync_topology
 
 ENDPOINT_ENV, TOKEN_ENV, CA_FILE_ENV = "L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE"
 REFRESH_TIMEOUT = 3.0  # seconds per host for `show --refresh`
@@ -144,8 +144,9 @@ def _apply(args: argparse.Namespace) -> int:
     engine = open_engine(state, agents=args.agents)
     store = engine.store
     try:
-        counts = sync(engine, tf)  # one transaction: a file that fails half-way changes nothing
-        names = {v.id: v.name for v in engine.list("vpc")}
+        # One transaction: a file that fails half-way changes nothing.
+        counts, topo = sync_topology(engine, tf)
+        names = {v.id: v.name for v in topo.vpcs.values()}
 
         def show_plan(p: Plan) -> None:
             if not args.json:
@@ -155,7 +156,7 @@ def _apply(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"  {host}: {msg}", file=sys.stderr)
 
-        plan, result = engine.converge(progress=progress, on_plan=show_plan)
+        plan, result = engine.converge(progress=progress, on_plan=show_plan, topology=topo)
         if args.json:
             print(json.dumps({
                 "objects": counts, **plan.to_dict(),

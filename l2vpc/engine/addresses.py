@@ -33,6 +33,12 @@ def ip_interface(value: str) -> ipaddress.IPv4Interface:
     return ipaddress.IPv4Interface(value)
 
 
+@functools.lru_cache(maxsize=_PARSED)
+def last_usable(cidr: str) -> str:
+    """The last host address of `cidr` (a DHCP server's default), as text (memoized)."""
+    return str(ip_network(cidr).broadcast_address - 1)
+
+
 _DOTTED = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\."
                      r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
 _PREFIX = re.compile(r"/(3[0-2]|[12]?\d)")

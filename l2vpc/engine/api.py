@@ -380,6 +380,14 @@ class Engine:
             reports = tx.host_reports()
         return {h: HostConfig.from_dict(r.config) for h, r in reports.items()}
 
+    def _learned_now(self) -> dict[str, tuple[str, ...]]:
+        """`learned_prefixes(self.actual_configs())` from the reports' observations alone (a
+        1,000-host converge would parse every report again to find none)."""
+        with self.store.transaction() as tx:
+            reports = tx.host_reports()
+        return {str(o["id"]): tuple(sorted(str(x) for x in o["learned"]))
+                for r in reports.values() for o in r.config.get("observations", ()) if o.get("learned")}
+
     @staticmethod
     def learned_prefixes(actual: Mapping[str, HostConfig]) -> dict[str, tuple[str, ...]]:
         """Prefixes each direct connect learned over BGP, as its edge host reports them."""
@@ -396,14 +404,15 @@ class Engine:
 
     def converge(self, *, progress: Progress | None = None, retries: int = 3, timeout: float = 60.0,
                  on_plan: Callable[[Plan], None] | None = None,
-                 abandoned: Abandoned | None = None) -> tuple[Plan, ExecutionResult]:
+                 abandoned: Abandoned | None = None, topology: Topology | None = None) -> tuple[Plan, ExecutionResult]:
         """Plan against what hosts report and drive every changed host; returns both.
         `on_plan(plan)` is called with the first plan before anything is pushed; hosts added
         to `abandoned` meanwhile are not waited for (see executor.Abandoned).
 
         Routes to prefixes a direct connect learns over BGP are pushed to the VPC's workloads,
-        so when a converge changes what is learned, a second round pushes the new routes."""
-        topo = self.topology()
+        so when a converge changes what is learned, a second round pushes the new routes.
+        `topology`: the desired topology when the caller has it already (topology_file.sync_topology)."""
+        topo = topology if topology is not None else self.topology()
         ex = Executor(self.agents, self.store, retries=retries, timeout=timeout, stop=self.stop, progress=progress,
                       abandoned=abandoned)
         actual = self.actual_configs()
@@ -412,10 +421,9 @@ class Engine:
             on_plan(p)
         result = ex.execute(p, topo.hosts)
         for _ in range(2):
-            after = self.actual_configs()
-            if not result.ok or self.learned_prefixes(after) == self.learned_prefixes(actual):
+            if not result.ok or self._learned_now() == self.learned_prefixes(actual):
                 break
-            actual = after
+            actual = self.actual_configs()
             p = plan(self.desired_configs(topo, actual), actual)
             more = ex.execute(p, topo.hosts)
             result.results.update(more.results)

@@ -156,7 +156,6 @@ class Batch:
         """The plan the state this batch leaves would lead to, and that topology, without
         sending its kept writes (a dry run, Engine.batch(dry_run=True)): each stored version
         parsed once in the batch, the models its creates made used as they are."""
-        place_deferred(self.tx, self.engine.secrets)
         topo = self.topology()
         reports = self.tx.host_reports()
         actual = {h: HostConfig.from_dict(r.config) for h, r in reports.items()}
@@ -164,7 +163,9 @@ class Batch:
         return plan(desired, actual), topo
 
     def topology(self) -> Topology:
-        """What Engine.topology() would read once this batch is written, from the batch itself."""
+        """What Engine.topology() will read once this batch is written, from the batch itself
+        (its DHCP servers placed first)."""
+        place_deferred(self.tx, self.engine.secrets)
         def objects(kind: str, model: type[M]) -> builtins.list[M]:
             return [self._loaded(kind, model, so) for so in self.tx.view(kind)]
 

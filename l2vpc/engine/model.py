@@ -32,6 +32,7 @@ from l2vpc.engine.addresses import (
     _ipv4_source,
     ip_address,
     ip_network,
+    last_usable,
 )
 from l2vpc.engine.errors import ValidationError
 from l2vpc.hostconfig import MAX_ALLOWED_ADDRESSES
@@ -202,7 +203,7 @@ class VPC(_Base):
             return None
         if self.dhcp.server_ip:
             return self.dhcp.server_ip
-        return str(ip_network(self.cidr).broadcast_address - 1)
+        return last_usable(self.cidr)
 
     @property
     def network(self) -> ipaddress.IPv4Network | None:

@@ -30,7 +30,8 @@ class Plan:
 
     def changes(self) -> list[tuple[str, Change]]:
         """(host, change) for every change, hosts by name."""
-        return [(name, c) for name in sorted(self.hosts) for c in self.hosts[name].changes]
+        with paused_gc():  # a list as long as the plan: see gcpause.py
+            return [(name, c) for name in sorted(self.hosts) for c in self.hosts[name].changes]
 
     @property
     def is_empty(self) -> bool:
@@ -38,12 +39,17 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         out = {"create": 0, "update": 0, "replace": 0, "delete": 0, "disruptive": 0}
-        for _host, c in self.changes():
-            out[c.action] += 1
-            out["disruptive"] += c.disruptive
+        for hp in self.hosts.values():
+            for c in hp.changes:
+                out[c.action] += 1
+                out["disruptive"] += c.disruptive
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        with paused_gc():
+            return self._to_dict()
+
+    def _to_dict(self) -> dict[str, Any]:
         return {
             "summary": self.counts(),
             "hosts": {name: [c.to_dict() for c in hp.changes] for name, hp in sorted(self.hosts.items()) if hp.changes},
@@ -51,6 +57,10 @@ class Plan:
 
     def render(self, vpc_names: Mapping[str, str] | None = None) -> str:
         """Human-readable plan, one line per change, grouped by host."""
+        with paused_gc():
+            return self._render(vpc_names)
+
+    def _render(self, vpc_names: Mapping[str, str] | None) -> str:
         names = vpc_names or {}
         if self.is_empty:
             return "No changes. Every host already runs its desired configuration."

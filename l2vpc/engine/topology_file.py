@@ -21,6 +21,7 @@ import yaml
 from l2vpc.engine.api import Engine
 from l2vpc.engine.batch import Batch
 from l2vpc.engine.errors import ValidationError
+from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.secrets import redacted
@@ -230,7 +231,8 @@ def _check_whole(tf: TopologyFile, registered: list[Host]) -> None:
 
 
 def load(path: str, registered: list[Host] | None = None) -> TopologyFile:
-    return parse_document(read_document(path), registered)
+    with paused_gc():  # tens of thousands of small acyclic objects: see gcpause.py
+        return parse_document(read_document(path), registered)
 
 
 def _ident(kind: str, obj: Any) -> str:
@@ -269,8 +271,15 @@ def _create_all(b: Batch, kind: str, section: str, items: list[tuple[int, dict[s
 def sync(engine: Engine, tf: TopologyFile) -> dict[str, int]:
     """Make the engine's desired state equal the file, in one transaction (all of it or, on an
     error, nothing). Deletes first, then creates/updates."""
+    return sync_topology(engine, tf)[0]
+
+
+def sync_topology(engine: Engine, tf: TopologyFile) -> tuple[dict[str, int], Topology]:
+    """`sync`, and the topology it leaves (what Engine.topology() reads after it) taken from
+    the batch instead of read back: `apply` converges from it."""
     with engine.batch() as b:
-        return _sync(b, tf)
+        counts = _sync(b, tf)
+        return counts, b.topology()
 
 
 def plan_sync(engine: Engine, tf: TopologyFile) -> tuple[Plan, dict[str, int], dict[str, str]]:

@@ -1,7 +1,8 @@
 """`l2vpc plan -f` plans from a dry-run batch (topology_file.plan_sync): its plan must be the
 plan that syncing the file for real and then planning from the store gives, on SQLite and
 PostgreSQL, from empty and after changes (deletes, updates, new attachments on VPCs whose DHCP
-server is placed again), and the dry run must write nothing."""
+server is placed again), and the dry run must write nothing. `apply -f` converges from the
+topology its sync batch leaves (sync_topology): it must equal the topology read back."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from l2vpc.engine.kinds.base import Kind
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
 from l2vpc.engine.store.base import Store
-from l2vpc.engine.topology_file import parse_document, plan_sync, sync
+from l2vpc.engine.topology_file import parse_document, plan_sync, sync_topology
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from bench_write_path import topology
@@ -77,7 +78,8 @@ def same_plan_as_a_real_sync(store: Store, doc: dict[str, Any]) -> dict[str, int
     dry, counts, names = plan_sync(engine, parse_document(copy.deepcopy(doc), engine.hosts()))
     assert rows(store) == before
     IDS[0] = itertools.count(start)
-    real_counts = sync(engine, parse_document(copy.deepcopy(doc), engine.hosts()))
+    real_counts, topo = sync_topology(engine, parse_document(copy.deepcopy(doc), engine.hosts()))
+    assert topo == engine.topology()  # what `apply` converges from: as read back
     real = engine.plan()
     assert dry.to_dict() == real.to_dict()
     assert counts == real_counts
