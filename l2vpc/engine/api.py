@@ -384,9 +384,9 @@ class Engine:
         """`learned_prefixes(self.actual_configs())` from the reports' observations alone (a
         1,000-host converge would parse every report again to find none)."""
         with self.store.transaction() as tx:
-            reports = tx.host_reports()
+            observations = tx.host_observations()
         return {str(o["id"]): tuple(sorted(str(x) for x in o["learned"]))
-                for r in reports.values() for o in r.config.get("observations", ()) if o.get("learned")}
+                for seen in observations.values() for o in seen if isinstance(o, dict) and o.get("learned")}
 
     @staticmethod
     def learned_prefixes(actual: Mapping[str, HostConfig]) -> dict[str, tuple[str, ...]]:

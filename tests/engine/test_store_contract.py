@@ -26,6 +26,7 @@ from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import ConflictError, NotFoundError, StoreError, TemporaryError, ValidationError
 from l2vpc.engine.store import open_store
 from l2vpc.engine.store.base import Store, StoredObject
+from l2vpc.engine.store.cached import CachedTransaction
 from l2vpc.engine.store.migrations import Migration, load_migrations
 from l2vpc.engine.store.sqlite import SqliteStore
 
@@ -329,6 +330,56 @@ def test_host_reports(store: Store) -> None:
         reports = tx.host_reports()
     assert list(reports) == ["h1"]
     assert (reports["h1"].generation, reports["h1"].config) == (4, {"host": "h1"})
+
+
+def test_host_observations_are_the_reports_observations(store: Store) -> None:
+    seen = [{"id": "dc-1", "state": "up", "learned": ["192.168.0.0/24"]}, {"id": "vpn-1", "state": "down"}]
+    with store.transaction() as tx:
+        tx.put_host_report("e1", 2, {"host": "e1", "ports": [{"id": "p"}], "observations": seen})
+        tx.put_host_report("h1", 1, {"host": "h1"})
+        tx.put_host_report("h2", 1, {"host": "h2", "observations": []})
+    with store.transaction() as tx:
+        assert tx.host_observations() == {"e1": seen, "h1": [], "h2": []}
+        assert CachedTransaction(tx).host_observations() == {"e1": seen, "h1": [], "h2": []}
+
+
+def test_update_many_checks_each_generation(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.create("vpc", "a", {"n": 1})
+        tx.create("vpc", "b", {"n": 1})
+    with store.transaction() as tx:
+        tx.update_many([("vpc", "a", {"n": 2}, 1), ("vpc", "b", {"n": 2}, 1)])
+    with store.transaction() as tx:
+        assert [(o.id, o.generation, o.data) for o in tx.list("vpc")] == [("a", 2, {"n": 2}), ("b", 2, {"n": 2})]
+    with pytest.raises(ConflictError, match="generation"), store.transaction() as tx:
+        tx.update_many([("vpc", "a", {"n": 3}, 2), ("vpc", "b", {"n": 3}, 1)])  # b is at 2
+    with pytest.raises(NotFoundError), store.transaction() as tx:
+        tx.update_many([("vpc", "nope", {"n": 3}, 1)])
+    with store.transaction() as tx:  # neither failed batch changed anything
+        assert [(o.id, o.generation) for o in tx.list("vpc")] == [("a", 2), ("b", 2)]
+
+
+def test_cached_vpc_updates_are_kept_until_flush_and_undone_alone(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.create("vpc", "a", {"n": 1})
+    with store.transaction() as raw:
+        tx = CachedTransaction(raw)
+        so = tx.get("vpc", "a")
+        assert so is not None
+        mark = tx.mark()
+        assert tx.update("vpc", "a", {"n": 2}, so.generation).generation == 2
+        assert tx.get("vpc", "a").data == {"n": 2}  # type: ignore[union-attr]
+        with pytest.raises(ConflictError, match="generation"):
+            tx.update("vpc", "a", {"n": 3}, 1)  # stale: checked here, before anything is sent
+        assert tx.rollback_to(mark)
+        assert tx.get("vpc", "a").data == {"n": 1}  # type: ignore[union-attr]
+        tx.update("vpc", "a", {"n": 4}, 1)
+        tx.update("vpc", "a", {"n": 5}, 2)
+        assert [o.data for o in tx.view("vpc")] == [{"n": 5}]
+        assert [o.data for o in raw.list("vpc")] == [{"n": 1}]  # nothing sent yet
+        tx.flush()
+    with store.transaction() as tx:
+        assert [(o.generation, o.data) for o in tx.list("vpc")] == [(2, {"n": 5})]
 
 
 def test_sequences_count_per_name_and_survive_reopen(backend: Backend) -> None:

@@ -147,6 +147,11 @@ class Transaction(abc.ABC):
     def host_reports(self, hosts: Iterable[str] | None = None) -> dict[str, HostReport]:
         """The latest report of every host (of `hosts` only, when given)."""
 
+    def host_observations(self) -> dict[str, Sequence[Any]]:
+        """host -> the `observations` of its report (sessions, tunnels, learned prefixes), without
+        decoding whole configs where the store can."""
+        return {h: list(r.config.get("observations") or ()) for h, r in self.host_reports().items()}
+
     @abc.abstractmethod
     def host_report_stamps(self) -> dict[str, tuple[int, float]]:
         """host -> (generation, updated_at) of its report, without the configs: tells which

@@ -373,6 +373,9 @@ class CachedTransaction(Transaction):
     def host_reports(self, hosts: Iterable[str] | None = None) -> dict[str, HostReport]:
         return self._tx.host_reports(hosts)
 
+    def host_observations(self) -> dict[str, Sequence[Any]]:
+        return self._tx.host_observations()
+
     def host_report_stamps(self) -> dict[str, tuple[int, float]]:
         return self._tx.host_report_stamps()
 

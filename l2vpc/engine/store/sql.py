@@ -117,6 +117,8 @@ class Statements:
         reports = f"SELECT host, generation, config, {d.seconds('updated_at')} FROM host_reports"
         self.host_reports = reports
         self.host_reports_of = f"{reports} WHERE {one_of('host')}"
+        # `->` with a key: JSON text on SQLite (3.38+), jsonb on PostgreSQL.
+        self.host_observations = "SELECT host, config -> 'observations' FROM host_reports"
         self.host_report_stamps = f"SELECT host, generation, {d.seconds('updated_at')} FROM host_reports"
         self.delete_host_report = f"DELETE FROM host_reports WHERE host = {p}"
 
@@ -343,6 +345,13 @@ class SqlTransaction(Transaction):
             wanted = sorted({str(h) for h in hosts if lookup_key("host", str(h))})
             rows = self.rows(self._sql.host_reports_of, (self.dialect.values(wanted),))
         return {h: HostReport(h, g, loads(c), u) for h, g, c, u in rows}
+
+    def host_observations(self) -> dict[str, Sequence[Any]]:
+        out: dict[str, Sequence[Any]] = {}
+        for host, value in self.rows(self._sql.host_observations):
+            found = loads(value) if isinstance(value, str) else value
+            out[host] = list(found) if isinstance(found, list) else []
+        return out
 
     def host_report_stamps(self) -> dict[str, tuple[int, float]]:
         return {h: (g, u) for h, g, u in self.rows(self._sql.host_report_stamps)}
