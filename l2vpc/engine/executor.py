@@ -177,6 +177,10 @@ class Executor:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.abandoned = abandoned
+        # Reports waiting to be written, and the one writer at a time (see _record).
+        self._reports: list[tuple[str, int, dict[str, object]]] = []
+        self._reports_lock = threading.Lock()
+        self._writer = threading.Lock()
 
     def execute(self, plan: Plan, hosts: Mapping[str, Host]) -> ExecutionResult:
         todo = [hp for _, hp in sorted(plan.hosts.items()) if hp.changes]
@@ -275,5 +279,15 @@ class Executor:
                 actual = client.report(self.timeout)
             except HostFailed:  # the host is unreachable: keep its previous report
                 return
-        with self.store.transaction() as tx:
-            tx.put_host_report(host, actual.generation, actual.to_dict())
+        with self._reports_lock:
+            self._reports.append((host, actual.generation, actual.to_dict()))
+        # Group commit: whoever holds the writer writes every report waiting, in one
+        # transaction (one per host queued 1,000 commits on the store's lock). When this
+        # thread gets the writer, its own report was written already or is written now.
+        with self._writer:
+            with self._reports_lock:
+                reports, self._reports = self._reports, []
+            if reports:
+                with self.store.transaction() as tx:
+                    for name, generation, config in reports:
+                        tx.put_host_report(name, generation, config)

@@ -24,7 +24,7 @@ from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.gcpause import paused_gc
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
 from l2vpc.engine.planner import Plan
-from l2vpc.engine.secrets import redacted
+from l2vpc.engine.secrets import SECRET_FIELDS, redacted
 from l2vpc.engine.topology import Topology
 from l2vpc.engine.validation import validate_topology
 
@@ -347,10 +347,13 @@ def _sync(b: Batch, tf: TopologyFile) -> dict[str, int]:
                 new.append((i, data))
                 continue
             cur_data = cur.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
-            # Reads return no secret: the others are compared here, the secrets by the engine.
+            # Reads return no secret: the others are compared here, the secrets by the engine
+            # (a kind without secrets, 10,000 attachments: `data` is already what reads show).
+            secret = kind in SECRET_FIELDS
             public = {**redacted(kind, obj).model_dump(mode="json", exclude_none=True, exclude={"id", "status"}),
-                      "vpc_id": data["vpc_id"]}
-            if any(cur_data.get(f) != val for f, val in public.items()) or not b.same_secrets(kind, cur.id, data):
+                      "vpc_id": data["vpc_id"]} if secret else data
+            if any(cur_data.get(f) != val for f, val in public.items()) or (
+                    secret and not b.same_secrets(kind, cur.id, data)):
                 _at(label, b.update, kind, cur.id, {**cur_data, **data})
                 counts["updated"] += 1
         counts["created"] += len(_create_all(b, kind, section, new))
