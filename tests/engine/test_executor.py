@@ -179,3 +179,24 @@ def test_incremental_plan_touches_only_affected_hosts(engine: Engine) -> None:
     assert changed == {"host1", "host2", "host3", "host4"}
     full = plan(host_configs(inc.index.topo), engine.actual_configs())
     assert {h for h, hp in full.hosts.items() if hp.changes} == changed
+
+
+def test_every_pushed_host_is_recorded_with_its_generation(tmp_path: Path) -> None:
+    """Reports are written in groups (whoever holds the writer writes every report waiting):
+    with 16 workers pushing 60 hosts, every host's report is in the store when execute
+    returns, each with the generation pushed to it."""
+    store = open_store(str(tmp_path / "state.db"))
+    try:
+        eng = Engine(store, LocalAgentPool())
+        for i in range(60):
+            eng.register_host({"name": f"h{i:02d}", "region": "r1", "underlay_ip": f"10.9.1.{i + 1}"})
+        vpc = eng.create("vpc", {"name": "v", "region": "r1", "cidr": "10.1.0.0/24"})
+        eng.create_many("attachment", [{"vpc_id": vpc.id, "workload": f"w{i}", "host": f"h{i:02d}"} for i in range(60)])
+        _p, result = eng.converge()
+        assert result.ok and len(result.results) == 60
+        reports = eng.actual_configs()
+        assert {h: r.generation for h, r in reports.items()} == {h: r.generation for h, r in result.results.items()}
+        assert all(len(reports[h].ports) == 1 for h in reports)
+        assert eng.plan().is_empty
+    finally:
+        store.close()
