@@ -271,7 +271,8 @@ def _create_all(b: Batch, kind: str, section: str, items: list[tuple[int, dict[s
 def sync(engine: Engine, tf: TopologyFile) -> dict[str, int]:
     """Make the engine's desired state equal the file, in one transaction (all of it or, on an
     error, nothing). Deletes first, then creates/updates."""
-    return sync_topology(engine, tf)[0]
+    with engine.batch() as b:
+        return _sync(b, tf)
 
 
 def sync_topology(engine: Engine, tf: TopologyFile) -> tuple[dict[str, int], Topology]:
