@@ -29,15 +29,23 @@ case "$1" in
       ip -4 addr flush dev "$interface"
       ip addr add "$ip/$mask" dev "$interface"
     fi
+    keep=" "
     if [ -n "${staticroutes:-}" ]; then
       set -- $staticroutes
       while [ $# -ge 2 ]; do
         ip route replace "$1" via "$2" dev "$interface" proto boot metric "$metric"
+        case "$1" in 0.0.0.0/0) keep="$keep default " ;; *) keep="$keep $1 ${1%/32} " ;; esac
         shift 2
       done
     elif [ -n "${router:-}" ]; then
       ip route replace default via "${router%% *}" dev "$interface" proto boot metric "$metric"
+      keep=" default "
     fi
+    # Routes an earlier lease gave that this one does not (a prefix a direct connect no longer
+    # learns): gone too, or traffic keeps going to a gateway that has no route.
+    ip -4 route show dev "$interface" proto boot | while read -r dst rest; do
+      case "$keep" in *" $dst "*) ;; *) ip route del "$dst" dev "$interface" proto boot metric "$metric" ;; esac
+    done
     : > "$L2VPC_DNS_FILE"
     for ns in ${dns:-}; do echo "nameserver $ns" >> "$L2VPC_DNS_FILE"; done
     ;;
