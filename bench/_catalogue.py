@@ -371,6 +371,20 @@ BENCHES: tuple[Bench, ...] = (
         ),
     ),
     Bench(
+        "bench_heal",
+        needs=frozenset({ROOT, POSTGRES}),
+        smoke=("--rounds", "1"),
+        smoke_only=("--no-fail-on-target",),
+        smoke_timeout=300.0,
+        figures=(
+            F("lab up ({mode})", r"^\[(?P<mode>\w+)\] .*: lab up {v}s", "s", noise=2),
+            F("established -> every workload pings premises, {mode} (median)",
+              r"^heal \[(?P<mode>\w+)\]: median {v}s", "s", noise=0.3),
+            F("established -> every workload pings premises, {mode} (max)",
+              r"^heal \[(?P<mode>\w+)\]: .*max {v}s", "s", noise=0.3),
+        ),
+    ),
+    Bench(
         "bench_edge_apply",
         needs=frozenset({ROOT, TERRAFORM}),
         smoke=("--rounds", "1"),

@@ -42,6 +42,7 @@ from l2vpc.agent.heartbeat import (
     TokenSource,
 )
 from l2vpc.agent.overlay_probe import PROBE_PORT, OverlayProber
+from l2vpc.agent.session_watch import SessionWatch
 from l2vpc.cli import CliError
 from l2vpc.observability.listener import Listener, ListenerError
 from l2vpc.observability.logs import add_log_arguments
@@ -281,6 +282,16 @@ def _listener(address: str | None, agent: Agent, beats: HeartbeatScheduler | Non
     return listener
 
 
+def _session_watch(driver: object, beats: HeartbeatScheduler | None, host: str) -> SessionWatch | None:
+    """With a controller and a driver that runs BGP sessions: heartbeat at once when one changes."""
+    sessions = getattr(driver, "sessions", None)
+    if beats is None or sessions is None:
+        return None
+    watch = SessionWatch(sessions, lambda: beats.nudge(host))
+    watch.start()
+    return watch
+
+
 def _run(args: argparse.Namespace) -> int:
     _logging(args)
     tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
@@ -315,9 +326,12 @@ def _run(args: argparse.Namespace) -> int:
 
                     pods = PodControl(settings, tokens, args.host)
             listener = _listener(args.metrics_address, agent, beats, prober)
+            watch = _session_watch(driver, beats, args.host)
             try:
                 return run(agent, args.listen, tls, heartbeats=beats, cni_socket=args.cni_socket, pod_control=pods)
             finally:
+                if watch is not None:
+                    watch.close()
                 if listener is not None:
                     listener.stop()
         except BaseException:

@@ -115,12 +115,13 @@ class ControllerLink:
     def register_request(self) -> cpb.RegisterRequest:
         return cpb.RegisterRequest(host_json=self._host_json)
 
-    def heartbeat_request(self) -> cpb.HeartbeatRequest:
+    def heartbeat_request(self, fresh: bool = False) -> cpb.HeartbeatRequest:
+        """`fresh`: the digest of facts read now (a nudged heartbeat: something just changed)."""
         h = self.source.health()
         return cpb.HeartbeatRequest(
             host=self.host, accepted_generation=h.accepted_generation,
             converged_generation=h.converged_generation, converging=h.converging,
-            actual_digest=self.source.actual_digest(self.digest_max_age),
+            actual_digest=self.source.actual_digest(0.0 if fresh else self.digest_max_age),
         )
 
     def next_backoff(self) -> float:
@@ -202,6 +203,7 @@ class HeartbeatScheduler:
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._last_summary: tuple[int, int, str] | None = None
+        self._nudges: dict[str, asyncio.Event] = {}  # host -> set to send its heartbeat now
 
     # -- lifecycle
 
@@ -223,6 +225,15 @@ class HeartbeatScheduler:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
+
+    def nudge(self, host: str) -> None:
+        """Send `host`'s heartbeat now, with a fresh digest, instead of at its next turn: what
+        it runs changed (a BGP session came up), and the controller acts on the digest. Any
+        thread; a nudge before registration (or for an unknown host) does nothing."""
+        loop, event = self._loop, self._nudges.get(host)
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(event.set)
 
     def __enter__(self) -> HeartbeatScheduler:
         self.start()
@@ -275,6 +286,7 @@ class HeartbeatScheduler:
         self._stop = asyncio.Event()
         controllers = _Controllers(self.settings)
         registering = asyncio.Semaphore(self.max_registering)
+        self._nudges = {link.host: asyncio.Event() for link in self.links}
         tasks = [asyncio.create_task(self._drive(link, controllers, registering)) for link in self.links]
         summary = asyncio.create_task(self._summaries())
         self._started.set()
@@ -347,9 +359,14 @@ class HeartbeatScheduler:
             await asyncio.sleep(delay)
 
     async def _beat(self, link: ControllerLink, controllers: _Controllers) -> None:
-        await asyncio.sleep(max(link.phase - time.monotonic(), 0.0))
+        nudged = self._nudges[link.host]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(nudged.wait(), max(link.phase - time.monotonic(), 0.0))
+        fresh = nudged.is_set()
+        nudged.clear()
         timeout = min(max(link.interval, 1.0), MAX_RPC_TIMEOUT)
-        reply, code, details = await self._call(controllers, "Heartbeat", link.heartbeat_request(), link, timeout)
+        reply, code, details = await self._call(controllers, "Heartbeat", link.heartbeat_request(fresh), link,
+                                                timeout)
         now = time.monotonic()
         message = ""
         delay = 0.0

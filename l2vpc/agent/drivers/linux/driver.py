@@ -189,6 +189,10 @@ class LinuxDriver(Driver):
 
     # -- facts ---------------------------------------------------------------------------
 
+    def sessions(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """The BGP sessions of the edge routers here (EdgeManager.sessions)."""
+        return self._edges.sessions()
+
     def dhcp_leases(self) -> dict[int, int]:
         return self._dhcp.leases()
 

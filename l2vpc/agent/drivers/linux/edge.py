@@ -163,6 +163,17 @@ class EdgeManager:
                 edges.append(health.edge)
         return edges, observations
 
+    def sessions(self) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+        """(edge id, FRR's session state, learned prefixes) of each layer-3 router: vty calls
+        only, cheap enough to poll (agent/session_watch.py)."""
+        out = []
+        for tag in self.tags():
+            e = self._load(tag)
+            if e is not None and e.bgp is not None and edge_tag(e.id) == tag:
+                session = self._router(tag).session(e.bgp.peer_ip)
+                out.append((e.id, session.state, session.learned))
+        return tuple(out)
+
     def _rates(self, ns: str | None) -> dict[str, int]:
         try:
             return tc.shaped(ns)
