@@ -54,10 +54,16 @@ class HeartbeatBuffer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._beats: dict[str, Beat] = {}
+        self._digests: dict[str, str] = {}  # the digest each host sent last (across flushes)
 
-    def add(self, host: str, beat: Beat) -> None:
+    def add(self, host: str, beat: Beat) -> bool:
+        """True when the beat's digest differs from the host's previous one: what it runs
+        changed (drift, a session that came up), worth recording now rather than at the flush."""
         with self._lock:
             self._beats[host] = beat
+            before = self._digests.get(host)
+            self._digests[host] = beat.digest
+        return bool(beat.digest) and before is not None and before != beat.digest
 
     def drain(self) -> dict[str, Beat]:
         with self._lock:

@@ -127,6 +127,11 @@ def read_status(store: Store | PlaneStore, controller_id: str = "") -> PlaneStat
 
 
 DEFAULT_MAX_HEARTBEAT_RATE = 150.0  # heartbeats/s the cluster is paced to (see agent_interval)
+# A heartbeat whose digest changed is flushed at once and the leader looks at it in a round of
+# its own (a session that came up routes in a second, not at the next flush and tick); a burst
+# of them costs at most one flush per EARLY_FLUSH_GAP and one extra round per MIN_ROUND_GAP.
+EARLY_FLUSH_GAP = 0.1
+MIN_ROUND_GAP = 0.2
 
 class ClusterPlane:
     """contract.ControlPlane for one controller; see the module docstring."""
@@ -156,6 +161,8 @@ class ClusterPlane:
         self.elector = Elector(self.plane, controller_id, lease_seconds=max(5 * self.flush_every, 3 * self.tick, 2.0))
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self._flush_soon = threading.Event()  # a changed digest waits in the buffer
+        self._round_due = threading.Event()  # the leader: a full round now (a changed digest recorded)
         self._buffer = HeartbeatBuffer()
         self._known: set[str] = set()
         self._known_lock = threading.Lock()
@@ -205,6 +212,7 @@ class ClusterPlane:
         self._stopping.set()
         self.engine.stop.set()
         self._wake.set()
+        self._flush_soon.set()
         for t in self._threads:
             t.join(timeout=60)
         self._threads.clear()
@@ -282,8 +290,11 @@ class ClusterPlane:
             with self._known_lock:
                 self._known.add(host)
             self._pace()
-        self._buffer.add(host, Beat(time.time(), accepted_generation, converged_generation, converging,
-                                    actual_digest))
+        changed = self._buffer.add(host, Beat(time.time(), accepted_generation, converged_generation, converging,
+                                              actual_digest))
+        # Another controller's leader cannot be asked what it recorded: it judges (see _flush).
+        if changed and (not self.elector.leading or self.reconciler.unexplained(host, actual_digest)):
+            self._flush_soon.set()
         return self.agent_interval
 
     # Heartbeats cost the controller ~0.7 ms of CPU each, nearly all of it gRPC's; a fixed
@@ -301,14 +312,22 @@ class ClusterPlane:
         self.reconciler.down_after = self.down_after * interval / self.heartbeat_interval
 
     def _flush_loop(self) -> None:
-        while not self._stopping.wait(self.flush_every):
+        while not self._stopping.is_set():
+            early = self._flush_soon.wait(self.flush_every)
+            self._flush_soon.clear()
+            if self._stopping.is_set():
+                return
             try:
-                self._flush()
+                self._flush(early)
             except Exception:
                 log.exception("heartbeat flush failed")
+            if early:
+                self._stopping.wait(EARLY_FLUSH_GAP)
 
-    def _flush(self) -> None:
-        """Write buffered heartbeats (one statement) and, when leading, renew the lease."""
+    def _flush(self, early: bool = False) -> None:
+        """Write buffered heartbeats (one statement) and, when leading, renew the lease.
+        `early`: a changed digest is among them: the leader runs a full round at once (told
+        by a notification when it is another controller)."""
         beats = self._buffer.drain()
         leading = self.elector.leading
         if leading and not self.elector.check():
@@ -326,6 +345,8 @@ class ClusterPlane:
                     unknown = p.put_heartbeats([
                         Heartbeat(h, b.received + self._offset, b.accepted_generation, b.converged_generation,
                                   b.converging, b.digest, self.controller_id) for h, b in beats.items()])
+                    if early and not leading:
+                        p.notify(CHANNEL, "beat")
                 if leading:
                     try:
                         self.elector.renew(p, time.time() + self._offset)
@@ -338,6 +359,9 @@ class ClusterPlane:
             return
         if lost:
             self._lost()
+        elif early and beats and leading:
+            self._round_due.set()
+            self._wake.set()
         if unknown:  # deregistered meanwhile: their next heartbeat is refused
             with self._known_lock:
                 self._known -= unknown
@@ -350,7 +374,7 @@ class ClusterPlane:
 
     # ------------------------------------------------------------------ the loop
     def _run(self) -> None:
-        next_full = 0.0
+        next_full = last_full = 0.0
         while not self._stopping.is_set():
             delay = self.tick
             try:
@@ -360,9 +384,12 @@ class ClusterPlane:
                     self._refresh_view(0)
                 if self.elector.leading:
                     now = time.monotonic()
+                    if self._round_due.is_set():
+                        self._round_due.clear()
+                        next_full = min(next_full, last_full + MIN_ROUND_GAP)
                     full = now >= next_full
                     if full:
-                        next_full = now + self.tick
+                        last_full, next_full = now, now + self.tick
                     self.reconciler.round(full)
                     delay = max(0.0, next_full - time.monotonic())
                     if self._listener is None:
@@ -408,6 +435,9 @@ class ClusterPlane:
             elif kind == "converged" and value.isdigit() and int(value) > self._converged[0]:
                 self._refresh_view(0)
             elif kind == "leader" and not self.elector.leading:
+                self._wake.set()
+            elif kind == "beat" and self.elector.leading:  # another controller recorded a changed digest
+                self._round_due.set()
                 self._wake.set()
         except Exception as e:  # a lost notification only delays: waiters re-read on their own
             log.info("notification %r not handled: %s", payload, e)

@@ -130,6 +130,12 @@ class Reconciler:
         self._retry_at = None
         self.abandoned = Abandoned()
 
+    def unexplained(self, host: str, digest: str) -> bool:
+        """A heartbeat's digest is not that of the host's report as this leader last read it:
+        drift, or an observation that changed (a BGP session came up). A round should look now."""
+        report = self._reports.get(host)
+        return bool(digest) and (report is None or report.digest != digest)
+
     # ------------------------------------------------------------------ the round
     def round(self, full: bool) -> list[Event]:
         """One round (`full`: with drift, else only the revisions); returns the events it
