@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from l2vpc.lab.controller_lab import LAB_POSTGRES, ControllerPlan
-from l2vpc.testing.healing_lab import Applied, FirstSeen, HealingLab, healing_lab, wait_for
+from l2vpc.testing.healing_lab import Applied, FirstSeen, HealingLab, healing_lab
+from l2vpc.testing.scrape import wait_for
 
 TARGET = 3.0
 WORKLOADS = {"w1": ("host1", "static"), "w2": ("host2", "dhcp"), "w3": ("host1", "dhcp")}

@@ -36,22 +36,12 @@ from l2vpc.lab.premises import PremisesConfig
 from l2vpc.lab.probe import Endpoint, Report, reachability
 from l2vpc.lab.state import HostRecord, LabState
 from l2vpc.lab.topology import DEFAULT_LOCATION, LabTopology
+from l2vpc.testing.scrape import wait_for
 
 VPC_CIDR = "10.9.0.0/24"
 PREMISES_LAN = "192.168.50.0/24"
 PREMISES_HOST = "192.168.50.10"
 PREMISES_ASN = 65010
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass

@@ -30,7 +30,8 @@ from l2vpc.hostconfig import port_device_name
 from l2vpc.hostconfig.names import bridge_name, vxlan_name
 from l2vpc.lab import netns
 from l2vpc.lab.controller_lab import ControllerPlan
-from l2vpc.testing.healing_lab import PREMISES_LAN, Applied, HealingLab, healing_lab, wait_for
+from l2vpc.testing.healing_lab import PREMISES_LAN, Applied, HealingLab, healing_lab
+from l2vpc.testing.scrape import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")]
 
