@@ -212,6 +212,35 @@ def test_digest_follows_what_the_host_runs(tmp_path: Path) -> None:
         agent.close()
 
 
+def test_a_nudge_sends_the_heartbeat_now_with_a_fresh_digest(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """What the host runs changed (agent/session_watch.py: a BGP session came up): the controller
+    hears of it at once, not at the next interval (60 s here) nor from a digest cached for
+    digest_max_age (600 s here)."""
+    server = ControllerServer(ca, ScriptedController({"h1": "tok-h1-secret"}, interval=60))
+    agent = make_agent(tmp_path, "h1")
+    driver = agent.driver
+    assert isinstance(driver, MemoryDriver)
+    tokens = TokenSource.from_file(token_file(tmp_path / "token", {"": "tok-h1-secret"}))
+    settings = ControllerSettings((server.address,), ca.ca_path)
+    beats_of = lambda: [c.request for c in server.service.of("heartbeat")]  # noqa: E731
+    try:
+        agent.push(sample(1))
+        before = agent.actual_digest()
+        with HeartbeatScheduler(settings, [ControllerLink(agent, doc("h1"), tokens, digest_max_age=600)]) as beats:
+            assert wait_for(lambda: beats.stats().registered == 1)
+            beats.nudge("h1")
+            assert wait_for(lambda: len(beats_of()) >= 1, timeout=5)
+            driver._ports.pop("att-1")  # what the host runs changes
+            after = config_digest(driver.facts())
+            beats.nudge("h1")
+            assert wait_for(lambda: any(b.actual_digest == after for b in beats_of()), timeout=5), beats_of()
+            assert after != before
+            beats.nudge("nobody")  # not a host of this scheduler: nothing happens
+    finally:
+        agent.close()
+        server.stop()
+
+
 def test_registers_again_when_the_controller_forgets_the_host(
         tmp_path: Path, ca: CertificateAuthority, controller: ControllerServer) -> None:
     agent = make_agent(tmp_path, "h1")
