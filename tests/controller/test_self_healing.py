@@ -47,9 +47,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HealingLab,
 
 
 def reaches_premises(lab: HealingLab, applied: Applied, timeout: float) -> list[str]:
-    """What does not answer (empty: every workload and premises-host ping each other)."""
+    """What does not answer (empty: every workload and premises-host ping each other); with
+    what the session, the controller and the workloads' routes said, when something does not."""
     report = lab.reach(applied, timeout)
-    return [f"{a.label} -> {b.label}" for a, b in report.unreachable]
+    missing = [f"{a.label} -> {b.label}" for a, b in report.unreachable]
+    if missing:
+        missing.append(f"(session {lab.edge_session(applied).state}, learned "
+                       f"{lab.engine.learned('direct_connect', applied.dx.id)}, routes "
+                       f"{ {w: lab.premises_route(w) for w in WORKLOADS} })")
+    return missing
 
 
 def test_premises_configured_after_the_apply_is_reached_without_an_apply(

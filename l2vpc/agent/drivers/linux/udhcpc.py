@@ -55,8 +55,9 @@ exit 0
 
 
 # Renew again this many seconds after the first (see renew): the other host's push usually
-# lands within a few hundred ms; a renew costs one unicast request.
-RENEW_AGAIN = (0.3, 1.0, 3.0)
+# lands within a few hundred ms, on a loaded machine seconds later; a renew costs one unicast
+# request, and a client that missed them all would wait for half its lease (30 min by default).
+RENEW_AGAIN = (0.3, 1.0, 3.0, 10.0)
 
 
 def _paths(state: Path, port_id: str) -> tuple[Path, Path, Path]:
