@@ -72,6 +72,9 @@ def scratch_copy(path: str) -> Iterator[str]:
             src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             dst = sqlite3.connect(target)
             try:
+                # A throwaway copy: no journal and no fsync (a plan of a 20 MB state: ~20 ms).
+                dst.execute("PRAGMA journal_mode = OFF")
+                dst.execute("PRAGMA synchronous = OFF")
                 src.backup(dst)
             finally:
                 src.close()
