@@ -3,9 +3,11 @@
 Each tenant shares the store with the others, so the number of its objects is bounded (the
 defaults below, overridable for every tenant or for one). Objects are counted by an index pool
 per (kind, tenant) in the allocations table, kept by Kind.insert/write and freed with the
-object's other allocations, so a create reads one count, not the tenant's objects. Limits are
-rows of kind "quota": id `default` (every tenant) or `tenant:<name>`; the embedded engine's
-objects belong to tenant '' (`tenant:`). Admins set them with `l2vpc controller quota set`.
+object's other allocations. The store keeps each such pool's size as its rows come and go
+(store/base.py COUNTED_POOL_PREFIX), so a create reads one number, whatever the tenant holds.
+Limits are rows of kind "quota": id `default` (every tenant) or `tenant:<name>`; the embedded
+engine's objects belong to tenant '' (`tenant:`). Admins set them with `l2vpc controller quota
+set`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from l2vpc.engine.errors import ValidationError
-from l2vpc.engine.store.base import Store, Transaction
+from l2vpc.engine.store.base import COUNTED_POOL_PREFIX, Store, Transaction
 
 QUOTA_KIND = "quota"
 LIMITED = ("vpc", "attachment", "direct_connect", "vpn")
@@ -29,7 +31,7 @@ def quota_id(tenant: str | None) -> str:
 
 def pool_count(kind: str, tenant: str) -> str:
     """Index of a tenant's objects of a kind (value = owner = object id)."""
-    return f"count:{kind}:{tenant}"
+    return f"{COUNTED_POOL_PREFIX}{kind}:{tenant}"
 
 
 def limits(tx: Transaction, tenant: str) -> dict[str, int]:

@@ -25,7 +25,7 @@ from l2vpc.agent.local import LocalAgentPool
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import ConflictError, NotFoundError, StoreError, TemporaryError, ValidationError
 from l2vpc.engine.store import open_store
-from l2vpc.engine.store.base import Store, StoredObject
+from l2vpc.engine.store.base import COUNTED_POOL_PREFIX, Store, StoredObject
 from l2vpc.engine.store.cached import CachedTransaction
 from l2vpc.engine.store.migrations import Migration, load_migrations
 from l2vpc.engine.store.sqlite import SqliteStore
@@ -242,6 +242,50 @@ def test_reserve_conflicts_name_pool_value_and_holder(store: Store) -> None:
         assert tx.allocations_many(["vni", "mac", "none"]) == {
             "vni": {"1001": "vpc-a", "1002": "vpc-b"}, "mac": {"1001": "vpc-b"}, "none": {}}
         assert tx.pool_sizes(["vni", "mac", "none"]) == {"vni": 2, "mac": 1}
+
+
+def test_counted_pools_sizes_follow_claims_releases_and_writers_side_by_side(store: Store, backend: Backend) -> None:
+    # A counted pool's size (a tenant's objects, engine/quotas.py) is kept by the store as rows
+    # come and go, not counted: it must equal a count of the rows after every kind of write,
+    # also of keyed writers that run at the same time on PostgreSQL.
+    pool, other = f"{COUNTED_POOL_PREFIX}attachment:t1", f"{COUNTED_POOL_PREFIX}vpc:t1"
+    with store.transaction() as tx:
+        for i in range(3):
+            tx.reserve(pool, f"att-{i}", f"att-{i}")
+        tx.reserve(pool, "att-0", "att-0")  # held already: no change
+        tx.reserve(other, "vpc-1", "vpc-1")
+        tx.reserve("ip:vpc-1", "10.0.0.5", "att-0")  # the same owner in a pool not counted
+    with store.transaction() as tx:
+        assert tx.pool_sizes([pool, other, "ip:vpc-1", f"{COUNTED_POOL_PREFIX}vpn:t1"]) == {
+            pool: 3, other: 1, "ip:vpc-1": 1}
+        tx.release_owner("att-0")
+        tx.release_owner("vpc-1", other)
+        assert tx.pool_sizes([pool, other, "ip:vpc-1"]) == {pool: 2}
+    with store.transaction() as tx:
+        cached = CachedTransaction(tx)
+        cached.claim(pool, "att-9", "att-9")  # kept in memory, written with the batch
+        assert cached.pool_sizes([pool]) == {pool: 3}
+        cached.flush()
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            tx.reserve(pool, "att-7", "att-7")
+            raise RuntimeError("rolled back: its count with it")
+
+    def claim(n: int) -> None:
+        barrier.wait(10)  # then all at once (on PostgreSQL side by side: other keys)
+        with store.keyed_transaction([f"vpc:{n}"]) as tx:
+            for i in range(20):
+                tx.claim(pool, f"w{n}-{i}", f"w{n}-{i}")
+
+    barrier = threading.Barrier(4)
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    with store.transaction() as tx:
+        assert tx.pool_sizes([pool]) == {pool: 3 + 80}
+    assert backend.raw(f"SELECT count(*) FROM allocations WHERE pool = '{pool}'") == [(83,)]
 
 
 def test_holder_and_holds_answer_for_one_value(store: Store) -> None:
@@ -504,6 +548,22 @@ def test_writer_waits_for_another_connection_then_times_out(backend: Backend) ->
 V2 = Migration(2, "host_labels", "ALTER TABLE host_reports ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';")
 
 
+def test_migration_5_counts_the_counted_pools_already_there(backend: Backend) -> None:
+    pool = f"{COUNTED_POOL_PREFIX}attachment:t1"
+    with backend.open(migrations=load_migrations(backend.name)[:4]) as s:
+        with s.transaction() as tx:
+            for i in range(5):
+                tx.reserve(pool, f"att-{i}", f"att-{i}")
+            tx.reserve("ip:vpc-1", "10.0.0.5", "att-0")
+    with backend.open() as s:
+        with s.transaction() as tx:
+            assert tx.pool_sizes([pool, "ip:vpc-1"]) == {pool: 5, "ip:vpc-1": 1}
+            tx.reserve(pool, "att-5", "att-5")
+            tx.release_owner("att-0")
+        with s.transaction() as tx:
+            assert tx.pool_sizes([pool, "ip:vpc-1"]) == {pool: 5}
+
+
 def test_migration_from_version_1_keeps_data(backend: Backend) -> None:
     v1 = load_migrations(backend.name)[:1]
     with backend.open(migrations=v1) as s:
@@ -550,7 +610,7 @@ def test_shipped_migrations_are_numbered_and_make_only_the_engines_tables(backen
     with backend.open() as s:
         assert s.schema_version() == len(migrations)
     # Version 2 once made the controllers' tables; they are the controller's now (planestore.py).
-    assert backend.tables() == {"schema_version", "objects", "allocations", "host_reports", "sequences"}
+    assert backend.tables() == {"schema_version", "objects", "allocations", "host_reports", "sequences", "pool_counts"}
 
 
 # --- several processes --------------------------------------------------------------------

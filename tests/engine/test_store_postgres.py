@@ -166,7 +166,7 @@ def test_foreign_database_is_refused(db: Schema) -> None:
     try:
         with PostgresStore(db.url.replace(db.schema, f"{db.schema}_l2")) as s:
             assert s.schema_version() == LATEST
-        assert db.raw(f"SELECT count(*) FROM pg_tables WHERE schemaname = '{db.schema}_l2'") == [(5,)]
+        assert db.raw(f"SELECT count(*) FROM pg_tables WHERE schemaname = '{db.schema}_l2'") == [(6,)]
     finally:
         db.raw(f"DROP SCHEMA {db.schema}_l2 CASCADE")
 

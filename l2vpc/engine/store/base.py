@@ -26,6 +26,10 @@ from typing import Any
 
 # Object kinds the store holds.
 KINDS = ("host", "vpc", "attachment", "direct_connect", "vpn", "quota")  # quota: engine/quotas.py
+# Pools whose size the store keeps as it changes, so that pool_sizes reads it in O(1) whatever
+# the size: the quotas' pools of a tenant's objects (engine/quotas.py). Their size is exact in
+# every transaction, as a count would be (kept in the same transaction as the pool's rows).
+COUNTED_POOL_PREFIX = "count:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,8 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
-        """How many values each of `pools` holds (pools holding none are left out)."""
+        """How many values each of `pools` holds (pools holding none are left out); for a
+        counted pool (COUNTED_POOL_PREFIX) one row read, not a count of its values."""
 
     # --- host reports ------------------------------------------------------------------
     @abc.abstractmethod

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from typing import Any, NoReturn
 
 from l2vpc.engine.errors import ConflictError, L2vpcError, NotFoundError, ValidationError
-from l2vpc.engine.store.base import HostReport, Store, StoredObject, Transaction
+from l2vpc.engine.store.base import COUNTED_POOL_PREFIX, HostReport, Store, StoredObject, Transaction
 from l2vpc.engine.store.documents import (
     LazyObject,
     check_generation,
@@ -108,6 +108,8 @@ class Statements:
         self.allocations = f"SELECT value, owner FROM allocations WHERE pool = {p}"
         self.allocations_many = f"SELECT pool, value, owner FROM allocations WHERE {one_of('pool')}"
         self.pool_sizes = f"SELECT pool, count(*) FROM allocations WHERE {one_of('pool')} GROUP BY pool"
+        # Counted pools: their sizes, kept by the triggers of migration 5 (O(1), not O(size)).
+        self.pool_counts = f"SELECT pool, size FROM pool_counts WHERE {one_of('pool')} AND size > 0"
 
         # The store's clock, like heartbeats' last_seen, so the two compare across controllers.
         self.put_host_report = (
@@ -327,9 +329,14 @@ class SqlTransaction(Transaction):
 
     def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
         names = [p for p in pools if isinstance(p, str) and "\x00" not in p]
-        if not names:
-            return {}
-        return {p: int(n) for p, n in self.rows(self._sql.pool_sizes, (self.dialect.values(names),))}
+        counted = [p for p in names if p.startswith(COUNTED_POOL_PREFIX)]
+        others = [p for p in names if not p.startswith(COUNTED_POOL_PREFIX)]
+        out: dict[str, int] = {}
+        if counted:
+            out.update((p, int(n)) for p, n in self.rows(self._sql.pool_counts, (self.dialect.values(counted),)))
+        if others:
+            out.update((p, int(n)) for p, n in self.rows(self._sql.pool_sizes, (self.dialect.values(others),)))
+        return out
 
     # --- host reports ------------------------------------------------------------------
     def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:
