@@ -39,9 +39,11 @@ def last_usable(cidr: str) -> str:
     return str(ip_network(cidr).broadcast_address - 1)
 
 
+# ASCII digits only: `\d` alone matches other scripts' digits too ("١.٢.٣.٤"), which ipaddress
+# refuses; such a value must reach ipaddress (and its error), not pass as canonical.
 _DOTTED = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\."
-                     r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
-_PREFIX = re.compile(r"/(3[0-2]|[12]?\d)")
+                     r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)", re.ASCII)
+_PREFIX = re.compile(r"/(3[0-2]|[12]?\d)", re.ASCII)
 
 
 def ip_int(address: str) -> int:

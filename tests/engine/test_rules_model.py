@@ -452,6 +452,10 @@ REJECTED = [
         id="type-bandwidth-list",
     ),
     pytest.param(VPN, vpn(remote_cidrs="192.168.0.0/24"), "remote_cidrs", ["tuple"], id="type-remote-string"),
+    # Digits of other scripts are digits to a regular expression's \d, not to an IPv4 address.
+    pytest.param(Attachment, {**ATT, "ip_mode": "static", "ip_address": "10.0.0.\u0665/24"}, "ip_address",
+                 ["IPv4 address"], id="ip-arabic-indic-digit"),
+    pytest.param(VPC, dhcp(gateway="10.0.0.\u0661"), "dhcp.gateway", ["IPv4 address"], id="gateway-arabic-indic-digit"),
     pytest.param(
         DirectConnect,
         bgp(customer_asn=True),
