@@ -15,7 +15,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
 
-from l2vpc.engine.addresses import ip_address, ip_int, ip_network, usable
+from l2vpc.engine.addresses import ip_address, ip_int, ip_network, network_bounds, usable
 from l2vpc.engine.errors import Problem as RuleProblem
 from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment
 from l2vpc.engine.topology import Topology
@@ -139,14 +139,15 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
             where = _label(labels, "attachment", a.id, f"{workload}/{a.vpc_id}")
             add((f"{where}.host", f"workload {workload!r} is on several hosts ({', '.join(sorted(placed))}); a workload lives on one host"),
                 ONE_HOST_PER_WORKLOAD)
-        nets = [(a, topo.vpcs[a.vpc_id].network) for a in atts if a.vpc_id in topo.vpcs]
-        cidrs = [(a, n) for a, n in nets if n is not None]
+        cidrs = [(a, cidr) for a in atts if a.vpc_id in topo.vpcs and (cidr := topo.vpcs[a.vpc_id].cidr)]
         for i, (a, n) in enumerate(cidrs):
+            lo, hi, _ = network_bounds(n)
             for b, m in cidrs[i + 1 :]:  # b comes later in the blame order
-                if a.vpc_id != b.vpc_id and n.overlaps(m):
+                other_lo, other_hi, _ = network_bounds(m)
+                if a.vpc_id != b.vpc_id and lo <= other_hi and other_lo <= hi:  # the two ranges overlap
                     where = _label(labels, "attachment", b.id, f"{workload}/{b.vpc_id}")
-                    add((f"{where}.vpc_id", f"workload {workload!r} would have overlapping subnets {n} and {m} on two interfaces"),
-                        OVERLAPPING_SUBNETS)
+                    add((f"{where}.vpc_id", f"workload {workload!r} would have overlapping subnets "
+                         f"{ip_network(n)} and {ip_network(m)} on two interfaces"), OVERLAPPING_SUBNETS)
 
     # --- direct connects and VPNs ------------------------------------------------------
     locations = {h.location for h in topo.hosts.values() if h.role == "edge" and h.location}
@@ -192,14 +193,13 @@ def _address_problems(where: str, a: Attachment, vpc: VPC) -> list[Problem]:
     # Integers, not ipaddress objects: this runs once per attachment of a file or batch.
     address, _, prefix = a.ip_address.partition("/")
     n = ip_int(address)
-    net = ip_network(vpc.cidr)
-    lo_net, hi_net = int(net.network_address), int(net.broadcast_address)
-    if int(prefix) != net.prefixlen or not lo_net <= n <= hi_net:
+    lo_net, hi_net, prefixlen = network_bounds(vpc.cidr)
+    if int(prefix) != prefixlen or not lo_net <= n <= hi_net:
         if lo_net <= n <= hi_net:
-            return [(f"{where}.ip_address", f"{a.ip_address} must use the VPC prefix length /{net.prefixlen}")]
+            return [(f"{where}.ip_address", f"{a.ip_address} must use the VPC prefix length /{prefixlen}")]
         return [(f"{where}.ip_address", f"{a.ip_address} is outside VPC cidr {vpc.cidr}")]
     if n in (lo_net, hi_net):
-        return [(f"{where}.ip_address", f"{address} is the network or broadcast address of {net}")]
+        return [(f"{where}.ip_address", f"{address} is the network or broadcast address of {ip_network(vpc.cidr)}")]
     out = []
     if vpc.dhcp is not None:
         lo, hi = ip_address(vpc.dhcp.range_start), ip_address(vpc.dhcp.range_end)
