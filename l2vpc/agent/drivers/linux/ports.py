@@ -298,6 +298,8 @@ class Ports:
         br = self.host.view.links.get(bridge_name(p.vni))
         if br is None:
             raise DataplaneError(path, f"no bridge for VNI {p.vni}")
+        if self._replug(p, br):
+            return
         self._remove_devices(p.id, port_device_name(p.id))
         ns = self.netns(p.workload)
         nl = self.spaces.socket(ns, create=True)
@@ -308,6 +310,28 @@ class Ports:
         self._plug(p, br, nl, ns)
         if p.ip_mode == "dhcp":
             udhcpc.start(self.clients, p.id, p.interface_name, netns.path(ns), p.workload)
+
+    def _replug(self, p: Port, br: rtnl.Link) -> bool:
+        """An intact veth that only lost its bridge (the bridge was deleted and made again) goes
+        back on it: the workload keeps its interface, address, lease and DHCP client, as it
+        would on a real switch whose port came back. False when anything else is off."""
+        hl = self.host.view.links.get(port_device_name(p.id))
+        nl = self.spaces.socket(self.netns(p.workload), create=False)
+        if hl is None or hl.master or hl.netnsid < 0 or nl is None:
+            return False
+        peer = nl.link(p.interface_name)
+        if peer is None or peer.link != hl.index or peer.index != hl.link or peer.mac.lower() != p.mac.lower():
+            return False
+        path = port_path(p.id)
+        address = p.ip_address if p.ip_mode == "static" else None
+        netlink.apply(self.host.nl, path, [rtnl.set_link(hl.index, up=True, mtu=p.mtu, master=br.index,
+                                                         alias=_port_alias(p, address))])
+        netlink.apply(nl, path, [rtnl.set_link(peer.index, up=True, mtu=p.mtu)])
+        # Addresses and routes the workload lost meanwhile: the next converge's update puts
+        # them back from its facts, as for any other port.
+        if p.ip_mode == "dhcp" and not udhcpc.running(self.clients, p.id):
+            udhcpc.start(self.clients, p.id, p.interface_name, netns.path(self.netns(p.workload)), p.workload)
+        return True
 
     def _plug(self, p: Port, br: rtnl.Link, nl: rtnl.Rtnl, ns: str) -> None:
         """The veth: host side on the bridge, the peer born in namespace `ns` (a name or a
