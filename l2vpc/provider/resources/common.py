@@ -329,8 +329,10 @@ class EngineResource(Resource):
             if not converge_after_change(self, diags, wait) or not self.settle(obj_id, diags, wait):
                 return None
         # Confirmed as we hand it to Terraform, which records it: from now on no other create,
-        # from this configuration or another with the same values, can adopt it.
-        return self.to_state(client_of(self).engine.get(self.kind, obj_id, confirm=True), plan)
+        # from this configuration or another with the same values, can adopt it. Not when
+        # Terraform's process for us is gone: it records nothing, and its next apply adopts.
+        confirm = self.provider.caller_alive()
+        return self.to_state(client_of(self).engine.get(self.kind, obj_id, confirm=confirm), plan)
 
     def create(self, plan: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
         wait = self._wait(plan, "create")
