@@ -33,7 +33,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -360,8 +361,7 @@ class ClusterPlane:
         if lost:
             self._lost()
         elif early and beats and leading:
-            self._round_due.set()
-            self._wake.set()
+            self._ask_round()
         if unknown:  # deregistered meanwhile: their next heartbeat is refused
             with self._known_lock:
                 self._known -= unknown
@@ -373,11 +373,16 @@ class ClusterPlane:
         self._wake.set()
 
     # ------------------------------------------------------------------ the loop
+    def _ask_round(self) -> None:
+        """The leader's loop runs a full round now (at most one per MIN_ROUND_GAP)."""
+        self._round_due.set()
+        self._wake.set()
+
     def _run(self) -> None:
         next_full = last_full = 0.0
         while not self._stopping.is_set():
             delay = self.tick
-            try:
+            with self._failures("reconcile round"):
                 if not self.elector.leading and self.elector.try_acquire():
                     self.reconciler.reset()
                     next_full = 0.0
@@ -394,13 +399,6 @@ class ClusterPlane:
                     delay = max(0.0, next_full - time.monotonic())
                     if self._listener is None:
                         delay = min(delay, POLL)
-            except LostLeadership as e:
-                log.warning("%s", e)
-                self._lost()
-            except L2vpcError as e:
-                log.warning("reconcile round failed: %s", e)
-            except Exception:
-                log.exception("reconcile round failed")
             self._wake.wait(delay)
             self._wake.clear()
 
@@ -408,17 +406,23 @@ class ClusterPlane:
         """Verdicts on their own thread: the loop's round may wait on a hung agent (a refresh,
         a push) and must not hold back other hosts' down verdicts meanwhile."""
         while not self._stopping.is_set():
-            try:
+            with self._failures("liveness check"):
                 if self.elector.leading and self.reconciler.judge():
                     self._wake.set()  # the loop converges with the new statuses
-            except LostLeadership as e:
-                log.warning("%s", e)
-                self._lost()
-            except L2vpcError as e:
-                log.warning("liveness check failed: %s", e)
-            except Exception:
-                log.exception("liveness check failed")
             self._stopping.wait(self.tick)
+
+    @contextmanager
+    def _failures(self, what: str) -> Iterator[None]:
+        """A failed pass of a loop is logged and the loop goes on; lost leadership stops pushing."""
+        try:
+            yield
+        except LostLeadership as e:
+            log.warning("%s", e)
+            self._lost()
+        except L2vpcError as e:
+            log.warning("%s failed: %s", what, e)
+        except Exception:
+            log.exception("%s failed", what)
 
     def _on_notify(self, payload: str | None) -> None:
         """From the listener thread: a hint to re-read, never the data itself."""
@@ -437,8 +441,7 @@ class ClusterPlane:
             elif kind == "leader" and not self.elector.leading:
                 self._wake.set()
             elif kind == "beat" and self.elector.leading:  # another controller recorded a changed digest
-                self._round_due.set()
-                self._wake.set()
+                self._ask_round()
         except Exception as e:  # a lost notification only delays: waiters re-read on their own
             log.info("notification %r not handled: %s", payload, e)
 
