@@ -354,13 +354,16 @@ def _model(cls: type[M], text: str, what: str) -> M:
                          f"({type(e).__name__}); is the provider older than the controller?") from None
 
 
-_TLS_WORDS = ("ssl", "tls", "handshake", "certificate")
+_TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "peer name")
+# A peer that went away in the middle of the handshake (a controller killed a moment ago) is
+# the transport, not trust: the next endpoint, or a retry, may answer.
+_TRANSPORT_WORDS = ("connection reset", "connection refused", "broken pipe", "socket closed", "end of file")
 
 
 def _tls_failure(e: grpc.RpcError) -> bool:
     """gRPC reports a certificate we do not trust as UNAVAILABLE; retrying will not help."""
-    details = (e.details() if isinstance(e, grpc.Call) else "") or ""
-    return any(w in details.lower() for w in _TLS_WORDS)
+    details = ((e.details() if isinstance(e, grpc.Call) else "") or "").lower()
+    return any(w in details for w in _TLS_WORDS) and not any(w in details for w in _TRANSPORT_WORDS)
 
 
 def _retryable(e: grpc.RpcError) -> bool:

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -88,10 +88,6 @@ Value = dict[str, Any]
 # What resource code subclasses
 
 
-def _always_alive() -> bool:
-    return True
-
-
 class Provider:
     """The provider: its own configuration block plus the registry of resources and data sources."""
 
@@ -107,10 +103,6 @@ class Provider:
         self.data_sources: dict[str, DataSource] = {}
         self.stop_event = threading.Event()
         self.terraform_version = ""
-        # False once the process Terraform started for us is gone (a warm child whose client
-        # was killed keeps running a moment): Terraform records none of our answers then, so
-        # nothing may be marked as recorded (the server installs the real check).
-        self.caller_alive: Callable[[], bool] = _always_alive
 
     def add_resource(self, resource: Resource) -> None:
         self._check_name(resource.type_name, self.resources)

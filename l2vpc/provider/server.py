@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
         def report(self, code: int) -> None: ...
 
-        def alive(self) -> bool: ...
-
 MAGIC_COOKIE_KEY = "TF_PLUGIN_MAGIC_COOKIE"
 MAGIC_COOKIE_VALUE = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2"
 CORE_PROTOCOL_VERSION = 1
@@ -146,7 +144,6 @@ class _LazyProvider:
         self._handlers: dict[str, Any] | None = None
         self._failure = ""
         self.provider: Any = None
-        self.lifeline: Lifeline | None = None
 
     def load(self, module: str, function: str) -> None:
         try:
@@ -157,8 +154,6 @@ class _LazyProvider:
 
             build = getattr(importlib.import_module(module), function)
             self.provider = build()
-            if self.lifeline is not None and hasattr(self.provider, "caller_alive"):
-                self.provider.caller_alive = self.lifeline.alive
             capture = _HandlerCapture()
             tfplugin6_pb2_grpc.add_ProviderServicer_to_server(ProviderServicer(self.provider), capture)
             self._handlers = capture.handlers
@@ -242,7 +237,6 @@ def serve(module: str, function: str, lifeline: Lifeline | None = None) -> int:
         "plugin.GRPCController", {"Shutdown": grpc.unary_unary_rpc_method_handler(on_shutdown)}
     )
     lazy = _LazyProvider()
-    lazy.lifeline = lifeline
     # From here on SIGTERM means an orderly exit, which removes the socket directory.
     signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
     socket_dir = _socket_dir(lifeline)

@@ -239,3 +239,36 @@ def test_learned_prefixes_come_through_the_api(remote: RemoteEngine, ctl: Contro
         tx.put_host_report("e1", 1, report.to_dict())
     assert remote.learned("direct_connect", dx.id) == ("10.99.0.0/16", "192.168.50.0/24")
     assert engine.learned("direct_connect", dx.id) == remote.learned("direct_connect", dx.id)
+
+
+def test_a_controller_that_dies_during_the_handshake_is_passed_over(ctl: ControllerHandle, pki: Path) -> None:
+    """A peer that resets the connection in the middle of the TLS handshake (a controller killed
+    a moment ago) is an unavailable endpoint, not a certificate problem: the next one answers."""
+    dying = socket.socket()
+    dying.bind(("127.0.0.1", 0))
+    dying.listen(16)
+    stop = threading.Event()
+
+    def reset_every_connection() -> None:
+        dying.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = dying.accept()
+            except OSError:
+                continue
+            conn.recv(1)  # the client's hello has started
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            conn.close()  # linger 0: a reset
+
+    thread = threading.Thread(target=reset_every_connection, daemon=True)
+    thread.start()
+    first = f"127.0.0.1:{dying.getsockname()[1]}"
+    engine = RemoteEngine(f"{first},{ctl.address}", tenant_token(ctl), ca_file=str(pki / "ca.pem"))
+    try:
+        assert engine.list("vpc") == []
+        assert engine.endpoint == ctl.address
+    finally:
+        engine.close()
+        stop.set()
+        thread.join()
+        dying.close()

@@ -532,24 +532,3 @@ def test_the_zygote_talks_to_its_own_user_only(rig: Rig) -> None:
     assert as_nobody.stdout == "closed", as_nobody  # connected, then closed without a word
     log = next(p for p in rig.runtime.iterdir() if p.suffix == ".log").read_text()
     assert "refused a connection from uid 65534" in log
-
-
-def test_a_child_knows_when_its_client_is_gone() -> None:
-    """Before marking a created object as recorded, a warm child asks whether its client (the
-    process Terraform started) still runs: its lifeline watcher may run late on a busy machine."""
-    import socket
-
-    from l2vpc.provider.warm.child import Lifeline
-
-    ours, theirs = socket.socketpair()
-    try:
-        lifeline = Lifeline(ours)
-        assert lifeline.alive()
-        theirs.sendall(b"x")  # something unread from the client: still there
-        assert lifeline.alive()
-        theirs.close()
-        assert lifeline.alive()  # not yet read: the byte is still queued ahead of the end
-        assert ours.recv(1) == b"x"
-        assert not lifeline.alive()
-    finally:
-        ours.close()

@@ -22,6 +22,7 @@ from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, Resource, ResourcePlan
 from l2vpc.provider.planning import mark_computed_unknown
 from l2vpc.provider.resources.checks import PlanMemory, check_plan
+from l2vpc.provider.resources.recorded import Recorded
 from l2vpc.provider.schema import Attribute
 from l2vpc.provider.timeouts import Timeout, format_duration, timeout_of, timeouts_attribute
 
@@ -278,6 +279,7 @@ class EngineResource(Resource):
 
     def __init__(self) -> None:
         self.memory = PlanMemory()  # what this process's plans learned (see checks.py)
+        self.recorded = Recorded()  # what Terraform has recorded (see recorded.py)
 
     def touches_hosts(self, obj_id: str) -> bool:
         """Whether a change of this object can change what a host runs (else no converge)."""
@@ -303,6 +305,8 @@ class EngineResource(Resource):
         """`adjust_plan`, then the engine's rules on the result (checks.py)."""
         if plan.planned is None or plan.config is None:
             return
+        if plan.prior is not None and not self._confirm(plan.prior["id"], diags):
+            return
         replacing = bool(plan.requires_replace)
         self.adjust_plan(plan, diags)
         if plan.requires_replace and not replacing and not plan.creating:
@@ -318,21 +322,32 @@ class EngineResource(Resource):
     def _wait(self, values: dict[str, Any] | None, operation: str) -> Wait:
         return Wait(self, timeout_of(values, operation, DEFAULT_TIMEOUT))
 
+    def _confirm(self, obj_id: str, diags: Diagnostics) -> bool:
+        """Terraform has the object in its state: it may never be adopted by a create again
+        (recorded.py). One call per object and process: the refresh's Read usually did it."""
+        if not self.recorded.shown(obj_id):
+            return True
+        try:
+            client_of(self).engine.find(self.kind, obj_id, confirm=True)
+        except Exception as e:
+            if report_engine_error(e, diags):
+                return False
+            raise
+        return True
+
     def _after_change(self, obj_id: str, plan: dict[str, Any], diags: Diagnostics, wait: Wait) -> dict[str, Any] | None:
         """Converge the hosts (when they can be affected), wait for the object to work, and
         return its new state; None when the wait ended with an error.
 
         On a create, None means Terraform records nothing: the next apply's create adopts the
         object (Engine.create(adopt=True)) and finishes the job, without a duplicate and without
-        the replacement a tainted resource would get."""
+        the replacement a tainted resource would get. A created object is confirmed only when
+        Terraform shows it back (Read, or a plan with it as prior state; see recorded.py): an
+        answer can be lost with the provider, and the object must stay adoptable until then."""
         if self.touches_hosts(obj_id):
             if not converge_after_change(self, diags, wait) or not self.settle(obj_id, diags, wait):
                 return None
-        # Confirmed as we hand it to Terraform, which records it: from now on no other create,
-        # from this configuration or another with the same values, can adopt it. Not when
-        # Terraform's process for us is gone: it records nothing, and its next apply adopts.
-        confirm = self.provider.caller_alive()
-        return self.to_state(client_of(self).engine.get(self.kind, obj_id, confirm=confirm), plan)
+        return self.to_state(client_of(self).engine.get(self.kind, obj_id), plan)
 
     def create(self, plan: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
         wait = self._wait(plan, "create")
@@ -345,11 +360,18 @@ class EngineResource(Resource):
             if report_engine_error(e, diags):
                 return None
             raise
+        if not self.recorded.created(obj.id):
+            diags.error("Duplicate object",
+                        f"another resource of this configuration has just created {self.kind.replace('_', ' ')} "
+                        f"{obj.id} with the same values; two resources cannot manage one object: change the "
+                        "name (or workload) of one of them")
+            return None
         wait.about(obj)
         return self._after_change(obj.id, plan, diags, wait)
 
     def read(self, state: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
         # Terraform has recorded the object: it may never be adopted by a later create.
+        self.recorded.shown(state["id"])
         obj = client_of(self).engine.find(self.kind, state["id"], confirm=True)
         return None if obj is None else self.to_state(obj, state)
 

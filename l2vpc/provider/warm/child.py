@@ -69,18 +69,6 @@ class Lifeline:
                     pass
             os._exit(1)
 
-    def alive(self) -> bool:
-        """The client is still there (its end open): asked before marking anything as
-        recorded by Terraform, since the watcher may run late on a busy machine."""
-        import _socket
-
-        try:
-            return self._conn.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT) != b""
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-
     def report(self, code: int) -> None:
         """Tell the client how we exit (the zygote tells it again after reaping us)."""
         self._reported = True
