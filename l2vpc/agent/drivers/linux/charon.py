@@ -90,8 +90,11 @@ class Charon:
     arguments, and the marker lets `procs` tell our daemon from a recycled pid.
     """
 
-    def __init__(self, state: Path, netns_path: str | None) -> None:
+    def __init__(self, state: Path, netns_path: str | None, *, half_open_per_peer: int | None = None) -> None:
+        """`half_open_per_peer`: IKE_SA_INITs from one address left unanswered beyond this many
+        are dropped without a word (charon's block_threshold, 5 by default)."""
         self.state = state
+        self.half_open_per_peer = half_open_per_peer
         self.netns_path = netns_path
         self.conf = state / "strongswan.conf"
         self.log = state / "charon.log"
@@ -115,6 +118,8 @@ class Charon:
             f"  threads = {threads}",
             "  install_virtual_ip = no",
         ]
+        if self.half_open_per_peer is not None:
+            lines.append(f"  block_threshold = {self.half_open_per_peer}")
         if retransmit is not None:
             timeout, tries, base = retransmit
             lines += [f"  retransmit_timeout = {timeout}", f"  retransmit_tries = {tries}",
