@@ -67,9 +67,11 @@ def site(lab: Lab, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         s.premises.teardown()
         for name in reversed(s.namespaces):
             labnet.remove(name)
-        left = [p for p in _processes(prefix)]
+        # The premises' own; the hosts' routers are the lab fixture's, torn down after this one.
+        ours = f"{prefix}premises-"
+        left = [p for p in _processes(ours)]
         assert not left, f"processes left: {left}"
-        assert not [p.name for p in frr.RUN_BASE.glob(f"{prefix}*")], "FRR run dirs left"
+        assert not [p.name for p in frr.RUN_BASE.glob(f"{ours}*")], "FRR run dirs left"
 
 
 def _processes(marker: str) -> list[str]:
