@@ -293,10 +293,7 @@ class HostConfig:
 
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
         """Plain data; secrets blanked unless asked for (see SECRET_FIELDS)."""
-        data = plain(self)
-        if not secrets:
-            blank_secrets(data)
-        return data
+        return plain(self) if secrets else plain_blanked(self)
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> HostConfig:
@@ -375,29 +372,53 @@ class HostConfig:
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-_ATOMS = (str, int, float, bool, type(None))
+_ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
 def plain(value: Any) -> Any:
     """dataclasses.asdict's result (tuples stay tuples, lists lists), ~4x faster: field names
-    kept per class and plain values passed through instead of deep-copied. A push converts a
-    host's config this way several times (report, digest, state file)."""
+    kept per class and plain values passed through (without a call each: most fields are) instead
+    of deep-copied. A push converts a host's config this way several times (report, digest,
+    state file)."""
     cls = type(value)
     names = _FIELD_NAMES.get(cls)
     if names is not None:
-        return {n: plain(getattr(value, n)) for n in names}
+        return {n: v if type(v) in _ATOMS else plain(v) for n in names for v in [getattr(value, n)]}
     if cls in _ATOMS:
         return value
     if cls is tuple:
-        return tuple([plain(v) for v in value])
+        return tuple([v if type(v) in _ATOMS else plain(v) for v in value])
     if cls is list:
-        return [plain(v) for v in value]
+        return [v if type(v) in _ATOMS else plain(v) for v in value]
     if cls is dict:
         return {plain(k): plain(v) for k, v in value.items()}
     if is_dataclass(value) and not isinstance(value, type):
         _FIELD_NAMES[cls] = tuple(f.name for f in fields(value))
         return plain(value)
     return copy.deepcopy(value)  # as asdict (namedtuples and other types: none in these configs)
+
+
+def plain_blanked(value: Any) -> Any:
+    """blank_secrets(plain(value)) in one pass: a secret field's value is replaced as it is
+    converted instead of in a second walk over every value of the result."""
+    cls = type(value)
+    names = _FIELD_NAMES.get(cls)
+    if names is not None:
+        return {n: "" if v and n in SECRET_FIELDS else v if type(v) in _ATOMS else plain_blanked(v)
+                for n in names for v in [getattr(value, n)]}
+    if cls in _ATOMS:
+        return value
+    if cls is tuple:
+        return tuple([v if type(v) in _ATOMS else plain_blanked(v) for v in value])
+    if cls is list:
+        return [v if type(v) in _ATOMS else plain_blanked(v) for v in value]
+    if cls is dict:
+        return {k: "" if v and k in SECRET_FIELDS else plain_blanked(v)
+                for k, v in ((plain(k), v) for k, v in value.items())}
+    if is_dataclass(value) and not isinstance(value, type):
+        _FIELD_NAMES[cls] = tuple(f.name for f in fields(value))
+        return plain_blanked(value)
+    return blank_secrets(copy.deepcopy(value))
 
 
 def config_digest(cfg: HostConfig) -> str:

@@ -29,10 +29,28 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _WORKLOAD_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-# Memoized: a push validates its config twice, and every host's config names the same
-# underlay addresses (its VPCs' other hosts); ipaddress parses in Python (~10 us an address).
+# The canonical dotted form (no leading zeros, ASCII digits) that every address the engine
+# sends takes: valid without a parse. ipaddress parses in Python (~10-20 us a value) and a
+# 1,000-host apply validates ~20,000 distinct addresses, each push twice.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}", re.ASCII)
+_CANONICAL_INTERFACE = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET})/(?:3[0-2]|[12]?[0-9])", re.ASCII)
+
+
+# Other forms memoized: every host's config names the same underlay addresses (its VPCs' other
+# hosts).
 def _is_ipv4(value: str) -> bool:
-    return _ipv4_ok(value) if isinstance(value, str) else _ipv4_ok.__wrapped__(value)
+    if isinstance(value, str):
+        return _CANONICAL.fullmatch(value) is not None or _ipv4_ok(value)
+    return _ipv4_ok.__wrapped__(value)
+
+
+def _address_int(value: str) -> int:
+    """A valid IPv4 address (see _is_ipv4) as an integer."""
+    if _CANONICAL.fullmatch(value):
+        a, b, c, d = value.split(".")
+        return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+    return int(ipaddress.IPv4Address(value))
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -45,7 +63,9 @@ def _ipv4_ok(value: str) -> bool:
 
 
 def _is_ipv4_interface(value: str) -> bool:
-    return _interface_ok(value) if isinstance(value, str) else _interface_ok.__wrapped__(value)
+    if isinstance(value, str):
+        return _CANONICAL_INTERFACE.fullmatch(value) is not None or _interface_ok(value)
+    return _interface_ok.__wrapped__(value)
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -152,9 +172,10 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
             errors.append(f"{where}.server_ip: {d.server_ip!r} must be an address in CIDR form")
             continue
         net = ipaddress.IPv4Interface(d.server_ip).network
+        lo, hi = int(net.network_address), int(net.broadcast_address)  # `in net`, by integers
         for name in ("range_start", "range_end"):
             value = getattr(d, name)
-            if not _is_ipv4(value) or ipaddress.IPv4Address(value) not in net:
+            if not _is_ipv4(value) or not lo <= _address_int(value) <= hi:
                 errors.append(f"{where}.{name}: {value!r} must be an address inside {net}")
         if d.gateway is not None and not _is_ipv4(d.gateway):
             errors.append(f"{where}.gateway: {d.gateway!r} is not an IPv4 address")
@@ -168,7 +189,7 @@ def validate_host_config(cfg: HostConfig) -> list[str]:
         for j, res in enumerate(d.reservations):
             if not _MAC_RE.fullmatch(res.mac):
                 errors.append(f"{where}.reservations[{j}].mac: {res.mac!r} is not a MAC address")
-            if not _is_ipv4(res.ip) or ipaddress.IPv4Address(res.ip) not in net:
+            if not _is_ipv4(res.ip) or not lo <= _address_int(res.ip) <= hi:
                 errors.append(f"{where}.reservations[{j}].ip: {res.ip!r} must be an address inside {net}")
         for j, rt in enumerate(d.routes):
             errors.extend(_route_errors(f"{where}.routes[{j}]", rt))
