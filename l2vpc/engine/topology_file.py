@@ -253,6 +253,13 @@ def plan_sync(engine: Engine, tf: TopologyFile) -> tuple[Plan, dict[str, int], d
         return p, counts, {v.id: v.name for v in topo.vpcs.values()}
 
 
+def _json_field(obj: Any, name: str) -> Any:
+    """Field `name` of `obj` as model_dump(mode="json") shows a plain value (a tuple as a list).
+    A nested model stays a model, unequal to its dump: the caller then compares the dumps."""
+    value = getattr(obj, name, None)
+    return list(value) if type(value) is tuple else value
+
+
 def _sync(b: Batch, tf: TopologyFile) -> dict[str, int]:
     counts = {"created": 0, "updated": 0, "deleted": 0}
     registered = b.hosts()
@@ -308,10 +315,12 @@ def _sync(b: Batch, tf: TopologyFile) -> dict[str, int]:
             if cur is None:
                 new.append((i, data))
                 continue
+            secret = kind in SECRET_FIELDS
+            if not secret and all(_json_field(cur, f) == val for f, val in data.items()):
+                continue  # the file's fields as stored (a no-op re-plan: 10,000 attachments)
             cur_data = cur.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
             # Reads return no secret: the others are compared here, the secrets by the engine
             # (a kind without secrets, 10,000 attachments: `data` is already what reads show).
-            secret = kind in SECRET_FIELDS
             public = {**redacted(kind, obj).model_dump(mode="json", exclude_none=True, exclude={"id", "status"}),
                       "vpc_id": data["vpc_id"]} if secret else data
             if any(cur_data.get(f) != val for f, val in public.items()) or (

@@ -15,7 +15,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
 
-from l2vpc.engine.addresses import ip_address, ip_int, ip_network, network_bounds, usable
+from l2vpc.engine.addresses import ip_int, ip_network, network_bounds, usable
 from l2vpc.engine.errors import Problem as RuleProblem
 from l2vpc.engine.model import MAX_VPCS_PER_WORKLOAD, VPC, Attachment
 from l2vpc.engine.topology import Topology
@@ -202,10 +202,11 @@ def _address_problems(where: str, a: Attachment, vpc: VPC) -> list[Problem]:
         return [(f"{where}.ip_address", f"{address} is the network or broadcast address of {ip_network(vpc.cidr)}")]
     out = []
     if vpc.dhcp is not None:
-        lo, hi = ip_address(vpc.dhcp.range_start), ip_address(vpc.dhcp.range_end)
-        if a.ip_mode == "static" and int(lo) <= n <= int(hi):
-            out.append((f"{where}.ip_address", f"{address} lies in the DHCP range {lo}-{hi}, where the server may lease "
-                        "it to another workload; use an address outside the range or ip_mode dhcp (a reservation)"))
+        # Integers, as above; the range's text is canonical (validated), as ipaddress prints it.
+        start, end = vpc.dhcp.range_start, vpc.dhcp.range_end
+        if a.ip_mode == "static" and ip_int(start) <= n <= ip_int(end):
+            out.append((f"{where}.ip_address", f"{address} lies in the DHCP range {start}-{end}, where the server may "
+                        "lease it to another workload; use an address outside the range or ip_mode dhcp (a reservation)"))
         if address == vpc.dhcp_server_ip:
             out.append((f"{where}.ip_address", f"{address} is the VPC's DHCP server address"))
         if address == vpc.dhcp.gateway:

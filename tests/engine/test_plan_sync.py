@@ -47,7 +47,10 @@ def document() -> dict[str, Any]:
                     "pre_shared_key": "secretkey1", "remote_cidrs": ["192.168.0.0/24"]}]
     # Attachments without a host or address: placed, and on DHCP VPCs (v00001 has a dhcp block).
     doc["attachments"] += [{"vpc": "v00001", "workload": "free1", "ip_mode": "dhcp"},
-                           {"vpc": "v00003", "workload": "free2"}]
+                           {"vpc": "v00003", "workload": "free2"},
+                           # A tuple field (allowed_addresses): unchanged, it is no update.
+                           {"vpc": "v00003", "workload": "secured", "ip_mode": "static", "ip_address": "10.0.3.90/24",
+                            "port_security": True, "allowed_addresses": ["10.0.3.64/27"]}]
     return doc
 
 
@@ -108,3 +111,12 @@ def test_dry_run_plans_like_a_real_sync(store: Store) -> None:
     changed["vpcs"][2]["mtu"] = 9000
     counts = same_plan_as_a_real_sync(store, changed)
     assert counts == {"created": 2, "updated": 1, "deleted": 5}
+
+    # An attachment's own fields changed: an update each (its address, its allowed sources).
+    engine.converge()
+    again = copy.deepcopy(changed)
+    moved = next(a for a in again["attachments"] if a.get("ip_address") == "10.0.5.77/24")
+    moved["ip_address"] = "10.0.5.78/24"
+    next(a for a in again["attachments"] if a["workload"] == "secured")["allowed_addresses"] = ["10.0.3.96/27"]
+    counts = same_plan_as_a_real_sync(store, again)
+    assert counts == {"created": 0, "updated": 2, "deleted": 0}

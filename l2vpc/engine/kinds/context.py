@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from l2vpc.engine import allocator as alloc
 from l2vpc.engine.errors import ConflictError, ValidationError
-from l2vpc.engine.model import REDACTED, VPC, Attachment, Host
+from l2vpc.engine.model import REDACTED, VPC, Attachment, Host, from_store
 from l2vpc.engine.placement import place_dhcp
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store.base import StoredObject, Transaction
@@ -53,7 +53,7 @@ def load_object(box: SecretBox, kind: str, model: type[M], data: dict[str, Any])
     """See Context.load."""
     opened, failed = box.open_tolerant(kind, data)
     if not failed:
-        return model.model_validate(opened)
+        return from_store(model, opened)
     # Validated as a read without secrets (REDACTED): the rules requiring one do not apply.
     return model.model_validate({**opened, "status": UNREADABLE}, context=REDACTED)
 
@@ -152,11 +152,11 @@ class Context:
         stored version (a VPC's 10 attachments read it 10 times)."""
         memo = self.tx.parsed if isinstance(self.tx, CachedTransaction) else None
         if memo is None:
-            return model.model_validate(so.data)
+            return from_store(model, so.data)
         hit = memo.get((so.kind, so.id))
         if hit is not None and hit[0] is so:
             return hit[1]
-        obj = model.model_validate(so.data)
+        obj = from_store(model, so.data)
         memo[(so.kind, so.id)] = (so, obj)
         return obj
 
