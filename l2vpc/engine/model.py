@@ -479,6 +479,20 @@ def from_store(model: type[M], data: dict[str, Any]) -> M:
     return obj
 
 
+def copy_with(obj: M, update: dict[str, Any]) -> M:
+    """obj.model_copy(update=update) (shallow, `update` not validated, as model_copy), ~3x
+    faster for our models (extra fields forbidden, no private attributes): a large file or
+    batch copies each of its 10,000 attachments a few times."""
+    if obj.__pydantic_extra__ is not None or obj.__pydantic_private__ is not None:
+        return obj.model_copy(update=update)
+    new = object.__new__(type(obj))
+    object.__setattr__(new, "__dict__", {**obj.__dict__, **update})
+    object.__setattr__(new, "__pydantic_fields_set__", obj.__pydantic_fields_set__ | update.keys())
+    object.__setattr__(new, "__pydantic_extra__", None)
+    object.__setattr__(new, "__pydantic_private__", None)
+    return new
+
+
 def parse(model: type[M], data: Any, prefix: str = "") -> M:
     """Validate plain data into `model`, raising our ValidationError with field paths."""
     try:

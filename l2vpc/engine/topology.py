@@ -92,8 +92,12 @@ def make_port(a: Attachment, vpc: VPC, routes: tuple[Route, ...] = (), offer: st
 def make_segment(vpc: VPC, own_ip: str, carrier_ips: tuple[str, ...]) -> Segment:
     """`carrier_ips`: sorted underlay addresses of every host carrying the VPC."""
     assert vpc.vni
-    return Segment(vni=vpc.vni, vpc_id=vpc.id, mtu=vpc.mtu, remotes=tuple(ip for ip in carrier_ips if ip != own_ip),
-                   vpc_name=vpc.name)
+    if carrier_ips.count(own_ip) == 1:  # the usual case: this host carries it (a slice, not a pass)
+        at = carrier_ips.index(own_ip)
+        remotes = carrier_ips[:at] + carrier_ips[at + 1:]
+    else:
+        remotes = tuple(ip for ip in carrier_ips if ip != own_ip)
+    return Segment(vni=vpc.vni, vpc_id=vpc.id, mtu=vpc.mtu, remotes=remotes, vpc_name=vpc.name)
 
 
 def make_dhcp(vpc: VPC, reservations: Iterable[Reservation], routes: tuple[Route, ...] = (),
@@ -285,10 +289,13 @@ class TopologyIndex:
         ports = []
         vpcs: set[str] = set(self.dhcp_hosts.get(host, ()))
         offers: dict[str, str] = {}
+        vpc_routes: dict[str, tuple[Route, ...]] = {}  # per VPC, not per port
         for aid in self.host_ports.get(host, ()):
             a = topo.attachments[aid]
             vpc = topo.vpcs[a.vpc_id]
-            routes = self.routes(a.vpc_id)
+            routes = vpc_routes.get(a.vpc_id)
+            if routes is None:
+                routes = vpc_routes[a.vpc_id] = self.routes(a.vpc_id)
             if a.ip_mode == "dhcp" and a.vpc_id not in offers:
                 offers[a.vpc_id] = dhcp_options(vpc, routes)
             ports.append(make_port(a, vpc, routes, offers.get(a.vpc_id, "")))

@@ -20,7 +20,7 @@ from l2vpc.engine.api import Engine
 from l2vpc.engine.batch import Batch
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.gcpause import paused_gc
-from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, parse
+from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host, copy_with, parse
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.secrets import SECRET_FIELDS, redacted
 from l2vpc.engine.topology import Topology
@@ -171,7 +171,7 @@ def _check_whole(tf: TopologyFile, registered: list[Host]) -> None:
     for i, v in enumerate(tf.vpcs):
         ident = f"vpc-{i:08x}"
         by_name.setdefault(v.name, ident)  # duplicates are reported by validate_topology
-        topo.vpcs[ident] = v.model_copy(update={"id": ident})
+        topo.vpcs[ident] = copy_with(v, {"id": ident})
         labels[ident] = f"vpcs[{i}]"
     sections: list[tuple[str, list[tuple[Any, str]], dict[str, Any]]] = [
         ("attachments", list(tf.attachments), topo.attachments),
@@ -184,7 +184,7 @@ def _check_whole(tf: TopologyFile, registered: list[Host]) -> None:
             if vpc_name not in by_name:
                 problems.append((f"{section}[{i}].vpc", f"no VPC named {vpc_name!r} in this file"))
                 continue
-            store[ident] = obj.model_copy(update={"id": ident, "vpc_id": by_name[vpc_name]})
+            store[ident] = copy_with(obj, {"id": ident, "vpc_id": by_name[vpc_name]})
             labels[ident] = f"{section}[{i}]"
     problems.extend(validate_topology(topo, labels))
     if problems:

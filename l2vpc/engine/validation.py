@@ -11,6 +11,7 @@ trailer and the CNI plugin maps it to its error codes (the 11th VPC → "too man
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import defaultdict
 from collections.abc import Mapping
@@ -204,7 +205,7 @@ def _address_problems(where: str, a: Attachment, vpc: VPC) -> list[Problem]:
     if vpc.dhcp is not None:
         # Integers, as above; the range's text is canonical (validated), as ipaddress prints it.
         start, end = vpc.dhcp.range_start, vpc.dhcp.range_end
-        if a.ip_mode == "static" and ip_int(start) <= n <= ip_int(end):
+        if a.ip_mode == "static" and _within(start, end, n):
             out.append((f"{where}.ip_address", f"{address} lies in the DHCP range {start}-{end}, where the server may "
                         "lease it to another workload; use an address outside the range or ip_mode dhcp (a reservation)"))
         if address == vpc.dhcp_server_ip:
@@ -212,3 +213,14 @@ def _address_problems(where: str, a: Attachment, vpc: VPC) -> list[Problem]:
         if address == vpc.dhcp.gateway:
             out.append((f"{where}.ip_address", f"{address} is the VPC's gateway address"))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _bounds(start: str, end: str) -> tuple[int, int]:
+    return ip_int(start), ip_int(end)
+
+
+def _within(start: str, end: str, n: int) -> bool:
+    """`n` lies in the range start-end (a VPC's DHCP range: the same few per batch, memoized)."""
+    lo, hi = _bounds(start, end)
+    return lo <= n <= hi

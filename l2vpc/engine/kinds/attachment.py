@@ -20,7 +20,7 @@ from l2vpc.engine import allocator as alloc
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.kinds.base import Kind
 from l2vpc.engine.kinds.context import Context, check_rules
-from l2vpc.engine.model import Attachment, parse
+from l2vpc.engine.model import Attachment, copy_with, parse
 from l2vpc.engine.placement import pick_compute_host
 from l2vpc.engine.store.base import HostReport, StoredObject
 from l2vpc.engine.topology import Topology
@@ -49,7 +49,7 @@ class AttachmentKind(Kind[Attachment]):
                 path="vpc_id", rule=ONE_ATTACHMENT_PER_VPC)
         host = att.host or next((s.host for s in siblings if s.host), None)
         if host != att.host:
-            att = att.model_copy(update={"host": host})
+            att = copy_with(att, {"host": host})
         # Placement looks at every host; otherwise the rules only need the hosts this workload
         # touches: read those, not all of them.
         hosts = cx.hosts() if host is None else cx.hosts_named({host, *(s.host for s in siblings if s.host)})
@@ -61,7 +61,7 @@ class AttachmentKind(Kind[Attachment]):
             sizes = tx.pool_sizes(alloc.pool_on_host(h) for h in hosts)
             load = Counter({h: sizes.get(alloc.pool_on_host(h), 0) for h in hosts})
             host = pick_compute_host(hosts.values(), vpc, load, cx.default_region).name
-            att = att.model_copy(update={"host": host})
+            att = copy_with(att, {"host": host})
         if interface_name is None:
             ifname = alloc.allocate_interface_name(tx, att.workload, ident)
         else:  # after the rules: the 11th VPC is refused as such, whatever name it asks for
@@ -75,7 +75,7 @@ class AttachmentKind(Kind[Attachment]):
             alloc.reserve_ip(tx, vpc.id, att.ip_address.split("/")[0], ident)
         tx.claim(alloc.pool_members(vpc.id), ident, ident)  # a new id: free by construction
         tx.claim(alloc.pool_on_host(host), ident, ident)
-        att = att.model_copy(update={"interface_name": ifname, "mac_address": mac})
+        att = copy_with(att, {"interface_name": ifname, "mac_address": mac})
         self.insert(cx, att, ident)
         cx.replace_dhcp(vpc, hosts)
         return att

@@ -1,6 +1,6 @@
-"""Objects read back from our own store (model.from_store): a flat document that a model dumped
-is the same object validation makes, without validating again; any other document is
-validated as input is (and refused the same way)."""
+"""The models' shortcuts. Objects read back from our own store (model.from_store): a flat document
+that a model dumped is the same object validation makes, without validating again; any other
+document is validated as input is (and refused the same way). copy_with is model_copy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.kinds.context import dump
-from l2vpc.engine.model import VPC, Attachment, from_store, parse
+from l2vpc.engine.model import VPC, Attachment, copy_with, from_store, parse
 from l2vpc.engine.store import open_store
 
 ATTACHMENTS = st.builds(
@@ -92,3 +92,17 @@ def test_the_engine_reads_stored_attachments_back_equal(tmp_path) -> None:
         with pytest.raises(ValidationError):
             engine.create("attachment", {"vpc_id": vpc.id, "workload": "w1", "ip_mode": "static",
                                          "ip_address": "10.0.0.5/24"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(ATTACHMENTS, st.sampled_from([{}, {"host": "h9"}, {"interface_name": "net3", "mac_address": "02:00:00:00:09:09"},
+                                     {"id": "obj-00000001", "vpc_id": "web"}]))
+def test_copy_with_is_model_copy(data: dict, update: dict) -> None:
+    obj = parse(Attachment, data)
+    fast, slow = copy_with(obj, update), obj.model_copy(update=update)
+    assert fast == slow and repr(fast) == repr(slow) and hash(fast) == hash(slow)
+    assert fast.model_fields_set == slow.model_fields_set and fast.model_dump() == slow.model_dump()
+    assert obj == parse(Attachment, data)  # the original untouched
+    vpc = VPC(name="v1", region="r0", cidr="10.0.0.0/24", dhcp={"range_start": "10.0.0.10", "range_end": "10.0.0.20"})
+    assert copy_with(vpc, {"id": "vpc-0001"}) == vpc.model_copy(update={"id": "vpc-0001"})
+    assert copy_with(vpc, {"id": "vpc-0001"}).dhcp is vpc.dhcp  # shallow, as model_copy
