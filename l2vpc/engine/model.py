@@ -447,7 +447,11 @@ def _is_secret_path(parts: list[str]) -> bool:
 
 _STORED_TUPLES: dict[type[BaseModel], tuple[str, ...]] = {Attachment: ("allowed_addresses",)}
 _STORED_FIELDS = {m: tuple(m.model_fields) for m in _STORED_TUPLES}
-_JSON_ATOMS = frozenset({str, int, bool, type(None)})
+_STORED_KEYS = {m: frozenset(m.model_fields) for m in _STORED_TUPLES}
+# Values a flat document's fields may hold once its lists are tuples (JSON gives no tuple: a
+# list left in another field, a dict or a float sends the document to validation).
+_FLAT_VALUES = frozenset({str, int, bool, type(None), tuple})
+_STR = frozenset({str})
 assert not any(m.__pydantic_post_init__ for m in _STORED_TUPLES)
 
 
@@ -458,18 +462,15 @@ def from_store(model: type[M], data: dict[str, Any]) -> M:
     model_construct does but ~4x faster; a document of another shape (written by an older
     version, fields added since) and every other model are validated as input is."""
     tuples = _STORED_TUPLES.get(model)
-    if tuples is None:
+    if tuples is None or data.keys() != _STORED_KEYS[model]:
         return model.model_validate(data)
-    try:
-        values = {f: data[f] for f in _STORED_FIELDS[model]}
-    except KeyError:
-        return model.model_validate(data)
+    values = {f: data[f] for f in _STORED_FIELDS[model]}  # in field order, as validation makes them
     for f in tuples:
         v = values[f]
-        if type(v) is not list or any(type(x) is not str for x in v):
+        if type(v) is not list or not _STR.issuperset(map(type, v)):
             return model.model_validate(data)
         values[f] = tuple(v)
-    if len(values) != len(data) or any(type(v) not in _JSON_ATOMS for f, v in values.items() if f not in tuples):
+    if not _FLAT_VALUES.issuperset(map(type, values.values())):
         return model.model_validate(data)
     obj = object.__new__(model)
     object.__setattr__(obj, "__dict__", values)
