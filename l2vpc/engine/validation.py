@@ -119,6 +119,8 @@ def validate_topology(topo: Topology, labels: Mapping[str, str] | None = None) -
                 add((f"{where}.ip_address", f"{ip} is already used by {prev!r} in VPC {vpc.name!r}"), UNIQUE_IP)
 
     for workload, atts in per_workload.items():
+        if len(atts) < 2:
+            continue  # every rule below is about two or more of a workload's attachments
         # Blame the attachment being changed (empty label) when there is one, else the newest.
         atts.sort(key=lambda a: (labels.get(a.id) == "", a.interface_name is None, a.id))
         if len(atts) > MAX_VPCS_PER_WORKLOAD:
