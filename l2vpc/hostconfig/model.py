@@ -293,7 +293,7 @@ class HostConfig:
 
     def to_dict(self, *, secrets: bool = False) -> dict[str, Any]:
         """Plain data; secrets blanked unless asked for (see SECRET_FIELDS)."""
-        return plain(self) if secrets else plain_blanked(self)
+        return plain(self, blank=not secrets)
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> HostConfig:
@@ -375,50 +375,31 @@ _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
-def plain(value: Any) -> Any:
+def plain(value: Any, blank: bool = False) -> Any:
     """dataclasses.asdict's result (tuples stay tuples, lists lists), ~4x faster: field names
     kept per class and plain values passed through (without a call each: most fields are) instead
     of deep-copied. A push converts a host's config this way several times (report, digest,
-    state file)."""
+    state file). `blank`: blank_secrets of the result, done as each secret field is converted
+    rather than in a second walk over every value."""
     cls = type(value)
     names = _FIELD_NAMES.get(cls)
     if names is not None:
-        return {n: v if type(v) in _ATOMS else plain(v) for n in names for v in [getattr(value, n)]}
-    if cls in _ATOMS:
-        return value
-    if cls is tuple:
-        return tuple([v if type(v) in _ATOMS else plain(v) for v in value])
-    if cls is list:
-        return [v if type(v) in _ATOMS else plain(v) for v in value]
-    if cls is dict:
-        return {plain(k): plain(v) for k, v in value.items()}
-    if is_dataclass(value) and not isinstance(value, type):
-        _FIELD_NAMES[cls] = tuple(f.name for f in fields(value))
-        return plain(value)
-    return copy.deepcopy(value)  # as asdict (namedtuples and other types: none in these configs)
-
-
-def plain_blanked(value: Any) -> Any:
-    """blank_secrets(plain(value)) in one pass: a secret field's value is replaced as it is
-    converted instead of in a second walk over every value of the result."""
-    cls = type(value)
-    names = _FIELD_NAMES.get(cls)
-    if names is not None:
-        return {n: "" if v and n in SECRET_FIELDS else v if type(v) in _ATOMS else plain_blanked(v)
+        return {n: "" if blank and v and n in SECRET_FIELDS else v if type(v) in _ATOMS else plain(v, blank)
                 for n in names for v in [getattr(value, n)]}
     if cls in _ATOMS:
         return value
     if cls is tuple:
-        return tuple([v if type(v) in _ATOMS else plain_blanked(v) for v in value])
+        return tuple([v if type(v) in _ATOMS else plain(v, blank) for v in value])
     if cls is list:
-        return [v if type(v) in _ATOMS else plain_blanked(v) for v in value]
+        return [v if type(v) in _ATOMS else plain(v, blank) for v in value]
     if cls is dict:
-        return {k: "" if v and k in SECRET_FIELDS else plain_blanked(v)
+        return {k: "" if blank and v and k in SECRET_FIELDS else plain(v, blank)
                 for k, v in ((plain(k), v) for k, v in value.items())}
     if is_dataclass(value) and not isinstance(value, type):
         _FIELD_NAMES[cls] = tuple(f.name for f in fields(value))
-        return plain_blanked(value)
-    return blank_secrets(copy.deepcopy(value))
+        return plain(value, blank)
+    copied = copy.deepcopy(value)  # as asdict (namedtuples and other types: none in these configs)
+    return blank_secrets(copied) if blank else copied
 
 
 def config_digest(cfg: HostConfig) -> str:
