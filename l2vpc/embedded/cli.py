@@ -23,13 +23,17 @@ from typing import Any
 
 from l2vpc import paths
 from l2vpc.cli import CliError
-from l2vpc.embedded import default_state_path, open_engine
+from l2vpc.embedded import default_state_path, open_engine, plan_record
 from l2vpc.engine.api import Engine
+from l2vpc.engine.executor import ExecutionResult
 from l2vpc.engine.model import Host
 from l2vpc.engine.planner import Plan
 from l2vpc.engine.secrets import SecretBox
 from l2vpc.engine.store import open_store
-from l2vpc.engine.topology_file import load, plan_sync, sync_topology
+from l2vpc.engine.store.documents import dumps, loads
+from l2vpc.engine.topology_file import load, plan_sync, read_bytes, sync_snapshot
+from l2vpc.hostconfig import HostConfig
+from l2vpc.hostconfig.diff import diff
 
 ENDPOINT_ENV, TOKEN_ENV, CA_FILE_ENV = "L2VPC_ENDPOINT", "L2VPC_TOKEN", "L2VPC_CA_FILE"
 REFRESH_TIMEOUT = 3.0  # seconds per host for `show --refresh`
@@ -82,18 +86,37 @@ def scratch_copy(path: str) -> Iterator[str]:
         yield target
 
 
-def _run_plan(file: str, state: str) -> tuple[Plan, dict[str, int], dict[str, str]]:
-    # The copy's secrets are sealed with the state's key (a key of the copy's own could not open
-    # them: every secret would look changed, or unreadable).
-    secrets = SecretBox.for_state(state) if os.path.exists(state) else None
+NO_CHANGES = {"created": 0, "updated": 0, "deleted": 0}
+
+
+def _run_plan(file: str, state: str, raw: bytes, secrets: SecretBox | None) -> tuple[Plan, dict[str, int], dict[str, str]]:
+    """`secrets`: the state's (the copy's secrets are sealed with its key: a key of the copy's own
+    could not open them, every secret would look changed, or unreadable); None without a state.
+    A plan that finds nothing to do is recorded (plan_record.py) for the snapshot it read."""
     with scratch_copy(state) as scratch:
         store = open_store(scratch)
         try:
             engine = Engine(store, secrets=secrets)
-            tf = load(file, engine.hosts())
-            return plan_sync(engine, tf)
+            tf = load(file, engine.hosts(), raw)
+            p, counts, names = plan_sync(engine, tf)
+            if secrets is not None and p.is_empty and counts == NO_CHANGES:
+                plan_record.record(state, plan_record.fingerprint(
+                    raw, secrets.digest(plan_record.KEY_PURPOSE), *plan_record.read_rows(scratch)))
+            return p, counts, names
         finally:
             store.close()
+
+
+def _recorded_no_op(state: str, raw: bytes, secrets: SecretBox) -> bool:
+    """Whether a plan or apply recorded a no-op for exactly this file and state (plan_record.py)."""
+    want = plan_record.recorded(state)
+    if want is None:
+        return False
+    try:
+        rows = plan_record.read_rows(state)
+    except sqlite3.Error:
+        return False  # the full plan reads it and says what is wrong
+    return want == plan_record.fingerprint(raw, secrets.digest(plan_record.KEY_PURPOSE), *rows)
 
 
 def _print_plan(p: Plan, counts: dict[str, int], as_json: bool, names: dict[str, str]) -> None:
@@ -135,7 +158,12 @@ def _embedded_only(command: str, state: str) -> None:
 def _plan(args: argparse.Namespace) -> int:
     state = args.state or default_state_path()
     _embedded_only("plan", state)
-    p, counts, names = _run_plan(args.file, state)
+    raw = read_bytes(args.file)
+    secrets = SecretBox.for_state(state) if os.path.exists(state) else None
+    if secrets is not None and _recorded_no_op(state, raw, secrets):
+        _print_plan(Plan(), dict(NO_CHANGES), args.json, {})
+        return 0
+    p, counts, names = _run_plan(args.file, state, raw, secrets)
     _print_plan(p, counts, args.json, names)
     return 0
 
@@ -143,12 +171,16 @@ def _plan(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     state = args.state or default_state_path()
     _embedded_only("apply", state)
-    tf = load(args.file, _registered(state))  # a bad file fails here, before the state is opened
+    raw = read_bytes(args.file)
+    tf = load(args.file, _registered(state), raw)  # a bad file fails here, before the state is opened
     engine = open_engine(state, agents=args.agents)
     store = engine.store
     try:
+        # The reports converge plans from, as stored: the no-op record (plan_record.py) names them.
+        _, reports = plan_record.read_rows(state)
+        actual = {h: HostConfig.from_dict(loads(text)) for h, _, text in reports}
         # One transaction: a file that fails half-way changes nothing.
-        counts, topo = sync_topology(engine, tf)
+        counts, topo, rows = sync_snapshot(engine, tf)
         names = {v.id: v.name for v in topo.vpcs.values()}
 
         def show_plan(p: Plan) -> None:
@@ -159,7 +191,7 @@ def _apply(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"  {host}: {msg}", file=sys.stderr)
 
-        plan, result = engine.converge(progress=progress, on_plan=show_plan, topology=topo)
+        plan, result = engine.converge(progress=progress, on_plan=show_plan, topology=topo, actual=actual)
         if args.json:
             print(json.dumps({
                 "objects": counts, **plan.to_dict(),
@@ -170,9 +202,34 @@ def _apply(args: argparse.Namespace) -> int:
                 state_txt = "ok" if r.ok else f"FAILED at {r.step}: {r.error}"
                 print(f"host {r.host}: {r.changes} changes, {state_txt} ({r.seconds:.2f}s, {r.attempts} attempts)")
             print("Apply complete." if result.ok else "Apply failed; run it again once the hosts are reachable.")
+        if result.ok:
+            _record_applied(state, raw, engine, rows, reports, actual, plan, result)
         return 0 if result.ok else 1
     finally:
         store.close()
+
+
+def _record_applied(state: str, raw: bytes, engine: Engine, rows: list[plan_record.ObjectRow],
+                    reports: list[plan_record.ReportRow], actual: dict[str, HostConfig], plan: Plan,
+                    result: ExecutionResult) -> None:
+    """Record that planning this file again finds nothing to do, when the apply shows it: every
+    host it pushed runs the desired config of its plan (no second round changed it) and no
+    learned route changed (the other hosts' desired configs stay as planned). The state named:
+    the objects as its sync committed them, the reports it planned from and those it wrote."""
+    stored = {h: (h, g, text) for h, g, text in reports}
+    now = dict(actual)
+    for host, r in result.results.items():
+        hp = plan.hosts.get(host)
+        if not r.ok or r.actual is None or r.report is None or hp is None or hp.desired is None:
+            return
+        if diff(r.actual, hp.desired):
+            return
+        now[host] = r.actual
+        stored[host] = (host, r.actual.generation, dumps(r.report))
+    if Engine.learned_prefixes(now) != Engine.learned_prefixes(actual):
+        return
+    key_id = engine.secrets.digest(plan_record.KEY_PURPOSE)
+    plan_record.record(state, plan_record.fingerprint(raw, key_id, rows, stored.values()))
 
 
 def _registered(state: str) -> list[Host]:

@@ -404,18 +404,20 @@ class Engine:
 
     def converge(self, *, progress: Progress | None = None, retries: int = 3, timeout: float = 60.0,
                  on_plan: Callable[[Plan], None] | None = None,
-                 abandoned: Abandoned | None = None, topology: Topology | None = None) -> tuple[Plan, ExecutionResult]:
+                 abandoned: Abandoned | None = None, topology: Topology | None = None,
+                 actual: Mapping[str, HostConfig] | None = None) -> tuple[Plan, ExecutionResult]:
         """Plan against what hosts report and drive every changed host; returns both.
         `on_plan(plan)` is called with the first plan before anything is pushed; hosts added
         to `abandoned` meanwhile are not waited for (see executor.Abandoned).
 
         Routes to prefixes a direct connect learns over BGP are pushed to the VPC's workloads,
         so when a converge changes what is learned, a second round pushes the new routes.
-        `topology`: the desired topology when the caller has it already (topology_file.sync_topology)."""
+        `topology`: the desired topology when the caller has it already (topology_file.sync_topology);
+        `actual`: the hosts' reports to plan from, when the caller read them already."""
         topo = topology if topology is not None else self.topology()
         ex = Executor(self.agents, self.store, retries=retries, timeout=timeout, stop=self.stop, progress=progress,
                       abandoned=abandoned)
-        actual = self.actual_configs()
+        actual = self.actual_configs() if actual is None else actual
         first = p = plan(self.desired_configs(topo, actual), actual)
         if on_plan is not None:
             on_plan(p)

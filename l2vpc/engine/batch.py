@@ -32,8 +32,10 @@ from l2vpc.engine.kinds.context import UNREADABLE, Context, dump, finish_batch, 
 from l2vpc.engine.model import VPC, VPN, Attachment, DirectConnect, Host
 from l2vpc.engine.planner import Plan, plan
 from l2vpc.engine.secrets import SECRET_FIELDS, redacted
+from l2vpc.engine.store.base import KINDS as STORED_KINDS
 from l2vpc.engine.store.base import StoredObject
 from l2vpc.engine.store.cached import CachedTransaction
+from l2vpc.engine.store.documents import dumps
 from l2vpc.engine.topology import Topology, host_configs
 from l2vpc.hostconfig import HostConfig
 
@@ -155,6 +157,15 @@ class Batch:
     def finish(self) -> None:
         """DHCP placement of the touched VPCs, then every kept write to the store."""
         finish_batch(self.tx, self.engine.secrets)
+
+    def stored_rows(self) -> builtins.list[tuple[str, str, str, int, str]]:
+        """Every object as this batch leaves the store, finished (DHCP placed, writes sent), as
+        (kind, id, tenant, generation, document text): what a read after its commit sees,
+        whatever another writer does after that (embedded/plan_record.py)."""
+        self.finish()
+        return [(kind, so.id, so.tenant, so.generation, raw if isinstance(raw := getattr(so, "_raw", None), str)
+                 else dumps(so.data))
+                for kind in STORED_KINDS for so in self.tx.stored(kind)]
 
     # ------------------------------------------------------------------ dry runs
     def plan(self) -> tuple[Plan, Topology]:

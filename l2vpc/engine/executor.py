@@ -70,6 +70,9 @@ class HostResult:
     seconds: float = 0.0
     changes: int = 0
     generation: int = 0
+    # After a push: what the host runs, and the report written for it (plain data, as stored).
+    actual: HostConfig | None = field(default=None, repr=False, compare=False)
+    report: dict[str, object] | None = field(default=None, repr=False, compare=False)
 
     @property
     def step(self) -> str:
@@ -255,7 +258,7 @@ class Executor:
                     delay *= 2
                 continue
             res.ok, res.failure, res.generation = True, None, generation
-            self._record(host.name, client, actual)
+            res.actual, res.report = actual, self._record(host.name, client, actual)
             self._note(host.name, "converged")
             break
         res.seconds = time.monotonic() - started
@@ -270,17 +273,19 @@ class Executor:
         with self.store.transaction() as tx:
             return {h: tx.next_sequence(f"generation:{h}") for h in hosts}
 
-    def _record(self, host: str, client: AgentClient, actual: HostConfig | None = None) -> None:
-        """Keep the host's report current, also after a failure (what it runs now)."""
+    def _record(self, host: str, client: AgentClient, actual: HostConfig | None = None) -> dict[str, object] | None:
+        """Keep the host's report current, also after a failure (what it runs now); returns
+        the report written (None: none)."""
         if self.store is None:
-            return
+            return None
         if actual is None:
             try:
                 actual = client.report(self.timeout)
             except HostFailed:  # the host is unreachable: keep its previous report
-                return
+                return None
+        report = actual.to_dict()
         with self._reports_lock:
-            self._reports.append((host, actual.generation, actual.to_dict()))
+            self._reports.append((host, actual.generation, report))
         # Group commit: whoever holds the writer writes every report waiting, in one
         # transaction (one per host queued 1,000 commits on the store's lock). When this
         # thread gets the writer, its own report was written already or is written now.
@@ -291,3 +296,4 @@ class Executor:
                 with self.store.transaction() as tx:
                     for name, generation, config in reports:
                         tx.put_host_report(name, generation, config)
+        return report

@@ -41,15 +41,27 @@ class TopologyFile:
     vpns: list[tuple[VPN, str]] = field(default_factory=list)
 
 
-def read_document(path: str) -> dict[str, Any]:
+def read_bytes(path: str) -> bytes:
     try:
         size = os.path.getsize(path)
     except OSError as e:
         raise ValidationError(f"{path}: cannot read: {e.strerror}") from None
     if size > MAX_FILE_BYTES:
         raise ValidationError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES} bytes allowed")
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ValidationError(f"{path}: cannot read: {e.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ValidationError(f"{path}: {len(raw)} bytes is larger than the {MAX_FILE_BYTES} bytes allowed")
+    return raw
+
+
+def read_document(path: str, raw: bytes | None = None) -> dict[str, Any]:
+    """The file's document; `raw`: its bytes when read already (read_bytes)."""
+    if raw is None:
+        raw = read_bytes(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -191,9 +203,10 @@ def _check_whole(tf: TopologyFile, registered: list[Host]) -> None:
         raise ValidationError(problems)
 
 
-def load(path: str, registered: list[Host] | None = None) -> TopologyFile:
+def load(path: str, registered: list[Host] | None = None, raw: bytes | None = None) -> TopologyFile:
+    """`raw`: the file's bytes when read already (read_bytes)."""
     with paused_gc():  # tens of thousands of small acyclic objects: see gcpause.py
-        return parse_document(read_document(path), registered)
+        return parse_document(read_document(path, raw), registered)
 
 
 def _ident(kind: str, obj: Any) -> str:
@@ -242,6 +255,14 @@ def sync_topology(engine: Engine, tf: TopologyFile) -> tuple[dict[str, int], Top
     with engine.batch() as b:
         counts = _sync(b, tf)
         return counts, b.topology()
+
+
+def sync_snapshot(engine: Engine, tf: TopologyFile) -> tuple[dict[str, int], Topology, list[tuple[str, str, str, int, str]]]:
+    """`sync_topology`, and every object row as its transaction commits them (Batch.stored_rows)."""
+    with engine.batch() as b:
+        counts = _sync(b, tf)
+        topo = b.topology()
+        return counts, topo, b.stored_rows()
 
 
 def plan_sync(engine: Engine, tf: TopologyFile) -> tuple[Plan, dict[str, int], dict[str, str]]:

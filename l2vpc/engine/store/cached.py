@@ -228,6 +228,12 @@ class CachedTransaction(Transaction):
         self._undo.append(("create", key, before, dropped))
         return so
 
+    def stored(self, kind: str) -> builtins.list[StoredObject]:
+        """Every object of a kind as the store holds it in this transaction, read again (after
+        flush: what the commit will leave; topology_file.sync_snapshot)."""
+        self.flush()
+        return self._tx.list(kind)
+
     def view(self, kind: str) -> builtins.list[StoredObject]:
         """Every object of a kind as this transaction sees it, kept writes included, without
         sending them (a dry run plans from it: topology_file.plan_sync)."""
