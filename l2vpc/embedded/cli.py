@@ -1,6 +1,8 @@
 """`l2vpc plan|apply|show`: the engine driven from a topology file (embedded SQLite state).
 
-`plan` never writes: it syncs the file into a scratch copy of the state and plans there.
+`plan` never writes the state: it syncs the file into a scratch copy of the state and plans there
+(a plan that finds nothing to do keeps a fingerprint of what it read beside the state, so that the
+next one with the same file and state answers at once: plan_record.py).
 `apply` syncs the real state in one transaction (a file that fails half-way changes nothing)
 and converges the hosts. Both refuse while a lab runs a controller for the state (its record,
 l2vpc.paths.local_control_plane): the controller owns the hosts then, and a topology file's
