@@ -14,7 +14,7 @@ type (dict -> object, list -> tuple), as Terraform does for JSON.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -32,6 +32,7 @@ from l2vpc.provider.cty import (
     SetType,
     TupleType,
     Unknown,
+    by_identity,
     infer_type,
     is_wholly_known,
     number_from_wire,
@@ -170,14 +171,14 @@ def decode_msgpack(data: bytes, t: CtyType) -> Any:
     if not data:
         return None
     raw = msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=False)
-    return _from_wire(raw, t, "")
+    return _from_wire_fast(raw, t)
 
 
 def decode_json(data: bytes | str, t: CtyType) -> Any:
     """Decode JSON (DynamicValue.json or stored state); JSON has no unknowns."""
     if not data:
         return None
-    return _from_wire(json.loads(data), t, "")
+    return _from_wire_fast(json.loads(data), t)
 
 
 def from_json_value(raw: Any, t: CtyType) -> Any:
@@ -185,7 +186,88 @@ def from_json_value(raw: Any, t: CtyType) -> Any:
 
     Object attributes the type lacks are dropped, missing ones become None.
     """
-    return _from_wire(raw, t, "")
+    return _from_wire_fast(raw, t)
+
+
+# Fast paths: one function per type, built once, that neither checks nor names the path of
+# every value (Terraform sends values that fit, several per RPC, every RPC). Anything
+# unexpected goes to _from_wire / _to_wire, which give the same result or the error naming
+# the path.
+
+
+class _Mismatch(Exception):
+    """The fast path met something it does not handle: take the checked path."""
+
+
+def _from_wire_fast(raw: Any, t: CtyType) -> Any:
+    try:
+        return _decoder(t)(raw)
+    except (_Mismatch, CodecError):
+        return _from_wire(raw, t, "")
+
+
+def _decode_unknown_or_fail(raw: Any) -> Any:
+    if raw.__class__ is msgpack.ExtType:
+        return _unknown_from_ext(raw.code, raw.data)
+    raise _Mismatch
+
+
+@by_identity
+def _decoder(t: CtyType) -> Callable[[Any], Any]:
+    odd = _decode_unknown_or_fail
+    if t is STRING or t is BOOL:
+        kind = str if t is STRING else bool
+
+        def primitive(raw: Any) -> Any:
+            return raw if raw is None or raw.__class__ is kind else odd(raw)
+
+        return primitive
+    if t is NUMBER:
+
+        def number(raw: Any) -> Any:
+            if raw.__class__ is int or raw is None:
+                return raw
+            if raw.__class__ is msgpack.ExtType:
+                return _unknown_from_ext(raw.code, raw.data)
+            value = number_from_wire(raw)
+            if value is None:
+                raise _Mismatch
+            return value
+
+        return number
+    if isinstance(t, ListType | SetType):
+        element = _decoder(t.element)
+
+        def sequence(raw: Any) -> Any:
+            if raw.__class__ is list:
+                return [element(v) for v in raw]
+            return None if raw is None else odd(raw)
+
+        return sequence
+    if isinstance(t, MapType):
+        value_of = _decoder(t.element)
+
+        def mapping(raw: Any) -> Any:
+            if raw.__class__ is dict:
+                return {str(k): value_of(v) for k, v in raw.items()}
+            return None if raw is None else odd(raw)
+
+        return mapping
+    if isinstance(t, ObjectType):
+        attributes = tuple((name, _decoder(at)) for name, at in t.attributes)
+
+        def obj(raw: Any) -> Any:
+            if raw.__class__ is dict:
+                get = raw.get
+                return {name: decode(get(name)) for name, decode in attributes}
+            return None if raw is None else odd(raw)
+
+        return obj
+
+    def checked(raw: Any) -> Any:  # dynamic and tuples: rare, the checked path
+        return _from_wire(raw, t, "")
+
+    return checked
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +341,73 @@ def _pack_default(obj: Any) -> Any:
 
 def encode_msgpack(value: Any, t: CtyType) -> bytes:
     """Encode a Python value of type t for DynamicValue.msgpack."""
-    return msgpack.packb(_to_wire(value, t, ""), use_bin_type=True, default=_pack_default)
+    try:
+        wire = _encoder(t)(value)
+    except (_Mismatch, CodecError, TypeError, ValueError):
+        wire = _to_wire(value, t, "")
+    return msgpack.packb(wire, use_bin_type=True, default=_pack_default)
+
+
+def _encode_unknown_or_fail(value: Any) -> Any:
+    if value.__class__ is Unknown:
+        return _unknown_to_ext(value)
+    raise _Mismatch
+
+
+@by_identity
+def _encoder(t: CtyType) -> Callable[[Any], Any]:
+    odd = _encode_unknown_or_fail
+    if t is STRING or t is BOOL:
+        kind = str if t is STRING else bool
+
+        def primitive(value: Any) -> Any:
+            return value if value is None or value.__class__ is kind else odd(value)
+
+        return primitive
+    if t is NUMBER:
+
+        def number(value: Any) -> Any:
+            if value is None:
+                return None
+            if value.__class__ is Unknown:
+                return _unknown_to_ext(value)
+            return number_to_wire(value)
+
+        return number
+    if isinstance(t, ListType):
+        element = _encoder(t.element)
+
+        def sequence(value: Any) -> Any:
+            if value.__class__ is list:
+                return [element(v) for v in value]
+            return None if value is None else odd(value)
+
+        return sequence
+    if isinstance(t, MapType):
+        value_of = _encoder(t.element)
+
+        def mapping(value: Any) -> Any:
+            if value.__class__ is dict:
+                return {str(k): value_of(v) for k, v in value.items()}
+            return None if value is None else odd(value)
+
+        return mapping
+    if isinstance(t, ObjectType):
+        attributes = tuple((name, _encoder(at)) for name, at in t.attributes)
+        names = frozenset(name for name, _ in t.attributes)
+
+        def obj(value: Any) -> Any:
+            if value.__class__ is dict and names.issuperset(value):
+                get = value.get
+                return {name: encode(get(name)) for name, encode in attributes}
+            return None if value is None else odd(value)
+
+        return obj
+
+    def checked(value: Any) -> Any:  # sets (deduplicated), dynamic and tuples: the checked path
+        return _to_wire(value, t, "")
+
+    return checked
 
 
 def encode_json(value: Any, t: CtyType) -> bytes:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 # --------------------------------------------------------------------------------------------
 # Types
@@ -278,6 +280,43 @@ def values_equal(t: CtyType, a: Any, b: Any) -> bool:
     Unknown values are equal to nothing (not even another unknown): a plan that holds one
     is a change.
     """
+    if a == b and _plain_equality(t) and is_wholly_known(a):
+        # Python's == agrees with Terraform's when the values are equal and known, unless a
+        # dynamic type could hold True where the other holds 1. Reads and plans of unchanged
+        # objects compare equal values (every attribute, every call): this is their path.
+        return True
+    return _values_equal(t, a, b)
+
+
+def by_identity(build: Callable[[CtyType], _T]) -> Callable[[CtyType], _T]:
+    """Cache `build(t)` per type object. Not functools.cache: hashing a type hashes all of its
+    nested types again (a schema's type holds dozens), on every call."""
+    cache: dict[int, tuple[CtyType, _T]] = {}
+
+    def cached(t: CtyType) -> _T:
+        entry = cache.get(id(t))
+        if entry is None or entry[0] is not t:
+            entry = cache[id(t)] = (t, build(t))  # holding t: its id is not reused
+        return entry[1]
+
+    return cached
+
+
+@by_identity
+def _plain_equality(t: CtyType) -> bool:
+    """No dynamic type anywhere in t: equal Python values of type t are equal Terraform values."""
+    if t is DYNAMIC:
+        return False
+    if isinstance(t, ListType | SetType | MapType):
+        return _plain_equality(t.element)
+    if isinstance(t, ObjectType):
+        return all(_plain_equality(at) for _, at in t.attributes)
+    if isinstance(t, TupleType):
+        return all(_plain_equality(et) for et in t.elements)
+    return True
+
+
+def _values_equal(t: CtyType, a: Any, b: Any) -> bool:
     if isinstance(a, Unknown) or isinstance(b, Unknown):
         return False
     if a is None or b is None:

@@ -69,8 +69,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -271,18 +270,34 @@ class StateResult:
 # Guarding calls into resource code
 
 
-@contextmanager
-def guard(provider: Provider, diags: Diagnostics, what: str) -> Iterator[None]:
+class guard:  # noqa: N801 - used as a function: `with guard(provider, diags, what):`
     """Run resource code: its DiagnosticError and the exceptions the provider maps become
-    diagnostics; anything else is a provider bug the user is asked to report."""
-    try:
-        yield
-    except DiagnosticError as e:
-        diags.extend(e.diagnostics)
-    except Exception as e:
-        mapped = provider.error_diagnostics(e)
+    diagnostics; anything else is a provider bug the user is asked to report.
+
+    A class rather than a generator context manager: planning enters one per attribute with
+    plan modifiers, on every PlanResourceChange."""
+
+    __slots__ = ("provider", "diags", "what")
+
+    def __init__(self, provider: Provider, diags: Diagnostics, what: object) -> None:
+        # `what` is put into words only when something went wrong (any object with a str()).
+        self.provider = provider
+        self.diags = diags
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False  # nothing raised, or KeyboardInterrupt/SystemExit: let it through
+        if isinstance(exc, DiagnosticError):
+            self.diags.extend(exc.diagnostics)
+            return True
+        mapped = self.provider.error_diagnostics(exc)
         if mapped is not None:
-            diags.extend(mapped)
-            return
-        log.exception("unexpected error in %s", what)
-        diags.bug(f"Unexpected error in {what}", f"{type(e).__name__}: {e}")
+            self.diags.extend(mapped)
+            return True
+        log.error("unexpected error in %s", self.what, exc_info=(type(exc), exc, exc.__traceback__))
+        self.diags.bug(f"Unexpected error in {self.what}", f"{type(exc).__name__}: {exc}")
+        return True

@@ -33,11 +33,13 @@ def validate_config(
 
     def visit(attributes: Mapping[str, Attribute], base: Path, value: Value, _: list[Any]) -> None:
         for name in sorted(attributes):
-            a = attributes[name]
             v = value.get(name)
-            path = base.child(name)
             if v is None or isinstance(v, Unknown):
                 continue
+            a = attributes[name]
+            if not a.validators and a.nested is None and not a.write_only:
+                continue  # nothing to check: no path to build either
+            path = base.child(name)
             if a.write_only and not write_only_allowed:
                 diags.error(
                     "Write-only attribute not supported",
@@ -206,7 +208,7 @@ def _run_modifiers(
                 diags=diags,
                 resource=whole,
             )
-            with guard(resource.provider, diags, f"{resource.type_name} plan of {path}"):
+            with guard(resource.provider, diags, _PlanOf(resource.type_name, path)):
                 for modifier in a.plan_modifiers:
                     modifier.modify(ap)
             planned[name] = ap.planned
@@ -233,3 +235,14 @@ def _run_modifiers(
         walk_nested(a, path, planned.get(name), [cfg.get(name), old.get(name)], visit)
 
 
+class _PlanOf:
+    """"<type> plan of <path>", put into words only for an error message."""
+
+    __slots__ = ("type_name", "path")
+
+    def __init__(self, type_name: str, path: Path) -> None:
+        self.type_name = type_name
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.type_name} plan of {self.path}"

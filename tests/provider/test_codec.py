@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import msgpack
 import pytest
@@ -197,3 +198,57 @@ def test_round_trip_property(value: dict[str, list[object]]) -> None:
                 assert decoded == pytest.approx(original)
             else:
                 assert decoded == original
+
+
+# The fast paths (one function per type, no path names; values_equal by ==) must give what the
+# checked paths give, for values that fit and for values that do not.
+_typed_leaf = st.one_of(st.none(), st.builds(Unknown, not_null=st.booleans()))
+_raw_thing = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(_typed_leaf, st.text(max_size=4), st.integers(0, 3)),
+        "size": st.one_of(_typed_leaf, st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
+                          st.sampled_from(["12", "1e400", "x", True])),
+        "on": st.one_of(_typed_leaf, st.booleans(), st.just(1)),
+        "tags": st.one_of(_typed_leaf, st.lists(st.sampled_from(["a", "b", "a"]), max_size=3)),
+        "ports": st.one_of(_typed_leaf, st.lists(st.fixed_dictionaries(
+            {"number": st.one_of(_typed_leaf, st.integers(0, 9), st.floats(0, 9)),
+             "protocol": st.one_of(_typed_leaf, st.sampled_from(["tcp", "udp"]))}), max_size=2)),
+        "labels": st.one_of(_typed_leaf, st.dictionaries(st.sampled_from(["k", "l"]), st.one_of(_typed_leaf, st.text(max_size=2)))),
+        "pair": st.one_of(_typed_leaf, st.tuples(st.text(max_size=2), st.integers(0, 9)).map(list)),
+        "extra": st.one_of(_typed_leaf, st.integers(0, 3), st.booleans(), st.text(max_size=2)),
+        "stray": st.integers(0, 3),
+    },
+)
+
+
+def _outcome(f: Any, *args: Any) -> Any:
+    try:
+        return ("ok", f(*args))
+    except (CodecError, TypeError, ValueError) as e:
+        return ("error", type(e), str(e))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_raw_thing)
+def test_fast_paths_agree_with_the_checked_ones(raw: dict[str, Any]) -> None:
+    from l2vpc.provider import codec
+    from l2vpc.provider.cty import _values_equal
+
+    wire = {k: (codec._unknown_to_ext(v) if isinstance(v, Unknown) else v) for k, v in raw.items()}
+    decoded = _outcome(codec._from_wire_fast, wire, THING)
+    assert decoded == _outcome(codec._from_wire, wire, THING, "")
+    value = {k: v for k, v in raw.items() if k != "stray"}
+    encoded = _outcome(encode_msgpack, value, THING)
+    assert encoded == _outcome(lambda v, t: msgpack.packb(codec._to_wire(v, t, ""), use_bin_type=True), value, THING)
+    if encoded[0] == "ok":
+        again = decode_msgpack(encoded[1], THING)
+        for other in (again, {**again, "on": not again.get("on")}, {**again, "extra": True}, dict(value)):
+            assert values_equal(THING, again, other) == _values_equal(THING, again, other)
+
+
+def test_equal_python_values_that_terraform_tells_apart() -> None:
+    assert not values_equal(DYNAMIC, True, 1)  # True == 1 in Python; a bool is not a number
+    assert not values_equal(ObjectType.of({"extra": DYNAMIC}), {"extra": 1}, {"extra": True})
+    assert not values_equal(MapType(STRING), {"a": UNKNOWN}, {"a": UNKNOWN})
+    assert values_equal(ObjectType.of({"a": STRING, "b": NUMBER}), {"a": "x", "b": 1}, {"a": "x", "b": 1.0})
