@@ -21,6 +21,10 @@ table of the ratios per count: whether our cost grows like Go's with N. Its defa
 plan, apply and re-plan (Terraform's own destroy of 2,000 resources takes minutes for either
 provider); above the engine's default quota of 1,000 VPCs the bench raises the state's quota.
 
+--reference DIR adds a workspace whose provider runs from another l2vpc source tree (a git worktree
+of the commit to compare with, e.g. `git worktree add --detach /tmp/l2vpc-main main`), stepped
+in turn with the others: a before/after comparison under the same machine load.
+
 --equal-state adds a third workspace, null_resource with 10 more trigger values: a state about as
 big as an l2vpc_vpc's. Terraform's own work per resource (copying and encoding the state) grows
 with the number of resources times the size of each one's state, whichever provider wrote it; this
@@ -73,6 +77,7 @@ STEPS = ("plan", "apply", "replan", "destroy")
 # size of the state, whichever provider's it is.
 EQUAL_STATE_KEYS = 10
 LABELS = {"plan": "plan", "apply": "apply", "replan": "re-plan", "destroy": "destroy"}
+REFERENCE = "l2vpc-ref"  # the workspace of --reference
 
 
 # --- the benchmark ---------------------------------------------------------------------------------
@@ -83,6 +88,7 @@ class Workspace:
     name: str
     dir: Path
     pristine: dict[Path, bytes | None] = field(default_factory=dict)
+    env: dict[str, str] | None = None  # its own Terraform environment (--reference), else the bench's
 
     def snapshot(self, *paths: Path) -> None:
         """Remember these files as they are now (None: absent); `reset` restores them."""
@@ -100,7 +106,8 @@ class Workspace:
 
 
 class Bench:
-    def __init__(self, tmp: Path, count: int, null_binary_cache: Path | None, equal_state: bool = False) -> None:
+    def __init__(self, tmp: Path, count: int, null_binary_cache: Path | None, equal_state: bool = False,
+                 reference: Path | None = None) -> None:
         self.tmp = tmp
         self.count = count
         launcher.precompile()
@@ -125,31 +132,47 @@ class Bench:
             self.env.pop(key, None)
         self.logs = tmp / "logs"
         self.logs.mkdir()
-        self.state_db = tmp / "l2vpc-state" / "state.db"
         self.l2vpc = self._l2vpc_workspace()
+        self.reference = self._reference_workspace(reference) if reference is not None else None
         self.null = self._null_workspace()
         self.null_equal = self._null_workspace("null-eq", EQUAL_STATE_KEYS) if equal_state else None
 
-    def _l2vpc_workspace(self) -> Workspace:
+    def _l2vpc_workspace(self, name: str = "l2vpc", env: dict[str, str] | None = None) -> Workspace:
         from l2vpc.embedded import open_engine
         from l2vpc.engine import quotas
 
-        self.state_db.parent.mkdir()
-        engine = open_engine(str(self.state_db))
+        state_db = self.tmp / f"{name}-state" / "state.db"
+        state_db.parent.mkdir()
+        engine = open_engine(str(state_db))
         engine.register_host({"name": "host1", "region": "r1", "underlay_ip": "10.200.0.1"})
         if self.count > quotas.DEFAULT_QUOTAS["vpc"]:
             quotas.set_limits(engine.store, "", {"vpc": self.count})
         engine.store.close()
-        ws = Workspace("l2vpc", self.tmp / "ws-l2vpc")
+        ws = Workspace(name, self.tmp / f"ws-{name}", env=env)
         ws.dir.mkdir()
         (ws.dir / "main.tf").write_text(
             'terraform {\n  required_providers {\n    l2vpc = { source = "l2vpc/l2vpc" }\n  }\n}\n'
-            f'provider "l2vpc" {{\n  state_path = {json.dumps(str(self.state_db))}\n  region = "r1"\n}}\n'
+            f'provider "l2vpc" {{\n  state_path = {json.dumps(str(state_db))}\n  region = "r1"\n}}\n'
             f'resource "l2vpc_vpc" "v" {{\n  count = {self.count}\n  name  = "vpc-${{count.index}}"\n}}\n'
         )
         self.init(ws)
-        ws.snapshot(*(self.state_db.parent / f"state.db{s}" for s in ("", "-wal", "-shm", "-journal")))
+        ws.snapshot(*(state_db.parent / f"state.db{s}" for s in ("", "-wal", "-shm", "-journal")))
         return ws
+
+    def _reference_workspace(self, tree: Path) -> Workspace:
+        """The same workspace with the provider of another l2vpc source tree (its launcher puts
+        `tree` first on the path; the state file is set up by this tree's engine)."""
+        import compileall
+
+        if not (tree / "l2vpc" / "provider").is_dir():
+            raise SystemExit(f"--reference {tree}: not an l2vpc source tree (no l2vpc/provider in it)")
+        compileall.compile_dir(str(tree / "l2vpc"), quiet=2)
+        mirror = self.tmp / "mirror-reference"
+        launcher.write_launcher(launcher.mirror_package_dir(mirror) / launcher.executable_name(),
+                                launcher.launcher_script(extra_path=[str(tree)]))
+        config = self.tmp / "terraform-reference.rc"
+        config.write_text(launcher.cli_config_mirror(mirror))
+        return self._l2vpc_workspace(REFERENCE, dict(self.env, TF_CLI_CONFIG_FILE=str(config)))
 
     def _null_workspace(self, name: str = "null", extra_keys: int = 0) -> Workspace:
         ws = Workspace(name, self.tmp / f"ws-{name}")
@@ -174,7 +197,7 @@ class Bench:
         argv = [sys.executable, "-m", "l2vpc.provider.tfrun", f"-chdir={ws.dir}", args[0], "-no-color", *args[1:]]
         with out.open("wb") as o, err.open("wb") as e:
             start = time.perf_counter()
-            rc = subprocess.run(argv, env=env or self.env, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+            rc = subprocess.run(argv, env=env or ws.env or self.env, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
                                 check=False).returncode
             elapsed = time.perf_counter() - start
         text = out.read_text()
@@ -413,7 +436,7 @@ def profiled_round(bench: Bench, with_cprofile: bool) -> tuple[Path, dict[str, f
 
 def compare(bench: Bench, runs: int, steps: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """`runs` rounds of `steps` in every workspace; step -> workspace name -> median seconds."""
-    workspaces = [w for w in (bench.null, bench.l2vpc, bench.null_equal) if w is not None]
+    workspaces = [w for w in (bench.null, bench.l2vpc, bench.reference, bench.null_equal) if w is not None]
     rounds: dict[str, list[dict[str, float]]] = {ws.name: [] for ws in workspaces}
     for i in range(runs):
         # Step by step, alternating who goes first: all see much the same machine load.
@@ -427,7 +450,7 @@ def compare(bench: Bench, runs: int, steps: tuple[str, ...]) -> dict[str, dict[s
                 ws.reset()  # what the destroy leaves, without timing Terraform's
             rounds[ws.name].append(times[ws.name])
             t = times[ws.name]
-            print(f"  {bench.count} resources, round {i + 1} {ws.name:<7}: "
+            print(f"  {bench.count} resources, round {i + 1} {ws.name:<9}: "
                   + ", ".join(f"{s} {t[s]:.2f} s" for s in steps), flush=True)
     return {step: {name: statistics.median(r[step] for r in rs) for name, rs in rounds.items()} for step in steps}
 
@@ -443,6 +466,11 @@ def report_ratios(count: int, figures: dict[str, dict[str, float]]) -> None:
         if "null-eq" in t:
             equal = f"; null with an equal-size state {t['null-eq']:.2f} s, ratio {ours / t['null-eq']:.2f}"
         print(f"{LABELS[step]} {count}: l2vpc {ours:.2f} s, null {base:.2f} s, ratio {ours / base:.2f}{target}{equal}")
+        if REFERENCE in t:
+            ref = t[REFERENCE]
+            equal = f", to null with an equal-size state {ref / t['null-eq']:.2f}" if "null-eq" in t else ""
+            print(f"    reference tree: {ref:.2f} s, ratio to null {ref / base:.2f}{equal}; this tree / reference "
+                  f"{ours / ref:.2f}")
 
 
 def main() -> int:
@@ -456,6 +484,8 @@ def main() -> int:
     parser.add_argument("--handshake-runs", type=int, default=30, help="provider starts timed (default 30)")
     parser.add_argument("--equal-state", action="store_true",
                         help=f"also time null_resource with {EQUAL_STATE_KEYS} more triggers (a state as big as ours)")
+    parser.add_argument("--reference", type=Path, metavar="DIR",
+                        help="also time the provider of another l2vpc source tree (e.g. a worktree of main)")
     parser.add_argument("--profile", action="store_true", help="add an instrumented l2vpc round (RPC times + cProfile)")
     parser.add_argument("--top", type=int, default=25, help="functions shown per cProfile table (default 25)")
     parser.add_argument("--cache", type=Path, help="where the null provider sdist is kept (default ~/.cache/l2vpc-bench)")
@@ -484,7 +514,8 @@ def main() -> int:
         for count in counts:
             where = tmp / f"n{count}" if len(counts) > 1 else tmp
             where.mkdir(exist_ok=True)
-            bench = Bench(where, count, args.cache, args.equal_state)
+            bench = Bench(where, count, args.cache, args.equal_state,
+                          args.reference.resolve() if args.reference else None)
             results[count] = compare(bench, args.runs, steps)
             if len(counts) > 1:
                 report_ratios(count, results[count])
@@ -499,6 +530,12 @@ def main() -> int:
             for count in counts:
                 r = results[count]
                 print(f"  {count:>6}{'':27}" + "  ".join(f"{r[s]['l2vpc'] / r[s]['null']:8.2f}" for s in steps))
+            for other, title in (("null-eq", "null with an equal-size state"), (REFERENCE, "the reference tree")):
+                if other in results[counts[0]][steps[0]]:
+                    print(f"ratio l2vpc / {title}:")
+                    for count in counts:
+                        r = results[count]
+                        print(f"  {count:>6}{'':27}" + "  ".join(f"{r[s]['l2vpc'] / r[s][other]:8.2f}" for s in steps))
 
         hs = handshake_figures(args.handshake_runs, null_binary)
         verdict = "OK" if hs.warm <= min(HANDSHAKE_TARGET_MS, hs.null) else "MISSED"

@@ -116,6 +116,9 @@ class EngineClient:
         self._last: Any = None
         self._run: _Run | None = None
         self._waiters: dict[int, tuple[float, Progress | None]] = {}  # request → (deadline, progress)
+        # Set by the first create, update or delete: this process serves Terraform's apply walk,
+        # whose plans come right before the change they plan (see checks.check_plan).
+        self.applying = False
 
     @property
     def remote(self) -> bool:

@@ -24,6 +24,10 @@ replacement created first would clash with the old object on its unique name and
 
 An update that would move an allocated value (a VPN's public address when its edge host
 changes) plans it as "(known after apply)", so Terraform's plan says what changes.
+
+In Terraform's apply walk (a provider process that has made a change already) a create's
+plan is not checked again: Terraform plans each object right before creating it, and the
+create runs the same rules in its own transaction, failing the same way with nothing written.
 """
 
 from __future__ import annotations
@@ -121,9 +125,17 @@ def check_plan(resource: EngineResource, plan: ResourcePlan, diags: Diagnostics)
     if "vpc_id" in unknown or (isinstance(vpc_id, str) and resource.vpc_changes(vpc_id)):
         check_alone(resource.model_name, {**data, "vpc_id": vpc_id or STAND_IN_VPC_ID}, diags)
         return
+    client = client_of(resource)
+    if ident is None and not replacing and client.applying:
+        # Terraform's apply walk: this plan comes right before the create it plans, and the
+        # create runs every rule the check would, in its own transaction (a failure writes
+        # nothing and names the attribute, as here). Checking twice only doubled the engine's
+        # work per created object. Updates are still checked: their plan needs the values the
+        # update would move (unknown_where_moved).
+        return
     try:
         # adopt: as the create will (an object an interrupted apply created passes).
-        would = client_of(resource).engine.check(resource.kind, data, ident, replacing=replacing,
+        would = client.engine.check(resource.kind, data, ident, replacing=replacing,
                                                  adopt=creator_key() if ident is None else False)
     except Exception as e:
         if report_engine_error(e, diags):

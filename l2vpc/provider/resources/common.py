@@ -351,6 +351,7 @@ class EngineResource(Resource):
 
     def create(self, plan: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
         wait = self._wait(plan, "create")
+        client_of(self).applying = True
         try:
             # adopt: an identical object this provider created but Terraform never recorded
             # (the provider was killed mid-apply, or a wait timed out) is taken over instead of
@@ -377,6 +378,7 @@ class EngineResource(Resource):
 
     def update(self, prior: dict[str, Any], plan: dict[str, Any], diags: Diagnostics) -> dict[str, Any] | None:
         wait = self._wait(plan, "update")
+        client_of(self).applying = True
         try:
             obj = client_of(self).engine.update(self.kind, prior["id"], self.engine_data(plan))
         except Exception as e:
@@ -390,6 +392,7 @@ class EngineResource(Resource):
         from l2vpc.engine.errors import NotFoundError
 
         wait = self._wait(state, "delete")
+        client_of(self).applying = True
         wait.label = f"{self.type_name} {state['id']}"
         touches = self.touches_hosts(state["id"])
         try:
