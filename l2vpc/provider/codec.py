@@ -206,6 +206,36 @@ def _from_wire_fast(raw: Any, t: CtyType) -> Any:
         return _from_wire(raw, t, "")
 
 
+Convert = Callable[[Any], Any]
+
+
+def _primitive(kind: type, odd: Convert) -> Convert:
+    """str or bool as they are; None stays None; anything else goes to `odd`."""
+
+    def primitive(value: Any) -> Any:
+        return value if value is None or value.__class__ is kind else odd(value)
+
+    return primitive
+
+
+def _sequence(element: Convert, odd: Convert) -> Convert:
+    def sequence(value: Any) -> Any:
+        if value.__class__ is list:
+            return [element(v) for v in value]
+        return None if value is None else odd(value)
+
+    return sequence
+
+
+def _mapping(value_of: Convert, odd: Convert) -> Convert:
+    def mapping(value: Any) -> Any:
+        if value.__class__ is dict:
+            return {str(k): value_of(v) for k, v in value.items()}
+        return None if value is None else odd(value)
+
+    return mapping
+
+
 def _decode_unknown_or_fail(raw: Any) -> Any:
     if raw.__class__ is msgpack.ExtType:
         return _unknown_from_ext(raw.code, raw.data)
@@ -213,15 +243,10 @@ def _decode_unknown_or_fail(raw: Any) -> Any:
 
 
 @by_identity
-def _decoder(t: CtyType) -> Callable[[Any], Any]:
+def _decoder(t: CtyType) -> Convert:
     odd = _decode_unknown_or_fail
     if t is STRING or t is BOOL:
-        kind = str if t is STRING else bool
-
-        def primitive(raw: Any) -> Any:
-            return raw if raw is None or raw.__class__ is kind else odd(raw)
-
-        return primitive
+        return _primitive(str if t is STRING else bool, odd)
     if t is NUMBER:
 
         def number(raw: Any) -> Any:
@@ -236,23 +261,9 @@ def _decoder(t: CtyType) -> Callable[[Any], Any]:
 
         return number
     if isinstance(t, ListType | SetType):
-        element = _decoder(t.element)
-
-        def sequence(raw: Any) -> Any:
-            if raw.__class__ is list:
-                return [element(v) for v in raw]
-            return None if raw is None else odd(raw)
-
-        return sequence
+        return _sequence(_decoder(t.element), odd)
     if isinstance(t, MapType):
-        value_of = _decoder(t.element)
-
-        def mapping(raw: Any) -> Any:
-            if raw.__class__ is dict:
-                return {str(k): value_of(v) for k, v in raw.items()}
-            return None if raw is None else odd(raw)
-
-        return mapping
+        return _mapping(_decoder(t.element), odd)
     if isinstance(t, ObjectType):
         attributes = tuple((name, _decoder(at)) for name, at in t.attributes)
 
@@ -355,15 +366,10 @@ def _encode_unknown_or_fail(value: Any) -> Any:
 
 
 @by_identity
-def _encoder(t: CtyType) -> Callable[[Any], Any]:
+def _encoder(t: CtyType) -> Convert:
     odd = _encode_unknown_or_fail
     if t is STRING or t is BOOL:
-        kind = str if t is STRING else bool
-
-        def primitive(value: Any) -> Any:
-            return value if value is None or value.__class__ is kind else odd(value)
-
-        return primitive
+        return _primitive(str if t is STRING else bool, odd)
     if t is NUMBER:
 
         def number(value: Any) -> Any:
@@ -375,23 +381,9 @@ def _encoder(t: CtyType) -> Callable[[Any], Any]:
 
         return number
     if isinstance(t, ListType):
-        element = _encoder(t.element)
-
-        def sequence(value: Any) -> Any:
-            if value.__class__ is list:
-                return [element(v) for v in value]
-            return None if value is None else odd(value)
-
-        return sequence
+        return _sequence(_encoder(t.element), odd)
     if isinstance(t, MapType):
-        value_of = _encoder(t.element)
-
-        def mapping(value: Any) -> Any:
-            if value.__class__ is dict:
-                return {str(k): value_of(v) for k, v in value.items()}
-            return None if value is None else odd(value)
-
-        return mapping
+        return _mapping(_encoder(t.element), odd)
     if isinstance(t, ObjectType):
         attributes = tuple((name, _encoder(at)) for name, at in t.attributes)
         names = frozenset(name for name, _ in t.attributes)

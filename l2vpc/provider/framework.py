@@ -270,14 +270,14 @@ class StateResult:
 # Guarding calls into resource code
 
 
-class guard:  # noqa: N801 - used as a function: `with guard(provider, diags, what):`
+class guard:  # used as a function: `with guard(provider, diags, what):`
     """Run resource code: its DiagnosticError and the exceptions the provider maps become
     diagnostics; anything else is a provider bug the user is asked to report.
 
     A class rather than a generator context manager: planning enters one per attribute with
     plan modifiers, on every PlanResourceChange."""
 
-    __slots__ = ("provider", "diags", "what")
+    __slots__ = ("diags", "provider", "what")
 
     def __init__(self, provider: Provider, diags: Diagnostics, what: object) -> None:
         # `what` is put into words only when something went wrong (any object with a str()).

@@ -238,7 +238,7 @@ def _run_modifiers(
 class _PlanOf:
     """"<type> plan of <path>", put into words only for an error message."""
 
-    __slots__ = ("type_name", "path")
+    __slots__ = ("path", "type_name")
 
     def __init__(self, type_name: str, path: Path) -> None:
         self.type_name = type_name

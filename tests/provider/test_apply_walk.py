@@ -110,7 +110,7 @@ def test_updates_in_the_apply_walk_are_still_checked(state: Path) -> None:
     config = walk.value(name="x")
     assert not walk.apply(config, walk.plan(config).planned_state).diagnostics  # now an apply walk
     renamed = walk.value(name="a")
-    [(detail, where)] = errors(walk.plan(renamed, prior))
+    [(_, where)] = errors(walk.plan(renamed, prior))
     assert where == "name"
     walk.close()
     assert names(state) == ["a", "b", "x"]
