@@ -79,9 +79,12 @@ def _unknown_from_ext(code: int, payload: bytes) -> Unknown:
     )
 
 
+_PLAIN_UNKNOWN_EXT = msgpack.ExtType(_EXT_UNKNOWN, b"\x00")  # a tuple: one serves every plain unknown
+
+
 def _unknown_to_ext(value: Unknown) -> msgpack.ExtType:
-    if not value.refined:
-        return msgpack.ExtType(_EXT_UNKNOWN, b"\x00")
+    if value is UNKNOWN or not value.refined:
+        return _PLAIN_UNKNOWN_EXT
     refinements: dict[int, Any] = {}
     if value.not_null:
         refinements[_REF_NULLNESS] = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from l2vpc.provider.cty import Unknown, copy_value, values_equal
+from l2vpc.provider.cty import UNKNOWN, Unknown, copy_value, values_equal
 from l2vpc.provider.diagnostics import Diagnostics, Path
 from l2vpc.provider.framework import DataSource, PlanResult, Provider, Resource, ResourcePlan, Value, guard
 from l2vpc.provider.modifiers import AttributePlan
@@ -170,7 +170,7 @@ def mark_computed_unknown(attributes: Mapping[str, Attribute], planned: Value, c
                 continue
             if a.computed and cfg.get(name) is None:
                 if not a.has_default:
-                    value[name] = Unknown()
+                    value[name] = UNKNOWN  # frozen: one serves every value
                 continue
             if a.nested is not None:
                 walk_nested(a, base.child(name), value.get(name), [cfg.get(name)], visit)
