@@ -116,8 +116,9 @@ class EngineClient:
         self._last: Any = None
         self._run: _Run | None = None
         self._waiters: dict[int, tuple[float, Progress | None]] = {}  # request → (deadline, progress)
-        # Set by the first create, update or delete: this process serves Terraform's apply walk,
-        # whose plans come right before the change they plan (see checks.check_plan).
+        # Set by the first create, update or delete: this provider serves Terraform's apply walk,
+        # whose plans come right before the change they plan (see checks.check_plan). Terraform
+        # configures the provider at the start of every walk, and each configure makes a new client.
         self.applying = False
 
     @property
