@@ -143,6 +143,13 @@ class Transaction(abc.ABC):
         """How many values each of `pools` holds (pools holding none are left out); for a
         counted pool (COUNTED_POOL_PREFIX) one row read, not a count of its values."""
 
+    def lock_pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        """`pool_sizes` of counted pools, which no other transaction may change until this one
+        ends: a quota check that must be exact against concurrent writers (keyed transactions
+        run side by side). Here a read: a store whose transactions exclude each other (SQLite)
+        is exact already."""
+        return self.pool_sizes(pools)
+
     # --- host reports ------------------------------------------------------------------
     @abc.abstractmethod
     def put_host_report(self, host: str, generation: int, config: dict[str, Any]) -> None:

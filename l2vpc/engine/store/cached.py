@@ -363,6 +363,14 @@ class CachedTransaction(Transaction):
         sizes = {p: len(self._pools[p]) if p in self._pools else self._sizes[p] for p in pools}
         return {p: n for p, n in sizes.items() if n}
 
+    def lock_pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        pools = sorted(set(pools))
+        found = self._tx.lock_pool_sizes(pools)  # without the kept claims: added here
+        for p in pools:
+            self._pools.pop(p, None)
+            self._sizes[p] = found.get(p, 0) + len(self._claims_by_pool.get(p, {}))
+        return {p: self._sizes[p] for p in pools if self._sizes[p]}
+
     # ------------------------------------------------------------------ counters
     def next_sequence(self, name: str) -> int:
         block = self._blocks.get(name)

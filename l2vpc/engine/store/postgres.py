@@ -77,7 +77,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.string import TextLoader
 
 from l2vpc.engine.errors import ConflictError, L2vpcError, StoreError, TemporaryError
-from l2vpc.engine.store.base import StoredObject
+from l2vpc.engine.store.base import COUNTED_POOL_PREFIX, StoredObject
 from l2vpc.engine.store.documents import LazyObject, check_key, dumps
 from l2vpc.engine.store.migrations import Migration, check_sequence, load_migrations
 from l2vpc.engine.store.sql import Dialect, SqlStore, SqlTransaction, Statements, check_keys, not_unicode
@@ -133,6 +133,10 @@ _CLAIM_MANY = ("INSERT INTO allocations (pool, value, owner) "
                "SELECT r->>0, r->>1, r->>2 FROM jsonb_array_elements(%s::jsonb) AS u(r) "
                "ON CONFLICT (pool, value) DO UPDATE SET owner = excluded.owner "
                "WHERE allocations.owner = excluded.owner RETURNING pool, value")
+
+# Counted pools' sizes, their rows locked (made if missing) in pool order, the triggers' order.
+_LOCK_POOL_COUNTS = ("INSERT INTO pool_counts (pool, size) SELECT p, 0 FROM unnest(%s::text[]) AS u(p) ORDER BY p "
+                     "ON CONFLICT (pool) DO UPDATE SET size = pool_counts.size RETURNING pool, size")
 
 
 def _rows_json(inserts: Sequence[tuple[str, str, str, str]]) -> str:
@@ -282,6 +286,17 @@ class PostgresTransaction(SqlTransaction):
             conn.execute(sql, prepare=False)  # no parameters: the simple protocol runs a whole script
         except psycopg.Error as exc:
             raise self.dialect.translate(exc, "write", conn) from exc
+
+    def lock_pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        # Keyed transactions run side by side at READ COMMITTED: a plain read could be passed by
+        # another's insert before either commits. Locking the counter rows (as the triggers do
+        # when they add to them) makes every other writer of these pools wait for this one.
+        names = sorted({p for p in pools if p.startswith(COUNTED_POOL_PREFIX)})
+        for name in names:
+            check_key("pool", name)
+        if not names:
+            return {}
+        return {p: int(n) for p, n in self.rows(_LOCK_POOL_COUNTS, (names,)) if n}
 
     def create_new(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
         text = self._check_new(kind, ident, tenant, data)
