@@ -239,11 +239,11 @@ class CreateBatcher:
             # What the creates read, read ahead for all of them (a few queries instead of
             # several per create), their writes sent together; see l2vpc/engine/batch.py.
             tx = CachedTransaction(stored)
-            tx.prefetch_creates([(j.kind, j.data) for j in batch], numbers)
-            # The quota rows and counts of every tenant of the batch: one query each, not two
+            # With them the quota rows and counts of every tenant of the batch, not two queries
             # per tenant (quotas.admit reads them through the cache).
             tenants = sorted({j.tenant for j in batch})
-            tx.get_many(QUOTA_KIND, [DEFAULTS_ID, *(quota_id(t) for t in tenants)])
+            quota_rows = [(QUOTA_KIND, q) for q in (DEFAULTS_ID, *(quota_id(t) for t in tenants))]
+            tx.prefetch_creates([(j.kind, j.data) for j in batch], numbers, also=quota_rows)
             pools = [pool_count(kind, tenant) for kind, tenant in counted]
             tx.lock_pool_sizes(pools) if exact else tx.pool_sizes(pools)
             out: list[Any] = []

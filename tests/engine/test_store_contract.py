@@ -288,6 +288,24 @@ def test_counted_pools_sizes_follow_claims_releases_and_writers_side_by_side(sto
     assert backend.raw(f"SELECT count(*) FROM allocations WHERE pool = '{pool}'") == [(83,)]
 
 
+def test_get_each_reads_objects_of_several_kinds_at_once(store: Store) -> None:
+    # What a batch reads before its creates (its VPCs, hosts and quota rows) in one query.
+    with store.transaction() as tx:
+        tx.create("vpc", "vpc-1", {"name": "a"}, tenant="t1")
+        tx.create("host", "h1", {"name": "h1"})
+        tx.create("quota", "default", {"vpc": 3})
+    with store.transaction() as tx:
+        for t in (tx, CachedTransaction(tx)):
+            found = t.get_each([("vpc", "vpc-1"), ("host", "h1"), ("host", "nope"), ("quota", "default"),
+                                ("vpc", "h1"), ("vpc", "vpc-1")])
+            assert sorted((o.kind, o.id, o.tenant, o.data) for o in found) == [
+                ("host", "h1", "", {"name": "h1"}), ("quota", "default", "", {"vpc": 3}),
+                ("vpc", "vpc-1", "t1", {"name": "a"})]
+            assert t.get_each([]) == []
+        with pytest.raises(ValidationError):
+            tx.get_each([("router", "r1")])
+
+
 def test_locked_pool_sizes_hold_off_other_writers_of_the_pool_until_commit(store: Store) -> None:
     # An exact quota check under keyed writers (controller/batching.py): the sizes read with
     # lock_pool_sizes stay true until the transaction ends, as another writer adding to the pool

@@ -62,6 +62,14 @@ class Transaction(abc.ABC):
         found = (self.get(kind, i) for i in sorted(set(idents)))
         return [o for o in found if o is not None]
 
+    def get_each(self, keys: Iterable[tuple[str, str]]) -> list[StoredObject]:
+        """The objects among the (kind, id) `keys` that exist, of any kinds (one round trip where
+        the store can): what a batch reads before its creates."""
+        by_kind: dict[str, set[str]] = {}
+        for kind, ident in keys:
+            by_kind.setdefault(kind, set()).add(ident)
+        return [so for kind in sorted(by_kind) for so in self.get_many(kind, by_kind[kind])]
+
     @abc.abstractmethod
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
         """All objects of a kind (of one tenant when given), ordered by id."""
