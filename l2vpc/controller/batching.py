@@ -245,7 +245,7 @@ class CreateBatcher:
             quota_rows = [(QUOTA_KIND, q) for q in (DEFAULTS_ID, *(quota_id(t) for t in tenants))]
             tx.prefetch_creates([(j.kind, j.data) for j in batch], numbers, also=quota_rows)
             pools = [pool_count(kind, tenant) for kind, tenant in counted]
-            tx.lock_pool_sizes(pools) if exact else tx.pool_sizes(pools)
+            held = tx.lock_pool_sizes(pools) if exact else tx.pool_sizes(pools)
             out: list[Any] = []
             batches = [Batch(self.engine_for(j.tenant), tx) for j in batch]
             for job, b in zip(batch, batches, strict=True):
@@ -253,8 +253,11 @@ class CreateBatcher:
                     out.append(b.create(job.kind, job.data, adopt=job.adopt))
                 except UserError as e:
                     out.append(e)
+            # The counts this batch added to (a tenant already above a lowered quota added none).
+            now = tx.pool_sizes(pools)
+            grown = [c for c, p in zip(counted, pools, strict=True) if now.get(p, 0) > held.get(p, 0)]
             batches[0].finish()
-            if counted and overdrawn(tx, stored, counted):
+            if grown and overdrawn(tx, stored, grown):
                 if exact:  # nobody else can add to locked counters: a bug, not a race
                     raise TemporaryError("quota counters changed while locked; retry")
                 raise _Overdrawn()

@@ -279,3 +279,30 @@ def test_quota_is_exact_under_concurrent_writers_of_two_controllers(backend: str
             assert quotas.usage(store, tenant)["attachment"] == (limit, limit), tenant
             assert (len(made), len(stored)) == (limit, limit), tenant
             assert {a.id for a in stored} == {a.id for a in made}
+
+
+def test_a_tenant_over_a_lowered_quota_fails_alone_in_a_batch(db: Any, secret_key: str) -> None:
+    """An operator lowered a tenant's quota below what it holds: its creates fail with the
+    quota's error, and another tenant's creates of the same batch are committed (the re-read
+    after the writes concerns only the counts the batch added to)."""
+    from l2vpc.engine import quotas
+
+    with open_store(db.url) as store:
+        for tenant in ("acme", "globex"):
+            engine = Engine(store, LocalAgentPool(), tenant=tenant)
+            if tenant == "acme":
+                engine.register_host({"name": "h0", "region": "us-east", "underlay_ip": "10.9.0.1"})
+            vpc = engine.create("vpc", {"name": tenant, "region": "us-east"}).id
+            for i in range(3):
+                engine.create("attachment", {"vpc_id": vpc, "workload": f"{tenant}-{i}", "host": "h0"})
+        quotas.set_limits(store, "acme", {"attachment": 2})
+        vpcs = {t: Engine(store, LocalAgentPool(), tenant=t).list("vpc")[0].id for t in ("acme", "globex")}
+        batcher = CreateBatcher(store, lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant))
+        jobs = [(t, {"vpc_id": vpcs[t], "workload": f"{t}-new", "host": "h0"}) for t in ("globex", "acme", "globex")]
+        jobs[2][1]["workload"] = "globex-new2"
+        results = _queue_behind_a_held_lock(db, batcher, jobs, kind="attachment")
+        batcher.close()
+        assert isinstance(results[1], ValidationError) and "at most 2 attachment objects" in str(results[1])
+        assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception), results
+        assert quotas.usage(store, "globex")["attachment"][0] == 5
+        assert quotas.usage(store, "acme")["attachment"][0] == 3
