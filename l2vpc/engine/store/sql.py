@@ -94,7 +94,6 @@ class Statements:
         p, j, one_of = d.param, d.json, d.one_of
         columns = "id, tenant, generation, data"
         self.get = f"SELECT tenant, generation, data FROM objects WHERE kind = {p} AND id = {p}"
-        self.get_many = f"SELECT {columns} FROM objects WHERE kind = {p} AND {one_of('id')} ORDER BY id"
         self.get_each = d.rows_of_pairs(("kind", *columns.split(", ")), "objects", ("kind", "id"))
         self.list = f"SELECT {columns} FROM objects WHERE kind = {p} ORDER BY id"
         self.list_tenant = f"SELECT {columns} FROM objects WHERE kind = {p} AND tenant = {p} ORDER BY id"
@@ -211,9 +210,11 @@ class SqlTransaction(Transaction):
         wanted = sorted({str(i) for i in idents if lookup_key("id", str(i))})
         if not wanted:
             return []
-        rows = self.rows(self._sql.get_many, (kind, self.dialect.values(wanted)))
+        # Key by key (get_each's statement): `kind = ? AND id IN (...)` let PostgreSQL walk a
+        # whole kind by its (kind, tenant, id) index (0.55 ms for ten attachments of 4,600).
+        rows = self.rows(self._sql.get_each, self.dialect.batch_params([(kind, i) for i in wanted], 2))
         new = LazyObject.from_row
-        return [new(kind, i, g, d, t) for i, t, g, d in rows]
+        return sorted((new(kind, i, g, d, t) for _, i, t, g, d in rows), key=lambda o: o.id)
 
     def get_each(self, keys: Iterable[tuple[str, str]]) -> list[StoredObject]:
         wanted = sorted({(k, str(i)) for k, i in keys if lookup_key("id", str(i))})
