@@ -34,7 +34,7 @@ from typing import Any
 from l2vpc.engine.api import Engine
 from l2vpc.engine.batch import Batch, NotUndone
 from l2vpc.engine.errors import TemporaryError, UserError
-from l2vpc.engine.quotas import DEFAULTS_ID, LIMITED, QUOTA_KIND, pool_count, quota_id
+from l2vpc.engine.quotas import DEFAULTS_ID, LIMITED, QUOTA_KIND, overdrawn, pool_count, quota_id
 from l2vpc.engine.store.base import Store
 from l2vpc.engine.store.cached import CachedTransaction
 
@@ -218,21 +218,34 @@ class CreateBatcher:
     def _together(self, batch: list[_Create]) -> list[Any]:
         """The creates of `batch` in one transaction. Attachment creates lock only their VPCs
         and workloads (Store.keyed_transaction), so another controller's batch on other VPCs
-        runs at the same time; anything else takes the store's whole write lock."""
+        runs at the same time; anything else takes the store's whole write lock.
+
+        Quotas stay exact under that concurrency: after the batch's writes reached the store, its
+        tenants' counts are read again (quotas.overdrawn); when another transaction took the
+        last places at the same time, this one rolls back and runs again with the tenants'
+        counters locked from the start, so exactly the creates over the limit fail."""
+        try:
+            return self._attempt(batch, exact=False)
+        except _Overdrawn:
+            return self._attempt(batch, exact=True)
+
+    def _attempt(self, batch: list[_Create], *, exact: bool) -> list[Any]:
         keys = frozenset().union(*(j.keys for j in batch))
         attachments = sum(1 for j in batch if j.kind == "attachment")
         numbers = self._mac_numbers(attachments) if attachments else []
+        counted = sorted({(j.kind, j.tenant) for j in batch if j.kind in LIMITED})
         context = self.store.transaction() if "*" in keys else self.store.keyed_transaction(sorted(keys))
         with context as stored:
             # What the creates read, read ahead for all of them (a few queries instead of
             # several per create), their writes sent together; see l2vpc/engine/batch.py.
             tx = CachedTransaction(stored)
-            tx.prefetch_creates([(j.kind, j.data) for j in batch], numbers)
-            # The quota rows and counts of every tenant of the batch: one query each, not two
+            # With them the quota rows and counts of every tenant of the batch, not two queries
             # per tenant (quotas.admit reads them through the cache).
             tenants = sorted({j.tenant for j in batch})
-            tx.get_many(QUOTA_KIND, [DEFAULTS_ID, *(quota_id(t) for t in tenants)])
-            tx.pool_sizes(sorted({pool_count(j.kind, j.tenant) for j in batch if j.kind in LIMITED}))
+            quota_rows = [(QUOTA_KIND, q) for q in (DEFAULTS_ID, *(quota_id(t) for t in tenants))]
+            tx.prefetch_creates([(j.kind, j.data) for j in batch], numbers, also=quota_rows)
+            pools = [pool_count(kind, tenant) for kind, tenant in counted]
+            held = tx.lock_pool_sizes(pools) if exact else tx.pool_sizes(pools)
             out: list[Any] = []
             batches = [Batch(self.engine_for(j.tenant), tx) for j in batch]
             for job, b in zip(batch, batches, strict=True):
@@ -240,8 +253,19 @@ class CreateBatcher:
                     out.append(b.create(job.kind, job.data, adopt=job.adopt))
                 except UserError as e:
                     out.append(e)
+            # The counts this batch added to (a tenant already above a lowered quota added none).
+            now = tx.pool_sizes(pools)
+            grown = [c for c, p in zip(counted, pools, strict=True) if now.get(p, 0) > held.get(p, 0)]
             batches[0].finish()
+            if grown and overdrawn(tx, stored, grown):
+                if exact:  # nobody else can add to locked counters: a bug, not a race
+                    raise TemporaryError("quota counters changed while locked; retry")
+                raise _Overdrawn()
             return out
+
+
+class _Overdrawn(Exception):
+    """Another transaction filled a tenant's quota while this batch ran: roll back, run again."""
 
 
 MAC_BLOCK = 1024  # MAC counter values a controller takes at once (of 2**24; unused ones are skipped)

@@ -5,6 +5,9 @@ defaults below, overridable for every tenant or for one). Objects are counted by
 per (kind, tenant) in the allocations table, kept by Kind.insert/write and freed with the
 object's other allocations. The store keeps each such pool's size as its rows come and go
 (store/base.py COUNTED_POOL_PREFIX), so a create reads one number, whatever the tenant holds.
+Writers that run side by side (the controller's keyed batches on PostgreSQL) check again after
+their writes (`overdrawn`) and, when another took the last places meanwhile, run again with the
+counters locked (Transaction.lock_pool_sizes): a tenant never ends above its limit.
 Limits are rows of kind "quota": id `default` (every tenant) or `tenant:<name>`; the embedded
 engine's objects belong to tenant '' (`tenant:`). Admins set them with `l2vpc controller quota
 set`.
@@ -12,7 +15,7 @@ set`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.store.base import COUNTED_POOL_PREFIX, Store, Transaction
@@ -45,13 +48,17 @@ def limits(tx: Transaction, tenant: str) -> dict[str, int]:
     return out
 
 
+def _limits(tx: Transaction, tenant: str) -> dict[str, int]:
+    derived = getattr(tx, "derived", None)  # a batch (store/cached.py): the limits read once
+    return derived(QUOTA_KIND, tenant, lambda: limits(tx, tenant)) if derived else limits(tx, tenant)
+
+
 def admit(tx: Transaction, kind: str, tenant: str, ident: str) -> None:
     """Count a new object of the tenant, or refuse it (ValidationError naming kind and limit)."""
     if kind not in DEFAULT_QUOTAS:
         return
     pool = pool_count(kind, tenant)
-    derived = getattr(tx, "derived", None)  # a batch (store/cached.py): the limits read once
-    limit = (derived(QUOTA_KIND, tenant, lambda: limits(tx, tenant)) if derived else limits(tx, tenant))[kind]
+    limit = _limits(tx, tenant)[kind]
     held = tx.pool_sizes([pool]).get(pool, 0)
     if held >= limit:
         who = f"tenant {tenant!r}" if tenant else "this state"
@@ -60,6 +67,17 @@ def admit(tx: Transaction, kind: str, tenant: str, ident: str) -> None:
     # A new object's id is unique by construction: claimed without reading the pool (in a
     # batch, reserve would read the tenant's whole count pool, growing with the tenant).
     tx.claim(pool, ident, ident)
+
+
+def overdrawn(tx: Transaction, written: Transaction, counted: Iterable[tuple[str, str]]) -> list[str]:
+    """The pools among the (kind, tenant) pairs `counted` that hold more than their tenant's
+    limit, read from `written` (the store's transaction, after this one's writes reached it;
+    limits through `tx`). Writers that run side by side (keyed transactions on PostgreSQL) may
+    both pass `admit` at limit - 1; the second to add to a pool waits for the first's commit
+    (its counter row is locked by the first one's trigger), so this read sees both."""
+    wanted = {pool_count(kind, tenant): (kind, tenant) for kind, tenant in counted if kind in DEFAULT_QUOTAS}
+    held = written.pool_sizes(sorted(wanted))
+    return sorted(p for p, (kind, tenant) in wanted.items() if held.get(p, 0) > _limits(tx, tenant)[kind])
 
 
 def keep(tx: Transaction, kind: str, tenant: str, ident: str) -> None:

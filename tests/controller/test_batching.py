@@ -206,3 +206,103 @@ def test_concurrent_writers_of_two_controllers_hand_out_nothing_twice(db: Any, s
                 lambda a: (a.workload, a.interface_name)):
         seen = [key(a) for a in stored]
         assert len(set(seen)) == len(seen), sorted(seen)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_quota_is_exact_under_concurrent_writers_of_two_controllers(backend: str, request: pytest.FixtureRequest,
+                                                                    tmp_path: Any, secret_key: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two controllers' batchers, every writer allowed to start at once, many clients creating
+    attachments on disjoint VPCs and workloads (keyed transactions that run side by side on
+    PostgreSQL) against a quota of N: exactly N creates land, every other one fails with the
+    quota's error naming the limit, and the tenant's kept count is N. Three tenants one after
+    the other (without the re-read after the writes, PostgreSQL let 21-26 in, 4 runs in 4)."""
+    import l2vpc.controller.batching as batching
+    from l2vpc.engine import quotas
+
+    monkeypatch.setattr(batching, "STALLED_AFTER", 0.0)
+    url = request.getfixturevalue("db").url if backend == "postgres" else str(tmp_path / "state.db")
+    limit, clients, each = 20, 16, 4
+    tenants = ("acme", "globex", "initech")
+    vpcs: dict[str, list[str]] = {}
+    with open_store(url) as setup:
+        Engine(setup, LocalAgentPool()).register_host({"name": "h0", "region": "us-east", "underlay_ip": "10.9.0.1"})
+        for tenant in tenants:
+            engine = Engine(setup, LocalAgentPool(), tenant=tenant)
+            vpcs[tenant] = [engine.create("vpc", {"name": f"{tenant}{i}", "region": "us-east"}).id for i in range(8)]
+            quotas.set_limits(setup, tenant, {"attachment": limit})
+    stores = [open_store(url) for _ in range(2)]
+
+    def engines(store: Any) -> Callable[[str], Engine]:
+        return lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant)
+
+    batchers = [CreateBatcher(s, engines(s), writers=4) for s in stores]
+    lock = threading.Lock()
+
+    def wave(tenant: str) -> list[Any]:
+        results: list[Any] = []
+        start = threading.Barrier(clients)
+
+        def client(c: int) -> None:
+            start.wait(30)
+            for j in range(each):
+                data = {"vpc_id": vpcs[tenant][(c + j) % 8], "workload": f"{tenant}-w{c}-{j}", "host": "h0"}
+                try:
+                    result = batchers[c % 2].create(tenant, "attachment", data)
+                except Exception as e:
+                    result = e
+                with lock:
+                    results.append(result)
+
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        return results
+
+    try:
+        waves = {tenant: wave(tenant) for tenant in tenants}
+    finally:
+        for b in batchers:
+            b.close()
+        for s in stores:
+            s.close()
+    with open_store(url) as store:
+        for tenant, results in waves.items():
+            assert len(results) == clients * each
+            made = [r for r in results if not isinstance(r, Exception)]
+            refused = [r for r in results if isinstance(r, Exception)]
+            assert all(isinstance(e, ValidationError) and f"at most {limit} attachment objects" in str(e)
+                       for e in refused), refused
+            stored = Engine(store, LocalAgentPool(), tenant=tenant).list("attachment")
+            assert quotas.usage(store, tenant)["attachment"] == (limit, limit), tenant
+            assert (len(made), len(stored)) == (limit, limit), tenant
+            assert {a.id for a in stored} == {a.id for a in made}
+
+
+def test_a_tenant_over_a_lowered_quota_fails_alone_in_a_batch(db: Any, secret_key: str) -> None:
+    """An operator lowered a tenant's quota below what it holds: its creates fail with the
+    quota's error, and another tenant's creates of the same batch are committed (the re-read
+    after the writes concerns only the counts the batch added to)."""
+    from l2vpc.engine import quotas
+
+    with open_store(db.url) as store:
+        for tenant in ("acme", "globex"):
+            engine = Engine(store, LocalAgentPool(), tenant=tenant)
+            if tenant == "acme":
+                engine.register_host({"name": "h0", "region": "us-east", "underlay_ip": "10.9.0.1"})
+            vpc = engine.create("vpc", {"name": tenant, "region": "us-east"}).id
+            for i in range(3):
+                engine.create("attachment", {"vpc_id": vpc, "workload": f"{tenant}-{i}", "host": "h0"})
+        quotas.set_limits(store, "acme", {"attachment": 2})
+        vpcs = {t: Engine(store, LocalAgentPool(), tenant=t).list("vpc")[0].id for t in ("acme", "globex")}
+        batcher = CreateBatcher(store, lambda tenant: Engine(store, LocalAgentPool(), tenant=tenant))
+        jobs = [(t, {"vpc_id": vpcs[t], "workload": f"{t}-new", "host": "h0"}) for t in ("globex", "acme", "globex")]
+        jobs[2][1]["workload"] = "globex-new2"
+        results = _queue_behind_a_held_lock(db, batcher, jobs, kind="attachment")
+        batcher.close()
+        assert isinstance(results[1], ValidationError) and "at most 2 attachment objects" in str(results[1])
+        assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception), results
+        assert quotas.usage(store, "globex")["attachment"][0] == 5
+        assert quotas.usage(store, "acme")["attachment"][0] == 3

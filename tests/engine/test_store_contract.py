@@ -288,6 +288,53 @@ def test_counted_pools_sizes_follow_claims_releases_and_writers_side_by_side(sto
     assert backend.raw(f"SELECT count(*) FROM allocations WHERE pool = '{pool}'") == [(83,)]
 
 
+def test_get_each_reads_objects_of_several_kinds_at_once(store: Store) -> None:
+    # What a batch reads before its creates (its VPCs, hosts and quota rows) in one query.
+    with store.transaction() as tx:
+        tx.create("vpc", "vpc-1", {"name": "a"}, tenant="t1")
+        tx.create("host", "h1", {"name": "h1"})
+        tx.create("quota", "default", {"vpc": 3})
+    with store.transaction() as tx:
+        for t in (tx, CachedTransaction(tx)):
+            found = t.get_each([("vpc", "vpc-1"), ("host", "h1"), ("host", "nope"), ("quota", "default"),
+                                ("vpc", "h1"), ("vpc", "vpc-1")])
+            assert sorted((o.kind, o.id, o.tenant, o.data) for o in found) == [
+                ("host", "h1", "", {"name": "h1"}), ("quota", "default", "", {"vpc": 3}),
+                ("vpc", "vpc-1", "t1", {"name": "a"})]
+            assert t.get_each([]) == []
+        with pytest.raises(ValidationError):
+            tx.get_each([("router", "r1")])
+
+
+def test_locked_pool_sizes_hold_off_other_writers_of_the_pool_until_commit(store: Store) -> None:
+    # An exact quota check under keyed writers (controller/batching.py): the sizes read with
+    # lock_pool_sizes stay true until the transaction ends, as another writer adding to the pool
+    # (on other keys) waits for it; pools with no row read as absent and stay so.
+    pool, empty = f"{COUNTED_POOL_PREFIX}attachment:t1", f"{COUNTED_POOL_PREFIX}attachment:t2"
+    with store.transaction() as tx:
+        tx.reserve(pool, "att-0", "att-0")
+    done: list[float] = []
+
+    def other_writer() -> None:
+        with store.keyed_transaction(["vpc:b"]) as tx:
+            tx.claim(pool, "att-2", "att-2")
+        done.append(time.monotonic())
+
+    writer = threading.Thread(target=other_writer)
+    with store.keyed_transaction(["vpc:a"]) as tx:
+        assert tx.lock_pool_sizes([pool, empty]) == {pool: 1}
+        writer.start()
+        time.sleep(0.5)
+        assert not done and tx.pool_sizes([pool]) == {pool: 1}
+        tx.claim(pool, "att-1", "att-1")
+        committed = time.monotonic()
+    writer.join(10)
+    assert done and done[0] >= committed
+    with store.transaction() as tx:
+        assert tx.pool_sizes([pool, empty]) == {pool: 3}
+        assert CachedTransaction(tx).lock_pool_sizes([pool, empty]) == {pool: 3}
+
+
 def test_holder_and_holds_answer_for_one_value(store: Store) -> None:
     # What adoption asks per create (engine/adoption.py): one value's holder, whether an owner
     # holds anything in a pool; in a plain and in a batch's cached transaction alike.

@@ -62,6 +62,14 @@ class Transaction(abc.ABC):
         found = (self.get(kind, i) for i in sorted(set(idents)))
         return [o for o in found if o is not None]
 
+    def get_each(self, keys: Iterable[tuple[str, str]]) -> list[StoredObject]:
+        """The objects among the (kind, id) `keys` that exist, of any kinds (one round trip where
+        the store can): what a batch reads before its creates."""
+        by_kind: dict[str, set[str]] = {}
+        for kind, ident in keys:
+            by_kind.setdefault(kind, set()).add(ident)
+        return [so for kind in sorted(by_kind) for so in self.get_many(kind, by_kind[kind])]
+
     @abc.abstractmethod
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
         """All objects of a kind (of one tenant when given), ordered by id."""
@@ -142,6 +150,13 @@ class Transaction(abc.ABC):
     def pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
         """How many values each of `pools` holds (pools holding none are left out); for a
         counted pool (COUNTED_POOL_PREFIX) one row read, not a count of its values."""
+
+    def lock_pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        """`pool_sizes` of counted pools, which no other transaction may change until this one
+        ends: a quota check that must be exact against concurrent writers (keyed transactions
+        run side by side). Here a read: a store whose transactions exclude each other (SQLite)
+        is exact already."""
+        return self.pool_sizes(pools)
 
     # --- host reports ------------------------------------------------------------------
     @abc.abstractmethod

@@ -134,15 +134,19 @@ class CachedTransaction(Transaction):
             del self._derived[key]
 
     # ------------------------------------------------------------------ prefetch
-    def prefetch_creates(self, items: Sequence[tuple[str, Mapping[str, Any]]], mac_numbers: Sequence[int]) -> None:
-        """Read ahead what creating `items` ((kind, data) pairs) will read. `mac_numbers`:
-        values of the MAC counter taken beforehand, one per attachment (see batching.py)."""
+    def prefetch_creates(self, items: Sequence[tuple[str, Mapping[str, Any]]], mac_numbers: Sequence[int],
+                         also: Iterable[tuple[str, str]] = ()) -> None:
+        """Read ahead what creating `items` ((kind, data) pairs) will read, and the objects
+        `also` names ((kind, id) pairs: quota rows). `mac_numbers`: values of the MAC counter
+        taken beforehand, one per attachment (see batching.py)."""
         attachments = [d for kind, d in items if kind == "attachment"]
-        if not attachments:
-            return
         vpcs = {str(d.get("vpc_id")) for d in attachments if isinstance(d.get("vpc_id"), str)}
         workloads = {str(d.get("workload")) for d in attachments if isinstance(d.get("workload"), str)}
-        self.get_many("vpc", vpcs)
+        hosts = {str(d["host"]) for d in attachments if isinstance(d.get("host"), str)}
+        # The VPCs, the hosts asked for and `also` in one query.
+        self.get_each([*also, *(("vpc", v) for v in vpcs), *(("host", h) for h in hosts)])
+        if not attachments:
+            return
         # Imported here: the allocator imports the store package.
         from l2vpc.engine.allocator import pool_ifname, pool_ip, pool_mac, pool_members
 
@@ -151,9 +155,7 @@ class CachedTransaction(Transaction):
         siblings = {owner for p, held in pools.items() if p.startswith("ifname:") for owner in held.values()}
         members = {owner for p, held in pools.items() if p.startswith("member:") for owner in held.values()}
         stored = self.get_many("attachment", siblings | members)
-        hosts = {str(d["host"]) for d in attachments if isinstance(d.get("host"), str)}
-        hosts |= {str(o.data.get("host")) for o in stored if o.data.get("host")}
-        self.get_many("host", hosts)
+        self.get_many("host", {str(o.data.get("host")) for o in stored if o.data.get("host")})
         if mac_numbers:
             self._blocks.setdefault("mac", deque()).extend(mac_numbers)
 
@@ -196,6 +198,15 @@ class CachedTransaction(Transaction):
             for i in missing:
                 self._objects[(kind, i)] = found.get(i)
         return [so for so in (self._objects[(kind, i)] for i in wanted) if so is not None]
+
+    def get_each(self, keys: Iterable[tuple[str, str]]) -> list[StoredObject]:
+        wanted = sorted({(k, str(i)) for k, i in keys})
+        missing = [key for key in wanted if key not in self._objects]
+        if missing:
+            found = {(o.kind, o.id): o for o in self._tx.get_each(missing)}
+            for key in missing:
+                self._objects[key] = found.get(key)
+        return [so for so in (self._objects[key] for key in wanted) if so is not None]
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
         if self._new_kinds.get(kind) or any(k == kind for k, _ in self._updates):
@@ -362,6 +373,14 @@ class CachedTransaction(Transaction):
                 self._sizes[p] = found.get(p, 0) + len(self._claims_by_pool.get(p, {}))
         sizes = {p: len(self._pools[p]) if p in self._pools else self._sizes[p] for p in pools}
         return {p: n for p, n in sizes.items() if n}
+
+    def lock_pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        pools = sorted(set(pools))
+        found = self._tx.lock_pool_sizes(pools)  # without the kept claims: added here
+        for p in pools:
+            self._pools.pop(p, None)
+            self._sizes[p] = found.get(p, 0) + len(self._claims_by_pool.get(p, {}))
+        return {p: self._sizes[p] for p in pools if self._sizes[p]}
 
     # ------------------------------------------------------------------ counters
     def next_sequence(self, name: str) -> int:

@@ -77,7 +77,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.string import TextLoader
 
 from l2vpc.engine.errors import ConflictError, L2vpcError, StoreError, TemporaryError
-from l2vpc.engine.store.base import StoredObject
+from l2vpc.engine.store.base import COUNTED_POOL_PREFIX, StoredObject
 from l2vpc.engine.store.documents import LazyObject, check_key, dumps
 from l2vpc.engine.store.migrations import Migration, check_sequence, load_migrations
 from l2vpc.engine.store.sql import Dialect, SqlStore, SqlTransaction, Statements, check_keys, not_unicode
@@ -104,7 +104,9 @@ _BEGIN_KEYED = (
 )
 _KEY_CLASS = _LOCK_CLASS + 1
 # Locks taken in the order of the array, which the caller sorts: keyed writers never deadlock.
-_LOCK_KEYS = f"SELECT pg_advisory_xact_lock({_KEY_CLASS}, k) FROM unnest(%s::int4[]) AS k"
+# Sent with _BEGIN_KEYED in one round trip (the simple protocol runs the statements in order);
+# the keys are numbers (_key_number), written into the text.
+_LOCK_KEYS = "; SELECT pg_advisory_xact_lock({cls}, k) FROM unnest('{{{keys}}}'::int4[]) AS k"
 # The same lock for migrating, before schema_version exists.
 _BEGIN_MIGRATE = (
     "BEGIN ISOLATION LEVEL READ COMMITTED; "
@@ -134,6 +136,10 @@ _CLAIM_MANY = ("INSERT INTO allocations (pool, value, owner) "
                "ON CONFLICT (pool, value) DO UPDATE SET owner = excluded.owner "
                "WHERE allocations.owner = excluded.owner RETURNING pool, value")
 
+# Counted pools' sizes, their rows locked (made if missing) in pool order, the triggers' order.
+_LOCK_POOL_COUNTS = ("INSERT INTO pool_counts (pool, size) SELECT p, 0 FROM unnest(%s::text[]) AS u(p) ORDER BY p "
+                     "ON CONFLICT (pool) DO UPDATE SET size = pool_counts.size RETURNING pool, size")
+
 
 def _rows_json(inserts: Sequence[tuple[str, str, str, str]]) -> str:
     """Rows (kind, id, tenant, document text) as one JSON array of [kind, id, tenant, document]:
@@ -158,11 +164,27 @@ class PostgresDialect(Dialect):
     def seconds(self, column: str) -> str:
         return f"extract(epoch FROM {column})::float8"
 
+    def rows_of_pairs(self, columns: Sequence[str], table: str, keys: tuple[str, str]) -> str:
+        # One index lookup per pair whatever the planner guesses (see rows_of_each).
+        a, b = keys
+        return (f"SELECT t.* FROM unnest(%s::text[], %s::text[]) AS k({a}, {b}) CROSS JOIN LATERAL "
+                f"(SELECT {', '.join(columns)} FROM {table} WHERE {table}.{a} = k.{a} AND {table}.{b} = k.{b} "
+                "OFFSET 0) AS t")
+
     def one_of(self, column: str) -> str:
         return f"{column} = ANY(%s::text[])"
 
     def values(self, items: Sequence[str]) -> object:
         return list(items)
+
+    def rows_of_each(self, columns: str, table: str, column: str) -> str:
+        # Not `column = ANY(%s)`: without statistics (a new database, a table grown since the
+        # last ANALYZE) the planner guesses 0.5% of the rows per value and scans the whole table
+        # for a few dozen values (~10 ms at 60,000 allocations: most of a create's cost in
+        # bench_controller_api.py). One index lookup per value whatever it guesses (OFFSET 0
+        # keeps the subquery from being merged into a join it would plan the same way).
+        return (f"SELECT t.* FROM unnest(%s::text[]) AS k(v) CROSS JOIN LATERAL "
+                f"(SELECT {columns} FROM {table} WHERE {table}.{column} = k.v OFFSET 0) AS t")
 
     def batch(self, columns: Sequence[tuple[str, str]]) -> str:
         arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
@@ -282,6 +304,17 @@ class PostgresTransaction(SqlTransaction):
             conn.execute(sql, prepare=False)  # no parameters: the simple protocol runs a whole script
         except psycopg.Error as exc:
             raise self.dialect.translate(exc, "write", conn) from exc
+
+    def lock_pool_sizes(self, pools: Iterable[str]) -> dict[str, int]:
+        # Keyed transactions run side by side at READ COMMITTED: a plain read could be passed by
+        # another's insert before either commits. Locking the counter rows (as the triggers do
+        # when they add to them) makes every other writer of these pools wait for this one.
+        names = sorted({p for p in pools if p.startswith(COUNTED_POOL_PREFIX)})
+        for name in names:
+            check_key("pool", name)
+        if not names:
+            return {}
+        return {p: int(n) for p, n in self.rows(_LOCK_POOL_COUNTS, (names,)) if n}
 
     def create_new(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
         text = self._check_new(kind, ident, tenant, data)
@@ -481,11 +514,12 @@ class PostgresStore(SqlStore):
         for attempt in (1, 2):
             conn = self._acquire()
             try:
-                cur = conn.execute(_BEGIN if keys is None else _BEGIN_KEYED, prepare=False)
+                begin = _BEGIN if keys is None else _BEGIN_KEYED
+                if keys:
+                    begin += _LOCK_KEYS.format(cls=_KEY_CLASS, keys=",".join(str(int(k)) for k in keys))
+                cur = conn.execute(begin, prepare=False)
                 cur.nextset()
                 row = cur.fetchone()
-                if keys:
-                    conn.execute(_LOCK_KEYS, (list(keys),))
             except psycopg.Error as exc:
                 dead = conn.broken or conn.closed
                 if not dead:

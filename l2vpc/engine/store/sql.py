@@ -57,6 +57,18 @@ class Dialect(abc.ABC):
     def values(self, items: Sequence[str]) -> object:
         """The parameter for `one_of`."""
 
+    def rows_of_each(self, columns: str, table: str, column: str) -> str:
+        """A query of `columns` of the rows of `table` whose `column` is one of the values of
+        one parameter made by `values()`, looked up key by key in `column`'s index."""
+        return f"SELECT {columns} FROM {table} WHERE {self.one_of(column)}"
+
+    def rows_of_pairs(self, columns: Sequence[str], table: str, keys: tuple[str, str]) -> str:
+        """A query of `columns` of the rows of `table` whose two `keys` columns equal a pair of
+        the rows `batch_params(pairs, 2)` makes, looked up pair by pair in their index."""
+        b = self.batch(((keys[0], "text"), (keys[1], "text")))
+        picked = ", ".join(f"t.{c}" for c in columns)
+        return f"SELECT {picked} FROM {b} JOIN {table} AS t ON t.{keys[0]} = b.{keys[0]} AND t.{keys[1]} = b.{keys[1]}"
+
     @abc.abstractmethod
     def batch(self, columns: Sequence[tuple[str, str]]) -> str:
         """A FROM item `b` with columns (name, PostgreSQL type), from the parameters that
@@ -82,7 +94,7 @@ class Statements:
         p, j, one_of = d.param, d.json, d.one_of
         columns = "id, tenant, generation, data"
         self.get = f"SELECT tenant, generation, data FROM objects WHERE kind = {p} AND id = {p}"
-        self.get_many = f"SELECT {columns} FROM objects WHERE kind = {p} AND {one_of('id')} ORDER BY id"
+        self.get_each = d.rows_of_pairs(("kind", *columns.split(", ")), "objects", ("kind", "id"))
         self.list = f"SELECT {columns} FROM objects WHERE kind = {p} ORDER BY id"
         self.list_tenant = f"SELECT {columns} FROM objects WHERE kind = {p} AND tenant = {p} ORDER BY id"
         self.generation = f"SELECT generation FROM objects WHERE kind = {p} AND id = {p}"
@@ -106,7 +118,7 @@ class Statements:
         self.holds = f"SELECT 1 FROM allocations WHERE owner = {p} AND pool = {p} LIMIT 1"
         self.release_pool = f"DELETE FROM allocations WHERE owner = {p} AND pool = {p}"
         self.allocations = f"SELECT value, owner FROM allocations WHERE pool = {p}"
-        self.allocations_many = f"SELECT pool, value, owner FROM allocations WHERE {one_of('pool')}"
+        self.allocations_many = d.rows_of_each("pool, value, owner", "allocations", "pool")
         self.pool_sizes = f"SELECT pool, count(*) FROM allocations WHERE {one_of('pool')} GROUP BY pool"
         # Counted pools: their sizes, kept by the triggers of migration 5 (O(1), not O(size)).
         self.pool_counts = f"SELECT pool, size FROM pool_counts WHERE {one_of('pool')} AND size > 0"
@@ -198,9 +210,21 @@ class SqlTransaction(Transaction):
         wanted = sorted({str(i) for i in idents if lookup_key("id", str(i))})
         if not wanted:
             return []
-        rows = self.rows(self._sql.get_many, (kind, self.dialect.values(wanted)))
+        # Key by key (get_each's statement): `kind = ? AND id IN (...)` let PostgreSQL walk a
+        # whole kind by its (kind, tenant, id) index (0.55 ms for ten attachments of 4,600).
+        rows = self.rows(self._sql.get_each, self.dialect.batch_params([(kind, i) for i in wanted], 2))
         new = LazyObject.from_row
-        return [new(kind, i, g, d, t) for i, t, g, d in rows]
+        return sorted((new(kind, i, g, d, t) for _, i, t, g, d in rows), key=lambda o: o.id)
+
+    def get_each(self, keys: Iterable[tuple[str, str]]) -> list[StoredObject]:
+        wanted = sorted({(k, str(i)) for k, i in keys if lookup_key("id", str(i))})
+        for kind in {k for k, _ in wanted}:
+            check_kind(kind)
+        if not wanted:
+            return []
+        rows = self.rows(self._sql.get_each, self.dialect.batch_params(wanted, 2))
+        new = LazyObject.from_row
+        return [new(k, i, g, d, t) for k, i, t, g, d in rows]
 
     def list(self, kind: str, tenant: str | None = None) -> list[StoredObject]:
         check_kind(kind)
