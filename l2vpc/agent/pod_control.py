@@ -137,7 +137,7 @@ class PodControl:
         self._stubs = [cpb_grpc.ControllerStub(c) for c in self._channels]
         self._current = 0
         for c in self._channels:
-            c.subscribe(lambda _state: None, try_to_connect=True)  # connect now, not at the first Pod
+            _connect_now(c)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         token = self.tokens.get(self.host)
@@ -182,6 +182,16 @@ class PodControl:
     def close(self) -> None:
         for c in self._channels:
             c.close()
+
+
+def _connect_now(channel: grpc.Channel) -> None:
+    """Start connecting now, not at the first Pod. The subscription ends at its first report:
+    grpc's watcher thread, left running, raises into the void when the channel is closed under it
+    ("Cannot monitor channel state: Channel closed!")."""
+    def first_report(_state: grpc.ChannelConnectivity) -> None:
+        channel.unsubscribe(first_report)
+
+    channel.subscribe(first_report, try_to_connect=True)
 
 
 def static_address(args: Mapping[str, str], config: Mapping[str, Any]) -> str | None:
