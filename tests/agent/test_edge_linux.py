@@ -26,6 +26,7 @@ from l2vpc.hostconfig import BgpPeer, DhcpServer, EdgeRouter, HostConfig, Observ
 from l2vpc.hostconfig.names import edge_tag, edge_vpc_veth, handoff_veth, router_netns_name
 from l2vpc.lab import netns as labnet
 from l2vpc.lab.premises import HOST, L2, ROUTER, Premises, cross_connect
+from l2vpc.testing.capture import Capture
 from l2vpc.testing.gateway_probes import Probe, UdpCatcher, answers, mac_of, send_forged_udp
 
 from .conftest import Host, Lab, sh
@@ -367,31 +368,15 @@ def test_layer2_extension_dhcp_vlan_and_carrier(lab: Lab, site: Site, prefix: st
     assert not reaches_server()
     # ...the right tag passes, and the cross-connect carries 802.1Q frames with VID 100...
     site.premises.set_l2_vlan(100)
-    capture = subprocess.Popen(
-        ["ip", "netns", "exec", site.switch(), "tcpdump", "-c", "1", "-e", "-n", "-i", "edge", "vlan 100 and icmp"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        time.sleep(0.5)
+    with Capture(site.switch(), "edge", "vlan 100 and icmp") as capture:
         assert reaches_server()
-        seen, _ = capture.communicate(timeout=5)
-    finally:
-        if capture.poll() is None:
-            capture.kill()
-            capture.wait()
-    assert "802.1Q" in seen and "vlan 100" in seen, seen
+    assert any("802.1Q" in line and "vlan 100" in line for line in capture.lines), capture.lines
     # ...and another tag is dropped before the VPC sees it.
     site.premises.set_l2_vlan(200)
-    inside = subprocess.Popen(
-        ["ip", "netns", "exec", edge.netns, "tcpdump", "-c", "1", "-n", "-i", edge_vpc_veth(edge_tag("dx-2")), "icmp"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        time.sleep(0.5)
+    with Capture(edge.netns, edge_vpc_veth(edge_tag("dx-2")), "icmp") as inside:
         assert not reaches_server()
         time.sleep(0.3)
-    finally:
-        inside.terminate()
-        seen, _ = inside.communicate(timeout=5)
-    assert "ICMP" not in seen, seen
+    assert not any("ICMP" in line for line in inside.lines), inside.lines
     site.premises.set_l2_vlan(None)
 
     # The hand-off's carrier is the observation.

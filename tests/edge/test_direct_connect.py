@@ -19,10 +19,11 @@ from l2vpc.agent.drivers.linux import frr
 from l2vpc.agent.drivers.linux import netns as nsmod
 from l2vpc.hostconfig.names import edge_tag, edge_vpc_veth, router_netns_name
 from l2vpc.lab.premises import Premises, PremisesConfig, render_router
+from l2vpc.testing.capture import Capture
 from l2vpc.testing.gateway_probes import Probe, UdpCatcher, answers, mac_of, send_forged_udp
 from l2vpc.testing.leftovers import processes_mentioning
 
-from .conftest import Capture, EdgeLab, MakeWorkspace, iperf_mbps
+from .conftest import EdgeLab, MakeWorkspace, iperf_mbps
 
 pytestmark = [pytest.mark.root, pytest.mark.terraform]
 

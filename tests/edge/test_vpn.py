@@ -19,10 +19,11 @@ from l2vpc.agent.drivers.linux.charon import Charon
 from l2vpc.hostconfig.names import vpn_device_name, vpn_netns_name, vpn_short_id
 from l2vpc.lab import premises_vpn
 from l2vpc.lab.premises import PREMISES_PUBLIC_IP
+from l2vpc.testing.capture import Capture
 from l2vpc.testing.gateway_probes import Probe, UdpCatcher, answers, mac_of, send_forged_udp
 from l2vpc.testing.leftovers import processes_mentioning
 
-from .conftest import PSK, Capture, EdgeLab, MakeWorkspace
+from .conftest import PSK, EdgeLab, MakeWorkspace
 
 pytestmark = [pytest.mark.root, pytest.mark.terraform]
 
