@@ -178,13 +178,16 @@ class DirectConnectResource(EdgeServiceResource):
         # The same through a controller: the edge's report, refreshed, carries what it learned.
         import time
 
+        # Only while the VPC has workloads to route them to (asked each round: attachments of
+        # this apply are created meanwhile); a peer that announces nothing to a VPC without
+        # workloads cost every apply the full wait.
         engine = client_of(self).engine
         dx = engine.get(self.kind, obj_id)
         if dx.mode != "layer3":
             return
         while time.monotonic() < deadline and not self.provider.stopping:
             self._refresh(obj_id, timeout=min(2.0, deadline - time.monotonic()))
-            if engine.learned(self.kind, obj_id):
+            if engine.learned(self.kind, obj_id) or not engine.attached_workloads(dx.vpc_id):
                 return
             self.provider.stop_event.wait(0.2)
 
