@@ -324,8 +324,9 @@ class EngineResource(Resource):
 
     def _confirm(self, obj_id: str, diags: Diagnostics) -> bool:
         """Terraform has the object in its state: it may never be adopted by a create again
-        (recorded.py). One call per object and process: the refresh's Read usually did it."""
-        if not self.recorded.shown(obj_id):
+        (recorded.py). One call per object and process: the refresh's Read usually did it, and
+        in Terraform's apply walk the plan walk before it has."""
+        if client_of(self).applying or not self.recorded.shown(obj_id):
             return True
         try:
             client_of(self).engine.find(self.kind, obj_id, confirm=True)
