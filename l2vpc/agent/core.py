@@ -22,7 +22,8 @@ Logs name generations, counts and failure paths, never config contents (configs 
 and the state file is the only place they are written).
 
 `actual_digest` is what heartbeats carry (heartbeat.py), computed from facts read at most every
-so often and after every converge.
+so often and after every converge (from a converge's facts only when first asked for: a push
+from the engine needs none, and hashing is a large part of a small converge).
 
 Overlay health (overlay_probe.py): with `attach_overlay(prober)`, every accepted config tells
 the prober which VXLAN peers to probe, and what the host reports carries its failing pairs as
@@ -50,7 +51,7 @@ from typing import Protocol
 from l2vpc.agent.drivers.base import ConvergeResult, Driver
 from l2vpc.agent.pods import PodBindings
 from l2vpc.agent.virtual_servers import VirtualServers
-from l2vpc.hostconfig import HostConfig, Observation, config_digest, validate_host_config
+from l2vpc.hostconfig import HostConfig, Observation, config_digest
 from l2vpc.hostconfig.diff import Action
 from l2vpc.hostconfig.failures import Failure, split_reason
 from l2vpc.pki import write_private
@@ -121,8 +122,8 @@ class Agent:
         self.durable = durable
         # The digest of the facts read last (by a converge or by actual_digest), when, and those
         # facts: config_digest costs several times a memory driver's facts, so unchanged facts
-        # (compared as values) keep their digest.
-        self._digest = ""
+        # (compared as values) keep their digest. None: not computed yet for `_digest_of`.
+        self._digest: str | None = ""
         self._digest_at = float("-inf")
         self._digest_of: HostConfig | None = None
         self._converge_lock = threading.Lock()  # one converge (and driver call) at a time
@@ -172,7 +173,7 @@ class Agent:
         if persisted is None:
             log.info("no persisted config in %s; waiting for a push", self.state_dir)
             return
-        reasons = self._reasons(persisted)
+        reasons = self.driver.rejections(persisted)
         if reasons:
             log.error("persisted config (generation %d) does not fit this agent, not applying it: %s",
                       persisted.generation, "; ".join(reasons))
@@ -262,20 +263,10 @@ class Agent:
 
     # -- the API ------------------------------------------------------------------------
 
-    def _reasons(self, cfg: HostConfig) -> list[str]:
-        reasons = validate_host_config(cfg)
-        if cfg.host != self.driver.host:
-            reasons.append(f"host: config is for host {cfg.host!r}, this agent runs {self.driver.host!r}")
-        if cfg.underlay_ip != self.driver.underlay_ip:
-            reasons.append(
-                f"underlay_ip: config says {cfg.underlay_ip}, this host's underlay is {self.driver.underlay_ip}"
-            )
-        return reasons
-
     def push(self, cfg: HostConfig) -> PushOutcome:
         if cfg.observations:
             cfg = dataclasses.replace(cfg, observations=())
-        reasons = self._reasons(cfg)
+        reasons = self.driver.rejections(cfg)
         if reasons:
             log.warning("rejected generation %d: %d problems, first: %s", cfg.generation, len(reasons), reasons[0])
             return PushOutcome("rejected", failures=tuple(split_reason(r) for r in reasons),
@@ -297,7 +288,7 @@ class Agent:
             with self._status_lock:
                 self._desired = cfg
                 self._resync_pending = False
-            return self._converge(cfg)
+            return self._converge(cfg, checked=True)
 
     @staticmethod
     def _staleness(current: HostConfig | None, cfg: HostConfig) -> str:
@@ -311,15 +302,18 @@ class Agent:
                     "push it under a new generation")
         return ""
 
-    def _converge(self, cfg: HostConfig) -> PushOutcome:
-        """Run one converge (caller holds the converge lock) and record its outcome."""
+    def _converge(self, cfg: HostConfig, *, checked: bool = False) -> PushOutcome:
+        """Run one converge (caller holds the converge lock) and record its outcome. `checked`:
+        `cfg` passed the driver's rejections already (a push)."""
         with self._status_lock:
             self._converging = True
         for watcher in self._watchers:
             watcher.configure(cfg)
         started = time.monotonic()
         try:
-            result = self.driver.converge(self.vms.apply(self.pods.apply(cfg)))
+            ready = self.vms.apply(self.pods.apply(cfg))
+            # Ports of Pods and VMs added here are checked by the driver: only `cfg` itself was.
+            result = self.driver.converge(ready, checked=checked and ready is cfg)
         except Exception as e:  # a driver bug must not take the agent down
             log.exception("converge of generation %d crashed", cfg.generation)
             result = ConvergeResult((), (Failure("", f"internal error in the {self.driver_name} driver: {e}"),),
@@ -329,10 +323,11 @@ class Agent:
         with self._status_lock:
             prev, digest = self._digest_of, self._digest
         # The same facts keep their digest (hashing 200 ports costs ~8 ms; most converges
-        # change nothing). Observations count: the digest carries them.
+        # change nothing); other facts get theirs when first asked for (actual_digest).
+        # Observations count: the digest carries them.
         if prev is None or prev.dataplane() != result.actual.dataplane() or \
                 prev.observations != result.actual.observations:
-            digest = config_digest(result.actual)
+            digest = None
         with self._status_lock:
             self._converging = False
             self._converged_once |= result.ok
@@ -413,31 +408,41 @@ class Agent:
         is older than `max_age` seconds, and never while a converge runs (it reads them at its
         end): then the previous digest is returned at once ("" before any read)."""
         with self._status_lock:
-            if self._digest and time.monotonic() - self._digest_at <= max_age:
-                return self._digest
+            fresh = self._digest != "" and time.monotonic() - self._digest_at <= max_age
+        if fresh:
+            return self._last_digest()
         if not self._converge_lock.acquire(blocking=False):
-            with self._status_lock:
-                return self._digest
+            return self._last_digest()
         try:  # under the converge lock: no converge can record newer facts meanwhile
             read_at = time.monotonic()
             try:
                 facts = self._reported(self.driver.facts(), self.desired)
             except Exception:
                 log.exception("reading facts for the heartbeat failed")
-                with self._status_lock:
-                    return self._digest
+                return self._last_digest()
             with self._status_lock:
                 # Observations do not take part in ==: compared on their own.
                 same = (self._digest_of is not None and facts == self._digest_of
                         and facts.observations == self._digest_of.observations)
-                digest = self._digest
-            if not same:
-                digest = config_digest(facts)
+            digest = self._last_digest() if same else config_digest(facts)
             with self._status_lock:
                 self._digest, self._digest_at, self._digest_of = digest, read_at, facts
             return digest
         finally:
             self._converge_lock.release()
+
+    def _last_digest(self) -> str:
+        """The digest of the facts read last ("" before any), computed now if not yet."""
+        with self._status_lock:
+            digest, of = self._digest, self._digest_of
+        if digest is not None:
+            return digest
+        assert of is not None  # None is set only together with the facts it stands for
+        digest = config_digest(of)
+        with self._status_lock:
+            if self._digest_of is of:  # nothing newer was recorded meanwhile
+                self._digest = digest
+        return digest
 
     @property
     def host(self) -> str:

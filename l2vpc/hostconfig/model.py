@@ -15,6 +15,7 @@ import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
+from itertools import pairwise
 from typing import Any
 
 # never take part in comparisons (compare=False); instead each item carries `secret_digest`, a
@@ -262,7 +263,15 @@ class HostConfig:
     labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def normalized(self) -> HostConfig:
-        """The same config with every collection in canonical order, so equality means 'same'."""
+        """The same config with every collection in canonical order, so equality means 'same'.
+        A config in that order already is returned as it is (what drivers report, what the
+        engine plans: a push compares several of them, ~40% of a memory host's converge)."""
+        if type(self.segments) is type(self.ports) is type(self.dhcp_servers) is type(self.edge_routers) \
+                is type(self.vpn_gateways) is type(self.observations) is tuple and self._is_normal():
+            return self
+        return self._normalized_copy()
+
+    def _normalized_copy(self) -> HostConfig:
         return HostConfig(
             host=self.host,
             underlay_ip=self.underlay_ip,
@@ -279,6 +288,23 @@ class HostConfig:
             observations=tuple(sorted(self.observations, key=lambda o: o.id)),
             labels=dict(self.labels),
         )
+
+    def _is_normal(self) -> bool:
+        """Whether normalized() would return an equal config: the checks of its sorts, in order."""
+        return (_increasing(s.vni for s in self.segments)
+                and all(_strictly_increasing(s.remotes) for s in self.segments)
+                and _increasing(p.id for p in self.ports)
+                and all(p.mac == p.mac.lower() and type(p.routes) is tuple
+                        and _increasing((r.prefix, r.via) for r in p.routes) for p in self.ports)
+                and _increasing(d.vni for d in self.dhcp_servers)
+                and all(type(d.dns_servers) is tuple is type(d.reservations) is type(d.routes)
+                        and _increasing((r.mac, r.ip) for r in d.reservations)
+                        and _increasing((r.prefix, r.via) for r in d.routes)
+                        and _strictly_increasing(d.clients) and all(m == m.lower() for m in d.clients)
+                        for d in self.dhcp_servers)
+                and _increasing(e.id for e in self.edge_routers)
+                and _increasing(v.id for v in self.vpn_gateways)
+                and _increasing(o.id for o in self.observations))
 
     def same_dataplane(self, other: HostConfig) -> bool:
         """True when both configs describe the same dataplane (generation and labels ignored)."""
@@ -466,6 +492,16 @@ def _vpn_gateway(v: dict[str, Any]) -> VpnGateway:
         mtu=int(v.get("mtu", 1500)), peer_id=_opt_str(v, "peer_id"), outside_gateway=_opt_str(v, "outside_gateway"),
         psk=str(v.get("psk", "")), secret_digest=str(v.get("secret_digest", "")),
     )
+
+
+def _increasing(keys: Iterable[Any]) -> bool:
+    """Sorted (ties allowed: sorted() keeps their order)."""
+    return all(a <= b for a, b in pairwise(keys))
+
+
+def _strictly_increasing(values: tuple[str, ...]) -> bool:
+    """A tuple, sorted, without repeats (what tuple(sorted(set(...))) gives)."""
+    return type(values) is tuple and all(a < b for a, b in pairwise(values))
 
 
 def _norm_segment(s: Segment) -> Segment:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -410,3 +411,31 @@ def test_agent_run_flags(tmp_path: Path, ca: CertificateAuthority, controller: C
         assert proc.stderr is not None
         log = proc.stderr.read()
     assert "registered with the controller" in log and "tok-h1-secret" not in log
+
+
+def test_a_push_hashes_nothing_until_the_digest_is_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push from the engine needs no digest: it is computed at the first ask, once, from the
+    converge's facts (also while the next converge holds the driver)."""
+    import l2vpc.agent.core as core
+
+    calls: list[int] = []
+
+    def counted(cfg: Any) -> str:
+        calls.append(1)
+        return config_digest(cfg)
+
+    monkeypatch.setattr(core, "config_digest", counted)
+    agent = make_agent(tmp_path, "h1")
+    try:
+        agent.push(sample(1))
+        agent.push(sample(2))
+        assert calls == []
+        agent._converge_lock.acquire()  # a converge runs: the digest comes from the last one's facts
+        try:
+            assert agent.actual_digest(max_age=0) == config_digest(agent.driver.facts())
+        finally:
+            agent._converge_lock.release()
+        assert agent.actual_digest(max_age=60) == config_digest(agent.driver.facts())
+        assert len(calls) == 1
+    finally:
+        agent.close()

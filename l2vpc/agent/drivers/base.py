@@ -81,10 +81,9 @@ class Driver(abc.ABC):
         """Active leases of each DHCP server this host runs, by VNI ({}: the driver cannot tell)."""
         return {}
 
-    def converge(self, desired: HostConfig) -> ConvergeResult:
-        """Make the host run `desired`. Idempotent: a second call with the same config does
-        nothing and returns no actions. Invalid configs are rejected without touching the host.
-        """
+    def rejections(self, desired: HostConfig) -> list[str]:
+        """Why this host cannot run `desired` ([]: it can): the config's own rules, and that it
+        is for this host and underlay."""
         reasons = validate_host_config(desired)
         if desired.host != self.host:
             reasons.append(f"host: config is for host {desired.host!r}, this agent runs {self.host!r}")
@@ -92,6 +91,15 @@ class Driver(abc.ABC):
             reasons.append(
                 f"underlay_ip: config says {desired.underlay_ip}, this host's underlay is {self.underlay_ip}"
             )
+        return reasons
+
+    def converge(self, desired: HostConfig, *, checked: bool = False) -> ConvergeResult:
+        """Make the host run `desired`. Idempotent: a second call with the same config does
+        nothing and returns no actions. Invalid configs are rejected without touching the host.
+        `checked`: the caller ran these same checks on this very config (the Agent does on every
+        push; they cost as much as a memory driver's whole converge).
+        """
+        reasons = [] if checked else self.rejections(desired)
         if reasons:
             return ConvergeResult((), tuple(split_reason(r) for r in reasons), self.facts(), rejected=True)
 
