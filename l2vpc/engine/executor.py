@@ -13,11 +13,13 @@ in-process (l2vpc/agent/local.py, the real agent on the memory driver). A client
 from __future__ import annotations
 
 import contextvars
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol, TypeVar
 
 from l2vpc.engine.errors import HostError
@@ -135,25 +137,48 @@ class Abandoned:
         with self._lock:
             return host in self._hosts
 
+    def among(self, hosts: set[str]) -> set[str]:
+        """Those of `hosts` that are abandoned (one look under the lock)."""
+        with self._lock:
+            return hosts & self._hosts
+
+
+def _put(finished: queue.SimpleQueue[str], host: str, _future: object) -> None:
+    finished.put(host)
+
 
 def gather(futures: Mapping[str, Future[T]], abandoned: Abandoned | None) -> tuple[dict[str, Future[T]], set[str]]:
     """Wait until each host's future is done or the host is abandoned; returns (the done
     futures, the hosts given up on). Per host, not all-or-nothing: a hung host costs the
-    others nothing once it is abandoned."""
-    pending = dict(futures)
+    others nothing once it is abandoned.
+
+    Each future reports its own end (a done-callback), so the wait costs the same per host
+    whatever the number of hosts: waking on the first of all pending futures and looking at
+    each of them again made a converge of 2,000 hosts quadratic (~4 million lock takes)."""
+    finished: queue.SimpleQueue[str] = queue.SimpleQueue()
+    for host, fut in futures.items():
+        fut.add_done_callback(partial(_put, finished, host))
+    pending = set(futures)
     done: dict[str, Future[T]] = {}
     given_up: set[str] = set()
     while pending:
-        if abandoned is None:
-            wait(pending.values())
-        else:
-            wait(pending.values(), timeout=WAKE_EVERY, return_when=FIRST_COMPLETED)
-        for name, fut in list(pending.items()):
-            if fut.done():
-                done[name] = pending.pop(name)
-            elif abandoned is not None and name in abandoned:
-                del pending[name]
-                given_up.add(name)
+        name: str | None
+        try:
+            name = finished.get(timeout=None if abandoned is None else WAKE_EVERY)
+        except queue.Empty:
+            name = None
+        while name is not None:
+            if name in pending:
+                pending.discard(name)
+                done[name] = futures[name]
+            try:
+                name = finished.get_nowait()
+            except queue.Empty:
+                name = None
+        if abandoned is not None and pending:
+            gone = abandoned.among(pending)
+            pending -= gone
+            given_up |= gone
     return done, given_up
 
 
