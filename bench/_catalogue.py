@@ -173,6 +173,7 @@ BENCHES: tuple[Bench, ...] = (
         "bench_write_path",
         needs=frozenset({POSTGRES}),
         smoke=("--hosts", "8", "--vpcs", "8", "--attachments", "40", "--no-fsync"),
+        smoke_only=("--vpc-size", "50"),
         figures=(
             F("bulk insert of the file's documents (baseline)", r"^baseline: bulk insert .*: {v} s", "s", None),
             F("l2vpc {what}", r"^l2vpc (?P<what>plan from empty|apply --agents memory|re-plan \(no-op\)"
@@ -185,6 +186,15 @@ BENCHES: tuple[Bench, ...] = (
               r"^engine, (?P<store>SQLite|PostgreSQL): baseline multi-row INSERT .* documents {v} s", "s", None),
             F("engine write / INSERT, {store}", r"^engine, (?P<store>SQLite|PostgreSQL): baseline .*; ratio {v}x",
               "x", "lower"),
+            F("create into a big VPC, {store}, {mode}",
+              r"^big VPC, (?P<store>SQLite|PostgreSQL), (?P<mode>one transaction each|in batches of 4): {v} ms CPU",
+              "ms", noise=0.1),
+            F("create into an empty VPC, {store}, {mode} (baseline)",
+              r"^big VPC, (?P<store>SQLite|PostgreSQL), (?P<mode>one transaction each|in batches of 4): .*, {v} ms "
+              r"into an empty one", "ms", None, noise=0.1),
+            F("big / empty VPC, {store}, {mode}",
+              r"^big VPC, (?P<store>SQLite|PostgreSQL), (?P<mode>one transaction each|in batches of 4): .*; ratio {v}x",
+              "x", "lower", noise=0.3),
         ),
     ),
     Bench(

@@ -11,9 +11,13 @@
    (`Engine.create_many`), on SQLite and on a throwaway PostgreSQL, hosts and VPCs written
    before the clock starts. Target: <= 2 s on each. Baseline: a plain multi-row INSERT of the
    same documents into a table of the same database; the ratio target is <= 3x.
+3. big VPC: attachments created into a VPC that holds --vpc-size (5,000) already, against the same
+   creates into an empty VPC (the baseline), one transaction each and in batches of 4, on SQLite
+   and PostgreSQL: a create must cost the same whatever the size of its VPC (Pods joining a big
+   VPC; the ratio should stay near 1x).
 
     .venv/bin/python bench/bench_write_path.py [--hosts 1000] [--vpcs 1000] [--attachments 10000]
-        [--no-postgres] [--no-fsync]
+        [--vpc-size 5000] [--no-postgres] [--no-fsync] [--only file|engine|big-vpc]
 """
 
 from __future__ import annotations
@@ -205,6 +209,43 @@ def engine_part(store: str, url: str, args: argparse.Namespace, baseline: Callab
           f"ratio {seconds / base:.1f}x (target <= 3x)", flush=True)
 
 
+def big_vpc_part(store: str, url: str, size: int) -> None:
+    """Creates into a VPC already holding `size` attachments against creates into an empty one
+    (same store, same hosts; both VPCs run DHCP, whose server placement looked at all members):
+    CPU per create, one transaction each and in batches of 4 (the controller's group commit)."""
+    with open_store(url) as st:
+        engine = Engine(st, LocalAgentPool(), secrets=SecretBox(KEY))
+        for i in range(20):
+            engine.register_host({"name": f"b{i:02d}", "region": "big", "underlay_ip": f"10.254.0.{i + 1}"})
+
+        def vpc(name: str, second: int) -> Any:
+            return engine.create("vpc", {"name": name, "region": "big", "cidr": f"10.{second}.0.0/16",
+                                         "dhcp": {"range_start": f"10.{second}.250.1", "range_end": f"10.{second}.250.250"}})
+
+        def att(v: Any, second: int, n: int, tag: str) -> dict[str, Any]:
+            return {"vpc_id": v.id, "workload": f"{tag}{n}", "host": f"b{n % 20:02d}", "ip_mode": "static",
+                    "ip_address": f"10.{second}.{n // 250}.{n % 250 + 1}/16"}
+
+        empty, big = vpc("empty-vpc", 250), vpc("big-vpc", 251)
+        for start in range(0, size, 2000):
+            engine.create_many("attachment", [att(big, 251, n, "p") for n in range(start, min(size, start + 2000))])
+        figures: dict[tuple[str, str], float] = {}
+        for name, v, second in (("empty", empty, 250), ("big", big, 251)):
+            base = size + 1
+            cpu = time.process_time()
+            for n in range(base, base + 200):
+                engine.create("attachment", att(v, second, n, "a"))
+            figures[(name, "alone")] = (time.process_time() - cpu) / 200 * 1e3
+            cpu = time.process_time()
+            for n in range(base + 200, base + 400, 4):
+                engine.create_many("attachment", [att(v, second, n + k, "b") for k in range(4)])
+            figures[(name, "batch")] = (time.process_time() - cpu) / 200 * 1e3
+    for mode, what in (("alone", "one transaction each"), ("batch", "in batches of 4")):
+        e, b = figures[("empty", mode)], figures[("big", mode)]
+        print(f"big VPC, {store}, {what}: {b:.2f} ms CPU per create into a VPC of {size:,} attachments, "
+              f"{e:.2f} ms into an empty one (baseline); ratio {b / e:.2f}x", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", type=int, default=1000)
@@ -212,7 +253,8 @@ def main() -> int:
     ap.add_argument("--attachments", type=int, default=10000)
     ap.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL part")
     ap.add_argument("--no-fsync", action="store_true", help="throwaway PostgreSQL without fsync (as in tests)")
-    ap.add_argument("--only", choices=("file", "engine"), help="run one part")
+    ap.add_argument("--only", choices=("file", "engine", "big-vpc"), help="run one part")
+    ap.add_argument("--vpc-size", type=int, default=5000, help="attachments in the big VPC (part 3)")
     args = ap.parse_args()
     if args.vpcs < 1 or args.hosts < REGIONS or not 0 < args.attachments <= args.vpcs * 80:
         raise SystemExit(f"need --hosts >= {REGIONS}, --vpcs >= 1 and 0 < --attachments <= 80 per VPC")
@@ -220,9 +262,13 @@ def main() -> int:
         tmp = Path(d)
         if args.only in (None, "file"):
             topology_file_part(args, tmp)
-        if args.only in (None, "engine"):
+        engine, big = args.only in (None, "engine"), args.only in (None, "big-vpc")
+        if engine or big:
             db = str(tmp / "engine.db")
-            engine_part("SQLite", db, args, lambda atts: insert_baseline_sqlite(db, atts))
+            if engine:
+                engine_part("SQLite", db, args, lambda atts: insert_baseline_sqlite(db, atts))
+            if big:
+                big_vpc_part("SQLite", str(tmp / "big.db"), args.vpc_size)
             if args.no_postgres:
                 return 0
             reason = pg_server.missing_reason()
@@ -230,8 +276,11 @@ def main() -> int:
                 print(f"engine, PostgreSQL: skipped ({reason})")
                 return 0
             with pg_server.running_server(durable=not args.no_fsync) as pg:
-                url = pg.create_database("bench")
-                engine_part("PostgreSQL", url, args, lambda atts: insert_baseline_postgres(url, atts))
+                if engine:
+                    url = pg.create_database("bench")
+                    engine_part("PostgreSQL", url, args, lambda atts: insert_baseline_postgres(url, atts))
+                if big:
+                    big_vpc_part("PostgreSQL", pg.create_database("big"), args.vpc_size)
     return 0
 
 

@@ -187,25 +187,33 @@ class Context:
         return [self.parsed(Attachment, so) for so in stored]
 
     # ------------------------------------------------------------------ DHCP placement
-    def replace_dhcp(self, vpc: VPC, hosts: Mapping[str, Host]) -> None:
+    def replace_dhcp(self, vpc: VPC, hosts: Mapping[str, Host], *, grown: bool = False) -> None:
         """Place the VPC's DHCP server again after its members changed. `vpc` as read in this
         transaction (so current: writers hold the store's lock); `hosts`: those read already
         (the members' other hosts are read here). In a batch, once per VPC at its end
-        (`finish_batch`): placing after each of a VPC's creates re-read all its members."""
+        (`finish_batch`): placing after each of a VPC's creates re-read all its members.
+        `grown`: members were only added (see _place_dhcp)."""
         if vpc.dhcp is None and vpc.dhcp_host is None:
             return  # no DHCP server to place
         if isinstance(self.tx, CachedTransaction):
             self.tx.deferred.setdefault("dhcp", set()).add(vpc.id)
+            if not grown:
+                self.tx.deferred.setdefault("dhcp_full", set()).add(vpc.id)
             return
-        self._place_dhcp(vpc.id, hosts)
+        self._place_dhcp(vpc.id, hosts, grown=grown)
 
-    def _place_dhcp(self, vpc_id: str, hosts: Mapping[str, Host]) -> None:
+    def _place_dhcp(self, vpc_id: str, hosts: Mapping[str, Host], *, grown: bool = False) -> None:
         so = self.tx.get("vpc", vpc_id)
         if so is None:
             return  # deleted later in the same batch
         current = self.parsed(VPC, so)
         if current.dhcp is None and current.dhcp_host is None:
             return  # no DHCP server to place
+        if grown and current.dhcp is not None and current.dhcp_host is not None \
+                and self._carries_up(vpc_id, current.dhcp_host, hosts):
+            # Placement keeps a host that is up and carries the VPC, and new members take no
+            # host away: nothing moves, and the VPC's members (thousands, for Pods) stay unread.
+            return
         members = self.members(vpc_id)
         member_hosts = {a.host for a in members if a.host}
         if not member_hosts <= set(hosts):
@@ -214,14 +222,21 @@ class Context:
         if placed.dhcp_host != current.dhcp_host:
             self.tx.update("vpc", vpc_id, dump(placed), so.generation)
 
+    def _carries_up(self, vpc_id: str, host: str, hosts: Mapping[str, Host]) -> bool:
+        """Whether `host` is up and has an attachment of the VPC (two indexes, not its members)."""
+        h = hosts.get(host) or self.hosts_named({host}).get(host)
+        return h is not None and h.status == "up" and \
+            self.tx.pools_share(alloc.pool_members(vpc_id), alloc.pool_on_host(host))
+
 
 def place_deferred(tx: CachedTransaction, secrets: SecretBox) -> None:
     """Each VPC whose members a batch changed gets its DHCP server placed, once (kept as
     updates of the batch, see store/cached.py)."""
     vpcs = sorted(tx.deferred.pop("dhcp", ()))
+    full = tx.deferred.pop("dhcp_full", set())
     cx = Context(tx, secrets)
     for vpc_id in vpcs:
-        cx._place_dhcp(vpc_id, {})
+        cx._place_dhcp(vpc_id, {}, grown=vpc_id not in full)
 
 
 def finish_batch(tx: CachedTransaction, secrets: SecretBox) -> None:

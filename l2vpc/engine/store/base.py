@@ -113,6 +113,22 @@ class Transaction(abc.ABC):
         """Whether `owner` holds any value in `pool` (one row where the store can)."""
         return owner in self.allocations(pool).values()
 
+    def pools_share(self, pool: str, other: str) -> bool:
+        """Whether some value is in both pools (one indexed query where the store can): e.g.
+        whether a host carries a VPC (its attachments' index and the host's)."""
+        return not set(self.allocations(pool)).isdisjoint(self.allocations(other))
+
+    def holders(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """`holder` of each (pool, value) pair, in one round trip where the store can; pairs
+        nobody holds are left out. For values of pools that grow with a VPC (its addresses,
+        MACs): a create asks about its own values, not the whole pool."""
+        out: dict[tuple[str, str], str] = {}
+        for pool, value in pairs:
+            owner = self.holder(pool, value)
+            if owner is not None:
+                out[(pool, value)] = owner
+        return out
+
     def create_new(self, kind: str, ident: str, data: dict[str, Any], tenant: str = "") -> StoredObject:
         """`create` for an id just generated for it (random): a store may send it together with
         the next statement; a clash then raises ConflictError there, failing the transaction."""

@@ -39,6 +39,9 @@ class CachedTransaction(Transaction):
         self._derived: dict[tuple[str, str], Any] = {}  # computed from whole kinds (see derived())
         self._pools: dict[str, dict[str, str]] = {}  # complete pools: the store's + kept claims
         self._sizes: dict[str, int] = {}  # sizes of pools read as sizes only, kept claims counted
+        # Holders of single values of pools not read whole (a VPC's addresses and MACs grow with
+        # it): what the store said, None for free; kept claims are in _claims_by_pool.
+        self._holders: dict[tuple[str, str], str | None] = {}
         self._blocks: dict[str, deque[int]] = {}  # counter values taken ahead, handed out in order
         # Kept writes, sent by flush().
         self._new: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
@@ -106,6 +109,7 @@ class CachedTransaction(Transaction):
             claims = [(pool, value, owner) for (pool, value), owner in self._claims.items()]
             self._new, self._new_kinds, self._claims, self._claims_by_pool = {}, {}, {}, {}
             self._tx.write_many(objects, claims)
+            self._holders.update(((pool, value), owner) for pool, value, owner in claims)
         if self._updates:
             updates = [(kind, ident, data, generation) for (kind, ident), (data, generation) in self._updates.items()]
             self._updates = {}
@@ -148,13 +152,29 @@ class CachedTransaction(Transaction):
         if not attachments:
             return
         # Imported here: the allocator imports the store package.
-        from l2vpc.engine.allocator import pool_ifname, pool_ip, pool_mac, pool_members
+        from l2vpc.engine.allocator import counter_mac, pool_ifname, pool_ip, pool_mac
 
-        pools = self.prefetch_pools([pool_ifname(w) for w in workloads] + [pool_mac(v) for v in vpcs]
-                                    + [pool_ip(v) for v in vpcs] + [pool_members(v) for v in vpcs])
-        siblings = {owner for p, held in pools.items() if p.startswith("ifname:") for owner in held.values()}
-        members = {owner for p, held in pools.items() if p.startswith("member:") for owner in held.values()}
-        stored = self.get_many("attachment", siblings | members)
+        # Whole pools only where a create reads them whole: its workload's interface names. A
+        # VPC's addresses, MACs and members grow with it: only the values these creates take
+        # are looked up (a DHCP server is placed again from its members only when its host no
+        # longer serves, kinds/context.py).
+        pools = self.prefetch_pools([pool_ifname(w) for w in workloads])
+        numbers = iter(mac_numbers)
+        values: list[tuple[str, str]] = []
+        for d in attachments:
+            vpc = d.get("vpc_id")
+            if not isinstance(vpc, str):
+                continue
+            ip, mac = d.get("ip_address"), d.get("mac_address")
+            if isinstance(ip, str):
+                values.append((pool_ip(vpc), ip.split("/")[0]))
+            if isinstance(mac, str) and mac:
+                values.append((pool_mac(vpc), mac.lower()))
+            elif (n := next(numbers, None)) is not None:
+                values.append((pool_mac(vpc), counter_mac(n)))  # the MAC it will most likely get
+        self.prefetch_holders(values)
+        siblings = {owner for held in pools.values() for owner in held.values()}
+        stored = self.get_many("attachment", siblings)
         self.get_many("host", {str(o.data.get("host")) for o in stored if o.data.get("host")})
         if mac_numbers:
             self._blocks.setdefault("mac", deque()).extend(mac_numbers)
@@ -315,7 +335,7 @@ class CachedTransaction(Transaction):
 
     # ------------------------------------------------------------------ allocations
     def reserve(self, pool: str, value: str, owner: str) -> None:
-        holder = self._pool(pool).get(value)
+        holder = self.holder(pool, value)
         if holder == owner:
             return  # the same owner claiming again: a no-op, as in the store
         if holder is not None:
@@ -326,7 +346,8 @@ class CachedTransaction(Transaction):
         # A value the caller has just seen free: checked against what is known here; the
         # store checks again at flush.
         held = self._pools.get(pool)
-        holder = held.get(value) if held is not None else self._claims_by_pool.get(pool, {}).get(value)
+        holder = held.get(value) if held is not None else (
+            self._claims_by_pool.get(pool, {}).get(value) or self._holders.get((pool, value)))
         if holder == owner:
             return
         if holder is not None:
@@ -347,6 +368,7 @@ class CachedTransaction(Transaction):
         self._direct()
         self._tx.release_owner(owner, pool)
         self._sizes.clear()
+        self._holders.clear()
         for name, held in self._pools.items():
             if pool is None or name == pool:
                 for value in [v for v, o in held.items() if o == owner]:
@@ -356,7 +378,41 @@ class CachedTransaction(Transaction):
         return dict(self._pool(pool))
 
     def holder(self, pool: str, value: str) -> str | None:
-        return self.prefetch_pools([pool])[pool].get(value)
+        """Who holds `value`: from the pool when it was read whole, else from this batch's
+        claims or the store (that one value, remembered)."""
+        held = self._pools.get(pool)
+        if held is not None:
+            return held.get(value)
+        mine = self._claims_by_pool.get(pool, {}).get(value)
+        if mine is not None:
+            return mine
+        key = (pool, value)
+        if key not in self._holders:
+            self._holders[key] = self._tx.holder(pool, value)
+        return self._holders[key]
+
+    def pools_share(self, pool: str, other: str) -> bool:
+        a, b = self._pools.get(pool), self._pools.get(other)
+        if a is not None and b is not None:
+            return not a.keys().isdisjoint(b)
+        # Values claimed here are not in the store yet (a new attachment claims both its
+        # indexes together); the store answers for the rest.
+        if not self._claims_by_pool.get(pool, {}).keys().isdisjoint(self._claims_by_pool.get(other, {})):
+            return True
+        return self._tx.pools_share(pool, other)
+
+    def holders(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        pairs = list(pairs)
+        self.prefetch_holders(pairs)
+        return {key: owner for key in pairs if (owner := self.holder(*key)) is not None}
+
+    def prefetch_holders(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Read who holds each (pool, value) in one query (those of pools not read whole)."""
+        missing = sorted({key for key in pairs if key[0] not in self._pools and key not in self._holders})
+        if missing:
+            found = self._tx.holders(missing)
+            for key in missing:
+                self._holders[key] = found.get(key)
 
     def holds(self, owner: str, pool: str) -> bool:
         return owner in self.prefetch_pools([pool])[pool].values()

@@ -119,6 +119,9 @@ class Statements:
         self.release_pool = f"DELETE FROM allocations WHERE owner = {p} AND pool = {p}"
         self.allocations = f"SELECT value, owner FROM allocations WHERE pool = {p}"
         self.allocations_many = d.rows_of_each("pool, value, owner", "allocations", "pool")
+        self.holders_each = d.rows_of_pairs(("pool", "value", "owner"), "allocations", ("pool", "value"))
+        self.pools_share = (f"SELECT 1 FROM allocations AS a JOIN allocations AS b ON b.pool = {p} "
+                            f"AND b.value = a.value WHERE a.pool = {p} LIMIT 1")
         self.pool_sizes = f"SELECT pool, count(*) FROM allocations WHERE {one_of('pool')} GROUP BY pool"
         # Counted pools: their sizes, kept by the triggers of migration 5 (O(1), not O(size)).
         self.pool_counts = f"SELECT pool, size FROM pool_counts WHERE {one_of('pool')} AND size > 0"
@@ -342,6 +345,18 @@ class SqlTransaction(Transaction):
         if not (lookup_key("owner", owner) and lookup_key("pool", pool)):
             return False
         return bool(self.rows(self._sql.holds, (owner, pool)))
+
+    def pools_share(self, pool: str, other: str) -> bool:
+        if not (lookup_key("pool", pool) and lookup_key("pool", other)):
+            return False
+        return bool(self.rows(self._sql.pools_share, (other, pool)))
+
+    def holders(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        wanted = sorted({(p, v) for p, v in pairs if lookup_key("pool", p) and lookup_key("value", v)})
+        if not wanted:
+            return {}
+        rows = self.rows(self._sql.holders_each, self.dialect.batch_params(wanted, 2))
+        return {(str(p), str(v)): str(o) for p, v, o in rows}
 
     def allocations_many(self, pools: Iterable[str]) -> dict[str, dict[str, str]]:
         names = sorted({p for p in pools if lookup_key("pool", p)})
