@@ -77,7 +77,7 @@ class AttachmentKind(Kind[Attachment]):
         tx.claim(alloc.pool_on_host(host), ident, ident)
         att = copy_with(att, {"interface_name": ifname, "mac_address": mac})
         self.insert(cx, att, ident)
-        cx.replace_dhcp(vpc, hosts, grown=True)
+        cx.replace_dhcp(vpc, hosts)
         return att
 
     @staticmethod

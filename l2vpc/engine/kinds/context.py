@@ -187,32 +187,30 @@ class Context:
         return [self.parsed(Attachment, so) for so in stored]
 
     # ------------------------------------------------------------------ DHCP placement
-    def replace_dhcp(self, vpc: VPC, hosts: Mapping[str, Host], *, grown: bool = False) -> None:
+    def replace_dhcp(self, vpc: VPC, hosts: Mapping[str, Host]) -> None:
         """Place the VPC's DHCP server again after its members changed. `vpc` as read in this
         transaction (so current: writers hold the store's lock); `hosts`: those read already
         (the members' other hosts are read here). In a batch, once per VPC at its end
-        (`finish_batch`): placing after each of a VPC's creates re-read all its members.
-        `grown`: members were only added (see _place_dhcp)."""
+        (`finish_batch`): placing after each of a VPC's creates re-read all its members."""
         if vpc.dhcp is None and vpc.dhcp_host is None:
             return  # no DHCP server to place
         if isinstance(self.tx, CachedTransaction):
             self.tx.deferred.setdefault("dhcp", set()).add(vpc.id)
-            if not grown:
-                self.tx.deferred.setdefault("dhcp_full", set()).add(vpc.id)
             return
-        self._place_dhcp(vpc.id, hosts, grown=grown)
+        self._place_dhcp(vpc.id, hosts)
 
-    def _place_dhcp(self, vpc_id: str, hosts: Mapping[str, Host], *, grown: bool = False) -> None:
+    def _place_dhcp(self, vpc_id: str, hosts: Mapping[str, Host]) -> None:
         so = self.tx.get("vpc", vpc_id)
         if so is None:
             return  # deleted later in the same batch
         current = self.parsed(VPC, so)
         if current.dhcp is None and current.dhcp_host is None:
             return  # no DHCP server to place
-        if grown and current.dhcp is not None and current.dhcp_host is not None \
+        if current.dhcp is not None and current.dhcp_host is not None \
                 and self._carries_up(vpc_id, current.dhcp_host, hosts):
-            # Placement keeps a host that is up and carries the VPC, and new members take no
-            # host away: nothing moves, and the VPC's members (thousands, for Pods) stay unread.
+            # Placement keeps a host that is up and still carries the VPC (pick_service_host),
+            # whatever else changed: nothing moves, and the VPC's members (thousands, for Pods)
+            # stay unread. Two indexes tell; only when its host no longer serves are they read.
             return
         members = self.members(vpc_id)
         member_hosts = {a.host for a in members if a.host}
@@ -233,10 +231,9 @@ def place_deferred(tx: CachedTransaction, secrets: SecretBox) -> None:
     """Each VPC whose members a batch changed gets its DHCP server placed, once (kept as
     updates of the batch, see store/cached.py)."""
     vpcs = sorted(tx.deferred.pop("dhcp", ()))
-    full = tx.deferred.pop("dhcp_full", set())
     cx = Context(tx, secrets)
     for vpc_id in vpcs:
-        cx._place_dhcp(vpc_id, {}, grown=vpc_id not in full)
+        cx._place_dhcp(vpc_id, {})
 
 
 def finish_batch(tx: CachedTransaction, secrets: SecretBox) -> None:
