@@ -20,6 +20,7 @@ from l2vpc.hostconfig import INTERFACE_NAMES, MAX_VNI
 VNI_BASE = 4096  # leave the low VNIs to operators
 # Locally administered unicast prefix for generated MACs: 02:4c:32 ("L2").
 MAC_PREFIX = (0x02, 0x4C, 0x32)
+_MAC_PREFIX_TEXT = ":".join(f"{b:02x}" for b in MAC_PREFIX)
 PEERING_SPACE = ipaddress.IPv4Network("169.254.0.0/16")
 
 
@@ -69,7 +70,7 @@ def allocate_vni(tx: Transaction, owner: str) -> int:
 def counter_mac(n: int) -> str:
     """The MAC address the global counter's value `n` stands for."""
     n %= 1 << 24
-    return ":".join(f"{b:02x}" for b in (*MAC_PREFIX, n >> 16, (n >> 8) & 0xFF, n & 0xFF))
+    return f"{_MAC_PREFIX_TEXT}:{n >> 16:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
 
 
 # A VPC's MACs and addresses are looked up one value at a time (Transaction.holder), never read

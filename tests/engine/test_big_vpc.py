@@ -177,3 +177,28 @@ def test_a_server_host_recorded_down_is_left_at_the_next_create(tmp_path: Path) 
         assert engine.get("vpc", vpc.id).dhcp_host == "h1"  # a record alone moves nothing
         engine.create_many("attachment", [_attachment(vpc, 2, 2)])
         assert engine.get("vpc", vpc.id).dhcp_host == "h2"  # h1 is down: the first carrier up
+
+
+def test_a_mac_a_user_chose_in_the_counters_range_is_skipped(open_: Callable[[], Store]) -> None:
+    """The counter's next MACs are looked up as one range per VPC: a MAC a user took in that
+    range is still seen, and the create that would have got it takes the next one."""
+    with open_() as store:
+        engine = _engine(store)
+        vpc = engine.create("vpc", {"name": "v", "region": "r1", "cidr": "10.0.0.0/16"})
+
+        def next_macs(count: int) -> list[str]:
+            with store.transaction() as tx:
+                current = tx.current_sequence("mac")
+            return [alloc.counter_mac(current + k) for k in range(1, count + 1)]
+
+        taken = next_macs(2)
+        for n, mac in enumerate(taken):  # the next two counter values' MACs, chosen by users
+            engine.create("attachment", {**_attachment(vpc, 900 + n, 0), "mac_address": mac})
+        batch = engine.create_many("attachment", [_attachment(vpc, n, 1) for n in range(3)])
+        assert all(isinstance(a, Attachment) for a in batch), batch
+        one_taken = next_macs(1)
+        engine.create("attachment", {**_attachment(vpc, 910, 0), "mac_address": one_taken[0]})
+        alone = engine.create("attachment", _attachment(vpc, 3, 2))
+        macs = [a.mac_address for a in engine.list("attachment")]
+        assert len(macs) == len(set(macs)) == 7
+        assert not {a.mac_address for a in [*batch, alone]} & {*taken, *one_taken}

@@ -206,11 +206,7 @@ class Context:
         current = self.parsed(VPC, so)
         if current.dhcp is None and current.dhcp_host is None:
             return  # no DHCP server to place
-        if current.dhcp is not None and current.dhcp_host is not None \
-                and self._carries_up(vpc_id, current.dhcp_host, hosts):
-            # Placement keeps a host that is up and still carries the VPC (pick_service_host),
-            # whatever else changed: nothing moves, and the VPC's members (thousands, for Pods)
-            # stay unread. Two indexes tell; only when its host no longer serves are they read.
+        if self._server_stays(current, hosts):
             return
         members = self.members(vpc_id)
         member_hosts = {a.host for a in members if a.host}
@@ -220,11 +216,18 @@ class Context:
         if placed.dhcp_host != current.dhcp_host:
             self.tx.update("vpc", vpc_id, dump(placed), so.generation)
 
-    def _carries_up(self, vpc_id: str, host: str, hosts: Mapping[str, Host]) -> bool:
-        """Whether `host` is up and has an attachment of the VPC (two indexes, not its members)."""
+    def _server_stays(self, vpc: VPC, hosts: Mapping[str, Host]) -> bool:
+        """Whether the VPC's DHCP server stays where it is, told without reading its members.
+
+        Placement keeps a host that is up and still carries the VPC (pick_service_host),
+        whatever else changed, so the VPC's members (thousands, for Pods) are read only when
+        its host no longer serves. Two indexes tell whether the host carries it."""
+        host = vpc.dhcp_host
+        if vpc.dhcp is None or host is None:
+            return False
         h = hosts.get(host) or self.hosts_named({host}).get(host)
         return h is not None and h.status == "up" and \
-            self.tx.pools_share(alloc.pool_members(vpc_id), alloc.pool_on_host(host))
+            self.tx.pools_share(alloc.pool_members(vpc.id), alloc.pool_on_host(host))
 
 
 def place_deferred(tx: CachedTransaction, secrets: SecretBox) -> None:
@@ -232,7 +235,14 @@ def place_deferred(tx: CachedTransaction, secrets: SecretBox) -> None:
     updates of the batch, see store/cached.py)."""
     vpcs = sorted(tx.deferred.pop("dhcp", ()))
     cx = Context(tx, secrets)
-    for vpc_id in vpcs:
+    # The members of the VPCs placed from them, read together (a file's 500 new DHCP VPCs:
+    # one query, not 500).
+    placed = [v for v in vpcs if (so := tx.get("vpc", v)) is not None
+              and not cx._server_stays(cx.parsed(VPC, so), {})]
+    if placed:
+        pools = tx.prefetch_pools([alloc.pool_members(v) for v in placed])
+        tx.get_many("attachment", {a for held in pools.values() for a in held})
+    for vpc_id in placed:
         cx._place_dhcp(vpc_id, {})
 
 

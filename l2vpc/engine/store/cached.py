@@ -42,6 +42,7 @@ class CachedTransaction(Transaction):
         # Holders of single values of pools not read whole (a VPC's addresses and MACs grow with
         # it): what the store said, None for free; kept claims are in _claims_by_pool.
         self._holders: dict[tuple[str, str], str | None] = {}
+        self._ranges: dict[str, tuple[str, str]] = {}  # pool -> values low..high whose holders are in _holders
         self._blocks: dict[str, deque[int]] = {}  # counter values taken ahead, handed out in order
         # Kept writes, sent by flush().
         self._new: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
@@ -159,8 +160,8 @@ class CachedTransaction(Transaction):
         # are looked up (a DHCP server is placed again from its members only when its host no
         # longer serves, kinds/context.py).
         pools = self.prefetch_pools([pool_ifname(w) for w in workloads])
-        numbers = iter(mac_numbers)
         values: list[tuple[str, str]] = []
+        counted: set[str] = set()  # MAC pools of the VPCs whose new MACs come from the counter
         for d in attachments:
             vpc = d.get("vpc_id")
             if not isinstance(vpc, str):
@@ -170,9 +171,17 @@ class CachedTransaction(Transaction):
                 values.append((pool_ip(vpc), ip.split("/")[0]))
             if isinstance(mac, str) and mac:
                 values.append((pool_mac(vpc), mac.lower()))
-            elif (n := next(numbers, None)) is not None:
-                values.append((pool_mac(vpc), counter_mac(n)))  # the MAC it will most likely get
+            else:
+                counted.add(pool_mac(vpc))
         self.prefetch_holders(values)
+        # The MAC counter values these creates will take (given, or taken ahead by take_block)
+        # stand for MACs in one narrow range: who holds any of it, in every VPC, in one query
+        # (nearly always nobody: only a MAC a user chose can be there).
+        numbers = mac_numbers or self._blocks.get("mac", ())
+        if counted and numbers:
+            low, high = min(numbers), max(numbers)
+            if high - low < 1 << 20 and low % (1 << 24) <= high % (1 << 24):  # no wrap-around
+                self.prefetch_range(counted, counter_mac(low), counter_mac(high))
         siblings = {owner for held in pools.values() for owner in held.values()}
         stored = self.get_many("attachment", siblings)
         self.get_many("host", {str(o.data.get("host")) for o in stored if o.data.get("host")})
@@ -369,6 +378,7 @@ class CachedTransaction(Transaction):
         self._tx.release_owner(owner, pool)
         self._sizes.clear()
         self._holders.clear()
+        self._ranges.clear()
         for name, held in self._pools.items():
             if pool is None or name == pool:
                 for value in [v for v, o in held.items() if o == owner]:
@@ -388,6 +398,9 @@ class CachedTransaction(Transaction):
             return mine
         key = (pool, value)
         if key not in self._holders:
+            span = self._ranges.get(pool)
+            if span is not None and span[0] <= value <= span[1]:
+                return None  # the range was read: not held
             self._holders[key] = self._tx.holder(pool, value)
         return self._holders[key]
 
@@ -405,6 +418,14 @@ class CachedTransaction(Transaction):
         pairs = list(pairs)
         self.prefetch_holders(pairs)
         return {key: owner for key in pairs if (owner := self.holder(*key)) is not None}
+
+    def prefetch_range(self, pools: Iterable[str], low: str, high: str) -> None:
+        """Read who holds any value low..high of each pool (not read whole) in one query."""
+        pools = sorted({p for p in pools if p not in self._pools and p not in self._ranges})
+        if pools:
+            self._holders.update(self._tx.holders_between(pools, low, high))
+            for p in pools:
+                self._ranges[p] = (low, high)
 
     def prefetch_holders(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Read who holds each (pool, value) in one query (those of pools not read whole)."""

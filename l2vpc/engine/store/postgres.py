@@ -177,14 +177,15 @@ class PostgresDialect(Dialect):
     def values(self, items: Sequence[str]) -> object:
         return list(items)
 
-    def rows_of_each(self, columns: str, table: str, column: str) -> str:
+    def rows_of_each(self, columns: str, table: str, column: str, also: str = "") -> str:
         # Not `column = ANY(%s)`: without statistics (a new database, a table grown since the
         # last ANALYZE) the planner guesses 0.5% of the rows per value and scans the whole table
         # for a few dozen values (~10 ms at 60,000 allocations: most of a create's cost in
         # bench_controller_api.py). One index lookup per value whatever it guesses (OFFSET 0
         # keeps the subquery from being merged into a join it would plan the same way).
         return (f"SELECT t.* FROM unnest(%s::text[]) AS k(v) CROSS JOIN LATERAL "
-                f"(SELECT {columns} FROM {table} WHERE {table}.{column} = k.v OFFSET 0) AS t")
+                f"(SELECT {columns} FROM {table} WHERE {table}.{column} = k.v{f' AND {also}' if also else ''} "
+                "OFFSET 0) AS t")
 
     def batch(self, columns: Sequence[tuple[str, str]]) -> str:
         arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)

@@ -57,10 +57,11 @@ class Dialect(abc.ABC):
     def values(self, items: Sequence[str]) -> object:
         """The parameter for `one_of`."""
 
-    def rows_of_each(self, columns: str, table: str, column: str) -> str:
+    def rows_of_each(self, columns: str, table: str, column: str, also: str = "") -> str:
         """A query of `columns` of the rows of `table` whose `column` is one of the values of
-        one parameter made by `values()`, looked up key by key in `column`'s index."""
-        return f"SELECT {columns} FROM {table} WHERE {self.one_of(column)}"
+        one parameter made by `values()`, looked up key by key in `column`'s index; `also`: a
+        further condition on each row (its parameters after that one)."""
+        return f"SELECT {columns} FROM {table} WHERE {self.one_of(column)}{f' AND {also}' if also else ''}"
 
     def rows_of_pairs(self, columns: Sequence[str], table: str, keys: tuple[str, str]) -> str:
         """A query of `columns` of the rows of `table` whose two `keys` columns equal a pair of
@@ -120,6 +121,8 @@ class Statements:
         self.allocations = f"SELECT value, owner FROM allocations WHERE pool = {p}"
         self.allocations_many = d.rows_of_each("pool, value, owner", "allocations", "pool")
         self.holders_each = d.rows_of_pairs(("pool", "value", "owner"), "allocations", ("pool", "value"))
+        self.holders_between = d.rows_of_each("pool, value, owner", "allocations", "pool",
+                                              also=f"value >= {p} AND value <= {p}")
         self.pools_share = (f"SELECT 1 FROM allocations AS a JOIN allocations AS b ON b.pool = {p} "
                             f"AND b.value = a.value WHERE a.pool = {p} LIMIT 1")
         self.pool_sizes = f"SELECT pool, count(*) FROM allocations WHERE {one_of('pool')} GROUP BY pool"
@@ -350,6 +353,13 @@ class SqlTransaction(Transaction):
         if not (lookup_key("pool", pool) and lookup_key("pool", other)):
             return False
         return bool(self.rows(self._sql.pools_share, (other, pool)))
+
+    def holders_between(self, pools: Iterable[str], low: str, high: str) -> dict[tuple[str, str], str]:
+        names = sorted({p for p in pools if lookup_key("pool", p)})
+        if not names or not (lookup_key("value", low) and lookup_key("value", high)):
+            return {}
+        rows = self.rows(self._sql.holders_between, (self.dialect.values(names), low, high))
+        return {(str(p), str(v)): str(o) for p, v, o in rows}
 
     def holders(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
         wanted = sorted({(p, v) for p, v in pairs if lookup_key("pool", p) and lookup_key("value", v)})
