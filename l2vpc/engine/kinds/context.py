@@ -200,50 +200,53 @@ class Context:
         self._place_dhcp(vpc.id, hosts)
 
     def _place_dhcp(self, vpc_id: str, hosts: Mapping[str, Host]) -> None:
+        so = self._to_place(vpc_id, hosts)
+        if so is not None:
+            self._place_from_members(so, hosts)
+
+    def _to_place(self, vpc_id: str, hosts: Mapping[str, Host]) -> StoredObject | None:
+        """The VPC as stored when its DHCP server must be placed from its members, else None:
+        deleted (later in the same batch), no server to place, or the server stays.
+
+        Placement keeps a host that is up and still carries the VPC (pick_service_host),
+        whatever else changed, so the VPC's members (thousands, for Pods) are read only when
+        its host no longer serves. Two indexes tell whether the host carries it."""
         so = self.tx.get("vpc", vpc_id)
         if so is None:
-            return  # deleted later in the same batch
+            return None
+        vpc = self.parsed(VPC, so)
+        host = vpc.dhcp_host
+        if vpc.dhcp is None and host is None:
+            return None  # no DHCP server to place
+        if vpc.dhcp is not None and host is not None:
+            h = hosts.get(host) or self.hosts_named({host}).get(host)
+            if h is not None and h.status == "up" and \
+                    self.tx.pools_share(alloc.pool_members(vpc.id), alloc.pool_on_host(host)):
+                return None  # the server stays
+        return so
+
+    def _place_from_members(self, so: StoredObject, hosts: Mapping[str, Host]) -> None:
         current = self.parsed(VPC, so)
-        if current.dhcp is None and current.dhcp_host is None:
-            return  # no DHCP server to place
-        if self._server_stays(current, hosts):
-            return
-        members = self.members(vpc_id)
+        members = self.members(so.id)
         member_hosts = {a.host for a in members if a.host}
         if not member_hosts <= set(hosts):
             hosts = {**hosts, **self.hosts_named(member_hosts - set(hosts))}
         placed = place_dhcp(current, members, hosts)
         if placed.dhcp_host != current.dhcp_host:
-            self.tx.update("vpc", vpc_id, dump(placed), so.generation)
-
-    def _server_stays(self, vpc: VPC, hosts: Mapping[str, Host]) -> bool:
-        """Whether the VPC's DHCP server stays where it is, told without reading its members.
-
-        Placement keeps a host that is up and still carries the VPC (pick_service_host),
-        whatever else changed, so the VPC's members (thousands, for Pods) are read only when
-        its host no longer serves. Two indexes tell whether the host carries it."""
-        host = vpc.dhcp_host
-        if vpc.dhcp is None or host is None:
-            return False
-        h = hosts.get(host) or self.hosts_named({host}).get(host)
-        return h is not None and h.status == "up" and \
-            self.tx.pools_share(alloc.pool_members(vpc.id), alloc.pool_on_host(host))
+            self.tx.update("vpc", so.id, dump(placed), so.generation)
 
 
 def place_deferred(tx: CachedTransaction, secrets: SecretBox) -> None:
     """Each VPC whose members a batch changed gets its DHCP server placed, once (kept as
     updates of the batch, see store/cached.py)."""
-    vpcs = sorted(tx.deferred.pop("dhcp", ()))
     cx = Context(tx, secrets)
-    # The members of the VPCs placed from them, read together (a file's 500 new DHCP VPCs:
-    # one query, not 500).
-    placed = [v for v in vpcs if (so := tx.get("vpc", v)) is not None
-              and not cx._server_stays(cx.parsed(VPC, so), {})]
-    if placed:
-        pools = tx.prefetch_pools([alloc.pool_members(v) for v in placed])
+    todo = [so for v in sorted(tx.deferred.pop("dhcp", ())) if (so := cx._to_place(v, {})) is not None]
+    if todo:
+        # Their members read together (a file's 500 new DHCP VPCs: one query, not 500).
+        pools = tx.prefetch_pools([alloc.pool_members(so.id) for so in todo])
         tx.get_many("attachment", {a for held in pools.values() for a in held})
-    for vpc_id in placed:
-        cx._place_dhcp(vpc_id, {})
+    for so in todo:
+        cx._place_from_members(so, {})
 
 
 def finish_batch(tx: CachedTransaction, secrets: SecretBox) -> None:

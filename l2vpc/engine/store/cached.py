@@ -414,11 +414,6 @@ class CachedTransaction(Transaction):
             return True
         return self._tx.pools_share(pool, other)
 
-    def holders(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        pairs = list(pairs)
-        self.prefetch_holders(pairs)
-        return {key: owner for key in pairs if (owner := self.holder(*key)) is not None}
-
     def prefetch_range(self, pools: Iterable[str], low: str, high: str) -> None:
         """Read who holds any value low..high of each pool (not read whole) in one query."""
         pools = sorted({p for p in pools if p not in self._pools and p not in self._ranges})
