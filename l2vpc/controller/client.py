@@ -50,7 +50,7 @@ log = logging.getLogger("l2vpc.controller.client")
 MAX_MESSAGE_BYTES = 16 << 20
 DEFAULT_CALL_TIMEOUT = 30.0
 DEFAULT_RETRY_SECONDS = 15.0
-CHECK_TOKEN_TIMEOUT = 3.0  # the token check at configure: longer means "unreachable", told later
+CHECK_TOKEN_TIMEOUT = 10.0  # the token check at configure: longer means "unreachable", told later (a busy controller's first call, which loads the tokens, can take seconds)
 _FIRST_BACKOFF = 0.1
 _MAX_BACKOFF = 1.0
 # Slack on top of the converge wait the controller is asked for, so its own answer (with what

@@ -127,7 +127,10 @@ def test_two_probers_answer_each_other_over_udp_and_ignore_strangers() -> None:
             stranger.configure(HostConfig("c", "127.0.0.3", segments=(Segment(7, "v", 1500, ("127.0.0.1",)),)))
             for p in (a, b, stranger):
                 p.start()
-            time.sleep(1.5)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and min(a.stats()["replies_received"], b.stats()["requests_answered"],
+                                                      a.stats()["requests_answered"]) < 5:
+                time.sleep(0.05)
             sa, sb, sc = a.stats(), b.stats(), stranger.stats()
             assert sa["probes_sent"] >= 5 and sa["replies_received"] >= 5, sa
             assert sb["requests_answered"] >= 5 and sa["requests_answered"] >= 5, (sa, sb)

@@ -146,10 +146,10 @@ def test_bad_tokens_are_unauthenticated(ctl: ControllerHandle, client: Client, d
     token_id, _, secret = good[len("l2vpc_"):].partition("_")
     revoked = token(ctl)
     auth.revoke_token(ctl.store, auth.parse_token(revoked)[0])  # type: ignore[index]
-    short = auth.create_token(ctl.store, "tenant", tenant="acme", ttl=1)[1]
+    short = auth.create_token(ctl.store, "tenant", tenant="acme", ttl=3)[1]
     client.create(short, "vpc", {**VPC, "name": "early"})  # valid until it expires
     before = snapshot(db)
-    time.sleep(1.05)  # `short` expires; the revoke has reached the controller's token cache
+    time.sleep(3.05)  # `short` expires; the revoke has reached the controller's token cache
     request = pb.CreateRequest(kind="vpc", data_json=json.dumps(VPC))
     cases: list[tuple[str | None, tuple[tuple[str, str], ...], str]] = [
         (None, (), "authorization: Bearer"),
