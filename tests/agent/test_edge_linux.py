@@ -183,8 +183,8 @@ def test_layer3_session_routes_traffic_and_md5(lab: Lab, site: Site, prefix: str
     r = d_edge.converge(replace(c_edge, generation=3, edge_routers=(signed,)))
     assert r.ok and [(a.verb, a.path) for a in r.actions] == [("reconfigure", "edge_routers[id=dx-1]")]
     assert key not in repr(r) and key not in json.dumps(r.actual.to_dict())
-    time.sleep(2)  # two connect retries (1 s apart) fail
-    obs = d_edge.facts().observation(DX.id)
+    # Two connect retries (1 s apart) fail; then the report says why.
+    obs = wait_observation(d_edge, DX.id, lambda o: "no answer from the peer" in o.detail, timeout=15)
     assert obs is not None and obs.state == "down" and "BGP session with 169.254.10.1 is" in obs.detail, obs
     assert key not in obs.detail
     # What was seen and the likely causes, in the operator's words, not FRR's state name.
