@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from l2vpc.agent.daemon import Agent, AgentError, run, stop_on_signals
+from l2vpc.agent.daemon import Agent, AgentError, run
 from l2vpc.agent.drivers.base import Driver
 from l2vpc.agent.heartbeat import (
     ControllerLink,
@@ -48,6 +48,7 @@ from l2vpc.observability.listener import Listener, ListenerError
 from l2vpc.observability.logs import add_log_arguments
 from l2vpc.observability.logs import configure as configure_logs
 from l2vpc.pki import CertificateAuthority, PkiError, TlsFiles
+from l2vpc.stop_signals import StopSignals
 
 DRIVERS = ("linux", "memory")
 # Seconds a heartbeat may reuse the last facts read (a converge reads them too). The Linux
@@ -358,7 +359,7 @@ def _fleet(args: argparse.Namespace) -> int:
         tls.read()
         if controller is not None:
             controller[1].require([h["name"] for h in hosts])
-        stop = stop_on_signals()
+        stop = StopSignals(log)
         fleet = Fleet.open(hosts, Path(args.state_dir))
     except (FleetError, PkiError, HeartbeatError, AgentError) as e:
         raise AgentCliError(str(e)) from None

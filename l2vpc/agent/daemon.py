@@ -18,9 +18,7 @@ Nothing the agent sends back carries secrets: `desired` and `actual` in replies 
 from __future__ import annotations
 
 import logging
-import signal
 import stat
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +33,7 @@ from l2vpc.agentapi import wire
 from l2vpc.agentapi.channel import HOST_METADATA, MAX_MESSAGE_BYTES
 from l2vpc.observability.logs import from_metadata, request_scope
 from l2vpc.pki import TlsFiles
+from l2vpc.stop_signals import StopSignals
 
 if TYPE_CHECKING:
     from l2vpc.agent.heartbeat import HeartbeatScheduler
@@ -187,19 +186,6 @@ def serve(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, workers: int
     return server, addresses[0]
 
 
-def stop_on_signals() -> threading.Event:
-    """An event SIGTERM and SIGINT set (installed before serving: a stop request is never lost)."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    return stop
-
-
 def run(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, ready: Callable[[grpc.Server], Any] | None = None,
         heartbeats: HeartbeatScheduler | None = None, cni_socket: str | None = None,
         pod_control: PodControl | None = None) -> int:
@@ -210,7 +196,7 @@ def run(agent: Agent, listen: str | Sequence[str], tls: TlsFiles, ready: Callabl
     there (cni.py), and with `pod_control` (the controller link) Pods get VPCs on demand."""
     from l2vpc.agent.cni import CniServer, CniService
 
-    stop = stop_on_signals()
+    stop = StopSignals(log)  # before serving: a stop request is never lost
     server, _ = serve(agent, listen, tls)
     cni = CniServer(CniService(agent, agent.host, pod_control), cni_socket) if cni_socket else None
     log.info("agent for %s (%s driver) listening on %s", agent.host, agent.driver_name,

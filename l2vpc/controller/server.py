@@ -23,15 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import socket
 import stat
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -50,6 +48,7 @@ from l2vpc.engine.store import open_store
 from l2vpc.engine.store.base import Store
 from l2vpc.observability.listener import Listener, ListenerError, parse_address
 from l2vpc.pki import PkiError, TlsFiles, files_in, write_private
+from l2vpc.stop_signals import StopSignals
 
 if TYPE_CHECKING:  # loaded when metrics are on (prometheus_client is not needed otherwise)
     from l2vpc.controller.metrics import ControllerMetrics
@@ -313,14 +312,7 @@ def _observability(settings: ControllerSettings, store: Store, agents: GrpcAgent
 def run(settings: ControllerSettings, *, plane_factory: PlaneFactory | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then stop gracefully. Prints one line when ready:
     `controller <id> listening on <address>`."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with StopSignals(log) as stop:
         try:
             _, handle = serve(settings, plane_factory=plane_factory)
         except PkiError as e:
@@ -338,6 +330,3 @@ def run(settings: ControllerSettings, *, plane_factory: PlaneFactory | None = No
                 settings.ready_file.unlink(missing_ok=True)
         log.info("controller %s stopped", handle.controller_id)
         return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -68,3 +68,17 @@ class AgentProcess:
             self.proc.kill()
             self.proc.wait(10)
         self.sock.unlink(missing_ok=True)
+
+
+def signal_a_thread(pid: int, signum: int) -> int:
+    """Send `signum` to one of `pid`'s threads other than its main one (tgkill), as the kernel may
+    choose to for a signal sent to the process; returns that thread's id."""
+    import ctypes
+
+    others = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+    if not others:
+        raise AssertionError(f"process {pid} has no thread besides its main one")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, others[-1], signum) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill({pid}, {others[-1]}, {signum})")
+    return others[-1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from l2vpc.agent.drivers.memory import MemoryDriver
 from l2vpc.agentapi import wire
 from l2vpc.hostconfig import HostConfig
 from l2vpc.pki import CertificateAuthority
+from l2vpc.testing.daemons import signal_a_thread
 
 from .daemon_helpers import Pki, Running, client, make_pki, push, sample, start_agent
 
@@ -287,7 +289,10 @@ def test_converges_are_serialised(running: Running, pki: Pki) -> None:
         assert wire.config_from_pb(final.actual).same_dataplane(wire.config_from_pb(final.desired))
 
 
-def test_agent_process_serves_and_stops_on_sigterm(tmp_path: Path, pki: Pki) -> None:
+@pytest.mark.parametrize("to", ["process", "a worker thread"])
+def test_agent_process_serves_and_stops_on_sigterm(tmp_path: Path, pki: Pki, to: str) -> None:
+    """Also when the kernel hands the signal to one of gRPC's threads: the main thread must still
+    wake to act on it (an untimed wait there slept through it, and the agent never stopped)."""
     tls = pki.server("h1")
     sock = Path(f"/tmp/l2a-{os.getpid()}-{time.monotonic_ns()}.sock")
     proc = subprocess.Popen(
@@ -310,7 +315,10 @@ def test_agent_process_serves_and_stops_on_sigterm(tmp_path: Path, pki: Pki) -> 
                     time.sleep(0.05)
             assert h.pid == proc.pid and h.driver == "memory"
             assert push(s, sample(1)).status == pb.PushResponse.CONVERGED
-        proc.terminate()
+        if to == "process":
+            proc.terminate()
+        else:
+            signal_a_thread(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
         assert "generation 1 converged" in err

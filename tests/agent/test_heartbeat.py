@@ -405,7 +405,7 @@ def test_agent_run_flags(tmp_path: Path, ca: CertificateAuthority, controller: C
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert wait_for(lambda: len(controller.service.of("heartbeat")) >= 1, timeout=30), \
-            proc.stderr.read() if proc.poll() is not None else "no heartbeat"
+            proc.stderr.read() if proc.poll() is not None and proc.stderr else "no heartbeat"
         (reg,) = controller.service.of("register")
         assert isinstance(reg.request, cpb.RegisterRequest)
         assert json.loads(reg.request.host_json) == {"name": "h1", "region": "r1", "role": "compute",

@@ -22,6 +22,7 @@ from l2vpc.controller import auth
 from l2vpc.controller.cli import parse_duration
 from l2vpc.engine.errors import ValidationError
 from l2vpc.engine.store import open_store
+from l2vpc.testing.daemons import signal_a_thread
 
 from ._api_helpers import Client, rejected
 
@@ -152,7 +153,8 @@ def test_run_serves_until_sigterm(db: Any, secret_key: str, tmp_path: Path,
         rc, out, err = run_cli(capsys, "controller", "status", "--endpoint", address, "--token-file",
                                str(admin_file), "--ca", str(pki / "ca.pem"))
         assert rc == 1 and "PERMISSION_DENIED" in err and tenant not in err
-        proc.send_signal(signal.SIGTERM)
+        # To one of gRPC's threads, as the kernel may deliver it: the main thread still acts on it.
+        signal_a_thread(proc.pid, signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
