@@ -147,9 +147,9 @@ class _Controllers:
         creds = grpc.ssl_channel_credentials(root_certificates=settings.read_ca())
         options: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 0),
-            # A controller that restarts is reachable again within a couple of seconds.
+            # A controller that restarts is reachable again within a couple of seconds. (Not
+            # grpc.min_reconnect_backoff_ms: gRPC takes it as the time a connection may take.)
             ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         if settings.server_name:

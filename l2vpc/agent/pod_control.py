@@ -127,7 +127,6 @@ class PodControl:
         options: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 0),
             ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         if settings.server_name:

@@ -98,10 +98,12 @@ class RemoteEngine:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # Our retry loop decides (it knows which calls are safe to repeat); reconnect
-            # quickly so a restarted controller is found within a second.
+            # quickly so a restarted controller is found within a second. Not
+            # grpc.min_reconnect_backoff_ms: gRPC also takes it as the time a connection may
+            # take (TCP and TLS handshake), and at 100 ms a busy controller's handshake was cut
+            # off and reported as if its certificate were wrong.
             ("grpc.enable_retries", 0),
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ]) for e in self.endpoints]
         self._stubs = [pb_grpc.ControllerStub(grpc.intercept_channel(c, _RequestId())) for c in self._channels]
@@ -357,7 +359,8 @@ def _model(cls: type[M], text: str, what: str) -> M:
 _TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "peer name")
 # A peer that went away in the middle of the handshake (a controller killed a moment ago) is
 # the transport, not trust: the next endpoint, or a retry, may answer.
-_TRANSPORT_WORDS = ("connection reset", "connection refused", "broken pipe", "socket closed", "end of file")
+_TRANSPORT_WORDS = ("connection reset", "connection refused", "broken pipe", "socket closed", "end of file",
+                    "tcp handshaker")
 
 
 def _tls_failure(e: grpc.RpcError) -> bool:

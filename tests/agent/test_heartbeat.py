@@ -39,6 +39,7 @@ from l2vpc.agent.heartbeat import (
 )
 from l2vpc.hostconfig import config_digest
 from l2vpc.pki import CertificateAuthority
+from l2vpc.testing.slow_proxy import SlowProxy
 
 from .daemon_helpers import sample
 
@@ -283,6 +284,21 @@ def test_survives_a_controller_restart(tmp_path: Path, ca: CertificateAuthority)
                 assert len(service.of("register")) == 1  # it knew the host: no new registration
             finally:
                 second.stop()
+    finally:
+        agent.close()
+
+
+def test_a_controller_slow_to_answer_the_handshake_is_waited_for(
+        tmp_path: Path, ca: CertificateAuthority, controller: ControllerServer) -> None:
+    """A busy controller answers the TLS handshake late: the agent's connection waits for it
+    (gRPC once gave it 200 ms, taken from a reconnect option, and tried again and again)."""
+    agent = make_agent(tmp_path, "h1")
+    try:
+        with SlowProxy(controller.address, delay=0.6) as proxy, HeartbeatScheduler(
+                ControllerSettings((proxy.address,), ca.ca_path),
+                [ControllerLink(agent, doc("h1"), TokenSource({"": "tok-h1-secret"}))]):
+            assert wait_for(lambda: len(controller.service.of("heartbeat")) >= 1, timeout=10)
+            assert proxy.connections == 1
     finally:
         agent.close()
 

@@ -25,6 +25,7 @@ from l2vpc.controller.server import ControllerHandle
 from l2vpc.engine import validation
 from l2vpc.engine.api import Engine
 from l2vpc.engine.errors import ValidationError
+from l2vpc.testing.slow_proxy import SlowProxy
 
 from ._api_helpers import Client, make_pki, rejected, running_controller, snapshot
 
@@ -180,7 +181,9 @@ def test_the_agent_maps_rules_to_cni_codes(ctl: ControllerHandle, client: Client
     acme = token(ctl, "tenant", tenant="acme")
     for i in range(1, 12):
         client.create(acme, "vpc", {"name": f"v{i}", "region": "r1", "cidr": f"10.{i}.0.0/24"})
-    control = PodControl(ControllerSettings((ctl.address,), pki / "ca.pem"),
+    # Through a controller slow to answer the TLS handshake (a busy one): waited for, once.
+    proxy = SlowProxy(ctl.address, delay=0.5)
+    control = PodControl(ControllerSettings((proxy.address,), pki / "ca.pem"),
                          TokenSource({"h1": token(ctl, "agent", host="h1")}), "h1")
     try:
         atts = [control.attach(f"v{i}", workload="default-p", interface_name=f"net{i}", container_id="cid")
@@ -206,8 +209,10 @@ def test_the_agent_maps_rules_to_cni_codes(ctl: ControllerHandle, client: Client
         e = code(vpc="v2", workload="default-s", interface_name="net1", ip_address="10.1.0.5/24")
         assert e.code == spec.RULE_VIOLATED and e.msg.startswith("ip_address:") and "ip_in_cidr" in e.details
         assert control.detach(atts[0].id) and not control.detach(atts[0].id)
+        assert proxy.connections == 1
     finally:
         control.close()
+        proxy.close()
     # A controller that does not answer: try again later.
     dead = PodControl(ControllerSettings(("127.0.0.1:1",), pki / "ca.pem"), TokenSource({"": "x"}), "h1",
                       timeout=2.0)

@@ -21,6 +21,7 @@ from l2vpc.engine.errors import ConflictError, NotFoundError, TemporaryError, Us
 from l2vpc.engine.model import VPC, Attachment, Host
 from l2vpc.pki import CertificateAuthority
 from l2vpc.testing.ports import free_port
+from l2vpc.testing.slow_proxy import SlowProxy
 
 from ._api_helpers import make_pki, running_controller, snapshot
 
@@ -272,3 +273,16 @@ def test_a_controller_that_dies_during_the_handshake_is_passed_over(ctl: Control
         stop.set()
         thread.join()
         dying.close()
+
+
+def test_a_controller_slow_to_answer_the_handshake_is_waited_for(ctl: ControllerHandle, pki: Path) -> None:
+    """A busy controller (or machine) answers the TLS handshake late: the client waits for it.
+    gRPC once cut such a connection off after 100 ms (its minimum connect time, taken from a
+    reconnect option), and the client reported a certificate problem."""
+    with SlowProxy(ctl.address, delay=0.5) as proxy:
+        engine = RemoteEngine(proxy.address, tenant_token(ctl), ca_file=str(pki / "ca.pem"))
+        try:
+            assert engine.list("vpc") == []
+            assert proxy.connections == 1  # one connection, waited for, not retried
+        finally:
+            engine.close()
