@@ -21,6 +21,10 @@ from pathlib import Path
 log = logging.getLogger("l2vpc.agent.heartbeat")  # token messages stay where operators look for them
 
 TOKEN_ENV = "L2VPC_AGENT_TOKEN"
+# How long one connection to a controller (TCP and TLS handshake) may take; gRPC reads it from
+# grpc.min_reconnect_backoff_ms. A busy controller's handshake needs more than the 200 ms that
+# option once gave; a controller that drops packets is passed over after this.
+CONNECT_TIMEOUT_MS = 5000
 
 
 class HeartbeatError(Exception):

@@ -52,7 +52,7 @@ import grpc.aio
 
 from l2vpc._proto import controller_pb2 as cpb
 from l2vpc._proto import controller_pb2_grpc as cpb_grpc
-from l2vpc.agent.credentials import ControllerSettings, HeartbeatError, TokenSource
+from l2vpc.agent.credentials import CONNECT_TIMEOUT_MS, ControllerSettings, HeartbeatError, TokenSource
 
 log = logging.getLogger("l2vpc.agent.heartbeat")
 
@@ -147,10 +147,10 @@ class _Controllers:
         creds = grpc.ssl_channel_credentials(root_certificates=settings.read_ca())
         options: list[tuple[str, Any]] = [
             ("grpc.enable_retries", 0),
-            # A controller that restarts is reachable again within a couple of seconds. (Not
-            # grpc.min_reconnect_backoff_ms: gRPC takes it as the time a connection may take.)
+            # A controller that restarts is reachable again within a couple of seconds.
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
         ]
         if settings.server_name:
             options += [("grpc.ssl_target_name_override", settings.server_name),

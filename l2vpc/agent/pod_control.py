@@ -36,7 +36,7 @@ import grpc
 
 from l2vpc._proto import controller_pb2 as cpb
 from l2vpc._proto import controller_pb2_grpc as cpb_grpc
-from l2vpc.agent.credentials import ControllerSettings, TokenSource
+from l2vpc.agent.credentials import CONNECT_TIMEOUT_MS, ControllerSettings, TokenSource
 from l2vpc.agent.pods import port_from_dict
 from l2vpc.cni import spec
 from l2vpc.cni.spec import CniError
@@ -128,6 +128,7 @@ class PodControl:
             ("grpc.enable_retries", 0),
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
         ]
         if settings.server_name:
             options += [("grpc.ssl_target_name_override", settings.server_name),

@@ -50,6 +50,11 @@ log = logging.getLogger("l2vpc.controller.client")
 MAX_MESSAGE_BYTES = 16 << 20
 DEFAULT_CALL_TIMEOUT = 30.0
 DEFAULT_RETRY_SECONDS = 15.0
+# How long one connection (TCP and TLS handshake) may take; gRPC reads it from
+# grpc.min_reconnect_backoff_ms. Long enough for a busy controller's handshake (at 100 ms one
+# was cut off and reported as a certificate problem), short enough that a controller that
+# drops packets is passed over for the next one well within a call's timeout.
+CONNECT_TIMEOUT_MS = 5000
 CHECK_TOKEN_TIMEOUT = 10.0  # the token check at configure: longer means "unreachable", told later (a busy controller's first call, which loads the tokens, can take seconds)
 _FIRST_BACKOFF = 0.1
 _MAX_BACKOFF = 1.0
@@ -98,13 +103,11 @@ class RemoteEngine:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # Our retry loop decides (it knows which calls are safe to repeat); reconnect
-            # quickly so a restarted controller is found within a second. Not
-            # grpc.min_reconnect_backoff_ms: gRPC also takes it as the time a connection may
-            # take (TCP and TLS handshake), and at 100 ms a busy controller's handshake was cut
-            # off and reported as if its certificate were wrong.
+            # quickly so a restarted controller is found within a second.
             ("grpc.enable_retries", 0),
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
         ]) for e in self.endpoints]
         self._stubs = [pb_grpc.ControllerStub(grpc.intercept_channel(c, _RequestId())) for c in self._channels]
 

@@ -286,3 +286,19 @@ def test_a_controller_slow_to_answer_the_handshake_is_waited_for(ctl: Controller
             assert proxy.connections == 1  # one connection, waited for, not retried
         finally:
             engine.close()
+
+
+def test_a_controller_that_drops_connections_is_passed_over(ctl: ControllerHandle, pki: Path) -> None:
+    """A controller whose host drops packets (its TCP connect never completes) is given up after
+    the connect time, well within the call's timeout, and the next one answers."""
+    with socket.socket() as dropping, socket.socket() as filler:
+        dropping.bind(("127.0.0.1", 0))
+        dropping.listen(0)
+        filler.connect(dropping.getsockname())  # the accept queue is full: the next SYNs are dropped
+        first = f"127.0.0.1:{dropping.getsockname()[1]}"
+        engine = RemoteEngine(f"{first},{ctl.address}", tenant_token(ctl), ca_file=str(pki / "ca.pem"), timeout=15)
+        try:
+            assert engine.list("vpc") == []
+            assert engine.endpoint == ctl.address
+        finally:
+            engine.close()
