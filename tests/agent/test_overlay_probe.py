@@ -3,10 +3,9 @@ two real probers answering each other over loopback UDP."""
 
 from __future__ import annotations
 
-import time
-
 from l2vpc.agent.overlay_probe import SMALL, OverlayProber, PeerBook, needed_sizes
 from l2vpc.hostconfig import HostConfig, Observation, Segment
+from l2vpc.testing.scrape import wait_for
 
 
 class Path:
@@ -127,10 +126,8 @@ def test_two_probers_answer_each_other_over_udp_and_ignore_strangers() -> None:
             stranger.configure(HostConfig("c", "127.0.0.3", segments=(Segment(7, "v", 1500, ("127.0.0.1",)),)))
             for p in (a, b, stranger):
                 p.start()
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and min(a.stats()["replies_received"], b.stats()["requests_answered"],
-                                                      a.stats()["requests_answered"]) < 5:
-                time.sleep(0.05)
+            wait_for(lambda: min(a.stats()["replies_received"], b.stats()["requests_answered"],
+                                 a.stats()["requests_answered"]) >= 5, 15, "five probes each way")
             sa, sb, sc = a.stats(), b.stats(), stranger.stats()
             assert sa["probes_sent"] >= 5 and sa["replies_received"] >= 5, sa
             assert sb["requests_answered"] >= 5 and sa["requests_answered"] >= 5, (sa, sb)

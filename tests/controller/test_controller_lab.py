@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ import pytest
 from l2vpc.cli import main
 from l2vpc.lab.lab import Lab
 from l2vpc.pki import CertificateAuthority
+from l2vpc.testing.scrape import wait_for
 from l2vpc.testing.terraform import TerraformDir
 
 from ._remote_helpers import terraform_env
@@ -92,16 +92,14 @@ def test_two_controllers_on_postgres_survive_the_leader(tmp_path: Path, capsys: 
         rc, out, err = run(capsys, "lab", "check")
         assert rc == 0 and "3/3" not in out and "6/6 pairs answer ping" in out and "check passed" in out, out + err
 
-        # A lease that lapsed for a moment (a busy machine) reads as no leader: ask again.
-        deadline = time.monotonic() + 30
-        while True:
+        def leader_now() -> str:
             rc, out, err = run(capsys, "controller", "status", "--endpoint", ",".join(st.endpoints), "--token-file",
                                str(st.admin_token_file), "--ca", str(st.controller_ca), "--json")
             assert rc == 0, err
-            leader = json.loads(out)["leader"]
-            if leader or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return str(json.loads(out)["leader"])
+
+        # A lease that lapsed for a moment (a busy machine) reads as no leader: ask again.
+        leader = wait_for(leader_now, 30, "a leader")
         victim = next(c for c in st.controllers if c["id"] == leader)
         os.kill(victim["pid"], signal.SIGKILL)
 
